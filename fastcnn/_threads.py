@@ -1,0 +1,50 @@
+"""How many threads a kernel call gets."""
+import functools
+import numbers
+import os
+
+from ._kernels.openmp_helpers import omp_max_threads, openmp_enabled
+
+
+@functools.lru_cache(maxsize=1)
+def _physical_cores():
+    # joblib is installed with scikit-learn; it knows cgroup quotas and SMT.
+    try:
+        from joblib import cpu_count
+        return max(1, cpu_count(only_physical_cores=True))
+    except Exception:  # pragma: no cover - joblib missing or confused
+        return max(1, os.cpu_count() or 1)
+
+
+def effective_n_threads(n_threads=None):
+    """Resolve the ``n_threads`` parameter as scikit-learn does.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        None: the physical cores, but no more than OpenMP allows now
+        (``OMP_NUM_THREADS``, threadpoolctl limits). A positive int: that many.
+        A negative int counts back from all cores: -1 is all, -2 all but one.
+
+    Returns
+    -------
+    int
+        At least 1; always 1 when the kernels were built without OpenMP.
+    """
+    if n_threads is not None and (
+        isinstance(n_threads, bool)
+        or not isinstance(n_threads, numbers.Integral)
+        or n_threads == 0
+    ):
+        raise ValueError(
+            f"n_threads must be None or a non-zero integer, got {n_threads!r}")
+    if not openmp_enabled():
+        return 1
+    if n_threads is None:
+        limit = omp_max_threads()
+        if "OMP_NUM_THREADS" not in os.environ:
+            limit = min(limit, _physical_cores())
+        return max(1, limit)
+    if n_threads < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + int(n_threads))
+    return int(n_threads)

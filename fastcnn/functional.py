@@ -1,0 +1,656 @@
+"""Convolution and pooling on arrays: the documented API over the kernels.
+
+Arrays are channels-first. Images are ``(N, C, H, W)`` with kernels
+``(F, C, KH, KW)``; signals (time series) are ``(N, C, L)`` with kernels
+``(F, C, K)``. Each function validates its input (shapes, dtypes, parameters),
+allocates its output and runs a compiled OpenMP kernel. float32 in gives
+float32 out, float64 gives float64; other dtypes, or two float dtypes mixed,
+raise TypeError. Non-contiguous input is copied to C order once; read-only
+input is accepted as it is.
+
+"Convolution" here means correlation, as in every deep-learning library::
+
+    y[n, f, i, j] = b[f] + sum_{c, a, b} w[f, c, a, b] x[n, c, i*sh + a - ph, j*sw + b - pw]
+
+with zero padding ``(ph, pw)`` and stride ``(sh, sw)``, so that the output
+has ``(H - KH + 2*ph) // sh + 1`` rows (likewise columns).
+
+Every function takes ``n_threads``: None uses the physical cores within the
+limits set by ``OMP_NUM_THREADS`` or threadpoolctl, a positive int that many
+threads, a negative int counts back from all cores (-1: all). Results are
+bitwise identical for any number of threads.
+"""
+import numbers
+import operator
+
+import numpy as np
+
+from ._kernels import correlation as _correlation
+from ._kernels import pooling as _pooling
+from ._threads import effective_n_threads
+
+__all__ = [
+    "correlate2d", "correlate2d_backward", "correlate2d_backward_input",
+    "correlate2d_backward_kernel", "correlate2d_backward_input_mirrored",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "correlate1d", "correlate1d_backward", "correlate1d_backward_input",
+    "correlate1d_backward_kernel", "max_pool1d", "max_pool1d_backward",
+    "avg_pool1d", "avg_pool1d_backward", "output_size",
+]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Signals run through the image kernels as images of height 1.
+_SPATIAL = {1: "(N, C, L)", 2: "(N, C, H, W)"}
+_KERNEL_LAYOUT = {1: "(F, C, K)", 2: "(F, C, KH, KW)"}
+
+
+# ------------------------------------------------------------- validation
+
+def _float_array(a, name, ndim, layout):
+    """``a`` as a C-contiguous float32/float64 array of ``ndim`` dimensions."""
+    a = np.asarray(a)
+    if a.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(
+            f"{name} must have {ndim} dimensions {layout}, got shape {a.shape}")
+    if 0 in a.shape:
+        raise ValueError(f"{name} must not be empty, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _same_dtype(**arrays):
+    """TypeError naming both dtypes when the arrays do not share one."""
+    (first, a), *rest = arrays.items()
+    for name, b in rest:
+        if b.dtype != a.dtype:
+            raise TypeError(
+                f"{first} has dtype {a.dtype} but {name} has dtype {b.dtype}; "
+                "cast both to the same float dtype (float32 or float64)")
+    return a.dtype
+
+
+def _integer(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _per_axis(value, name, ndim, minimum):
+    """An int or a tuple of ``ndim`` ints, validated, as a tuple of ``ndim``."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        values = tuple(value)
+        if len(values) != ndim:
+            raise ValueError(
+                f"{name} must be an int or a tuple of {ndim} ints, got {value!r}")
+    else:
+        values = (value,) * ndim
+    return tuple(_integer(v, name, minimum) for v in values)
+
+
+def _spatial2d(values, ndim, fill):
+    return values if ndim == 2 else (fill,) + values
+
+
+def _shape(shape, name, ndim):
+    try:
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
+    if len(shape) != ndim + 2 or min(shape) < 1:
+        raise ValueError(
+            f"{name} must be {ndim + 2} positive ints {_SPATIAL[ndim]}, "
+            f"got {shape!r}")
+    return shape
+
+
+def output_size(input_size, kernel_size, stride=1, padding=0):
+    """Length of a correlation or pooling output along one axis.
+
+    ``(input_size - kernel_size + 2 * padding) // stride + 1``.
+    """
+    return (input_size - kernel_size + 2 * padding) // stride + 1
+
+
+def _conv_geometry(x_shape, w_shape, stride, padding, ndim):
+    """Validated (stride, padding, output spatial shape), all per axis."""
+    stride = _per_axis(stride, "stride", ndim, 1)
+    padding = _per_axis(padding, "padding", ndim, 0)
+    spatial, kernel = x_shape[2:], w_shape[2:]
+    if x_shape[1] != w_shape[1]:
+        raise ValueError(
+            f"x has {x_shape[1]} channels but w expects {w_shape[1]}: "
+            f"x is {_SPATIAL[ndim]} = {tuple(x_shape)}, "
+            f"w is {_KERNEL_LAYOUT[ndim]} = {tuple(w_shape)}")
+    for size, k, p in zip(spatial, kernel, padding):
+        if k > size + 2 * p:
+            raise ValueError(
+                f"kernel {tuple(kernel)} is larger than the padded input: "
+                f"input {tuple(spatial)} with padding {padding}")
+    out = tuple(output_size(s, k, st, p)
+                for s, k, st, p in zip(spatial, kernel, stride, padding))
+    return stride, padding, out
+
+
+def _as_4d(a, ndim):
+    """A view of a signal array as an image of height 1."""
+    return a if ndim == 2 else a[:, :, np.newaxis, :]
+
+
+def _from_4d(a, ndim):
+    return a if ndim == 2 else a[:, :, 0, :]
+
+
+# ------------------------------------------------------------ correlation
+
+def _correlate(x, w, bias, stride, padding, n_threads, ndim):
+    x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
+    w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
+    dtype = _same_dtype(x=x, w=w)
+    stride, padding, out = _conv_geometry(x.shape, w.shape, stride, padding, ndim)
+    n_filters = w.shape[0]
+    if bias is None:
+        bias = np.zeros(n_filters, dtype=dtype)
+    else:
+        bias = _float_array(bias, "bias", 1, "(F,)")
+        _same_dtype(x=x, bias=bias)
+        if bias.shape != (n_filters,):
+            raise ValueError(
+                f"bias must have shape ({n_filters},) to match w, got {bias.shape}")
+    y = np.empty((x.shape[0], n_filters) + _spatial2d(out, ndim, 1), dtype=dtype)
+    (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
+    _correlation.correlate2d_forward(
+        _as_4d(x, ndim), _as_4d(w, ndim), bias, y, sh, sw, ph, pw,
+        effective_n_threads(n_threads))
+    return _from_4d(y, ndim)
+
+
+def _check_grad_y(grad_y, expected_shape, dtype, ndim):
+    grad_y = _float_array(grad_y, "grad_y", ndim + 2, _SPATIAL[ndim])
+    if grad_y.dtype != dtype:
+        raise TypeError(
+            f"grad_y has dtype {grad_y.dtype} but the forward arrays have "
+            f"dtype {dtype}; cast both to the same float dtype")
+    if grad_y.shape != tuple(expected_shape):
+        raise ValueError(
+            f"grad_y must have the forward output's shape {tuple(expected_shape)}, "
+            f"got {grad_y.shape}")
+    return grad_y
+
+
+def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads, ndim):
+    w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
+    x_shape = _shape(x_shape, "x_shape", ndim)
+    stride, padding, out = _conv_geometry(x_shape, w.shape, stride, padding, ndim)
+    grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out, w.dtype, ndim)
+    grad_x = np.empty(x_shape, dtype=w.dtype)
+    (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
+    _correlation.correlate2d_backward_input(
+        _as_4d(grad_y, ndim), _as_4d(w, ndim), _as_4d(grad_x, ndim),
+        sh, sw, ph, pw, effective_n_threads(n_threads))
+    return grad_x
+
+
+def _correlate_backward_kernel(x, grad_y, w_shape, stride, padding, n_threads, ndim):
+    x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
+    w_shape = _shape(w_shape, "w_shape", ndim)
+    stride, padding, out = _conv_geometry(x.shape, w_shape, stride, padding, ndim)
+    grad_y = _check_grad_y(grad_y, (x.shape[0], w_shape[0]) + out, x.dtype, ndim)
+    grad_w = np.empty(w_shape, dtype=x.dtype)
+    grad_b = np.empty(w_shape[0], dtype=x.dtype)
+    (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
+    _correlation.correlate2d_backward_kernel(
+        _as_4d(x, ndim), _as_4d(grad_y, ndim), _as_4d(grad_w, ndim), grad_b,
+        sh, sw, ph, pw, effective_n_threads(n_threads))
+    return grad_w, grad_b
+
+
+def _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim):
+    x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
+    w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
+    _same_dtype(x=x, w=w)
+    grad_x = _correlate_backward_input(grad_y, w, x.shape, stride, padding,
+                                       n_threads, ndim)
+    grad_w, grad_b = _correlate_backward_kernel(x, grad_y, w.shape, stride,
+                                                padding, n_threads, ndim)
+    return grad_x, grad_w, grad_b
+
+
+def correlate2d(x, w, bias=None, stride=1, padding=0, n_threads=None):
+    """Multi-channel 2-D correlation of a batch of images with a bank of kernels.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, H, W), float32 or float64
+        The images.
+    w : array of shape (F, C, KH, KW), same dtype as x
+        F kernels, each spanning all C input channels.
+    bias : array of shape (F,), same dtype as x, default None
+        Added to every output of filter f; None means zero.
+    stride : int or (int, int), default 1
+        Step between windows, per axis (height, width); at least 1.
+    padding : int or (int, int), default 0
+        Zeros added on each side of the image, per axis; at least 0.
+    n_threads : int or None, default None
+        See the module documentation.
+
+    Returns
+    -------
+    y : array of shape (N, F, Ho, Wo), dtype of x
+        ``Ho = (H - KH + 2*ph) // sh + 1`` and likewise ``Wo``.
+
+    Raises
+    ------
+    TypeError
+        A dtype that is not float32/float64, or x, w and bias differing.
+    ValueError
+        Wrong number of dimensions, an empty array, channel mismatch, a
+        kernel larger than the padded input, stride < 1 or padding < 0.
+    """
+    return _correlate(x, w, bias, stride, padding, n_threads, ndim=2)
+
+
+def correlate2d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
+    """Gradients of a loss through :func:`correlate2d`.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, H, W)
+        The forward input.
+    w : array of shape (F, C, KH, KW)
+        The forward kernels.
+    grad_y : array of shape (N, F, Ho, Wo)
+        Gradient of the loss with respect to the forward output.
+    stride, padding, n_threads
+        As given to :func:`correlate2d`.
+
+    Returns
+    -------
+    grad_x : array of shape (N, C, H, W)
+        ``W^T grad_y``, see :func:`correlate2d_backward_input`.
+    grad_w : array of shape (F, C, KH, KW)
+        The correlation of the input with the output gradient,
+        see :func:`correlate2d_backward_kernel`.
+    grad_b : array of shape (F,)
+        grad_y summed over samples and positions.
+    """
+    return _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim=2)
+
+
+def correlate2d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
+                               n_threads=None):
+    """Gradient with respect to the input of :func:`correlate2d`.
+
+    This is ``W^T grad_y``: every output gradient is multiplied by the kernel
+    and added back to the input positions its window covered. It equals the
+    correlation of the stride-dilated, zero-padded output gradient with the
+    mirrored kernel (:func:`correlate2d_backward_input_mirrored`), computed
+    here as the transposed product, which needs no dilation.
+
+    Parameters
+    ----------
+    grad_y : array of shape (N, F, Ho, Wo)
+    w : array of shape (F, C, KH, KW)
+    x_shape : tuple (N, C, H, W)
+        Shape of the forward input (the output size alone does not fix it
+        when the stride does not divide evenly).
+    stride, padding, n_threads
+        As given to :func:`correlate2d`.
+
+    Returns
+    -------
+    grad_x : array of shape x_shape
+    """
+    return _correlate_backward_input(grad_y, w, x_shape, stride, padding,
+                                     n_threads, ndim=2)
+
+
+def correlate2d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
+                                n_threads=None):
+    """Gradients with respect to the kernels and bias of :func:`correlate2d`.
+
+    ``grad_w[f, c, a, b] = sum_{n,i,j} grad_y[n, f, i, j] x[n, c, i*sh + a - ph, j*sw + b - pw]``,
+    the correlation of the input with the output gradient, summed over the
+    batch in a fixed order (the same bits for any thread count).
+
+    Parameters
+    ----------
+    x : array of shape (N, C, H, W)
+    grad_y : array of shape (N, F, Ho, Wo)
+    w_shape : tuple (F, C, KH, KW)
+    stride, padding, n_threads
+        As given to :func:`correlate2d`.
+
+    Returns
+    -------
+    grad_w : array of shape w_shape
+    grad_b : array of shape (F,)
+    """
+    return _correlate_backward_kernel(x, grad_y, w_shape, stride, padding,
+                                      n_threads, ndim=2)
+
+
+def correlate2d_backward_input_mirrored(grad_y, w, x_shape, stride=1,
+                                        padding=0, n_threads=None):
+    """:func:`correlate2d_backward_input` as the textbook identity.
+
+    The output gradient is dilated by the stride (``stride - 1`` zeros
+    between its entries), padded by ``K - 1 - padding`` on each side, and
+    correlated with the mirrored kernel: rotated 180 degrees, with input and
+    output channels swapped. Same result as the transposed product (up to
+    rounding), and as fast for stride 1; with stride s it multiplies by
+    zeros s*s times more often. Parameters and return value as for
+    :func:`correlate2d_backward_input`.
+    """
+    return _backward_input_mirrored(grad_y, w, x_shape, stride, padding,
+                                    n_threads, ndim=2)
+
+
+def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads, ndim):
+    w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
+    x_shape = _shape(x_shape, "x_shape", ndim)
+    stride, padding, out = _conv_geometry(x_shape, w.shape, stride, padding, ndim)
+    grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out, w.dtype, ndim)
+    kernel = w.shape[2:]
+    # Place the dilated gradient in a zero frame of size input + kernel - 1:
+    # output position i sits at i*stride + (K - 1 - padding), clipped where
+    # padding exceeds K - 1 (those positions read only padding).
+    frame_shape = tuple(s + k - 1 for s, k in zip(x_shape[2:], kernel))
+    frame = np.zeros(grad_y.shape[:2] + frame_shape, dtype=w.dtype)
+    index_frame, index_grad = [slice(None)] * 2, [slice(None)] * 2
+    for o, s, k, p, size in zip(out, stride, kernel, padding, frame_shape):
+        positions = np.arange(o) * s + (k - 1 - p)
+        keep = (positions >= 0) & (positions < size)
+        index_frame.append(positions[keep])
+        index_grad.append(np.flatnonzero(keep))
+    frame[np.ix_(*[np.arange(n) for n in frame.shape[:2]], *index_frame[2:])] = \
+        grad_y[np.ix_(*[np.arange(n) for n in grad_y.shape[:2]], *index_grad[2:])]
+    flip = (slice(None), slice(None)) + (slice(None, None, -1),) * ndim
+    mirrored = np.ascontiguousarray(w[flip].swapaxes(0, 1))
+    return _correlate(frame, mirrored, None, 1, 0, n_threads, ndim)
+
+
+# ----------------------------------------------------------------- pooling
+
+def _pool_geometry(spatial, size, stride, ndim):
+    size = _per_axis(size, "size", ndim, 1)
+    stride = size if stride is None else _per_axis(stride, "stride", ndim, 1)
+    for s, k in zip(spatial, size):
+        if k > s:
+            raise ValueError(
+                f"pool size {size} is larger than the input {tuple(spatial)}")
+    out = tuple(output_size(s, k, st) for s, k, st in zip(spatial, size, stride))
+    return size, stride, out
+
+
+def _max_pool(x, size, stride, n_threads, ndim):
+    x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
+    size, stride, out = _pool_geometry(x.shape[2:], size, stride, ndim)
+    shape = x.shape[:2] + _spatial2d(out, ndim, 1)
+    y = np.empty(shape, dtype=x.dtype)
+    argmax = np.empty(shape, dtype=np.int32)
+    (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
+    _pooling.max_pool2d_forward(_as_4d(x, ndim), y, argmax, kh, kw, sh, sw,
+                                effective_n_threads(n_threads))
+    return _from_4d(y, ndim), _from_4d(argmax, ndim)
+
+
+def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim):
+    grad_y = _float_array(grad_y, "grad_y", ndim + 2, _SPATIAL[ndim])
+    x_shape = _shape(x_shape, "x_shape", ndim)
+    argmax = np.asarray(argmax)
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"argmax must be an integer array, got dtype {argmax.dtype}")
+    if argmax.shape != grad_y.shape:
+        raise ValueError(
+            f"argmax must have grad_y's shape {grad_y.shape}, got {argmax.shape}")
+    if grad_y.shape[:2] != x_shape[:2]:
+        raise ValueError(
+            f"grad_y {grad_y.shape} and x_shape {x_shape} must agree on "
+            "samples and channels")
+    plane = int(np.prod(x_shape[2:]))
+    # The kernel writes where argmax points without checking: check here.
+    low, high = int(argmax.min()), int(argmax.max())
+    if low < 0 or high >= plane:
+        raise ValueError(
+            f"argmax values must index the input plane [0, {plane}), "
+            f"got values in [{low}, {high}]")
+    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+    grad_x = np.empty(x_shape, dtype=grad_y.dtype)
+    _pooling.max_pool2d_backward(_as_4d(grad_y, ndim), _as_4d(argmax, ndim),
+                                 _as_4d(grad_x, ndim),
+                                 effective_n_threads(n_threads))
+    return grad_x
+
+
+def _avg_pool(x, size, stride, n_threads, ndim):
+    x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
+    size, stride, out = _pool_geometry(x.shape[2:], size, stride, ndim)
+    y = np.empty(x.shape[:2] + _spatial2d(out, ndim, 1), dtype=x.dtype)
+    (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
+    _pooling.avg_pool2d_forward(_as_4d(x, ndim), y, kh, kw, sh, sw,
+                                effective_n_threads(n_threads))
+    return _from_4d(y, ndim)
+
+
+def _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim):
+    grad_y = _float_array(grad_y, "grad_y", ndim + 2, _SPATIAL[ndim])
+    x_shape = _shape(x_shape, "x_shape", ndim)
+    size, stride, out = _pool_geometry(x_shape[2:], size, stride, ndim)
+    if grad_y.shape != x_shape[:2] + out:
+        raise ValueError(
+            f"grad_y must have the pooled shape {x_shape[:2] + out}, "
+            f"got {grad_y.shape}")
+    grad_x = np.empty(x_shape, dtype=grad_y.dtype)
+    (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
+    _pooling.avg_pool2d_backward(_as_4d(grad_y, ndim), _as_4d(grad_x, ndim),
+                                 kh, kw, sh, sw, effective_n_threads(n_threads))
+    return grad_x
+
+
+def max_pool2d(x, size, stride=None, n_threads=None):
+    """Maximum over each (KH, KW) window, and where it was.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, H, W), float32 or float64
+    size : int or (int, int)
+        Window height and width.
+    stride : int or (int, int), default None
+        Step between windows; None means ``size`` (windows that tile).
+        A stride smaller than the size makes windows overlap.
+    n_threads : int or None
+
+    Returns
+    -------
+    y : array of shape (N, C, Ho, Wo)
+        ``Ho = (H - KH) // sh + 1``, likewise ``Wo``.
+    argmax : int32 array of shape (N, C, Ho, Wo)
+        Index ``h * W + w`` of each maximum within its (H, W) plane. Ties
+        go to the first maximum in row-major order; a NaN is a window's
+        maximum (the first NaN).
+    """
+    return _max_pool(x, size, stride, n_threads, ndim=2)
+
+
+def max_pool2d_backward(grad_y, argmax, x_shape, n_threads=None):
+    """Route each output gradient to the input its window selected.
+
+    Parameters
+    ----------
+    grad_y : array of shape (N, C, Ho, Wo)
+    argmax : integer array of shape (N, C, Ho, Wo)
+        As returned by :func:`max_pool2d`.
+    x_shape : tuple (N, C, H, W)
+
+    Returns
+    -------
+    grad_x : array of shape x_shape
+        Zero except at selected inputs; where overlapping windows selected
+        the same input, their gradients add up.
+    """
+    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=2)
+
+
+def avg_pool2d(x, size, stride=None, n_threads=None):
+    """Mean over each (KH, KW) window.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, H, W)
+    size : int or (int, int)
+    stride : int or (int, int), default None (= size)
+    n_threads : int or None
+
+    Returns
+    -------
+    y : array of shape (N, C, Ho, Wo)
+    """
+    return _avg_pool(x, size, stride, n_threads, ndim=2)
+
+
+def avg_pool2d_backward(grad_y, x_shape, size, stride=None, n_threads=None):
+    """Spread each output gradient evenly over its window.
+
+    Parameters
+    ----------
+    grad_y : array of shape (N, C, Ho, Wo)
+    x_shape : tuple (N, C, H, W)
+    size, stride
+        As given to :func:`avg_pool2d`.
+
+    Returns
+    -------
+    grad_x : array of shape x_shape
+    """
+    return _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim=2)
+
+
+# -------------------------------------------------------------- 1-D signals
+
+def correlate1d(x, w, bias=None, stride=1, padding=0, n_threads=None):
+    """Multi-channel 1-D correlation of a batch of signals.
+
+    ``y[n, f, i] = bias[f] + sum_{c, a} w[f, c, a] x[n, c, i*stride + a - padding]``.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, L), float32 or float64
+    w : array of shape (F, C, K)
+    bias : array of shape (F,), default None
+    stride : int or (int,), default 1
+    padding : int or (int,), default 0
+    n_threads : int or None
+
+    Returns
+    -------
+    y : array of shape (N, F, Lo), ``Lo = (L - K + 2*padding) // stride + 1``
+    """
+    return _correlate(x, w, bias, stride, padding, n_threads, ndim=1)
+
+
+def correlate1d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
+    """Gradients through :func:`correlate1d`.
+
+    Returns
+    -------
+    grad_x : array of shape (N, C, L)
+    grad_w : array of shape (F, C, K)
+    grad_b : array of shape (F,)
+    """
+    return _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim=1)
+
+
+def correlate1d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
+                               n_threads=None):
+    """Gradient with respect to the input of :func:`correlate1d`.
+
+    Parameters
+    ----------
+    grad_y : array of shape (N, F, Lo)
+    w : array of shape (F, C, K)
+    x_shape : tuple (N, C, L)
+
+    Returns
+    -------
+    grad_x : array of shape x_shape
+    """
+    return _correlate_backward_input(grad_y, w, x_shape, stride, padding,
+                                     n_threads, ndim=1)
+
+
+def correlate1d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
+                                n_threads=None):
+    """Gradients with respect to the kernels and bias of :func:`correlate1d`.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, L)
+    grad_y : array of shape (N, F, Lo)
+    w_shape : tuple (F, C, K)
+
+    Returns
+    -------
+    grad_w : array of shape w_shape
+    grad_b : array of shape (F,)
+    """
+    return _correlate_backward_kernel(x, grad_y, w_shape, stride, padding,
+                                      n_threads, ndim=1)
+
+
+def max_pool1d(x, size, stride=None, n_threads=None):
+    """Maximum over each window of a signal, and where it was.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, L)
+    size : int
+    stride : int, default None (= size)
+
+    Returns
+    -------
+    y : array of shape (N, C, Lo), ``Lo = (L - size) // stride + 1``
+    argmax : int32 array of shape (N, C, Lo)
+        Position of each maximum within its signal; ties to the first.
+    """
+    return _max_pool(x, size, stride, n_threads, ndim=1)
+
+
+def max_pool1d_backward(grad_y, argmax, x_shape, n_threads=None):
+    """Route each output gradient to the position its window selected.
+
+    Parameters
+    ----------
+    grad_y : array of shape (N, C, Lo)
+    argmax : integer array of shape (N, C, Lo)
+    x_shape : tuple (N, C, L)
+
+    Returns
+    -------
+    grad_x : array of shape x_shape
+    """
+    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=1)
+
+
+def avg_pool1d(x, size, stride=None, n_threads=None):
+    """Mean over each window of a signal.
+
+    Returns
+    -------
+    y : array of shape (N, C, Lo)
+    """
+    return _avg_pool(x, size, stride, n_threads, ndim=1)
+
+
+def avg_pool1d_backward(grad_y, x_shape, size, stride=None, n_threads=None):
+    """Spread each output gradient evenly over its window.
+
+    Returns
+    -------
+    grad_x : array of shape x_shape
+    """
+    return _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim=1)

@@ -1,0 +1,427 @@
+"""Correlation kernels: forward, backward to the input, backward to the kernel.
+
+Layout (all C-contiguous, channels first):
+    x (N, C, H, W)   w (F, C, KH, KW)   y, grad_y (N, F, Ho, Wo)
+
+Each correlation is a matrix product per sample. With K = C*KH*KW and
+P = Ho*Wo, and cols[n] the (K, P) matrix of input patches (im2col):
+    forward         y[n]      = w (F, K) . cols[n]             (+ bias)
+    to the input    dcols[n]  = w^T (K, F) . grad_y[n]  then scattered back
+                                (col2im): the transposed product W^T delta
+    to the kernel   grad_w   += grad_y[n] (F, P) . cols[n]^T
+Patches are written straight into the packed panels the product reads
+(gemm.h), so no separate im2col matrix is ever stored.
+
+Threads split the batch (`prange` over samples, static schedule); each one
+owns its scratch panels. The kernel gradient sums over the batch in
+N_REDUCTION_BLOCKS fixed blocks of samples, each with its own partial sum,
+and adds the blocks in block order, so the result is bitwise the same for
+any number of threads.
+
+The caller (fastcnn.functional) validates every shape, dtype and parameter
+and allocates the outputs: these functions do no bounds checking.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stddef cimport ptrdiff_t
+from libc.string cimport memset
+
+cdef extern from "gemm.h" nogil:
+    enum:
+        FCNN_MR_F32
+        FCNN_NR_F32
+        FCNN_MR_F64
+        FCNN_NR_F64
+    int fcnn_gemm_select(int want_avx512)
+    const char *fcnn_gemm_kernel_name()
+    void *fcnn_malloc(size_t n_bytes)
+    void fcnn_free(void *p)
+    void fcnn_pack_a_f32(ptrdiff_t M, ptrdiff_t K, const float *src,
+                         ptrdiff_t rs, ptrdiff_t cs, float *dst)
+    void fcnn_pack_a_f64(ptrdiff_t M, ptrdiff_t K, const double *src,
+                         ptrdiff_t rs, ptrdiff_t cs, double *dst)
+    void fcnn_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src,
+                         ptrdiff_t rs, ptrdiff_t cs, float *dst)
+    void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
+                         ptrdiff_t rs, ptrdiff_t cs, double *dst)
+    void fcnn_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                              const float *a_packed, const float *b_packed,
+                              float *c, ptrdiff_t ldc, int accumulate)
+    void fcnn_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                              const double *a_packed, const double *b_packed,
+                              double *c, ptrdiff_t ldc, int accumulate)
+
+# The kernel gradient is summed over the batch in this many blocks of
+# samples (fewer when the batch is smaller). It fixes the order of the sum
+# independently of the thread count; it also bounds how many threads share
+# that reduction, so it is well above the core counts this package targets.
+N_REDUCTION_BLOCKS = 16
+
+
+def select_gemm_kernel(bint avx512):
+    """Use the AVX-512 micro-kernel (when the CPU has it) or the portable one.
+
+    Returns the name of the kernel in use afterwards.
+    """
+    fcnn_gemm_select(avx512)
+    return gemm_kernel_name()
+
+
+def gemm_kernel_name():
+    """``'avx512'`` or ``'generic'``: the matrix-product micro-kernel in use."""
+    return fcnn_gemm_kernel_name().decode()
+
+
+fcnn_gemm_select(1)
+
+
+# ------------------------------------------------------------------ helpers
+
+cdef inline Py_ssize_t panel_rows(const floating *tag) noexcept nogil:
+    if floating is float:
+        return FCNN_MR_F32
+    else:
+        return FCNN_MR_F64
+
+
+cdef inline Py_ssize_t panel_cols(const floating *tag) noexcept nogil:
+    if floating is float:
+        return FCNN_NR_F32
+    else:
+        return FCNN_NR_F64
+
+
+cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    return (n + m - 1) // m * m
+
+
+cdef inline void pack_a(Py_ssize_t M, Py_ssize_t K, const floating *src,
+                        Py_ssize_t rs, Py_ssize_t cs,
+                        floating *dst) noexcept nogil:
+    if floating is float:
+        fcnn_pack_a_f32(M, K, src, rs, cs, dst)
+    else:
+        fcnn_pack_a_f64(M, K, src, rs, cs, dst)
+
+
+cdef inline void pack_b(Py_ssize_t K, Py_ssize_t N, const floating *src,
+                        Py_ssize_t rs, Py_ssize_t cs,
+                        floating *dst) noexcept nogil:
+    if floating is float:
+        fcnn_pack_b_f32(K, N, src, rs, cs, dst)
+    else:
+        fcnn_pack_b_f64(K, N, src, rs, cs, dst)
+
+
+cdef inline void gemm_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                             const floating *a, const floating *b,
+                             floating *c, Py_ssize_t ldc,
+                             int accumulate) noexcept nogil:
+    if floating is float:
+        fcnn_gemm_packed_f32(M, N, K, a, b, c, ldc, accumulate)
+    else:
+        fcnn_gemm_packed_f64(M, N, K, a, b, c, ldc, accumulate)
+
+
+cdef floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL:
+    cdef floating *p = <floating *> fcnn_malloc(n_items * sizeof(floating))
+    if p == NULL:
+        raise MemoryError(
+            f"could not allocate {n_items * sizeof(floating)} bytes of scratch")
+    return p
+
+
+# ------------------------------------------------------- patch extraction
+
+cdef void im2col_panels(const floating *x, Py_ssize_t C, Py_ssize_t H,
+                        Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
+                        Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t Ho, Py_ssize_t Wo,
+                        floating *dst) noexcept nogil:
+    """Patches of one sample as the B operand (K, P) of ``w . cols``.
+
+    Column p = i*Wo + j of row k = (c, a, b) holds
+    x[c, i*sh + a - ph, j*sw + b - pw], zero outside the image; columns are
+    grouped into panels of NR as gemm.h lays B out.
+    """
+    cdef Py_ssize_t NR = panel_cols(dst)
+    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Py_ssize_t panel_stride = K * NR
+    cdef Py_ssize_t k, c, a, b, i, j, hi, wj, r, p
+    cdef floating *d
+    cdef const floating *row
+    for c in range(C):
+        for a in range(KH):
+            for b in range(KW):
+                k = (c * KH + a) * KW + b
+                d = dst + k * NR
+                r = 0
+                for i in range(Ho):
+                    hi = i * sh + a - ph
+                    row = x + (c * H + hi) * W
+                    for j in range(Wo):
+                        wj = j * sw + b - pw
+                        if 0 <= hi < H and 0 <= wj < W:
+                            d[r] = row[wj]
+                        else:
+                            d[r] = 0
+                        r += 1
+                        if r == NR:
+                            r = 0
+                            d += panel_stride
+    # zero the columns of the last panel past P
+    if P % NR:
+        d = dst + (P // NR) * panel_stride
+        for k in range(K):
+            for p in range(P % NR, NR):
+                d[k * NR + p] = 0
+
+
+cdef void im2col_panels_transposed(const floating *x, Py_ssize_t C,
+                                   Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t KH, Py_ssize_t KW,
+                                   Py_ssize_t sh, Py_ssize_t sw,
+                                   Py_ssize_t ph, Py_ssize_t pw,
+                                   Py_ssize_t Ho, Py_ssize_t Wo,
+                                   floating *dst) noexcept nogil:
+    """Patches of one sample as the B operand (P, K) of ``grad_y . cols^T``:
+    row p, column k of cols^T, columns grouped into panels of NR."""
+    cdef Py_ssize_t NR = panel_cols(dst)
+    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Py_ssize_t k, c, a, b, i, j, hi, wj, p
+    cdef floating *d
+    cdef const floating *row
+    for c in range(C):
+        for a in range(KH):
+            for b in range(KW):
+                k = (c * KH + a) * KW + b
+                d = dst + (k // NR) * P * NR + k % NR
+                for i in range(Ho):
+                    hi = i * sh + a - ph
+                    row = x + (c * H + hi) * W
+                    for j in range(Wo):
+                        wj = j * sw + b - pw
+                        if 0 <= hi < H and 0 <= wj < W:
+                            d[0] = row[wj]
+                        else:
+                            d[0] = 0
+                        d += NR
+    if K % NR:
+        d = dst + (K // NR) * P * NR
+        for p in range(P):
+            for k in range(K % NR, NR):
+                d[p * NR + k] = 0
+
+
+cdef void col2im_add(const floating *dcols, Py_ssize_t C, Py_ssize_t H,
+                     Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
+                     Py_ssize_t sh, Py_ssize_t sw,
+                     Py_ssize_t ph, Py_ssize_t pw,
+                     Py_ssize_t Ho, Py_ssize_t Wo,
+                     floating *gx) noexcept nogil:
+    """Adds each patch gradient dcols (K, P) back where its patch was read."""
+    cdef Py_ssize_t c, a, b, i, j, hi, wj, j_lo, j_hi
+    cdef const floating *src
+    cdef floating *row
+    for c in range(C):
+        for a in range(KH):
+            for b in range(KW):
+                src = dcols + ((c * KH + a) * KW + b) * Ho * Wo
+                # columns j with 0 <= j*sw + b - pw < W
+                j_lo = 0
+                if pw - b > 0:
+                    j_lo = (pw - b + sw - 1) // sw
+                j_hi = (W - 1 + pw - b) // sw + 1 if W - 1 + pw - b >= 0 else 0
+                if j_hi > Wo:
+                    j_hi = Wo
+                for i in range(Ho):
+                    hi = i * sh + a - ph
+                    if hi < 0 or hi >= H:
+                        continue
+                    row = gx + (c * H + hi) * W + b - pw
+                    for j in range(j_lo, j_hi):
+                        row[j * sw] += src[i * Wo + j]
+
+
+# ------------------------------------------------------------------ kernels
+
+def correlate2d_forward(const floating[:, :, :, ::1] x,
+                        const floating[:, :, :, ::1] w,
+                        const floating[::1] bias,
+                        floating[:, :, :, ::1] y,
+                        Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """y[n, f, i, j] = bias[f] + sum_{c,a,b} w[f,c,a,b] x[n, c, i*sh+a-ph, j*sw+b-pw].
+
+    y must have shape (N, F, Ho, Wo) with Ho, Wo from the correlation
+    output-size formula; x is read as zero outside its borders.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
+    cdef Py_ssize_t W = x.shape[3], F = w.shape[0], KH = w.shape[2]
+    cdef Py_ssize_t KW = w.shape[3], Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
+    cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
+    cdef Py_ssize_t b_size = K * round_up(P, NR)
+    cdef Py_ssize_t n, f, p
+    cdef floating *yn
+    cdef floating *b_panels
+    cdef floating *a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
+    cdef floating *scratch
+    try:
+        scratch = alloc(n_threads * b_size, &y[0, 0, 0, 0])
+    except MemoryError:
+        fcnn_free(a_panels)
+        raise
+    with nogil:
+        pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
+        for n in prange(N, num_threads=n_threads, schedule='static'):
+            b_panels = scratch + threadid() * b_size
+            im2col_panels(&x[n, 0, 0, 0], C, H, W, KH, KW, sh, sw, ph, pw,
+                          Ho, Wo, b_panels)
+            yn = &y[n, 0, 0, 0]
+            gemm_packed(F, P, K, a_panels, b_panels, yn, P, 0)
+            for f in range(F):
+                for p in range(P):
+                    yn[f * P + p] += bias[f]
+    fcnn_free(scratch)
+    fcnn_free(a_panels)
+
+
+def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
+                               const floating[:, :, :, ::1] w,
+                               floating[:, :, :, ::1] grad_x,
+                               Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """grad_x = W^T grad_y: each output gradient times the kernel, added back
+    to the input positions that produced it. grad_x is overwritten."""
+    cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1]
+    cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
+    cdef Py_ssize_t C = grad_x.shape[1], H = grad_x.shape[2]
+    cdef Py_ssize_t W = grad_x.shape[3], KH = w.shape[2], KW = w.shape[3]
+    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Py_ssize_t MR = panel_rows(&grad_x[0, 0, 0, 0])
+    cdef Py_ssize_t NR = panel_cols(&grad_x[0, 0, 0, 0])
+    cdef Py_ssize_t b_size = F * round_up(P, NR)
+    cdef Py_ssize_t per_thread = b_size + K * P
+    cdef Py_ssize_t n
+    cdef floating *b_panels
+    cdef floating *dcols
+    cdef floating *a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
+    cdef floating *scratch
+    try:
+        scratch = alloc(n_threads * per_thread, &grad_x[0, 0, 0, 0])
+    except MemoryError:
+        fcnn_free(a_panels)
+        raise
+    with nogil:
+        # W^T as the A operand: row k = (c, a, b), column f.
+        pack_a(K, F, &w[0, 0, 0, 0], 1, K, a_panels)
+        for n in prange(N, num_threads=n_threads, schedule='static'):
+            b_panels = scratch + threadid() * per_thread
+            dcols = b_panels + b_size
+            pack_b(F, P, &grad_y[n, 0, 0, 0], P, 1, b_panels)
+            gemm_packed(K, P, F, a_panels, b_panels, dcols, P, 0)
+            memset(&grad_x[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
+            col2im_add(dcols, C, H, W, KH, KW, sh, sw, ph, pw, Ho, Wo,
+                       &grad_x[n, 0, 0, 0])
+    fcnn_free(scratch)
+    fcnn_free(a_panels)
+
+
+def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
+                                const floating[:, :, :, ::1] grad_y,
+                                floating[:, :, :, ::1] grad_w,
+                                floating[::1] grad_b,
+                                Py_ssize_t sh, Py_ssize_t sw,
+                                Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """grad_w = sum_n grad_y[n] . cols[n]^T and grad_b = sum over n, i, j of
+    grad_y, in a fixed order. grad_w and grad_b are overwritten."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
+    cdef Py_ssize_t W = x.shape[3], F = grad_y.shape[1]
+    cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
+    cdef Py_ssize_t KH = grad_w.shape[2], KW = grad_w.shape[3]
+    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Py_ssize_t MR = panel_rows(&grad_w[0, 0, 0, 0])
+    cdef Py_ssize_t NR = panel_cols(&grad_w[0, 0, 0, 0])
+    cdef Py_ssize_t n_blocks = min(N, N_REDUCTION_BLOCKS)
+    cdef Py_ssize_t partial_size = F * K + F
+    cdef Py_ssize_t a_size = round_up(F, MR) * P
+    cdef Py_ssize_t per_thread = a_size + P * round_up(K, NR)
+    cdef Py_ssize_t blk, n, f, p, i
+    cdef floating *a_panels
+    cdef floating *b_panels
+    cdef floating *part
+    cdef const floating *gy
+    cdef floating total
+    cdef floating *gw = &grad_w[0, 0, 0, 0]
+    cdef floating *partials = alloc(n_blocks * partial_size, gw)
+    cdef floating *scratch
+    try:
+        scratch = alloc(n_threads * per_thread, gw)
+    except MemoryError:
+        fcnn_free(partials)
+        raise
+    with nogil:
+        memset(partials, 0, n_blocks * partial_size * sizeof(floating))
+        for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
+            a_panels = scratch + threadid() * per_thread
+            b_panels = a_panels + a_size
+            part = partials + blk * partial_size
+            for n in range(blk * N // n_blocks, (blk + 1) * N // n_blocks):
+                gy = &grad_y[n, 0, 0, 0]
+                pack_a(F, P, gy, P, 1, a_panels)
+                im2col_panels_transposed(&x[n, 0, 0, 0], C, H, W, KH, KW,
+                                         sh, sw, ph, pw, Ho, Wo, b_panels)
+                gemm_packed(F, K, P, a_panels, b_panels, part, K, 1)
+                for f in range(F):
+                    total = 0
+                    for p in range(P):
+                        total = total + gy[f * P + p]
+                    part[F * K + f] += total
+        # blocks added in block order, whatever thread computed them
+        for i in prange(partial_size, num_threads=n_threads,
+                        schedule='static'):
+            total = 0
+            for blk in range(n_blocks):
+                total = total + partials[blk * partial_size + i]
+            if i < F * K:
+                gw[i] = total
+            else:
+                grad_b[i - F * K] = total
+    fcnn_free(scratch)
+    fcnn_free(partials)
+
+
+def correlate2d_forward_naive(const floating[:, :, :, ::1] x,
+                              const floating[:, :, :, ::1] w,
+                              const floating[::1] bias,
+                              floating[:, :, :, ::1] y,
+                              Py_ssize_t sh, Py_ssize_t sw,
+                              Py_ssize_t ph, Py_ssize_t pw):
+    """The forward correlation as its definition's six loops, single-threaded.
+
+    The reference the fast kernels are tested against; never used for work.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
+    cdef Py_ssize_t W = x.shape[3], F = w.shape[0], KH = w.shape[2]
+    cdef Py_ssize_t KW = w.shape[3], Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t n, f, i, j, c, a, b, hi, wj
+    cdef double total
+    with nogil:
+        for n in range(N):
+            for f in range(F):
+                for i in range(Ho):
+                    for j in range(Wo):
+                        total = bias[f]
+                        for c in range(C):
+                            for a in range(KH):
+                                hi = i * sh + a - ph
+                                if hi < 0 or hi >= H:
+                                    continue
+                                for b in range(KW):
+                                    wj = j * sw + b - pw
+                                    if 0 <= wj < W:
+                                        total += w[f, c, a, b] * x[n, c, hi, wj]
+                        y[n, f, i, j] = <floating> total

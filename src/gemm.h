@@ -1,0 +1,59 @@
+/*
+ * Packed-panel matrix product for the correlation kernels.
+ *
+ *     C (M x N)  =  A (M x K) . B (K x N)       (or C += ..., see `accumulate`)
+ *
+ * A is packed into panels of MR rows: panel p holds A[p*MR + r, k] at
+ * [p*K*MR + k*MR + r]; B into panels of NR columns: panel q holds
+ * B[k, q*NR + c] at [q*K*NR + k*NR + c]. Rows and columns past M and N are
+ * zero in the panels, so the micro-kernel never branches on edges inside its
+ * loop; the edge is handled once, when C is written.
+ *
+ * Every product is single-threaded: the Cython callers parallelise over
+ * samples with OpenMP, so the order of every sum depends only on the shapes,
+ * never on the number of threads.
+ *
+ * The micro-kernel is chosen once at run time: AVX-512F when the CPU has it,
+ * otherwise a portable C kernel. Both read the same panel layout.
+ */
+#ifndef FASTCNN_GEMM_H
+#define FASTCNN_GEMM_H
+
+#include <stddef.h>
+
+#define FCNN_MR_F32 8
+#define FCNN_NR_F32 32
+#define FCNN_MR_F64 8
+#define FCNN_NR_F64 16
+
+/* Selects the micro-kernel (0: portable C, 1: AVX-512 when the CPU has it).
+ * Returns the kernel actually in use afterwards. */
+int fcnn_gemm_select(int want_avx512);
+/* Name of the micro-kernel in use: "avx512" or "generic". */
+const char *fcnn_gemm_kernel_name(void);
+
+/* 64-byte aligned allocation; NULL on failure. Free with fcnn_free. */
+void *fcnn_malloc(size_t n_bytes);
+void fcnn_free(void *p);
+
+/* Pack A[i, k] = src[i*rs + k*cs], 0 <= i < M, 0 <= k < K. */
+void fcnn_pack_a_f32(ptrdiff_t M, ptrdiff_t K, const float *src,
+                     ptrdiff_t rs, ptrdiff_t cs, float *dst);
+void fcnn_pack_a_f64(ptrdiff_t M, ptrdiff_t K, const double *src,
+                     ptrdiff_t rs, ptrdiff_t cs, double *dst);
+/* Pack B[k, j] = src[k*rs + j*cs], 0 <= k < K, 0 <= j < N. */
+void fcnn_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src,
+                     ptrdiff_t rs, ptrdiff_t cs, float *dst);
+void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
+                     ptrdiff_t rs, ptrdiff_t cs, double *dst);
+
+/* C[i*ldc + j] (+)= sum_k A[i,k] B[k,j] over packed A and B.
+ * accumulate = 0 overwrites C, 1 adds to it. */
+void fcnn_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                          const float *a_packed, const float *b_packed,
+                          float *c, ptrdiff_t ldc, int accumulate);
+void fcnn_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                          const double *a_packed, const double *b_packed,
+                          double *c, ptrdiff_t ldc, int accumulate);
+
+#endif

@@ -1,0 +1,128 @@
+"""Pooling kernels: max (with the index of each window's maximum) and average.
+
+Layout: x (N, C, H, W), y (N, C, Ho, Wo), C-contiguous. Windows of
+(kh, kw) at stride (sh, sw), no padding; Ho = (H - kh) // sh + 1.
+Threads split the N*C planes; every plane's gradient is summed by one
+thread in a fixed order, so results do not depend on the thread count.
+The caller (fastcnn.functional) validates shapes and allocates outputs.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t
+from libc.string cimport memset
+
+
+def max_pool2d_forward(const floating[:, :, :, ::1] x,
+                       floating[:, :, :, ::1] y,
+                       int32_t[:, :, :, ::1] argmax,
+                       Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw, int n_threads):
+    """y = the maximum of every window; argmax = its index h*W + w in the plane.
+
+    Ties go to the first maximum in row-major order. A NaN in a window is its
+    maximum (the first NaN), as NaN should propagate rather than vanish.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
+    cdef Py_ssize_t W = x.shape[3], Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t plane, i, j, a, b, idx, best_idx
+    cdef const floating *xp
+    cdef floating *yp
+    cdef int32_t *ap
+    cdef floating v, best
+    with nogil:
+        for plane in prange(N * C, num_threads=n_threads, schedule='static'):
+            xp = &x[0, 0, 0, 0] + plane * H * W
+            yp = &y[0, 0, 0, 0] + plane * Ho * Wo
+            ap = &argmax[0, 0, 0, 0] + plane * Ho * Wo
+            for i in range(Ho):
+                for j in range(Wo):
+                    best_idx = i * sh * W + j * sw
+                    best = xp[best_idx]
+                    for a in range(kh):
+                        for b in range(kw):
+                            idx = (i * sh + a) * W + j * sw + b
+                            v = xp[idx]
+                            # NaN != NaN: the first NaN wins and stays
+                            if v > best or (v != v and best == best):
+                                best = v
+                                best_idx = idx
+                    yp[i * Wo + j] = best
+                    ap[i * Wo + j] = <int32_t> best_idx
+
+
+def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                        const int32_t[:, :, :, ::1] argmax,
+                        floating[:, :, :, ::1] grad_x, int n_threads):
+    """grad_x[plane][argmax] += grad_y: every gradient goes to its window's
+    maximum only; overlapping windows add up. grad_x is overwritten."""
+    cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1]
+    cdef Py_ssize_t HW = grad_x.shape[2] * grad_x.shape[3]
+    cdef Py_ssize_t HoWo = grad_y.shape[2] * grad_y.shape[3]
+    cdef Py_ssize_t plane, o
+    cdef const floating *gy
+    cdef const int32_t *ap
+    cdef floating *gx
+    with nogil:
+        for plane in prange(N * C, num_threads=n_threads, schedule='static'):
+            gx = &grad_x[0, 0, 0, 0] + plane * HW
+            gy = &grad_y[0, 0, 0, 0] + plane * HoWo
+            ap = &argmax[0, 0, 0, 0] + plane * HoWo
+            memset(gx, 0, HW * sizeof(floating))
+            for o in range(HoWo):
+                gx[ap[o]] += gy[o]
+
+
+def avg_pool2d_forward(const floating[:, :, :, ::1] x,
+                       floating[:, :, :, ::1] y,
+                       Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw, int n_threads):
+    """y = the mean of every window."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
+    cdef Py_ssize_t W = x.shape[3], Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t plane, i, j, a, b
+    cdef const floating *xp
+    cdef const floating *row
+    cdef floating *yp
+    cdef floating total
+    cdef floating scale = 1.0 / (kh * kw)
+    with nogil:
+        for plane in prange(N * C, num_threads=n_threads, schedule='static'):
+            xp = &x[0, 0, 0, 0] + plane * H * W
+            yp = &y[0, 0, 0, 0] + plane * Ho * Wo
+            for i in range(Ho):
+                for j in range(Wo):
+                    total = 0
+                    for a in range(kh):
+                        row = xp + (i * sh + a) * W + j * sw
+                        for b in range(kw):
+                            total = total + row[b]
+                    yp[i * Wo + j] = total * scale
+
+
+def avg_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                        floating[:, :, :, ::1] grad_x,
+                        Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t sh, Py_ssize_t sw, int n_threads):
+    """Every output gradient, divided by the window size, added to each input
+    of its window. grad_x is overwritten."""
+    cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1]
+    cdef Py_ssize_t H = grad_x.shape[2], W = grad_x.shape[3]
+    cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
+    cdef Py_ssize_t plane, i, j, a, b
+    cdef const floating *gy
+    cdef floating *gx
+    cdef floating *row
+    cdef floating g
+    cdef floating scale = 1.0 / (kh * kw)
+    with nogil:
+        for plane in prange(N * C, num_threads=n_threads, schedule='static'):
+            gx = &grad_x[0, 0, 0, 0] + plane * H * W
+            gy = &grad_y[0, 0, 0, 0] + plane * Ho * Wo
+            memset(gx, 0, H * W * sizeof(floating))
+            for i in range(Ho):
+                for j in range(Wo):
+                    g = gy[i * Wo + j] * scale
+                    for a in range(kh):
+                        row = gx + (i * sh + a) * W + j * sw
+                        for b in range(kw):
+                            row[b] += g
