@@ -21,10 +21,12 @@ any number of threads.
 The caller (fastcnn.functional) validates every shape, dtype and parameter
 and allocates the outputs: these functions do no bounds checking.
 """
+import numpy as np
+
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stddef cimport ptrdiff_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cdef extern from "gemm.h" nogil:
     enum:
@@ -46,10 +48,12 @@ cdef extern from "gemm.h" nogil:
                          ptrdiff_t rs, ptrdiff_t cs, double *dst)
     void fcnn_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                               const float *a_packed, const float *b_packed,
-                              float *c, ptrdiff_t ldc, int accumulate)
+                              float *c, ptrdiff_t ldc, int accumulate,
+                              const float *bias)
     void fcnn_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                               const double *a_packed, const double *b_packed,
-                              double *c, ptrdiff_t ldc, int accumulate)
+                              double *c, ptrdiff_t ldc, int accumulate,
+                              const double *bias)
 
 # The kernel gradient is summed over the batch in this many blocks of
 # samples (fewer when the batch is smaller). It fixes the order of the sum
@@ -115,12 +119,12 @@ cdef inline void pack_b(Py_ssize_t K, Py_ssize_t N, const floating *src,
 
 cdef inline void gemm_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                              const floating *a, const floating *b,
-                             floating *c, Py_ssize_t ldc,
-                             int accumulate) noexcept nogil:
+                             floating *c, Py_ssize_t ldc, int accumulate,
+                             const floating *bias) noexcept nogil:
     if floating is float:
-        fcnn_gemm_packed_f32(M, N, K, a, b, c, ldc, accumulate)
+        fcnn_gemm_packed_f32(M, N, K, a, b, c, ldc, accumulate, bias)
     else:
-        fcnn_gemm_packed_f64(M, N, K, a, b, c, ldc, accumulate)
+        fcnn_gemm_packed_f64(M, N, K, a, b, c, ldc, accumulate, bias)
 
 
 cdef floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL:
@@ -133,85 +137,118 @@ cdef floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL:
 
 # ------------------------------------------------------- patch extraction
 
-cdef void im2col_panels(const floating *x, Py_ssize_t C, Py_ssize_t H,
-                        Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
+cdef inline void valid_columns(Py_ssize_t b, Py_ssize_t sw, Py_ssize_t pw,
+                               Py_ssize_t W, Py_ssize_t Wo,
+                               Py_ssize_t *j_lo, Py_ssize_t *j_hi) noexcept nogil:
+    """Output columns j whose input column j*sw + b - pw lies inside [0, W)."""
+    cdef Py_ssize_t lo = 0, hi
+    if pw - b > 0:
+        lo = (pw - b + sw - 1) // sw
+    if W - 1 + pw - b < 0:
+        hi = 0
+    else:
+        hi = (W - 1 + pw - b) // sw + 1
+    if hi > Wo:
+        hi = Wo
+    if lo > hi:
+        lo = hi
+    j_lo[0] = lo
+    j_hi[0] = hi
+
+
+cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
+                     Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                     floating *dst) noexcept nogil:
+    """One sample inside a zero frame of (ph, pw): (C, H + 2ph, W + 2pw)."""
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw, c, h
+    memset(dst, 0, C * Hp * Wp * sizeof(floating))
+    for c in range(C):
+        for h in range(H):
+            memcpy(dst + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W,
+                   W * sizeof(floating))
+
+
+cdef void im2col_panels(const floating *xp, Py_ssize_t C, Py_ssize_t Hp,
+                        Py_ssize_t Wp, Py_ssize_t KH, Py_ssize_t KW,
                         Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t ph, Py_ssize_t pw,
                         Py_ssize_t Ho, Py_ssize_t Wo,
                         floating *dst) noexcept nogil:
-    """Patches of one sample as the B operand (K, P) of ``w . cols``.
+    """Patches of one padded sample xp (C, Hp, Wp) as the B operand (K, P)
+    of ``w . cols``.
 
-    Column p = i*Wo + j of row k = (c, a, b) holds
-    x[c, i*sh + a - ph, j*sw + b - pw], zero outside the image; columns are
-    grouped into panels of NR as gemm.h lays B out.
+    Column p = i*Wo + j of row k = (c, a, b) holds xp[c, i*sh + a, j*sw + b];
+    columns are grouped into panels of NR as gemm.h lays B out. Each output
+    row is one strided run of the input, split only where a panel ends.
     """
     cdef Py_ssize_t NR = panel_cols(dst)
     cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
     cdef Py_ssize_t panel_stride = K * NR
-    cdef Py_ssize_t k, c, a, b, i, j, hi, wj, r, p
+    cdef Py_ssize_t k, c, a, b, i, j, t, m, off, col
+    cdef floating *row_k
     cdef floating *d
-    cdef const floating *row
+    cdef const floating *src
     for c in range(C):
         for a in range(KH):
             for b in range(KW):
                 k = (c * KH + a) * KW + b
-                d = dst + k * NR
-                r = 0
+                row_k = dst + k * NR
                 for i in range(Ho):
-                    hi = i * sh + a - ph
-                    row = x + (c * H + hi) * W
-                    for j in range(Wo):
-                        wj = j * sw + b - pw
-                        if 0 <= hi < H and 0 <= wj < W:
-                            d[r] = row[wj]
+                    src = xp + (c * Hp + i * sh + a) * Wp + b
+                    col = i * Wo
+                    j = 0
+                    while j < Wo:
+                        off = col % NR
+                        m = NR - off
+                        if m > Wo - j:
+                            m = Wo - j
+                        d = row_k + (col // NR) * panel_stride + off
+                        if sw == 1:
+                            for t in range(m):
+                                d[t] = src[j + t]
                         else:
-                            d[r] = 0
-                        r += 1
-                        if r == NR:
-                            r = 0
-                            d += panel_stride
+                            for t in range(m):
+                                d[t] = src[(j + t) * sw]
+                        j += m
+                        col += m
     # zero the columns of the last panel past P
     if P % NR:
-        d = dst + (P // NR) * panel_stride
+        row_k = dst + (P // NR) * panel_stride
         for k in range(K):
-            for p in range(P % NR, NR):
-                d[k * NR + p] = 0
+            memset(row_k + k * NR + P % NR, 0, (NR - P % NR) * sizeof(floating))
 
 
-cdef void im2col_panels_transposed(const floating *x, Py_ssize_t C,
-                                   Py_ssize_t H, Py_ssize_t W,
+cdef void im2col_panels_transposed(const floating *xp, Py_ssize_t C,
+                                   Py_ssize_t Hp, Py_ssize_t Wp,
                                    Py_ssize_t KH, Py_ssize_t KW,
                                    Py_ssize_t sh, Py_ssize_t sw,
-                                   Py_ssize_t ph, Py_ssize_t pw,
                                    Py_ssize_t Ho, Py_ssize_t Wo,
+                                   const Py_ssize_t *offsets,
                                    floating *dst) noexcept nogil:
-    """Patches of one sample as the B operand (P, K) of ``grad_y . cols^T``:
-    row p, column k of cols^T, columns grouped into panels of NR."""
+    """Patches of one padded sample as the B operand (P, K) of
+    ``grad_y . cols^T``: row p, column k of cols^T, columns grouped into
+    panels of NR.
+
+    Element k = (c, a, b) of every patch sits at the same offset
+    ``offsets[k] = (c*Hp + a)*Wp + b`` from the patch's corner, so each panel
+    row is one gather through that table and the writes run sequentially.
+    """
     cdef Py_ssize_t NR = panel_cols(dst)
-    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
-    cdef Py_ssize_t k, c, a, b, i, j, hi, wj, p
-    cdef floating *d
-    cdef const floating *row
-    for c in range(C):
-        for a in range(KH):
-            for b in range(KW):
-                k = (c * KH + a) * KW + b
-                d = dst + (k // NR) * P * NR + k % NR
-                for i in range(Ho):
-                    hi = i * sh + a - ph
-                    row = x + (c * H + hi) * W
-                    for j in range(Wo):
-                        wj = j * sw + b - pw
-                        if 0 <= hi < H and 0 <= wj < W:
-                            d[0] = row[wj]
-                        else:
-                            d[0] = 0
-                        d += NR
-    if K % NR:
-        d = dst + (K // NR) * P * NR
-        for p in range(P):
-            for k in range(K % NR, NR):
-                d[p * NR + k] = 0
+    cdef Py_ssize_t K = C * KH * KW
+    cdef Py_ssize_t q, i, j, t, width
+    cdef const Py_ssize_t *panel_offsets
+    cdef const floating *corner
+    cdef floating *d = dst
+    for q in range((K + NR - 1) // NR):
+        panel_offsets = offsets + q * NR
+        width = min(NR, K - q * NR)
+        for i in range(Ho):
+            for j in range(Wo):
+                corner = xp + i * sh * Wp + j * sw
+                for t in range(width):
+                    d[t] = corner[panel_offsets[t]]
+                for t in range(width, NR):
+                    d[t] = 0
+                d += NR
 
 
 cdef void col2im_add(const floating *dcols, Py_ssize_t C, Py_ssize_t H,
@@ -221,27 +258,49 @@ cdef void col2im_add(const floating *dcols, Py_ssize_t C, Py_ssize_t H,
                      Py_ssize_t Ho, Py_ssize_t Wo,
                      floating *gx) noexcept nogil:
     """Adds each patch gradient dcols (K, P) back where its patch was read."""
-    cdef Py_ssize_t c, a, b, i, j, hi, wj, j_lo, j_hi
+    cdef Py_ssize_t c, a, b, i, j, hi, j_lo, j_hi
     cdef const floating *src
     cdef floating *row
     for c in range(C):
         for a in range(KH):
             for b in range(KW):
                 src = dcols + ((c * KH + a) * KW + b) * Ho * Wo
-                # columns j with 0 <= j*sw + b - pw < W
-                j_lo = 0
-                if pw - b > 0:
-                    j_lo = (pw - b + sw - 1) // sw
-                j_hi = (W - 1 + pw - b) // sw + 1 if W - 1 + pw - b >= 0 else 0
-                if j_hi > Wo:
-                    j_hi = Wo
+                valid_columns(b, sw, pw, W, Wo, &j_lo, &j_hi)
                 for i in range(Ho):
                     hi = i * sh + a - ph
                     if hi < 0 or hi >= H:
                         continue
                     row = gx + (c * H + hi) * W + b - pw
-                    for j in range(j_lo, j_hi):
-                        row[j * sw] += src[i * Wo + j]
+                    if sw == 1:
+                        # unit stride: a contiguous add the compiler vectorises
+                        for j in range(j_lo, j_hi):
+                            row[j] += src[i * Wo + j]
+                    else:
+                        for j in range(j_lo, j_hi):
+                            row[j * sw] += src[i * Wo + j]
+
+
+cdef inline floating sum_fixed_order(const floating *v,
+                                     Py_ssize_t n) noexcept nogil:
+    """Sum of v[0:n] in eight interleaved partial sums combined pairwise:
+    a fixed order (so fixed bits) without one long chain of dependent adds."""
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef floating s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t p = 0
+    while p + 8 <= n:
+        s0 = s0 + v[p]
+        s1 = s1 + v[p + 1]
+        s2 = s2 + v[p + 2]
+        s3 = s3 + v[p + 3]
+        s4 = s4 + v[p + 4]
+        s5 = s5 + v[p + 5]
+        s6 = s6 + v[p + 6]
+        s7 = s7 + v[p + 7]
+        p += 8
+    while p < n:
+        s0 = s0 + v[p]
+        p += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 # ------------------------------------------------------------------ kernels
@@ -260,31 +319,34 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], F = w.shape[0], KH = w.shape[2]
     cdef Py_ssize_t KW = w.shape[3], Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
     cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
     cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
     cdef Py_ssize_t b_size = K * round_up(P, NR)
-    cdef Py_ssize_t n, f, p
-    cdef floating *yn
+    cdef Py_ssize_t pad_size = C * Hp * Wp if ph or pw else 0
+    cdef Py_ssize_t per_thread = b_size + pad_size
+    cdef Py_ssize_t n
+    cdef const floating *xn
     cdef floating *b_panels
     cdef floating *a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
     cdef floating *scratch
     try:
-        scratch = alloc(n_threads * b_size, &y[0, 0, 0, 0])
+        scratch = alloc(n_threads * per_thread, &y[0, 0, 0, 0])
     except MemoryError:
         fcnn_free(a_panels)
         raise
     with nogil:
         pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
         for n in prange(N, num_threads=n_threads, schedule='static'):
-            b_panels = scratch + threadid() * b_size
-            im2col_panels(&x[n, 0, 0, 0], C, H, W, KH, KW, sh, sw, ph, pw,
-                          Ho, Wo, b_panels)
-            yn = &y[n, 0, 0, 0]
-            gemm_packed(F, P, K, a_panels, b_panels, yn, P, 0)
-            for f in range(F):
-                for p in range(P):
-                    yn[f * P + p] += bias[f]
+            b_panels = scratch + threadid() * per_thread
+            xn = &x[n, 0, 0, 0]
+            if pad_size:
+                pad_sample(xn, C, H, W, ph, pw, b_panels + b_size)
+                xn = b_panels + b_size
+            im2col_panels(xn, C, Hp, Wp, KH, KW, sh, sw, Ho, Wo, b_panels)
+            gemm_packed(F, P, K, a_panels, b_panels, &y[n, 0, 0, 0], P, 0,
+                        &bias[0])
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
@@ -322,7 +384,8 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
             b_panels = scratch + threadid() * per_thread
             dcols = b_panels + b_size
             pack_b(F, P, &grad_y[n, 0, 0, 0], P, 1, b_panels)
-            gemm_packed(K, P, F, a_panels, b_panels, dcols, P, 0)
+            gemm_packed(K, P, F, a_panels, b_panels, dcols, P, 0,
+                        <floating *> NULL)
             memset(&grad_x[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
             col2im_add(dcols, C, H, W, KH, KW, sh, sw, ph, pw, Ho, Wo,
                        &grad_x[n, 0, 0, 0])
@@ -347,9 +410,14 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t NR = panel_cols(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t n_blocks = min(N, N_REDUCTION_BLOCKS)
     cdef Py_ssize_t partial_size = F * K + F
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
     cdef Py_ssize_t a_size = round_up(F, MR) * P
-    cdef Py_ssize_t per_thread = a_size + P * round_up(K, NR)
-    cdef Py_ssize_t blk, n, f, p, i
+    cdef Py_ssize_t b_size = P * round_up(K, NR)
+    cdef Py_ssize_t pad_size = C * Hp * Wp if ph or pw else 0
+    cdef Py_ssize_t per_thread = a_size + b_size + pad_size
+    cdef Py_ssize_t blk, n, f, i, c, a, b
+    cdef const floating *xn
+    cdef Py_ssize_t[::1] offsets = np.empty(K, dtype=np.intp)
     cdef floating *a_panels
     cdef floating *b_panels
     cdef floating *part
@@ -363,6 +431,10 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     except MemoryError:
         fcnn_free(partials)
         raise
+    for c in range(C):
+        for a in range(KH):
+            for b in range(KW):
+                offsets[(c * KH + a) * KW + b] = (c * Hp + a) * Wp + b
     with nogil:
         memset(partials, 0, n_blocks * partial_size * sizeof(floating))
         for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
@@ -372,14 +444,16 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
             for n in range(blk * N // n_blocks, (blk + 1) * N // n_blocks):
                 gy = &grad_y[n, 0, 0, 0]
                 pack_a(F, P, gy, P, 1, a_panels)
-                im2col_panels_transposed(&x[n, 0, 0, 0], C, H, W, KH, KW,
-                                         sh, sw, ph, pw, Ho, Wo, b_panels)
-                gemm_packed(F, K, P, a_panels, b_panels, part, K, 1)
+                xn = &x[n, 0, 0, 0]
+                if pad_size:
+                    pad_sample(xn, C, H, W, ph, pw, b_panels + b_size)
+                    xn = b_panels + b_size
+                im2col_panels_transposed(xn, C, Hp, Wp, KH, KW, sh, sw,
+                                         Ho, Wo, &offsets[0], b_panels)
+                gemm_packed(F, K, P, a_panels, b_panels, part, K, 1,
+                            <floating *> NULL)
                 for f in range(F):
-                    total = 0
-                    for p in range(P):
-                        total = total + gy[f * P + p]
-                    part[F * K + f] += total
+                    part[F * K + f] += sum_fixed_order(gy + f * P, P)
         # blocks added in block order, whatever thread computed them
         for i in prange(partial_size, num_threads=n_threads,
                         schedule='static'):

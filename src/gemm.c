@@ -83,7 +83,7 @@ FCNN_DEFINE_PACK(f64, double, FCNN_MR_F64, FCNN_NR_F64)
 #define FCNN_DEFINE_GENERIC_KERNEL(SUFFIX, T, MR, NR)                          \
 static void kernel_generic_##SUFFIX(ptrdiff_t K, const T *a, const T *b,      \
                                     T *c, ptrdiff_t ldc, int m, int n,        \
-                                    int accumulate)                           \
+                                    int accumulate, const T *bias)            \
 {                                                                             \
     T acc[MR][NR];                                                            \
     memset(acc, 0, sizeof(acc));                                              \
@@ -99,6 +99,8 @@ static void kernel_generic_##SUFFIX(ptrdiff_t K, const T *a, const T *b,      \
         T *cr = c + r * ldc;                                                  \
         if (accumulate) {                                                     \
             for (int j = 0; j < n; ++j) cr[j] += acc[r][j];                   \
+        } else if (bias) {                                                    \
+            for (int j = 0; j < n; ++j) cr[j] = acc[r][j] + bias[r];          \
         } else {                                                              \
             for (int j = 0; j < n; ++j) cr[j] = acc[r][j];                    \
         }                                                                     \
@@ -126,7 +128,7 @@ FCNN_DEFINE_GENERIC_KERNEL(f64, double, FCNN_MR_F64, FCNN_NR_F64)
 __attribute__((target("avx512f")))                                            \
 static void kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a, const T *b,       \
                                    T *c, ptrdiff_t ldc, int m, int n,         \
-                                   int accumulate)                            \
+                                   int accumulate, const T *bias)             \
 {                                                                             \
     V c00 = ZERO(), c01 = ZERO(), c10 = ZERO(), c11 = ZERO();                 \
     V c20 = ZERO(), c21 = ZERO(), c30 = ZERO(), c31 = ZERO();                 \
@@ -158,6 +160,9 @@ static void kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a, const T *b,       \
         if (accumulate) {                                                     \
             v0 = ADD(v0, MASKLOADU(m0, cr));                                  \
             v1 = ADD(v1, MASKLOADU(m1, cr + LANES));                          \
+        } else if (bias) {                                                    \
+            v0 = ADD(v0, SET1(bias[r]));                                      \
+            v1 = ADD(v1, SET1(bias[r]));                                      \
         }                                                                     \
         MASKSTOREU(cr, m0, v0);                                               \
         MASKSTOREU(cr + LANES, m1, v1);                                       \
@@ -177,9 +182,9 @@ FCNN_DEFINE_AVX512_KERNEL(f64, double, __m512d, 8, __mmask8, _mm512_setzero_pd,
 /* ---------------------------------------------------------------- dispatch */
 
 typedef void (*kernel_f32_t)(ptrdiff_t, const float *, const float *, float *,
-                             ptrdiff_t, int, int, int);
+                             ptrdiff_t, int, int, int, const float *);
 typedef void (*kernel_f64_t)(ptrdiff_t, const double *, const double *,
-                             double *, ptrdiff_t, int, int, int);
+                             double *, ptrdiff_t, int, int, int, const double *);
 
 static kernel_f32_t kernel_f32 = kernel_generic_f32;
 static kernel_f64_t kernel_f64 = kernel_generic_f64;
@@ -215,14 +220,9 @@ const char *fcnn_gemm_kernel_name(void)
 #define FCNN_DEFINE_GEMM(SUFFIX, T, MR, NR, KC)                                \
 void fcnn_gemm_packed_##SUFFIX(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,         \
                                const T *a_packed, const T *b_packed,          \
-                               T *c, ptrdiff_t ldc, int accumulate)           \
+                               T *c, ptrdiff_t ldc, int accumulate,           \
+                               const T *bias)                                 \
 {                                                                             \
-    if (K == 0) {                                                             \
-        if (!accumulate)                                                      \
-            for (ptrdiff_t i = 0; i < M; ++i)                                 \
-                memset(c + i * ldc, 0, (size_t)N * sizeof(T));                \
-        return;                                                               \
-    }                                                                         \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += KC) {                                \
         ptrdiff_t kc = K - k0 < KC ? K - k0 : KC;                             \
         int acc = accumulate || k0 > 0;                                       \
@@ -232,7 +232,8 @@ void fcnn_gemm_packed_##SUFFIX(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,         \
             for (ptrdiff_t i0 = 0; i0 < M; i0 += MR) {                        \
                 const T *a = a_packed + (i0 / MR) * K * MR + k0 * MR;         \
                 int m = (int)(M - i0 < MR ? M - i0 : MR);                     \
-                kernel_##SUFFIX(kc, a, b, c + i0 * ldc + j0, ldc, m, n, acc); \
+                kernel_##SUFFIX(kc, a, b, c + i0 * ldc + j0, ldc, m, n, acc,  \
+                                bias ? bias + i0 : NULL);                     \
             }                                                                 \
         }                                                                     \
     }                                                                         \

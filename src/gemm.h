@@ -47,13 +47,16 @@ void fcnn_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src,
 void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
                      ptrdiff_t rs, ptrdiff_t cs, double *dst);
 
-/* C[i*ldc + j] (+)= sum_k A[i,k] B[k,j] over packed A and B.
- * accumulate = 0 overwrites C, 1 adds to it. */
+/* C[i*ldc + j] (+)= sum_k A[i,k] B[k,j] over packed A and B; K >= 1.
+ * accumulate = 0 overwrites C with the product plus bias[i] (bias may be
+ * NULL: no bias); accumulate = 1 adds the product to C and ignores bias. */
 void fcnn_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                           const float *a_packed, const float *b_packed,
-                          float *c, ptrdiff_t ldc, int accumulate);
+                          float *c, ptrdiff_t ldc, int accumulate,
+                          const float *bias);
 void fcnn_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                           const double *a_packed, const double *b_packed,
-                          double *c, ptrdiff_t ldc, int accumulate);
+                          double *c, ptrdiff_t ldc, int accumulate,
+                          const double *bias);
 
 #endif

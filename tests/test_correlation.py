@@ -1,0 +1,204 @@
+"""Correlation kernels against NumPy and SciPy references.
+
+Every test runs over all the geometries of conftest (random ones and edge
+cases, 2-D and 1-D) and under both matrix-product micro-kernels. The
+tolerance scale of each comparison is the reference evaluated on absolute
+values: the magnitude of the sum behind each output (see assert_close).
+"""
+import numpy as np
+import pytest
+
+import fastcnn.functional as fcf
+from fastcnn._kernels import correlation as correlation_kernels
+
+
+def _abs(*arrays):
+    return [np.abs(a) for a in arrays]
+
+
+# ----------------------------------------------------------------- forward
+
+def test_forward_matches_numpy_reference(conv_case, dtype, gemm_kernel, rng, ref,
+                                         assert_close):
+    x, w, bias, _ = conv_case.random_inputs(rng, dtype)
+    y = conv_case.functions.correlate(x, w, bias, **conv_case.geometry)
+    assert y.dtype == dtype
+    geometry = (conv_case.stride, conv_case.padding)
+    assert_close(y, ref.correlate(x, w, bias, *geometry),
+                 scale=ref.correlate(*_abs(x, w, bias), *geometry))
+
+
+def test_forward_without_bias_matches_scipy(conv_case, gemm_kernel, rng, ref,
+                                            assert_close):
+    x, w, _, _ = conv_case.random_inputs(rng, np.float64)
+    y = conv_case.functions.correlate(x, w, **conv_case.geometry)
+    geometry = (conv_case.stride, conv_case.padding)
+    assert_close(y, ref.correlate_scipy(x, w, None, *geometry),
+                 scale=ref.correlate(*_abs(x, w), None, *geometry))
+
+
+def test_naive_kernel_matches_numpy_reference(conv2d_case, dtype, rng, ref,
+                                              assert_close):
+    """The six-loop kernel is itself a reference for the fast kernels."""
+    x, w, bias, _ = conv2d_case.random_inputs(rng, dtype)
+    y = np.empty(conv2d_case.y_shape, dtype=dtype)
+    correlation_kernels.correlate2d_forward_naive(
+        x, w, bias, y, *conv2d_case.stride, *conv2d_case.padding)
+    geometry = (conv2d_case.stride, conv2d_case.padding)
+    assert_close(y, ref.correlate(x, w, bias, *geometry),
+                 scale=ref.correlate(*_abs(x, w, bias), *geometry))
+
+
+def test_forward_matches_naive_kernel(conv2d_case, dtype, gemm_kernel, rng, ref,
+                                      assert_close):
+    x, w, bias, _ = conv2d_case.random_inputs(rng, dtype)
+    naive = np.empty(conv2d_case.y_shape, dtype=dtype)
+    correlation_kernels.correlate2d_forward_naive(
+        x, w, bias, naive, *conv2d_case.stride, *conv2d_case.padding)
+    y = fcf.correlate2d(x, w, bias, **conv2d_case.geometry)
+    # the naive kernel rounds once (to dtype) at the end: allow both roundings
+    scale = ref.correlate(*_abs(x, w, bias), conv2d_case.stride, conv2d_case.padding)
+    assert_close(y, naive, scale=2 * scale)
+
+
+# ------------------------------------------------------ backward to input
+
+def test_backward_input_matches_numpy_reference(conv_case, dtype, gemm_kernel, rng,
+                                                ref, assert_close):
+    _, w, _, grad_y = conv_case.random_inputs(rng, dtype)
+    grad_x = conv_case.functions.backward_input(grad_y, w, conv_case.x_shape,
+                                                **conv_case.geometry)
+    assert grad_x.dtype == dtype
+    geometry = (conv_case.x_shape, conv_case.stride, conv_case.padding)
+    assert_close(grad_x, ref.correlate_backward_input(grad_y, w, *geometry),
+                 scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
+
+
+def test_backward_input_matches_scipy_full_convolution(conv_case, gemm_kernel, rng,
+                                                       ref, assert_close):
+    """Backward to the input is a full convolution of the (dilated) output
+    gradient with the kernel, i.e. a correlation with the rotated kernel."""
+    _, w, _, grad_y = conv_case.random_inputs(rng, np.float64)
+    grad_x = conv_case.functions.backward_input(grad_y, w, conv_case.x_shape,
+                                                **conv_case.geometry)
+    geometry = (conv_case.x_shape, conv_case.stride, conv_case.padding)
+    assert_close(grad_x, ref.correlate_backward_input_scipy(grad_y, w, *geometry),
+                 scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
+
+
+def test_mirrored_backward_input_matches_numpy_reference(conv2d_case, dtype,
+                                                         gemm_kernel, rng, ref,
+                                                         assert_close):
+    _, w, _, grad_y = conv2d_case.random_inputs(rng, dtype)
+    grad_x = fcf.correlate2d_backward_input_mirrored(
+        grad_y, w, conv2d_case.x_shape, **conv2d_case.geometry)
+    assert grad_x.dtype == dtype
+    geometry = (conv2d_case.x_shape, conv2d_case.stride, conv2d_case.padding)
+    assert_close(grad_x, ref.correlate_backward_input(grad_y, w, *geometry),
+                 scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
+
+
+def test_mirrored_backward_input_agrees_with_transposed_product(
+        conv2d_case, dtype, gemm_kernel, rng, ref, assert_close):
+    """The two ways to the input gradient (dilate + pad + correlate with the
+    rotated, channel-swapped kernel; or W^T grad_y + col2im) agree up to
+    rounding."""
+    _, w, _, grad_y = conv2d_case.random_inputs(rng, dtype)
+    transposed = fcf.correlate2d_backward_input(grad_y, w, conv2d_case.x_shape,
+                                                **conv2d_case.geometry)
+    mirrored = fcf.correlate2d_backward_input_mirrored(
+        grad_y, w, conv2d_case.x_shape, **conv2d_case.geometry)
+    scale = ref.correlate_backward_input(*_abs(grad_y, w), conv2d_case.x_shape,
+                                         conv2d_case.stride, conv2d_case.padding)
+    # both round: twice the tolerance of one
+    assert_close(mirrored, transposed, scale=2 * scale)
+
+
+# ----------------------------------------------------- backward to kernel
+
+def test_backward_kernel_matches_numpy_reference(conv_case, dtype, gemm_kernel, rng,
+                                                 ref, assert_close):
+    x, _, _, grad_y = conv_case.random_inputs(rng, dtype)
+    grad_w, grad_b = conv_case.functions.backward_kernel(
+        x, grad_y, conv_case.w_shape, **conv_case.geometry)
+    assert grad_w.dtype == grad_b.dtype == dtype
+    geometry = (conv_case.w_shape, conv_case.stride, conv_case.padding)
+    expected_w, expected_b = ref.correlate_backward_kernel(x, grad_y, *geometry)
+    scale_w, scale_b = ref.correlate_backward_kernel(*_abs(x, grad_y), *geometry)
+    assert_close(grad_w, expected_w, scale=scale_w)
+    assert_close(grad_b, expected_b, scale=scale_b)
+
+
+def test_backward_kernel_matches_scipy(conv_case, gemm_kernel, rng, ref, assert_close):
+    x, _, _, grad_y = conv_case.random_inputs(rng, np.float64)
+    grad_w, grad_b = conv_case.functions.backward_kernel(
+        x, grad_y, conv_case.w_shape, **conv_case.geometry)
+    geometry = (conv_case.w_shape, conv_case.stride, conv_case.padding)
+    expected_w, expected_b = ref.correlate_backward_kernel_scipy(x, grad_y, *geometry)
+    scale_w, scale_b = ref.correlate_backward_kernel(*_abs(x, grad_y), *geometry)
+    assert_close(grad_w, expected_w, scale=scale_w)
+    assert_close(grad_b, expected_b, scale=scale_b)
+
+
+def test_backward_returns_all_three_gradients(conv_case, dtype, gemm_kernel, rng,
+                                              ref, assert_close):
+    x, w, _, grad_y = conv_case.random_inputs(rng, dtype)
+    grad_x, grad_w, grad_b = conv_case.functions.backward(x, w, grad_y,
+                                                          **conv_case.geometry)
+    stride, padding = conv_case.stride, conv_case.padding
+    assert_close(grad_x, ref.correlate_backward_input(grad_y, w, x.shape, stride, padding),
+                 scale=ref.correlate_backward_input(*_abs(grad_y, w), x.shape,
+                                                    stride, padding))
+    expected_w, expected_b = ref.correlate_backward_kernel(x, grad_y, w.shape,
+                                                           stride, padding)
+    scale_w, scale_b = ref.correlate_backward_kernel(*_abs(x, grad_y), w.shape,
+                                                     stride, padding)
+    assert_close(grad_w, expected_w, scale=scale_w)
+    assert_close(grad_b, expected_b, scale=scale_b)
+
+
+# ------------------------------------------------------------------- NaN
+
+def _touched_by(indicator_result):
+    return indicator_result > 0
+
+
+def test_nan_passes_through_correlation_like_any_float(conv_case, gemm_kernel, rng,
+                                                       ref, assert_close):
+    """A NaN makes exactly the outputs whose window reads it NaN (forward and
+    kernel gradient), or the inputs its output's window covered (input
+    gradient); everything else stays finite and correct."""
+    x, w, bias, grad_y = conv_case.random_inputs(rng, np.float64)
+    x.flat[rng.integers(x.size)] = np.nan
+    grad_y.flat[rng.integers(grad_y.size)] = np.nan
+    stride, padding = conv_case.stride, conv_case.padding
+    x_is_nan, grad_y_is_nan = np.isnan(x).astype(float), np.isnan(grad_y).astype(float)
+    ones_w, ones_grad_y = np.ones_like(w), np.ones_like(grad_y)
+    fn = conv_case.functions
+
+    y = fn.correlate(x, w, bias, **conv_case.geometry)
+    reads_nan = _touched_by(ref.correlate(x_is_nan, ones_w, None, stride, padding))
+    np.testing.assert_array_equal(np.isnan(y), reads_nan)
+    clean_x = np.nan_to_num(x, nan=0.0)
+    assert_close(y[~reads_nan], ref.correlate(clean_x, w, bias, stride, padding)[~reads_nan],
+                 scale=ref.correlate(*_abs(clean_x, w, bias), stride, padding)[~reads_nan])
+
+    grad_x = fn.backward_input(grad_y, w, x.shape, **conv_case.geometry)
+    np.testing.assert_array_equal(np.isnan(grad_x), _touched_by(
+        ref.correlate_backward_input(grad_y_is_nan, ones_w, x.shape, stride, padding)))
+
+    grad_w, grad_b = fn.backward_kernel(x, np.nan_to_num(grad_y, nan=0.0), w.shape,
+                                        **conv_case.geometry)
+    np.testing.assert_array_equal(np.isnan(grad_w), _touched_by(
+        ref.correlate_backward_kernel(x_is_nan, ones_grad_y, w.shape, stride, padding)[0]))
+    assert np.isfinite(grad_b).all()
+
+
+# ------------------------------------------------------------ output size
+
+@pytest.mark.parametrize("size, kernel, stride, padding, expected", [
+    (7, 3, 1, 0, 5), (7, 3, 2, 0, 3), (8, 3, 2, 0, 3), (5, 7, 1, 1, 1),
+    (1, 3, 1, 1, 1), (4, 2, 1, 3, 9), (10, 1, 3, 0, 4),
+])
+def test_output_size(size, kernel, stride, padding, expected):
+    assert fcf.output_size(size, kernel, stride, padding) == expected

@@ -1,0 +1,130 @@
+"""Threading: results are bitwise identical for any number of threads (and
+from one call to the next), and effective_n_threads resolves n_threads as
+documented."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import fastcnn
+from fastcnn._kernels.correlation import N_REDUCTION_BLOCKS
+from fastcnn._kernels.openmp_helpers import omp_max_threads, openmp_enabled
+
+THREAD_COUNTS = [2, 3, 4]  # more threads than the machine's cores is allowed
+# One sample; exactly one reduction block per sample; one block with two
+# samples; blocks of two and three samples.
+BATCH_SIZES = [1, N_REDUCTION_BLOCKS, N_REDUCTION_BLOCKS + 1, 2 * N_REDUCTION_BLOCKS + 1]
+
+
+def assert_bitwise_equal(outputs, expected, what):
+    assert len(outputs) == len(expected)
+    for got, want in zip(outputs, expected):
+        assert got.dtype == want.dtype and got.shape == want.shape, what
+        assert np.array_equal(got, want), f"{what}: results differ in bits"
+
+
+def check_thread_independence(call):
+    single = call(n_threads=1)
+    for n_threads in THREAD_COUNTS + [None, -1]:
+        assert_bitwise_equal(call(n_threads=n_threads), single,
+                             f"n_threads={n_threads} against n_threads=1")
+    for repeat in range(2):
+        assert_bitwise_equal(call(n_threads=1), single, "a repeated call")
+        assert_bitwise_equal(call(n_threads=4), single, "a repeated 4-thread call")
+
+
+def test_n_reduction_blocks_is_as_documented():
+    assert N_REDUCTION_BLOCKS == 16
+
+
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+def test_correlation_bitwise_identical_for_any_thread_count(
+        correlation_kernel_name, batch, dtype, gemm_kernel, make_kernel_call):
+    check_thread_independence(make_kernel_call(correlation_kernel_name, dtype, batch))
+
+
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+def test_pooling_bitwise_identical_for_any_thread_count(
+        pooling_kernel_name, batch, dtype, make_kernel_call):
+    check_thread_independence(make_kernel_call(pooling_kernel_name, dtype, batch))
+
+
+# ------------------------------------------------------- effective_n_threads
+
+needs_openmp = pytest.mark.skipif(not openmp_enabled(),
+                                  reason="kernels built without OpenMP")
+
+
+@needs_openmp
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 7, 64])
+def test_positive_n_threads_is_taken_as_is(n_threads):
+    assert fastcnn.effective_n_threads(n_threads) == n_threads
+    assert fastcnn.effective_n_threads(np.int64(n_threads)) == n_threads
+
+
+@needs_openmp
+def test_negative_n_threads_counts_back_from_all_cores():
+    cpus = os.cpu_count()
+    assert fastcnn.effective_n_threads(-1) == cpus
+    assert fastcnn.effective_n_threads(-2) == max(1, cpus - 1)
+    # never fewer than one thread
+    assert fastcnn.effective_n_threads(-(cpus + 10)) == 1
+
+
+@pytest.mark.parametrize("n_threads", [0, True, False, 1.0, 2.5, -1.0, "2"])
+def test_invalid_n_threads_raise_value_error(n_threads):
+    with pytest.raises(ValueError, match="n_threads"):
+        fastcnn.effective_n_threads(n_threads)
+
+
+def test_default_is_at_least_one_and_within_the_openmp_limit():
+    n_threads = fastcnn.effective_n_threads(None)
+    assert isinstance(n_threads, int)
+    assert 1 <= n_threads <= max(1, omp_max_threads())
+    assert fastcnn.effective_n_threads() == n_threads
+
+
+@needs_openmp
+def test_threadpoolctl_limit_caps_the_default():
+    before = fastcnn.effective_n_threads(None)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert fastcnn.effective_n_threads(None) == 1
+        # an explicit request is still honoured
+        assert fastcnn.effective_n_threads(3) == 3
+    assert fastcnn.effective_n_threads(None) == before
+
+
+def _effective_n_threads_in_subprocess(environment_changes):
+    """effective_n_threads() and what it should be, in a fresh interpreter:
+    OpenMP reads OMP_NUM_THREADS once, at startup."""
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    env.update(environment_changes)
+    package_root = str(Path(fastcnn.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    script = (
+        "import joblib, fastcnn\n"
+        "from fastcnn._kernels.openmp_helpers import omp_max_threads\n"
+        "physical = joblib.cpu_count(only_physical_cores=True)\n"
+        "print(fastcnn.effective_n_threads(), omp_max_threads(), physical)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+    return tuple(int(v) for v in result.stdout.split())
+
+
+@needs_openmp
+def test_omp_num_threads_1_limits_the_default_to_one_thread():
+    effective, omp_limit, _ = _effective_n_threads_in_subprocess({"OMP_NUM_THREADS": "1"})
+    assert omp_limit == 1
+    assert effective == 1
+
+
+@needs_openmp
+def test_default_without_limits_is_the_physical_core_count():
+    effective, omp_limit, physical = _effective_n_threads_in_subprocess({})
+    assert effective == min(physical, omp_limit)

@@ -1,0 +1,376 @@
+"""The input contract of fastcnn.functional: accepted layouts and dtypes, and
+the error (type and message) for every kind of bad input."""
+import numpy as np
+import pytest
+
+import fastcnn.functional as fcf
+
+# ---------------------------------------------------------------- layouts
+
+
+def channels_last_view(a):
+    """a's values, as a transposed view of a channels-last array."""
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1) if a.ndim > 2 else a.T.copy().T
+
+
+def strided_view(a):
+    """a's values, as every other element of a twice larger array."""
+    every_other = tuple(slice(None, None, 2) for _ in a.shape)
+    big = np.full(tuple(2 * n for n in a.shape), 7, dtype=a.dtype)
+    big[every_other] = a
+    return big[every_other]
+
+
+def reversed_view(a):
+    """a's values, with negative strides on every axis."""
+    return np.flip(np.flip(a).copy())
+
+
+def read_only(a):
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+def read_only_strided(a):
+    view = strided_view(a)
+    view.setflags(write=False)
+    return view
+
+
+LAYOUTS = {
+    "fortran": np.asfortranarray,
+    "channels_last": channels_last_view,
+    "strided": strided_view,
+    "negative_strides": reversed_view,
+    "read_only": read_only,
+    "read_only_strided": read_only_strided,
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_any_layout_gives_the_contiguous_result(kernel_name, layout, dtype,
+                                                make_kernel_call):
+    """Every array argument (data, kernels, bias, gradients, argmax) in
+    another memory layout: same bits as with C-contiguous arrays."""
+    call = make_kernel_call(kernel_name, dtype)
+    expected = call()
+    transform = LAYOUTS[layout]
+    arrays = [transform(a) if isinstance(a, np.ndarray) else a for a in call.args]
+    for original, changed in zip(call.args, arrays):
+        if isinstance(original, np.ndarray):
+            assert np.array_equal(original, changed)
+            if layout != "read_only" and original.ndim > 1:
+                assert not changed.flags.c_contiguous
+    outputs = call.with_args(arrays)()
+    for got, want in zip(outputs, expected):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_inputs_are_not_modified(kernel_name, dtype, make_kernel_call):
+    call = make_kernel_call(kernel_name, dtype)
+    copies = [a.copy() if isinstance(a, np.ndarray) else a for a in call.args]
+    call()
+    for before, after in zip(copies, call.args):
+        if isinstance(before, np.ndarray):
+            assert np.array_equal(before, after)
+
+
+# ----------------------------------------------------------------- dtypes
+
+def test_every_function_returns_the_input_dtype(kernel_name, dtype, make_kernel_call):
+    outputs = make_kernel_call(kernel_name, dtype)()
+    for output in outputs:
+        if kernel_name.startswith("max_pool") and output.dtype.kind == "i":
+            assert output.dtype == np.int32  # argmax
+        else:
+            assert output.dtype == dtype
+
+
+def test_float32_agrees_with_float64(kernel_name, make_kernel_call):
+    """The same values (float32-representable) computed in float32 and in
+    float64: close relative to the magnitude of the result."""
+    call32 = make_kernel_call(kernel_name, np.float32)
+    call64 = call32.with_args([
+        a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a
+        for a in call32.args])
+    for got32, got64 in zip(call32(), call64()):
+        if got32.dtype.kind == "i":  # argmax: the same values have the same maxima
+            np.testing.assert_array_equal(got32, got64)
+        else:
+            assert got32.dtype == np.float32 and got64.dtype == np.float64
+            np.testing.assert_allclose(got32, got64, rtol=0,
+                                       atol=1e-4 * np.abs(got64).max())
+
+
+# ----------------------------------------------------------------- errors
+
+# A valid 2-D problem (stride 1, no padding: output 4x4) ...
+X = np.ones((2, 3, 6, 5))
+W = np.ones((4, 3, 3, 2))
+BIAS = np.ones(4)
+GRAD_Y = np.ones((2, 4, 4, 4))
+# ... a valid 1-D one (output length 8) ...
+X1 = np.ones((2, 3, 10))
+W1 = np.ones((4, 3, 3))
+GRAD_Y1 = np.ones((2, 4, 8))
+# ... and a pooling (2x2 windows: output 3x2).
+POOLED_GRAD = np.ones((2, 3, 3, 2))
+ARGMAX = np.zeros((2, 3, 3, 2), dtype=np.int32)
+
+
+def _with(a, dtype):
+    return a.astype(dtype)
+
+
+def _argmax_with(value):
+    argmax = ARGMAX.copy()
+    argmax[1, 2, 2, 1] = value
+    return argmax
+
+
+# re.search of this pattern succeeds when the message names both dtypes
+BOTH_FLOAT_DTYPES = r"(?=.*float32)(?=.*float64)"
+
+ERROR_CASES = [
+    # wrong number of dimensions
+    ("correlate2d-x-3d", lambda: fcf.correlate2d(X[0], W), ValueError, "x must have 4 dimensions"),
+    ("correlate2d-x-5d", lambda: fcf.correlate2d(X[None], W), ValueError, "x must have 4 dimensions"),
+    ("correlate2d-w-3d", lambda: fcf.correlate2d(X, W[0]), ValueError, "w must have 4 dimensions"),
+    ("correlate1d-x-4d", lambda: fcf.correlate1d(X, W1), ValueError, "x must have 3 dimensions"),
+    ("correlate1d-w-4d", lambda: fcf.correlate1d(X1, W), ValueError, "w must have 3 dimensions"),
+    ("backward_input-grad_y-3d", lambda: fcf.correlate2d_backward_input(GRAD_Y[0], W, X.shape),
+     ValueError, "grad_y"),
+    ("max_pool2d-x-3d", lambda: fcf.max_pool2d(X[0], 2), ValueError, "x must have 4 dimensions"),
+    ("max_pool1d-x-4d", lambda: fcf.max_pool1d(X, 2), ValueError, "x must have 3 dimensions"),
+    ("avg_pool2d-x-2d", lambda: fcf.avg_pool2d(X[0, 0], 2), ValueError, "x must have 4 dimensions"),
+    ("correlate2d-x-0d", lambda: fcf.correlate2d(np.float64(1), W), ValueError, "x"),
+    # channel mismatch
+    ("correlate2d-channels", lambda: fcf.correlate2d(X, W[:, :2]), ValueError, "channels"),
+    ("correlate1d-channels", lambda: fcf.correlate1d(X1[:, :1], W1), ValueError, "channels"),
+    ("backward-channels", lambda: fcf.correlate2d_backward(X, W[:, :2], GRAD_Y),
+     ValueError, "channels"),
+    ("backward_input-channels",
+     lambda: fcf.correlate2d_backward_input(GRAD_Y, W, (2, 2, 6, 5)), ValueError, "channels"),
+    ("backward_kernel-channels",
+     lambda: fcf.correlate2d_backward_kernel(X, GRAD_Y, (4, 2, 3, 2)), ValueError, "channels"),
+    ("mirrored-channels",
+     lambda: fcf.correlate2d_backward_input_mirrored(GRAD_Y, W, (2, 5, 6, 5)),
+     ValueError, "channels"),
+    # kernel larger than the padded input
+    ("correlate2d-kernel-too-tall", lambda: fcf.correlate2d(X, np.ones((4, 3, 7, 2))),
+     ValueError, "larger than the padded input"),
+    ("correlate2d-kernel-too-wide-padded",
+     lambda: fcf.correlate2d(X, np.ones((4, 3, 3, 8)), padding=1),
+     ValueError, "larger than the padded input"),
+    ("correlate1d-kernel-too-long", lambda: fcf.correlate1d(X1, np.ones((4, 3, 11))),
+     ValueError, "larger than the padded input"),
+    ("backward_kernel-kernel-too-large",
+     lambda: fcf.correlate2d_backward_kernel(X, GRAD_Y, (4, 3, 9, 2)),
+     ValueError, "larger than the padded input"),
+    # stride and padding out of range
+    ("correlate2d-stride-0", lambda: fcf.correlate2d(X, W, stride=0), ValueError, "stride"),
+    ("correlate2d-stride-negative", lambda: fcf.correlate2d(X, W, stride=-1), ValueError, "stride"),
+    ("correlate2d-stride-0-one-axis", lambda: fcf.correlate2d(X, W, stride=(1, 0)),
+     ValueError, "stride"),
+    ("correlate1d-stride-0", lambda: fcf.correlate1d(X1, W1, stride=0), ValueError, "stride"),
+    ("backward_input-stride-0",
+     lambda: fcf.correlate2d_backward_input(GRAD_Y, W, X.shape, stride=0), ValueError, "stride"),
+    ("max_pool2d-stride-0", lambda: fcf.max_pool2d(X, 2, stride=0), ValueError, "stride"),
+    ("avg_pool1d-stride-negative", lambda: fcf.avg_pool1d(X1, 2, stride=-2), ValueError, "stride"),
+    ("correlate2d-padding-negative", lambda: fcf.correlate2d(X, W, padding=-1),
+     ValueError, "padding"),
+    ("correlate2d-padding-negative-one-axis", lambda: fcf.correlate2d(X, W, padding=(0, -2)),
+     ValueError, "padding"),
+    ("backward_kernel-padding-negative",
+     lambda: fcf.correlate2d_backward_kernel(X, GRAD_Y, W.shape, padding=-1),
+     ValueError, "padding"),
+    # empty arrays
+    ("correlate2d-empty-batch", lambda: fcf.correlate2d(X[:0], W), ValueError, "empty"),
+    ("correlate1d-empty-batch", lambda: fcf.correlate1d(X1[:0], W1), ValueError, "empty"),
+    ("correlate2d-no-filters", lambda: fcf.correlate2d(X, W[:0]), ValueError, "empty"),
+    ("backward-empty-batch", lambda: fcf.correlate2d_backward(X[:0], W, GRAD_Y[:0]),
+     ValueError, "empty"),
+    ("backward_input-empty-x_shape",
+     lambda: fcf.correlate2d_backward_input(GRAD_Y[:0], W, (0, 3, 6, 5)), ValueError, "empty|x_shape"),
+    ("max_pool2d-empty-batch", lambda: fcf.max_pool2d(X[:0], 2), ValueError, "empty"),
+    ("avg_pool2d-backward-empty-batch",
+     lambda: fcf.avg_pool2d_backward(POOLED_GRAD[:0], (0, 3, 6, 5), 2), ValueError, "empty|x_shape"),
+    # float32 mixed with float64
+    ("correlate2d-x32-w64", lambda: fcf.correlate2d(_with(X, np.float32), W),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("correlate2d-x64-w32", lambda: fcf.correlate2d(X, _with(W, np.float32)),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("correlate2d-bias32", lambda: fcf.correlate2d(X, W, _with(BIAS, np.float32)),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("correlate1d-x32-w64", lambda: fcf.correlate1d(_with(X1, np.float32), W1),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("backward-x32-w64", lambda: fcf.correlate2d_backward(_with(X, np.float32), W, GRAD_Y),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("backward-grad_y32", lambda: fcf.correlate2d_backward(X, W, _with(GRAD_Y, np.float32)),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("backward_input-grad_y32",
+     lambda: fcf.correlate2d_backward_input(_with(GRAD_Y, np.float32), W, X.shape),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("backward_kernel-x32",
+     lambda: fcf.correlate2d_backward_kernel(_with(X, np.float32), GRAD_Y, W.shape),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("mirrored-w32",
+     lambda: fcf.correlate2d_backward_input_mirrored(GRAD_Y, _with(W, np.float32), X.shape),
+     TypeError, BOTH_FLOAT_DTYPES),
+    ("correlate1d_backward_kernel-grad_y32",
+     lambda: fcf.correlate1d_backward_kernel(X1, _with(GRAD_Y1, np.float32), W1.shape),
+     TypeError, BOTH_FLOAT_DTYPES),
+    # dtypes other than float32 and float64
+    ("correlate2d-int64", lambda: fcf.correlate2d(_with(X, np.int64), W), TypeError, "int64"),
+    ("correlate2d-w-int32", lambda: fcf.correlate2d(X, _with(W, np.int32)), TypeError, "int32"),
+    ("correlate2d-bool", lambda: fcf.correlate2d(_with(X, bool), W), TypeError, "bool"),
+    ("correlate2d-complex", lambda: fcf.correlate2d(_with(X, complex), _with(W, complex)),
+     TypeError, "complex128"),
+    ("correlate2d-float16", lambda: fcf.correlate2d(_with(X, np.float16), _with(W, np.float16)),
+     TypeError, "float16"),
+    ("correlate2d-bias-int", lambda: fcf.correlate2d(X, W, _with(BIAS, int)), TypeError, "bias"),
+    ("correlate2d-nested-lists-of-ints", lambda: fcf.correlate2d(X.astype(int).tolist(), W),
+     TypeError, "int"),
+    ("correlate1d-float16", lambda: fcf.correlate1d(_with(X1, np.float16), W1),
+     TypeError, "float16"),
+    ("backward_input-grad_y-float16",
+     lambda: fcf.correlate2d_backward_input(_with(GRAD_Y, np.float16), W, X.shape),
+     TypeError, "float16"),
+    ("max_pool2d-int", lambda: fcf.max_pool2d(_with(X, np.int32), 2), TypeError, "int32"),
+    ("avg_pool2d-bool", lambda: fcf.avg_pool2d(_with(X, bool), 2), TypeError, "bool"),
+    ("max_pool1d-complex", lambda: fcf.max_pool1d(_with(X1, np.complex64), 2),
+     TypeError, "complex64"),
+    ("max_pool2d_backward-grad_y-int",
+     lambda: fcf.max_pool2d_backward(_with(POOLED_GRAD, int), ARGMAX, X.shape), TypeError, "int"),
+    # bias of the wrong shape
+    ("bias-too-long", lambda: fcf.correlate2d(X, W, np.ones(5)), ValueError, "bias"),
+    ("bias-2d", lambda: fcf.correlate2d(X, W, np.ones((4, 1))), ValueError, "bias"),
+    ("bias-scalar", lambda: fcf.correlate2d(X, W, np.float64(1.0)), ValueError, "bias"),
+    ("correlate1d-bias-too-short", lambda: fcf.correlate1d(X1, W1, np.ones(3)),
+     ValueError, "bias"),
+    # output gradient of the wrong shape
+    ("backward-grad_y-rows", lambda: fcf.correlate2d_backward(X, W, GRAD_Y[:, :, :3]),
+     ValueError, "grad_y"),
+    ("backward-grad_y-filters", lambda: fcf.correlate2d_backward(X, W, GRAD_Y[:, :3]),
+     ValueError, "grad_y"),
+    ("backward-grad_y-batch", lambda: fcf.correlate2d_backward(X, W, GRAD_Y[:1]),
+     ValueError, "grad_y"),
+    ("backward-grad_y-for-other-stride",
+     lambda: fcf.correlate2d_backward(X, W, GRAD_Y, stride=2), ValueError, "grad_y"),
+    ("backward_input-grad_y-cols",
+     lambda: fcf.correlate2d_backward_input(GRAD_Y[..., :3], W, X.shape), ValueError, "grad_y"),
+    ("backward_kernel-grad_y-padding",
+     lambda: fcf.correlate2d_backward_kernel(X, GRAD_Y, W.shape, padding=1),
+     ValueError, "grad_y"),
+    ("mirrored-grad_y-rows",
+     lambda: fcf.correlate2d_backward_input_mirrored(GRAD_Y[:, :, 1:], W, X.shape),
+     ValueError, "grad_y"),
+    ("correlate1d_backward-grad_y-length",
+     lambda: fcf.correlate1d_backward(X1, W1, GRAD_Y1[..., :7]), ValueError, "grad_y"),
+    ("correlate1d_backward_input-grad_y-length",
+     lambda: fcf.correlate1d_backward_input(GRAD_Y1[..., :7], W1, X1.shape), ValueError, "grad_y"),
+    ("avg_pool2d_backward-grad_y-shape",
+     lambda: fcf.avg_pool2d_backward(POOLED_GRAD[:, :, :2], X.shape, 2), ValueError, "grad_y"),
+    ("avg_pool1d_backward-grad_y-shape",
+     lambda: fcf.avg_pool1d_backward(np.ones((2, 3, 4)), X1.shape, 2), ValueError, "grad_y"),
+    ("max_pool2d_backward-grad_y-channels",
+     lambda: fcf.max_pool2d_backward(POOLED_GRAD[:, :2], ARGMAX[:, :2], X.shape),
+     ValueError, "grad_y"),
+    # shapes passed as tuples
+    ("backward_input-x_shape-3", lambda: fcf.correlate2d_backward_input(GRAD_Y, W, (2, 3, 6)),
+     ValueError, "x_shape"),
+    ("backward_input-x_shape-not-ints",
+     lambda: fcf.correlate2d_backward_input(GRAD_Y, W, (2, 3, 6.5, 5)), TypeError, "x_shape"),
+    ("backward_kernel-w_shape-5",
+     lambda: fcf.correlate2d_backward_kernel(X, GRAD_Y, (4, 3, 3, 2, 1)), ValueError, "w_shape"),
+    ("backward_kernel-w_shape-negative",
+     lambda: fcf.correlate2d_backward_kernel(X, GRAD_Y, (4, 3, -3, 2)), ValueError, "w_shape"),
+    ("max_pool2d_backward-x_shape-int",
+     lambda: fcf.max_pool2d_backward(POOLED_GRAD, ARGMAX, 6), TypeError, "x_shape"),
+    # pool windows
+    ("max_pool2d-size-too-tall", lambda: fcf.max_pool2d(X, (7, 2)), ValueError, "pool size"),
+    ("avg_pool2d-size-too-wide", lambda: fcf.avg_pool2d(X, (2, 6)), ValueError, "pool size"),
+    ("max_pool1d-size-too-long", lambda: fcf.max_pool1d(X1, 11), ValueError, "pool size"),
+    ("avg_pool2d_backward-size-too-large",
+     lambda: fcf.avg_pool2d_backward(np.ones((2, 3, 1, 1)), X.shape, 7), ValueError, "pool size"),
+    ("max_pool2d-size-0", lambda: fcf.max_pool2d(X, 0), ValueError, "size"),
+    ("avg_pool2d-size-negative", lambda: fcf.avg_pool2d(X, (2, -1)), ValueError, "size"),
+    # argmax
+    ("argmax-past-the-plane", lambda: fcf.max_pool2d_backward(POOLED_GRAD, _argmax_with(30), X.shape),
+     ValueError, "argmax"),
+    ("argmax-negative", lambda: fcf.max_pool2d_backward(POOLED_GRAD, _argmax_with(-1), X.shape),
+     ValueError, "argmax"),
+    ("argmax-huge-int64",
+     lambda: fcf.max_pool2d_backward(POOLED_GRAD, _argmax_with(-1).astype(np.int64) + 2**40,
+                                     X.shape), ValueError, "argmax"),
+    ("argmax-wraps-in-int32",  # 2**32 would be 0 after a blind cast to int32
+     lambda: fcf.max_pool2d_backward(POOLED_GRAD, ARGMAX.astype(np.uint64) + 2**32, X.shape),
+     ValueError, "argmax"),
+    ("max_pool1d_backward-argmax-past-the-signal",
+     lambda: fcf.max_pool1d_backward(np.ones((2, 3, 5)), np.full((2, 3, 5), 10), X1.shape),
+     ValueError, "argmax"),
+    ("argmax-wrong-shape",
+     lambda: fcf.max_pool2d_backward(POOLED_GRAD, ARGMAX[:, :, :2], X.shape), ValueError, "argmax"),
+    ("argmax-float", lambda: fcf.max_pool2d_backward(POOLED_GRAD, _with(ARGMAX, float), X.shape),
+     TypeError, "argmax"),
+    ("argmax-bool", lambda: fcf.max_pool2d_backward(POOLED_GRAD, _with(ARGMAX, bool), X.shape),
+     TypeError, "argmax"),
+    # per-axis tuples of the wrong length
+    ("stride-3-tuple", lambda: fcf.correlate2d(X, W, stride=(1, 1, 1)), ValueError, "stride"),
+    ("stride-1-tuple-2d", lambda: fcf.correlate2d(X, W, stride=(1,)), ValueError, "stride"),
+    ("padding-3-tuple", lambda: fcf.correlate2d(X, W, padding=[0, 0, 0]), ValueError, "padding"),
+    ("correlate1d-stride-2-tuple", lambda: fcf.correlate1d(X1, W1, stride=(1, 1)),
+     ValueError, "stride"),
+    ("max_pool2d-size-3-tuple", lambda: fcf.max_pool2d(X, (2, 2, 2)), ValueError, "size"),
+    ("avg_pool2d-stride-empty-tuple", lambda: fcf.avg_pool2d(X, 2, stride=()), ValueError, "stride"),
+    # parameters that are not ints
+    ("stride-1.5", lambda: fcf.correlate2d(X, W, stride=1.5), TypeError, "stride"),
+    ("stride-float-2.0", lambda: fcf.correlate2d(X, W, stride=2.0), TypeError, "stride"),
+    ("stride-numpy-float", lambda: fcf.correlate2d(X, W, stride=np.float64(2)), TypeError, "stride"),
+    ("stride-string", lambda: fcf.correlate2d(X, W, stride="2"), TypeError, "stride"),
+    ("stride-bool", lambda: fcf.correlate2d(X, W, stride=True), TypeError, "stride"),
+    ("stride-tuple-with-float", lambda: fcf.correlate2d(X, W, stride=(1, 1.5)), TypeError, "stride"),
+    ("padding-0.5", lambda: fcf.correlate2d(X, W, padding=0.5), TypeError, "padding"),
+    ("padding-None", lambda: fcf.correlate2d(X, W, padding=None), TypeError, "padding"),
+    ("correlate1d-stride-1.5", lambda: fcf.correlate1d(X1, W1, stride=1.5), TypeError, "stride"),
+    ("max_pool2d-size-2.0", lambda: fcf.max_pool2d(X, 2.0), TypeError, "size"),
+    ("avg_pool2d-stride-1.5", lambda: fcf.avg_pool2d(X, 2, stride=1.5), TypeError, "stride"),
+    # n_threads
+    ("correlate2d-n_threads-0", lambda: fcf.correlate2d(X, W, n_threads=0), ValueError, "n_threads"),
+    ("backward-n_threads-1.5", lambda: fcf.correlate2d_backward(X, W, GRAD_Y, n_threads=1.5),
+     ValueError, "n_threads"),
+    ("backward_kernel-n_threads-True",
+     lambda: fcf.correlate2d_backward_kernel(X, GRAD_Y, W.shape, n_threads=True),
+     ValueError, "n_threads"),
+    ("max_pool2d-n_threads-0", lambda: fcf.max_pool2d(X, 2, n_threads=0), ValueError, "n_threads"),
+    ("avg_pool1d_backward-n_threads-0",
+     lambda: fcf.avg_pool1d_backward(np.ones((2, 3, 5)), X1.shape, 2, n_threads=0),
+     ValueError, "n_threads"),
+    ("max_pool2d_backward-n_threads-0",
+     lambda: fcf.max_pool2d_backward(POOLED_GRAD, ARGMAX, X.shape, n_threads=0),
+     ValueError, "n_threads"),
+]
+
+
+@pytest.mark.parametrize("call, error, message",
+                         [pytest.param(*case[1:], id=case[0]) for case in ERROR_CASES])
+def test_bad_input_raises_a_helpful_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_the_valid_problems_behind_the_error_cases_are_valid():
+    """The error cases each change one thing of these: they must be valid."""
+    y = fcf.correlate2d(X, W, BIAS)
+    assert y.shape == GRAD_Y.shape
+    fcf.correlate2d_backward(X, W, GRAD_Y)
+    fcf.correlate2d_backward_input_mirrored(GRAD_Y, W, X.shape)
+    assert fcf.correlate1d(X1, W1, BIAS).shape == GRAD_Y1.shape
+    fcf.correlate1d_backward(X1, W1, GRAD_Y1)
+    pooled, argmax = fcf.max_pool2d(X, 2)
+    assert pooled.shape == argmax.shape == ARGMAX.shape == POOLED_GRAD.shape
+    fcf.max_pool2d_backward(POOLED_GRAD, ARGMAX, X.shape)
+    fcf.avg_pool2d_backward(POOLED_GRAD, X.shape, 2)
+    assert fcf.max_pool1d(X1, 2)[0].shape == (2, 3, 5)
+    fcf.avg_pool1d_backward(np.ones((2, 3, 5)), X1.shape, 2)
