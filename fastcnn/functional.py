@@ -182,11 +182,28 @@ def _check_grad_y(grad_y, expected_shape, dtype, ndim):
     return grad_y
 
 
+# Fewest input channels for which the mirrored correlation beats the
+# transposed product: its matrix product has one row per input channel, and
+# the micro-kernel works on panels of 8 rows.
+_MIRRORED_MIN_CHANNELS = 8
+
+
+def _mirrored_is_plain_correlation(stride, padding, kernel):
+    """At stride 1 with padding <= K - 1 the mirrored form needs no dilation:
+    it is the forward correlation at padding K - 1 - padding."""
+    return all(s == 1 for s in stride) and all(
+        p <= k - 1 for p, k in zip(padding, kernel))
+
+
 def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads, ndim):
     w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
     x_shape = _shape(x_shape, "x_shape", ndim)
     stride, padding, out = _conv_geometry(x_shape, w.shape, stride, padding, ndim)
     grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out, w.dtype, ndim)
+    if (x_shape[1] >= _MIRRORED_MIN_CHANNELS
+            and _mirrored_is_plain_correlation(stride, padding, w.shape[2:])):
+        return _backward_input_mirrored(grad_y, w, x_shape, stride, padding,
+                                        n_threads, ndim)
     grad_x = np.empty(x_shape, dtype=w.dtype)
     (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
     _correlation.correlate2d_backward_input(
@@ -288,8 +305,10 @@ def correlate2d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
     This is ``W^T grad_y``: every output gradient is multiplied by the kernel
     and added back to the input positions its window covered. It equals the
     correlation of the stride-dilated, zero-padded output gradient with the
-    mirrored kernel (:func:`correlate2d_backward_input_mirrored`), computed
-    here as the transposed product, which needs no dilation.
+    mirrored kernel (:func:`correlate2d_backward_input_mirrored`). Whichever
+    is faster is used: the mirrored correlation at stride 1 with 8 or more
+    input channels, the transposed product (which needs no dilation)
+    otherwise.
 
     Parameters
     ----------
@@ -342,8 +361,9 @@ def correlate2d_backward_input_mirrored(grad_y, w, x_shape, stride=1,
     between its entries), padded by ``K - 1 - padding`` on each side, and
     correlated with the mirrored kernel: rotated 180 degrees, with input and
     output channels swapped. Same result as the transposed product (up to
-    rounding), and as fast for stride 1; with stride s it multiplies by
-    zeros s*s times more often. Parameters and return value as for
+    rounding). At stride 1 it is the forward correlation at padding
+    ``K - 1 - padding``; with stride s it multiplies by zeros s*s times
+    more often. Parameters and return value as for
     :func:`correlate2d_backward_input`.
     """
     return _backward_input_mirrored(grad_y, w, x_shape, stride, padding,
@@ -356,6 +376,12 @@ def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads, ndi
     stride, padding, out = _conv_geometry(x_shape, w.shape, stride, padding, ndim)
     grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out, w.dtype, ndim)
     kernel = w.shape[2:]
+    flip = (slice(None), slice(None)) + (slice(None, None, -1),) * ndim
+    mirrored = np.ascontiguousarray(w[flip].swapaxes(0, 1))
+    if _mirrored_is_plain_correlation(stride, padding, kernel):
+        # no dilation needed: the frame is the forward's own zero padding
+        frame_padding = tuple(k - 1 - p for k, p in zip(kernel, padding))
+        return _correlate(grad_y, mirrored, None, 1, frame_padding, n_threads, ndim)
     # Place the dilated gradient in a zero frame of size input + kernel - 1:
     # output position i sits at i*stride + (K - 1 - padding), clipped where
     # padding exceeds K - 1 (those positions read only padding).
@@ -369,8 +395,6 @@ def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads, ndi
         index_grad.append(np.flatnonzero(keep))
     frame[np.ix_(*[np.arange(n) for n in frame.shape[:2]], *index_frame[2:])] = \
         grad_y[np.ix_(*[np.arange(n) for n in grad_y.shape[:2]], *index_grad[2:])]
-    flip = (slice(None), slice(None)) + (slice(None, None, -1),) * ndim
-    mirrored = np.ascontiguousarray(w[flip].swapaxes(0, 1))
     return _correlate(frame, mirrored, None, 1, 0, n_threads, ndim)
 
 

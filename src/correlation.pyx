@@ -46,14 +46,14 @@ cdef extern from "gemm.h" nogil:
                          ptrdiff_t rs, ptrdiff_t cs, float *dst)
     void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
                          ptrdiff_t rs, ptrdiff_t cs, double *dst)
-    void fcnn_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                              const float *a_packed, const float *b_packed,
-                              float *c, ptrdiff_t ldc, int accumulate,
-                              const float *bias)
-    void fcnn_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                              const double *a_packed, const double *b_packed,
-                              double *c, ptrdiff_t ldc, int accumulate,
-                              const double *bias)
+    void fcnn_gemm_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                       const float *a_packed, const float *b,
+                       const ptrdiff_t *b_offsets, float *c, ptrdiff_t ldc,
+                       int accumulate, const float *bias)
+    void fcnn_gemm_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                       const double *a_packed, const double *b,
+                       const ptrdiff_t *b_offsets, double *c, ptrdiff_t ldc,
+                       int accumulate, const double *bias)
 
 # The kernel gradient is summed over the batch in this many blocks of
 # samples (fewer when the batch is smaller). It fixes the order of the sum
@@ -117,14 +117,17 @@ cdef inline void pack_b(Py_ssize_t K, Py_ssize_t N, const floating *src,
         fcnn_pack_b_f64(K, N, src, rs, cs, dst)
 
 
-cdef inline void gemm_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                             const floating *a, const floating *b,
-                             floating *c, Py_ssize_t ldc, int accumulate,
-                             const floating *bias) noexcept nogil:
+cdef inline void gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                      const floating *a, const floating *b,
+                      const Py_ssize_t *b_offsets, floating *c,
+                      Py_ssize_t ldc, int accumulate,
+                      const floating *bias) noexcept nogil:
     if floating is float:
-        fcnn_gemm_packed_f32(M, N, K, a, b, c, ldc, accumulate, bias)
+        fcnn_gemm_f32(M, N, K, a, b, <const ptrdiff_t *> b_offsets, c, ldc,
+                      accumulate, bias)
     else:
-        fcnn_gemm_packed_f64(M, N, K, a, b, c, ldc, accumulate, bias)
+        fcnn_gemm_f64(M, N, K, a, b, <const ptrdiff_t *> b_offsets, c, ldc,
+                      accumulate, bias)
 
 
 cdef floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL:
@@ -305,6 +308,20 @@ cdef inline floating sum_fixed_order(const floating *v,
 
 # ------------------------------------------------------------------ kernels
 
+cdef Py_ssize_t[::1] patch_offsets(Py_ssize_t C, Py_ssize_t Hp,
+                                   Py_ssize_t Wp, Py_ssize_t KH,
+                                   Py_ssize_t KW):
+    """offsets[k] = (c*Hp + a)*Wp + b: where element k = (c, a, b) of every
+    patch sits relative to the patch's corner in a padded (C, Hp, Wp) sample."""
+    cdef Py_ssize_t[::1] offsets = np.empty(C * KH * KW, dtype=np.intp)
+    cdef Py_ssize_t c, a, b
+    for c in range(C):
+        for a in range(KH):
+            for b in range(KW):
+                offsets[(c * KH + a) * KW + b] = (c * Hp + a) * Wp + b
+    return offsets
+
+
 def correlate2d_forward(const floating[:, :, :, ::1] x,
                         const floating[:, :, :, ::1] w,
                         const floating[::1] bias,
@@ -315,6 +332,13 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
 
     y must have shape (N, F, Ho, Wo) with Ho, Wo from the correlation
     output-size formula; x is read as zero outside its borders.
+
+    At stride 1 no patch matrix is built: the sample is copied into a zero
+    frame (C, Hp, Wp) and the product reads row k = (c, a, b) of the patch
+    matrix in place, at offset (c*Hp + a)*Wp + b, by computing the outputs
+    over the padded width (Ho, Wp); the KW - 1 extra columns of each output
+    row are dropped when the result is copied into y. At larger strides the
+    patches are gathered into packed panels first (im2col).
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], F = w.shape[0], KH = w.shape[2]
@@ -323,30 +347,55 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
     cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
-    cdef Py_ssize_t b_size = K * round_up(P, NR)
-    cdef Py_ssize_t pad_size = C * Hp * Wp if ph or pw else 0
-    cdef Py_ssize_t per_thread = b_size + pad_size
-    cdef Py_ssize_t n
+    cdef bint in_place = sh == 1 and sw == 1
+    cdef Py_ssize_t P_wide = Ho * Wp
+    cdef Py_ssize_t[::1] offsets = patch_offsets(C, Hp, Wp, KH, KW)
+    cdef Py_ssize_t frame_size, b_size, out_size, per_thread, n, f, i, t
     cdef const floating *xn
+    cdef floating *frame
     cdef floating *b_panels
-    cdef floating *a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
+    cdef floating *out
+    cdef floating *a_panels
     cdef floating *scratch
+    if in_place:
+        # the product reads up to round_up(P_wide, NR) columns past the
+        # last offset; the frame is that long, its tail zero
+        frame_size = max(C * Hp * Wp, offsets[K - 1] + round_up(P_wide, NR))
+        b_size = 0
+        out_size = F * P_wide
+    else:
+        frame_size = C * Hp * Wp if ph or pw else 0
+        b_size = K * round_up(P, NR)
+        out_size = 0
+    per_thread = frame_size + b_size + out_size
+    a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
     try:
         scratch = alloc(n_threads * per_thread, &y[0, 0, 0, 0])
     except MemoryError:
         fcnn_free(a_panels)
         raise
     with nogil:
+        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
         pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
         for n in prange(N, num_threads=n_threads, schedule='static'):
-            b_panels = scratch + threadid() * per_thread
+            frame = scratch + threadid() * per_thread
+            b_panels = frame + frame_size
+            out = b_panels + b_size
             xn = &x[n, 0, 0, 0]
-            if pad_size:
-                pad_sample(xn, C, H, W, ph, pw, b_panels + b_size)
-                xn = b_panels + b_size
-            im2col_panels(xn, C, Hp, Wp, KH, KW, sh, sw, Ho, Wo, b_panels)
-            gemm_packed(F, P, K, a_panels, b_panels, &y[n, 0, 0, 0], P, 0,
-                        &bias[0])
+            if frame_size:
+                pad_sample(xn, C, H, W, ph, pw, frame)
+                xn = frame
+            if in_place:
+                gemm(F, P_wide, K, a_panels, xn, &offsets[0], out, P_wide, 0,
+                     &bias[0])
+                for f in range(F):
+                    for i in range(Ho):
+                        memcpy(&y[n, f, i, 0], out + f * P_wide + i * Wp,
+                               Wo * sizeof(floating))
+            else:
+                im2col_panels(xn, C, Hp, Wp, KH, KW, sh, sw, Ho, Wo, b_panels)
+                gemm(F, P, K, a_panels, b_panels, NULL, &y[n, 0, 0, 0], P, 0,
+                     &bias[0])
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
@@ -384,8 +433,7 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
             b_panels = scratch + threadid() * per_thread
             dcols = b_panels + b_size
             pack_b(F, P, &grad_y[n, 0, 0, 0], P, 1, b_panels)
-            gemm_packed(K, P, F, a_panels, b_panels, dcols, P, 0,
-                        <floating *> NULL)
+            gemm(K, P, F, a_panels, b_panels, NULL, dcols, P, 0, NULL)
             memset(&grad_x[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
             col2im_add(dcols, C, H, W, KH, KW, sh, sw, ph, pw, Ho, Wo,
                        &grad_x[n, 0, 0, 0])
@@ -415,9 +463,9 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t b_size = P * round_up(K, NR)
     cdef Py_ssize_t pad_size = C * Hp * Wp if ph or pw else 0
     cdef Py_ssize_t per_thread = a_size + b_size + pad_size
-    cdef Py_ssize_t blk, n, f, i, c, a, b
+    cdef Py_ssize_t blk, n, f, i
     cdef const floating *xn
-    cdef Py_ssize_t[::1] offsets = np.empty(K, dtype=np.intp)
+    cdef Py_ssize_t[::1] offsets = patch_offsets(C, Hp, Wp, KH, KW)
     cdef floating *a_panels
     cdef floating *b_panels
     cdef floating *part
@@ -431,10 +479,6 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     except MemoryError:
         fcnn_free(partials)
         raise
-    for c in range(C):
-        for a in range(KH):
-            for b in range(KW):
-                offsets[(c * KH + a) * KW + b] = (c * Hp + a) * Wp + b
     with nogil:
         memset(partials, 0, n_blocks * partial_size * sizeof(floating))
         for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
@@ -450,8 +494,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                     xn = b_panels + b_size
                 im2col_panels_transposed(xn, C, Hp, Wp, KH, KW, sh, sw,
                                          Ho, Wo, &offsets[0], b_panels)
-                gemm_packed(F, K, P, a_panels, b_panels, part, K, 1,
-                            <floating *> NULL)
+                gemm(F, K, P, a_panels, b_panels, NULL, part, K, 1, NULL)
                 for f in range(F):
                     part[F * K + f] += sum_fixed_order(gy + f * P, P)
         # blocks added in block order, whatever thread computed them

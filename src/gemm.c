@@ -82,18 +82,19 @@ FCNN_DEFINE_PACK(f64, double, FCNN_MR_F64, FCNN_NR_F64)
  * vector kernels follow (same panels, same order of the sum over k). */
 #define FCNN_DEFINE_GENERIC_KERNEL(SUFFIX, T, MR, NR)                          \
 static void kernel_generic_##SUFFIX(ptrdiff_t K, const T *a, const T *b,      \
+                                    const ptrdiff_t *b_offsets,               \
                                     T *c, ptrdiff_t ldc, int m, int n,        \
                                     int accumulate, const T *bias)            \
 {                                                                             \
     T acc[MR][NR];                                                            \
     memset(acc, 0, sizeof(acc));                                              \
     for (ptrdiff_t k = 0; k < K; ++k) {                                       \
+        const T *bk = b_offsets ? b + b_offsets[k] : b + k * NR;              \
         for (int r = 0; r < MR; ++r) {                                        \
             const T ar = a[r];                                                \
-            for (int j = 0; j < NR; ++j) acc[r][j] += ar * b[j];              \
+            for (int j = 0; j < NR; ++j) acc[r][j] += ar * bk[j];             \
         }                                                                     \
         a += MR;                                                              \
-        b += NR;                                                              \
     }                                                                         \
     for (int r = 0; r < m; ++r) {                                             \
         T *cr = c + r * ldc;                                                  \
@@ -123,20 +124,11 @@ FCNN_DEFINE_GENERIC_KERNEL(f64, double, FCNN_MR_F64, FCNN_NR_F64)
         c##R##1 = FMA(ar, b1, c##R##1);                                       \
     } while (0)
 
-#define FCNN_DEFINE_AVX512_KERNEL(SUFFIX, T, V, LANES, MASK_T, ZERO, SET1,     \
-                                  FMA, LOADU, MASKLOADU, MASKSTOREU, ADD)     \
-__attribute__((target("avx512f")))                                            \
-static void kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a, const T *b,       \
-                                   T *c, ptrdiff_t ldc, int m, int n,         \
-                                   int accumulate, const T *bias)             \
-{                                                                             \
-    V c00 = ZERO(), c01 = ZERO(), c10 = ZERO(), c11 = ZERO();                 \
-    V c20 = ZERO(), c21 = ZERO(), c30 = ZERO(), c31 = ZERO();                 \
-    V c40 = ZERO(), c41 = ZERO(), c50 = ZERO(), c51 = ZERO();                 \
-    V c60 = ZERO(), c61 = ZERO(), c70 = ZERO(), c71 = ZERO();                 \
-    for (ptrdiff_t k = 0; k < K; ++k) {                                       \
-        V b0 = LOADU(b);                                                      \
-        V b1 = LOADU(b + LANES);                                              \
+/* One step of k: the outer product of 8 values of A with one row of B. */
+#define FCNN_STEP(BK, V, LANES, SET1, FMA, LOADU)                              \
+    do {                                                                      \
+        V b0 = LOADU(BK);                                                     \
+        V b1 = LOADU((BK) + LANES);                                           \
         FCNN_ROW(0, V, SET1, FMA);                                            \
         FCNN_ROW(1, V, SET1, FMA);                                            \
         FCNN_ROW(2, V, SET1, FMA);                                            \
@@ -146,7 +138,26 @@ static void kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a, const T *b,       \
         FCNN_ROW(6, V, SET1, FMA);                                            \
         FCNN_ROW(7, V, SET1, FMA);                                            \
         a += 8;                                                               \
-        b += 2 * LANES;                                                       \
+    } while (0)
+
+#define FCNN_DEFINE_AVX512_KERNEL(SUFFIX, T, V, LANES, MASK_T, ZERO, SET1,     \
+                                  FMA, LOADU, MASKLOADU, MASKSTOREU, ADD)     \
+__attribute__((target("avx512f")))                                            \
+static void kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a, const T *b,       \
+                                   const ptrdiff_t *b_offsets,                \
+                                   T *c, ptrdiff_t ldc, int m, int n,         \
+                                   int accumulate, const T *bias)             \
+{                                                                             \
+    V c00 = ZERO(), c01 = ZERO(), c10 = ZERO(), c11 = ZERO();                 \
+    V c20 = ZERO(), c21 = ZERO(), c30 = ZERO(), c31 = ZERO();                 \
+    V c40 = ZERO(), c41 = ZERO(), c50 = ZERO(), c51 = ZERO();                 \
+    V c60 = ZERO(), c61 = ZERO(), c70 = ZERO(), c71 = ZERO();                 \
+    if (b_offsets) {                                                          \
+        for (ptrdiff_t k = 0; k < K; ++k)                                     \
+            FCNN_STEP(b + b_offsets[k], V, LANES, SET1, FMA, LOADU);          \
+    } else {                                                                  \
+        for (ptrdiff_t k = 0; k < K; ++k, b += 2 * LANES)                     \
+            FCNN_STEP(b, V, LANES, SET1, FMA, LOADU);                         \
     }                                                                         \
     V rows[16] = {c00, c01, c10, c11, c20, c21, c30, c31,                     \
                   c40, c41, c50, c51, c60, c61, c70, c71};                    \
@@ -181,10 +192,12 @@ FCNN_DEFINE_AVX512_KERNEL(f64, double, __m512d, 8, __mmask8, _mm512_setzero_pd,
 
 /* ---------------------------------------------------------------- dispatch */
 
-typedef void (*kernel_f32_t)(ptrdiff_t, const float *, const float *, float *,
-                             ptrdiff_t, int, int, int, const float *);
+typedef void (*kernel_f32_t)(ptrdiff_t, const float *, const float *,
+                             const ptrdiff_t *, float *, ptrdiff_t, int, int,
+                             int, const float *);
 typedef void (*kernel_f64_t)(ptrdiff_t, const double *, const double *,
-                             double *, ptrdiff_t, int, int, int, const double *);
+                             const ptrdiff_t *, double *, ptrdiff_t, int, int,
+                             int, const double *);
 
 static kernel_f32_t kernel_f32 = kernel_generic_f32;
 static kernel_f64_t kernel_f64 = kernel_generic_f64;
@@ -218,22 +231,24 @@ const char *fcnn_gemm_kernel_name(void)
 /* ------------------------------------------------------------------ driver */
 
 #define FCNN_DEFINE_GEMM(SUFFIX, T, MR, NR, KC)                                \
-void fcnn_gemm_packed_##SUFFIX(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,         \
-                               const T *a_packed, const T *b_packed,          \
-                               T *c, ptrdiff_t ldc, int accumulate,           \
-                               const T *bias)                                 \
+void fcnn_gemm_##SUFFIX(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,                \
+                        const T *a_packed, const T *b,                        \
+                        const ptrdiff_t *b_offsets,                           \
+                        T *c, ptrdiff_t ldc, int accumulate, const T *bias)   \
 {                                                                             \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += KC) {                                \
         ptrdiff_t kc = K - k0 < KC ? K - k0 : KC;                             \
         int acc = accumulate || k0 > 0;                                       \
+        const ptrdiff_t *offsets = b_offsets ? b_offsets + k0 : NULL;         \
         for (ptrdiff_t j0 = 0; j0 < N; j0 += NR) {                            \
-            const T *b = b_packed + (j0 / NR) * K * NR + k0 * NR;             \
+            const T *bj = b_offsets ? b + j0                                  \
+                                    : b + (j0 / NR) * K * NR + k0 * NR;       \
             int n = (int)(N - j0 < NR ? N - j0 : NR);                         \
             for (ptrdiff_t i0 = 0; i0 < M; i0 += MR) {                        \
                 const T *a = a_packed + (i0 / MR) * K * MR + k0 * MR;         \
                 int m = (int)(M - i0 < MR ? M - i0 : MR);                     \
-                kernel_##SUFFIX(kc, a, b, c + i0 * ldc + j0, ldc, m, n, acc,  \
-                                bias ? bias + i0 : NULL);                     \
+                kernel_##SUFFIX(kc, a, bj, offsets, c + i0 * ldc + j0, ldc,   \
+                                m, n, acc, bias ? bias + i0 : NULL);          \
             }                                                                 \
         }                                                                     \
     }                                                                         \
