@@ -52,6 +52,10 @@ FIRST_LAYER_TARGET = 3.0      # forward ratio, 2 threads, C = 1 or 3
 OTHER_LAYER_TARGET = 0.8      # forward ratio, 2 threads, other C
 THREAD_SPEEDUP_TARGET = 1.8   # fastcnn fwd+bwd time, 1 thread / 2 threads
 
+# A row whose interquartile range exceeds this fraction of its median was
+# probably disturbed by another process; the summary says which to rerun.
+NOISY_SPREAD = 0.5
+
 
 # ------------------------------------------------------------------ shapes
 
@@ -577,7 +581,7 @@ def summary_lines(rows):
         f"fastcnn 2-thread speedup (fwd+bwd-in+bwd-k time, 1 thread / 2 threads) "
         f">= {THREAD_SPEEDUP_TARGET:g}x.",
         f"{'#':>2}  {'shape':30}  {'fwd ratio 2t':>12}  {'target':>6}  {'':4}  "
-        f"{'all-op ratio 2t':>15}  {'speedup 2t/1t':>13}  {'':4}",
+        f"{'all-op ratio 2t':>15}  {'speedup 2t/1t':>13}  {'':4}  noisy rows",
     ]
     measured = sorted({r.case_index for r in rows})
     for index in measured:
@@ -601,7 +605,13 @@ def summary_lines(rows):
             f"{index:>2}  {case.label:30}  {format_number(ratio, 2):>12}  "
             f"{'>=' + format(target, 'g'):>6}  {verdict(ratio, target):4}  "
             f"{format_number(all_ratio, 2):>15}  {format_number(speedup, 2):>13}  "
-            f"{verdict(speedup, THREAD_SPEEDUP_TARGET):4}")
+            f"{verdict(speedup, THREAD_SPEEDUP_TARGET):4}  "
+            f"{sum(r.spread >= NOISY_SPREAD for r in rows if r.case_index == index)}")
+    noisy = sorted({r.case_index for r in rows if r.spread >= NOISY_SPREAD})
+    if noisy:
+        lines.append(
+            f"Rows with iqr% >= {100 * NOISY_SPREAD:.0f} were probably disturbed by "
+            f"another process; rerun with --shapes {' '.join(map(str, noisy))}.")
     return lines
 
 
@@ -651,7 +661,7 @@ def parse_args(argv=None):
     return args
 
 
-def print_header(args, fc_kernels, torch_backend, peak_gflops, matmul_n):
+def print_header(fc_kernels, torch_backend, peak_gflops, matmul_n, load_before):
     command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("OMP_", "OPENBLAS_", "MKL_", "GOMP_"))}
@@ -669,8 +679,8 @@ def print_header(args, fc_kernels, torch_backend, peak_gflops, matmul_n):
     print(f"torch:    {torch_backend.description if torch_backend else 'not used'}")
     for threads, gflops in peak_gflops.items():
         print(f"limit:    numpy float32 matmul n={matmul_n}, {threads} thread(s): "
-              f"{gflops:.1f} GFLOP/s")
-    print(f"load:     {load_average()} (1, 5, 15 min) before the run")
+              f"{gflops:.1f} GFLOP/s (the BLAS's own SIMD: see its architecture)")
+    print(f"load:     {load_before} (1, 5, 15 min) before the run")
     print("ms = median time per call; ratio = torch ms / fastcnn ms (> 1: fastcnn "
           "faster); %peak = fastcnn GFLOP/s / matmul GFLOP/s at the same threads;\n"
           "reps = timed calls of each library; iqr% = interquartile range / median "
@@ -680,12 +690,13 @@ def print_header(args, fc_kernels, torch_backend, peak_gflops, matmul_n):
 
 def main(argv=None):
     args = parse_args(argv)
+    load_before = load_average()
     fc, fc_kernels = import_fastcnn()
     torch_backend = None if args.no_torch else import_torch()
     timing = Timing(repeats=args.repeats, seconds=0.05 if args.quick else 0.3)
     matmul_n = args.matmul_n or (2048 if args.quick else 4096)
     peak_gflops = {t: matmul_gflops(matmul_n, t) for t in args.threads}
-    print_header(args, fc_kernels, torch_backend, peak_gflops, matmul_n)
+    print_header(fc_kernels, torch_backend, peak_gflops, matmul_n, load_before)
 
     rng = np.random.default_rng(args.seed)
     rows = []

@@ -22,9 +22,11 @@ def effective_n_threads(n_threads=None):
     Parameters
     ----------
     n_threads : int or None
-        None: the physical cores, but no more than OpenMP allows now
-        (``OMP_NUM_THREADS``, threadpoolctl limits). A positive int: that many.
-        A negative int counts back from all cores: -1 is all, -2 all but one.
+        None: what OpenMP allows now (threadpoolctl limits, and
+        ``OMP_NUM_THREADS`` as it was when the process started), capped at
+        the physical cores unless ``OMP_NUM_THREADS`` is set, as in
+        scikit-learn. A positive int: that many. A negative int counts back
+        from all cores: -1 is all, -2 all but one.
 
     Returns
     -------

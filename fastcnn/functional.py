@@ -82,7 +82,7 @@ def _integer(value, name, minimum):
 
 def _per_axis(value, name, ndim, minimum):
     """An int or a tuple of ``ndim`` ints, validated, as a tuple of ``ndim``."""
-    if isinstance(value, (tuple, list, np.ndarray)):
+    if isinstance(value, (tuple, list)) or np.ndim(value) > 0:
         values = tuple(value)
         if len(values) != ndim:
             raise ValueError(

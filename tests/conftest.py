@@ -72,6 +72,10 @@ def _axis_arg(values):
     return values[0] if len(set(values)) == 1 else values
 
 
+def _axes_id(values):
+    return "x".join(map(str, values))
+
+
 # ============================================================== test cases
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +95,9 @@ class ConvCase:
             assert k <= s + 2 * p, f"invalid test case {self}"
 
     def __str__(self):
-        def axes(values):
-            return "x".join(map(str, values))
-        return (f"{self.ndim}d-n{self.n}c{self.c}f{self.f}-in{axes(self.spatial)}"
-                f"-k{axes(self.kernel)}-s{axes(self.stride)}-p{axes(self.padding)}")
+        return (f"{self.ndim}d-n{self.n}c{self.c}f{self.f}-in{_axes_id(self.spatial)}"
+                f"-k{_axes_id(self.kernel)}-s{_axes_id(self.stride)}"
+                f"-p{_axes_id(self.padding)}")
 
     @property
     def ndim(self):
@@ -115,9 +118,8 @@ class ConvCase:
 
     @property
     def y_shape(self):
-        out = tuple((s - k + 2 * p) // st + 1 for s, k, st, p
-                    in zip(self.spatial, self.kernel, self.stride, self.padding))
-        return (self.n, self.f) + out
+        return (self.n, self.f) + _output_spatial(self.spatial, self.kernel,
+                                                  self.stride, self.padding)
 
     @property
     def geometry(self):
@@ -149,11 +151,9 @@ class PoolCase:
         assert all(k <= s for k, s in zip(self.size, self.spatial)), self
 
     def __str__(self):
-        def axes(values):
-            return "x".join(map(str, values))
-        stride = "default" if self.stride is None else axes(self.stride)
-        return (f"{self.ndim}d-n{self.n}c{self.c}-in{axes(self.spatial)}"
-                f"-k{axes(self.size)}-s{stride}")
+        stride = "default" if self.stride is None else _axes_id(self.stride)
+        return (f"{self.ndim}d-n{self.n}c{self.c}-in{_axes_id(self.spatial)}"
+                f"-k{_axes_id(self.size)}-s{stride}")
 
     @property
     def ndim(self):
@@ -173,9 +173,9 @@ class PoolCase:
 
     @property
     def y_shape(self):
-        out = tuple((s - k) // st + 1 for s, k, st
-                    in zip(self.spatial, self.size, self.effective_stride))
-        return (self.n, self.c) + out
+        no_padding = (0,) * self.ndim
+        return (self.n, self.c) + _output_spatial(self.spatial, self.size,
+                                                  self.effective_stride, no_padding)
 
     @property
     def geometry(self):
@@ -252,6 +252,15 @@ CONV2D_EDGE_CASES = [
     ConvCase(2, 17, 3, spatial=(6, 5), kernel=(4, 4), stride=(1, 1), padding=(0, 0)),
     # 306 output positions: the kernel gradient's product depth beyond 256
     ConvCase(2, 2, 9, spatial=(20, 19), kernel=(3, 3), stride=(1, 1), padding=(0, 0)),
+    # Around the switch of backward_input to the mirrored correlation (8 or
+    # more channels, stride 1, padding <= kernel - 1), on both sides of it:
+    ConvCase(2, 8, 3, spatial=(7, 6), kernel=(3, 2), stride=(1, 1), padding=(2, 1)),
+    ConvCase(2, 8, 5, spatial=(6, 7), kernel=(3, 3), stride=(1, 1), padding=(1, 0)),
+    ConvCase(2, 12, 4, spatial=(5, 6), kernel=(1, 1), stride=(1, 1), padding=(0, 0)),
+    ConvCase(2, 20, 10, spatial=(6, 7), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+    ConvCase(2, 7, 3, spatial=(6, 6), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+    ConvCase(1, 8, 2, spatial=(5, 5), kernel=(2, 3), stride=(1, 1), padding=(2, 1)),
+    ConvCase(2, 8, 3, spatial=(6, 7), kernel=(3, 3), stride=(1, 2), padding=(1, 1)),
 ]
 
 CONV1D_EDGE_CASES = [
@@ -261,6 +270,9 @@ CONV1D_EDGE_CASES = [
     ConvCase(2, 2, 2, spatial=(4,), kernel=(2,), stride=(2,), padding=(4,)),
     # depth C*K = 280 beyond both depth blocks; 300 output positions
     ConvCase(2, 40, 9, spatial=(306,), kernel=(7,), stride=(1,), padding=(0,)),
+    # either side of the switch to the mirrored correlation (see 2-D)
+    ConvCase(2, 10, 3, spatial=(15,), kernel=(5,), stride=(1,), padding=(4,)),
+    ConvCase(2, 10, 3, spatial=(15,), kernel=(5,), stride=(1,), padding=(5,)),
 ]
 
 CONV2D_CASES = _random_conv_cases(_case_rng, 2, 24, max_size=9) + CONV2D_EDGE_CASES
@@ -332,20 +344,37 @@ class KernelCall:
         return KernelCall(self.function, list(args), self.kwargs)
 
 
-def make_kernel_call(name, rng, dtype=np.float64, batch=3):
+# Correlation geometries, by name, that between them take every path of the
+# kernels: patch gathering (stride > 1) or patches read in place (stride 1);
+# the transposed product or the mirrored correlation (8+ channels, stride 1,
+# padding <= kernel - 1) for the input gradient; padded or unpadded samples.
+CORRELATION_GEOMETRIES = {
+    "strided-padded": {
+        2: ConvCase(1, 3, 5, spatial=(9, 8), kernel=(3, 2), stride=(2, 1), padding=(1, 0)),
+        1: ConvCase(1, 3, 4, spatial=(11,), kernel=(3,), stride=(2,), padding=(1,)),
+    },
+    "unit-stride-padded-8-channels": {
+        2: ConvCase(1, 9, 5, spatial=(9, 8), kernel=(3, 2), stride=(1, 1), padding=(1, 1)),
+        1: ConvCase(1, 9, 4, spatial=(11,), kernel=(3,), stride=(1,), padding=(2,)),
+    },
+    "unit-stride-unpadded": {
+        2: ConvCase(1, 4, 10, spatial=(7, 9), kernel=(2, 3), stride=(1, 1), padding=(0, 0)),
+        1: ConvCase(1, 4, 10, spatial=(13,), kernel=(4,), stride=(1,), padding=(0,)),
+    },
+}
+
+
+def make_kernel_call(name, rng, dtype=np.float64, batch=3, geometry="strided-padded"):
     """A call of the public function ``name`` on random data.
 
-    The geometries have strides differing per axis, padding and overlapping
-    pooling windows, so that no special case is taken.
+    ``geometry`` names one of CORRELATION_GEOMETRIES; pooling has overlapping
+    windows at strides differing per axis.
     """
     ndim = 1 if "1d" in name else 2
+    conv = CORRELATION_GEOMETRIES[geometry][ndim].with_batch(batch)
     if ndim == 2:
-        conv = ConvCase(batch, 3, 5, spatial=(9, 8), kernel=(3, 2),
-                        stride=(2, 1), padding=(1, 0))
         pool = PoolCase(batch, 3, spatial=(9, 8), size=(3, 2), stride=(2, 1))
     else:
-        conv = ConvCase(batch, 3, 4, spatial=(11,), kernel=(3,),
-                        stride=(2,), padding=(1,))
         pool = PoolCase(batch, 3, spatial=(11,), size=(3,), stride=(2,))
     x, w, bias, grad_y = conv.random_inputs(rng, dtype)
     pooled_x = pool.random_input(rng, dtype)
@@ -378,6 +407,7 @@ _PARAMETRISATIONS = {
     "kernel_name": KERNEL_NAMES,
     "correlation_kernel_name": CORRELATION_KERNEL_NAMES,
     "pooling_kernel_name": POOLING_KERNEL_NAMES,
+    "correlation_geometry": list(CORRELATION_GEOMETRIES),
 }
 
 
@@ -440,36 +470,34 @@ def assert_close_fixture():
 
 @pytest.fixture(name="make_kernel_call")
 def make_kernel_call_fixture(rng):
-    """make_kernel_call(name, dtype=float64, batch=3) with the test's rng."""
-    def make(name, dtype=np.float64, batch=3):
-        return make_kernel_call(name, rng, dtype, batch)
+    """make_kernel_call(name, dtype, batch, geometry) with the test's rng."""
+    def make(name, dtype=np.float64, batch=3, geometry="strided-padded"):
+        return make_kernel_call(name, rng, dtype, batch, geometry)
     return make
 
 
 # =============================================================== assertion
 
-def assert_close(actual, expected, scale=None, rtol=None, equal_nan=False):
-    """``|actual - expected| <= rtol * scale`` element by element.
+def assert_close(actual, expected, scale=None):
+    """``|actual - expected| <= rtol * scale`` element by element, with rtol
+    from RTOL for actual's dtype.
 
     ``scale`` is the magnitude of the sum behind each value, typically the
     reference evaluated on the absolute values of the inputs: it bounds the
     rounding error of any summation order, so the check is tight where
     there is no cancellation yet does not flake where there is. Default:
-    ``|expected|``. ``rtol`` defaults to RTOL for actual's dtype.
+    ``|expected|``. NaN is never close to anything.
     """
     actual = np.asarray(actual)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, (
         f"shape {actual.shape}, expected {expected.shape}")
-    if rtol is None:
-        rtol = RTOL[actual.dtype]
+    rtol = RTOL[actual.dtype]
     scale = np.abs(expected) if scale is None else np.asarray(scale, np.float64)
     # tiny: an exact zero must come out as (practically) zero
     tolerance = rtol * scale + np.finfo(actual.dtype).tiny
     error = np.abs(actual.astype(np.float64) - expected)
     good = error <= tolerance
-    if equal_nan:
-        good |= np.isnan(actual) & np.isnan(expected)
     if not good.all():
         bad = np.argwhere(~good)
         first = tuple(bad[0])

@@ -98,20 +98,46 @@ def test_mirrored_backward_input_matches_numpy_reference(conv2d_case, dtype,
                  scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
 
 
+def transposed_product_backward_input(grad_y, w, x_shape, stride, padding):
+    """The W^T grad_y + col2im kernel itself. correlate2d_backward_input
+    switches to the mirrored correlation for 8+ channels at stride 1, so the
+    public function alone would not reach it there. 1-D shapes run as images
+    of height 1, as fastcnn.functional runs them."""
+    def as_image(a):
+        return np.ascontiguousarray(a if a.ndim == 4 else a[:, :, np.newaxis, :])
+    if len(x_shape) == 3:
+        stride, padding = (1,) + stride, (0,) + padding
+    grad_x = np.empty(x_shape, dtype=w.dtype)
+    correlation_kernels.correlate2d_backward_input(
+        as_image(grad_y), as_image(w), as_image(grad_x), *stride, *padding, 2)
+    return grad_x
+
+
+def test_transposed_product_kernel_matches_numpy_reference(conv_case, dtype, gemm_kernel,
+                                                           rng, ref, assert_close):
+    _, w, _, grad_y = conv_case.random_inputs(rng, dtype)
+    geometry = (conv_case.x_shape, conv_case.stride, conv_case.padding)
+    grad_x = transposed_product_backward_input(grad_y, w, *geometry)
+    assert_close(grad_x, ref.correlate_backward_input(grad_y, w, *geometry),
+                 scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
+
+
 def test_mirrored_backward_input_agrees_with_transposed_product(
         conv2d_case, dtype, gemm_kernel, rng, ref, assert_close):
     """The two ways to the input gradient (dilate + pad + correlate with the
     rotated, channel-swapped kernel; or W^T grad_y + col2im) agree up to
-    rounding."""
+    rounding, and the public correlate2d_backward_input gives the same."""
     _, w, _, grad_y = conv2d_case.random_inputs(rng, dtype)
-    transposed = fcf.correlate2d_backward_input(grad_y, w, conv2d_case.x_shape,
-                                                **conv2d_case.geometry)
+    geometry = (conv2d_case.x_shape, conv2d_case.stride, conv2d_case.padding)
+    transposed = transposed_product_backward_input(grad_y, w, *geometry)
     mirrored = fcf.correlate2d_backward_input_mirrored(
         grad_y, w, conv2d_case.x_shape, **conv2d_case.geometry)
-    scale = ref.correlate_backward_input(*_abs(grad_y, w), conv2d_case.x_shape,
-                                         conv2d_case.stride, conv2d_case.padding)
-    # both round: twice the tolerance of one
-    assert_close(mirrored, transposed, scale=2 * scale)
+    public = fcf.correlate2d_backward_input(grad_y, w, conv2d_case.x_shape,
+                                            **conv2d_case.geometry)
+    # each rounds: twice the tolerance of one
+    scale = 2 * ref.correlate_backward_input(*_abs(grad_y, w), *geometry)
+    assert_close(mirrored, transposed, scale=scale)
+    assert_close(public, transposed, scale=scale)
 
 
 # ----------------------------------------------------- backward to kernel
@@ -159,10 +185,6 @@ def test_backward_returns_all_three_gradients(conv_case, dtype, gemm_kernel, rng
 
 # ------------------------------------------------------------------- NaN
 
-def _touched_by(indicator_result):
-    return indicator_result > 0
-
-
 def test_nan_passes_through_correlation_like_any_float(conv_case, gemm_kernel, rng,
                                                        ref, assert_close):
     """A NaN makes exactly the outputs whose window reads it NaN (forward and
@@ -176,22 +198,48 @@ def test_nan_passes_through_correlation_like_any_float(conv_case, gemm_kernel, r
     ones_w, ones_grad_y = np.ones_like(w), np.ones_like(grad_y)
     fn = conv_case.functions
 
+    # Which values the NaN reaches: the same operation applied to the NaN
+    # indicator with all-ones weights is positive exactly there.
     y = fn.correlate(x, w, bias, **conv_case.geometry)
-    reads_nan = _touched_by(ref.correlate(x_is_nan, ones_w, None, stride, padding))
+    reads_nan = ref.correlate(x_is_nan, ones_w, None, stride, padding) > 0
     np.testing.assert_array_equal(np.isnan(y), reads_nan)
     clean_x = np.nan_to_num(x, nan=0.0)
     assert_close(y[~reads_nan], ref.correlate(clean_x, w, bias, stride, padding)[~reads_nan],
                  scale=ref.correlate(*_abs(clean_x, w, bias), stride, padding)[~reads_nan])
 
     grad_x = fn.backward_input(grad_y, w, x.shape, **conv_case.geometry)
-    np.testing.assert_array_equal(np.isnan(grad_x), _touched_by(
-        ref.correlate_backward_input(grad_y_is_nan, ones_w, x.shape, stride, padding)))
+    np.testing.assert_array_equal(np.isnan(grad_x), ref.correlate_backward_input(
+        grad_y_is_nan, ones_w, x.shape, stride, padding) > 0)
 
     grad_w, grad_b = fn.backward_kernel(x, np.nan_to_num(grad_y, nan=0.0), w.shape,
                                         **conv_case.geometry)
-    np.testing.assert_array_equal(np.isnan(grad_w), _touched_by(
-        ref.correlate_backward_kernel(x_is_nan, ones_grad_y, w.shape, stride, padding)[0]))
+    np.testing.assert_array_equal(np.isnan(grad_w), ref.correlate_backward_kernel(
+        x_is_nan, ones_grad_y, w.shape, stride, padding)[0] > 0)
     assert np.isfinite(grad_b).all()
+
+
+# ------------------------------------------------------ parameter forms
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_per_axis_tuples_equal_ints(ndim, rng):
+    """stride=s, padding=p is the same as one-tuples (1-D) or pairs (2-D)."""
+    correlate = fcf.correlate1d if ndim == 1 else fcf.correlate2d
+    x = rng.standard_normal((2, 3) + (9,) * ndim)
+    w = rng.standard_normal((4, 3) + (3,) * ndim)
+    np.testing.assert_array_equal(correlate(x, w, stride=2, padding=1),
+                                  correlate(x, w, stride=(2,) * ndim, padding=[1] * ndim))
+    pool = fcf.max_pool1d if ndim == 1 else fcf.max_pool2d
+    for a, b in zip(pool(x, 3, stride=2), pool(x, (3,) * ndim, stride=(2,) * ndim)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_micro_kernel_selection():
+    try:
+        assert correlation_kernels.select_gemm_kernel(False) == "generic"
+        assert correlation_kernels.gemm_kernel_name() == "generic"
+        assert correlation_kernels.select_gemm_kernel(True) in ("avx512", "generic")
+    finally:
+        correlation_kernels.select_gemm_kernel(True)
 
 
 # ------------------------------------------------------------ output size

@@ -84,6 +84,16 @@ def test_overlapping_avg_pool_backward_accumulates(dtype):
     np.testing.assert_array_equal(grad_x[0, 0], np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 4)
 
 
+@pytest.mark.parametrize("index_dtype", [np.int64, np.uint16, np.int16])
+def test_max_pool_backward_accepts_any_integer_argmax(index_dtype, rng):
+    x = rng.standard_normal((2, 3, 7, 6))
+    grad_y = rng.standard_normal((2, 3, 3, 2))
+    _, argmax = fcf.max_pool2d(x, 3, stride=2)
+    np.testing.assert_array_equal(
+        fcf.max_pool2d_backward(grad_y, argmax.astype(index_dtype), x.shape),
+        fcf.max_pool2d_backward(grad_y, argmax, x.shape))
+
+
 # ------------------------------------------------------------------- ties
 
 def test_ties_go_to_the_first_maximum_in_row_major_order(dtype):

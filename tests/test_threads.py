@@ -43,8 +43,10 @@ def test_n_reduction_blocks_is_as_documented():
 
 @pytest.mark.parametrize("batch", BATCH_SIZES)
 def test_correlation_bitwise_identical_for_any_thread_count(
-        correlation_kernel_name, batch, dtype, gemm_kernel, make_kernel_call):
-    check_thread_independence(make_kernel_call(correlation_kernel_name, dtype, batch))
+        correlation_kernel_name, correlation_geometry, batch, dtype, gemm_kernel,
+        make_kernel_call):
+    check_thread_independence(make_kernel_call(correlation_kernel_name, dtype, batch,
+                                               correlation_geometry))
 
 
 @pytest.mark.parametrize("batch", BATCH_SIZES)

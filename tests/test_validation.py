@@ -9,8 +9,11 @@ import fastcnn.functional as fcf
 
 
 def channels_last_view(a):
-    """a's values, as a transposed view of a channels-last array."""
-    return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1) if a.ndim > 2 else a.T.copy().T
+    """a's values, as a transposed view of a channels-last array (arrays
+    without spatial axes, like bias, are returned as they are)."""
+    if a.ndim < 3:
+        return a
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
 
 
 def strided_view(a):
@@ -38,6 +41,16 @@ def read_only_strided(a):
     return view
 
 
+def misaligned(a):
+    """a's values in C order, at an address that is not a multiple of the
+    item size."""
+    buffer = np.empty(a.nbytes + 1, dtype=np.uint8)
+    view = buffer[1:].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    assert not view.flags.aligned
+    return view
+
+
 LAYOUTS = {
     "fortran": np.asfortranarray,
     "channels_last": channels_last_view,
@@ -45,7 +58,11 @@ LAYOUTS = {
     "negative_strides": reversed_view,
     "read_only": read_only,
     "read_only_strided": read_only_strided,
+    "misaligned": misaligned,
 }
+# these give the kernels something other than a C-contiguous array
+NON_CONTIGUOUS_LAYOUTS = {"fortran", "channels_last", "strided", "negative_strides",
+                          "read_only_strided"}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -60,7 +77,7 @@ def test_any_layout_gives_the_contiguous_result(kernel_name, layout, dtype,
     for original, changed in zip(call.args, arrays):
         if isinstance(original, np.ndarray):
             assert np.array_equal(original, changed)
-            if layout != "read_only" and original.ndim > 1:
+            if layout in NON_CONTIGUOUS_LAYOUTS and original.ndim > 1:
                 assert not changed.flags.c_contiguous
     outputs = call.with_args(arrays)()
     for got, want in zip(outputs, expected):
@@ -374,3 +391,10 @@ def test_the_valid_problems_behind_the_error_cases_are_valid():
     fcf.avg_pool2d_backward(POOLED_GRAD, X.shape, 2)
     assert fcf.max_pool1d(X1, 2)[0].shape == (2, 3, 5)
     fcf.avg_pool1d_backward(np.ones((2, 3, 5)), X1.shape, 2)
+
+
+def test_zero_dimensional_array_stride_is_an_int():
+    x = np.ones((1, 1, 5, 5))
+    w = np.ones((1, 1, 2, 2))
+    expected = fcf.correlate2d(x, w, stride=2)
+    np.testing.assert_array_equal(fcf.correlate2d(x, w, stride=np.array(2)), expected)
