@@ -20,7 +20,6 @@ limits set by ``OMP_NUM_THREADS`` or threadpoolctl, a positive int that many
 threads, a negative int counts back from all cores (-1: all). Results are
 bitwise identical for any number of threads.
 """
-import numbers
 import operator
 
 import numpy as np
@@ -72,9 +71,12 @@ def _same_dtype(**arrays):
 
 
 def _integer(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = operator.index(value)
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        value = operator.index(value)  # ints, NumPy ints, 0-d integer arrays
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
