@@ -47,13 +47,15 @@ cdef extern from "gemm.h" nogil:
     void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
                          ptrdiff_t rs, ptrdiff_t cs, double *dst)
     void fcnn_gemm_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                       const float *a_packed, const float *b,
-                       const ptrdiff_t *b_offsets, float *c, ptrdiff_t ldc,
-                       int accumulate, const float *bias)
+                       const float *a, const ptrdiff_t *a_offsets,
+                       const float *b, const ptrdiff_t *b_offsets,
+                       float *c, ptrdiff_t ldc, int accumulate,
+                       const float *bias)
     void fcnn_gemm_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                       const double *a_packed, const double *b,
-                       const ptrdiff_t *b_offsets, double *c, ptrdiff_t ldc,
-                       int accumulate, const double *bias)
+                       const double *a, const ptrdiff_t *a_offsets,
+                       const double *b, const ptrdiff_t *b_offsets,
+                       double *c, ptrdiff_t ldc, int accumulate,
+                       const double *bias)
 
 # The kernel gradient is summed over the batch in this many blocks of
 # samples (fewer when the batch is smaller). It fixes the order of the sum
@@ -118,16 +120,19 @@ cdef inline void pack_b(Py_ssize_t K, Py_ssize_t N, const floating *src,
 
 
 cdef inline void gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                      const floating *a, const floating *b,
-                      const Py_ssize_t *b_offsets, floating *c,
-                      Py_ssize_t ldc, int accumulate,
+                      const floating *a, const Py_ssize_t *a_offsets,
+                      const floating *b, const Py_ssize_t *b_offsets,
+                      floating *c, Py_ssize_t ldc, int accumulate,
                       const floating *bias) noexcept nogil:
+    """gemm.h's product; Py_ssize_t and ptrdiff_t are the same integer."""
     if floating is float:
-        fcnn_gemm_f32(M, N, K, a, b, <const ptrdiff_t *> b_offsets, c, ldc,
-                      accumulate, bias)
+        fcnn_gemm_f32(M, N, K, a, <const ptrdiff_t *> a_offsets,
+                      b, <const ptrdiff_t *> b_offsets, c, ldc, accumulate,
+                      bias)
     else:
-        fcnn_gemm_f64(M, N, K, a, b, <const ptrdiff_t *> b_offsets, c, ldc,
-                      accumulate, bias)
+        fcnn_gemm_f64(M, N, K, a, <const ptrdiff_t *> a_offsets,
+                      b, <const ptrdiff_t *> b_offsets, c, ldc, accumulate,
+                      bias)
 
 
 cdef floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL:
@@ -386,16 +391,16 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                 pad_sample(xn, C, H, W, ph, pw, frame)
                 xn = frame
             if in_place:
-                gemm(F, P_wide, K, a_panels, xn, &offsets[0], out, P_wide, 0,
-                     &bias[0])
+                gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,
+                     P_wide, 0, &bias[0])
                 for f in range(F):
                     for i in range(Ho):
                         memcpy(&y[n, f, i, 0], out + f * P_wide + i * Wp,
                                Wo * sizeof(floating))
             else:
                 im2col_panels(xn, C, Hp, Wp, KH, KW, sh, sw, Ho, Wo, b_panels)
-                gemm(F, P, K, a_panels, b_panels, NULL, &y[n, 0, 0, 0], P, 0,
-                     &bias[0])
+                gemm(F, P, K, a_panels, NULL, b_panels, NULL, &y[n, 0, 0, 0],
+                     P, 0, &bias[0])
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
@@ -433,12 +438,58 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
             b_panels = scratch + threadid() * per_thread
             dcols = b_panels + b_size
             pack_b(F, P, &grad_y[n, 0, 0, 0], P, 1, b_panels)
-            gemm(K, P, F, a_panels, b_panels, NULL, dcols, P, 0, NULL)
+            gemm(K, P, F, a_panels, NULL, b_panels, NULL, dcols, P, 0, NULL)
             memset(&grad_x[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
             col2im_add(dcols, C, H, W, KH, KW, sh, sw, ph, pw, Ho, Wo,
                        &grad_x[n, 0, 0, 0])
     fcnn_free(scratch)
     fcnn_free(a_panels)
+
+
+cdef inline bint all_finite(const floating *v, Py_ssize_t n) noexcept nogil:
+    """True when v[0:n] holds no NaN or infinity (v * 0 is 0 exactly then),
+    in eight independent chains so the loop runs at the speed of loads."""
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef floating s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t p = 0
+    while p + 8 <= n:
+        s0 = s0 + v[p] * 0
+        s1 = s1 + v[p + 1] * 0
+        s2 = s2 + v[p + 2] * 0
+        s3 = s3 + v[p + 3] * 0
+        s4 = s4 + v[p + 4] * 0
+        s5 = s5 + v[p + 5] * 0
+        s6 = s6 + v[p + 6] * 0
+        s7 = s7 + v[p + 7] * 0
+        p += 8
+    while p < n:
+        s0 = s0 + v[p] * 0
+        p += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) == 0
+
+
+cdef void pack_grad_transposed(const floating *gy, Py_ssize_t F,
+                               Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t Wp,
+                               floating *dst) noexcept nogil:
+    """grad_y (F, Ho, Wo) as the B operand (Ho*Wp, F) of the in-place kernel
+    gradient: row i*Wp + j holds grad_y[:, i, j], zero for the columns
+    j >= Wo that the padded-width layout adds; columns in panels of NR."""
+    cdef Py_ssize_t NR = panel_cols(dst)
+    cdef Py_ssize_t P = Ho * Wo, q, i, j, t, width
+    cdef const floating *g
+    for q in range((F + NR - 1) // NR):
+        width = min(NR, F - q * NR)
+        for i in range(Ho):
+            for j in range(Wp):
+                if j < Wo:
+                    g = gy + q * NR * P + i * Wo + j
+                    for t in range(width):
+                        dst[t] = g[t * P]
+                    for t in range(width, NR):
+                        dst[t] = 0
+                else:
+                    memset(dst, 0, NR * sizeof(floating))
+                dst += NR
 
 
 def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
@@ -448,7 +499,17 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                                 Py_ssize_t sh, Py_ssize_t sw,
                                 Py_ssize_t ph, Py_ssize_t pw, int n_threads):
     """grad_w = sum_n grad_y[n] . cols[n]^T and grad_b = sum over n, i, j of
-    grad_y, in a fixed order. grad_w and grad_b are overwritten."""
+    grad_y, in a fixed order. grad_w and grad_b are overwritten.
+
+    At stride 1 the product is taken transposed, grad_w^T (K, F) =
+    cols (K, Ho*Wp) . grad_y^T, over the padded width as in the forward: row
+    k of cols is read in place from the padded sample at offsets[k], and only
+    grad_y is transposed (with zeros in the added columns). Those added
+    columns multiply input values outside every window by zero, harmless
+    only for finite values: a sample holding a NaN or an infinity, and every
+    sample at a larger stride, has its patches gathered into transposed
+    panels instead. The two paths keep separate partial sums.
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], F = grad_y.shape[1]
     cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
@@ -457,21 +518,31 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t MR = panel_rows(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t n_blocks = min(N, N_REDUCTION_BLOCKS)
-    cdef Py_ssize_t partial_size = F * K + F
+    # per block: grad_w (F, K), grad_b (F), grad_w^T (K, F) of the in-place path
+    cdef Py_ssize_t partial_size = 2 * F * K + F
     cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef bint in_place = sh == 1 and sw == 1
+    cdef Py_ssize_t P_wide = Ho * Wp
     cdef Py_ssize_t a_size = round_up(F, MR) * P
     cdef Py_ssize_t b_size = P * round_up(K, NR)
-    cdef Py_ssize_t pad_size = C * Hp * Wp if ph or pw else 0
-    cdef Py_ssize_t per_thread = a_size + b_size + pad_size
-    cdef Py_ssize_t blk, n, f, i
+    cdef Py_ssize_t b_wide_size = P_wide * round_up(F, NR) if in_place else 0
+    # the in-place product reads KW - 1 values past the frame (dropped columns)
+    cdef Py_ssize_t frame_size = C * Hp * Wp + KW if in_place or ph or pw else 0
+    cdef Py_ssize_t per_thread = a_size + b_size + b_wide_size + frame_size
+    cdef Py_ssize_t blk, n, f, i, k
     cdef const floating *xn
     cdef Py_ssize_t[::1] offsets = patch_offsets(C, Hp, Wp, KH, KW)
     cdef floating *a_panels
     cdef floating *b_panels
+    cdef floating *b_wide
+    cdef floating *frame
     cdef floating *part
     cdef const floating *gy
     cdef floating total
     cdef floating *gw = &grad_w[0, 0, 0, 0]
+    # which path the samples of each block took (each block has one thread)
+    cdef unsigned char[::1] took_in_place = np.zeros(n_blocks, dtype=np.uint8)
+    cdef unsigned char[::1] took_gather = np.zeros(n_blocks, dtype=np.uint8)
     cdef floating *partials = alloc(n_blocks * partial_size, gw)
     cdef floating *scratch
     try:
@@ -481,32 +552,57 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
         raise
     with nogil:
         memset(partials, 0, n_blocks * partial_size * sizeof(floating))
+        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
         for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
             a_panels = scratch + threadid() * per_thread
             b_panels = a_panels + a_size
+            b_wide = b_panels + b_size
+            frame = b_wide + b_wide_size
             part = partials + blk * partial_size
             for n in range(blk * N // n_blocks, (blk + 1) * N // n_blocks):
                 gy = &grad_y[n, 0, 0, 0]
-                pack_a(F, P, gy, P, 1, a_panels)
                 xn = &x[n, 0, 0, 0]
-                if pad_size:
-                    pad_sample(xn, C, H, W, ph, pw, b_panels + b_size)
-                    xn = b_panels + b_size
-                im2col_panels_transposed(xn, C, Hp, Wp, KH, KW, sh, sw,
-                                         Ho, Wo, &offsets[0], b_panels)
-                gemm(F, K, P, a_panels, b_panels, NULL, part, K, 1, NULL)
+                if in_place and all_finite(xn, C * H * W):
+                    took_in_place[blk] = 1
+                    pad_sample(xn, C, H, W, ph, pw, frame)
+                    pack_grad_transposed(gy, F, Ho, Wo, Wp, b_wide)
+                    gemm(K, F, P_wide, frame, &offsets[0], b_wide, NULL,
+                         part + F * K + F, F, 1, NULL)
+                else:
+                    took_gather[blk] = 1
+                    if frame_size:
+                        pad_sample(xn, C, H, W, ph, pw, frame)
+                        xn = frame
+                    pack_a(F, P, gy, P, 1, a_panels)
+                    im2col_panels_transposed(xn, C, Hp, Wp, KH, KW, sh, sw,
+                                             Ho, Wo, &offsets[0], b_panels)
+                    gemm(F, K, P, a_panels, NULL, b_panels, NULL, part, K, 1,
+                         NULL)
                 for f in range(F):
                     part[F * K + f] += sum_fixed_order(gy + f * P, P)
-        # blocks added in block order, whatever thread computed them
-        for i in prange(partial_size, num_threads=n_threads,
-                        schedule='static'):
+        # Blocks added in block order, whatever thread computed them. At
+        # stride 1 the walk follows grad_w^T, the layout nearly every sample
+        # fills; a path no sample of a block took is skipped.
+        for i in prange(F * K, num_threads=n_threads, schedule='static'):
+            if in_place:
+                f = i % F
+                k = i // F
+            else:
+                f = i // K
+                k = i % K
             total = 0
             for blk in range(n_blocks):
-                total = total + partials[blk * partial_size + i]
-            if i < F * K:
-                gw[i] = total
-            else:
-                grad_b[i - F * K] = total
+                part = partials + blk * partial_size
+                if took_in_place[blk]:
+                    total = total + part[F * K + F + k * F + f]
+                if took_gather[blk]:
+                    total = total + part[f * K + k]
+            gw[f * K + k] = total
+        for f in range(F):
+            total = 0
+            for blk in range(n_blocks):
+                total = total + partials[blk * partial_size + F * K + f]
+            grad_b[f] = total
     fcnn_free(scratch)
     fcnn_free(partials)
 

@@ -81,7 +81,8 @@ FCNN_DEFINE_PACK(f64, double, FCNN_MR_F64, FCNN_NR_F64)
 /* The reference micro-kernel: correct on every machine, and the model the
  * vector kernels follow (same panels, same order of the sum over k). */
 #define FCNN_DEFINE_GENERIC_KERNEL(SUFFIX, T, MR, NR)                          \
-static void kernel_generic_##SUFFIX(ptrdiff_t K, const T *a, const T *b,      \
+static void kernel_generic_##SUFFIX(ptrdiff_t K, const T *a,                  \
+                                    const T *const *a_rows, const T *b,       \
                                     const ptrdiff_t *b_offsets,               \
                                     T *c, ptrdiff_t ldc, int m, int n,        \
                                     int accumulate, const T *bias)            \
@@ -91,10 +92,9 @@ static void kernel_generic_##SUFFIX(ptrdiff_t K, const T *a, const T *b,      \
     for (ptrdiff_t k = 0; k < K; ++k) {                                       \
         const T *bk = b_offsets ? b + b_offsets[k] : b + k * NR;              \
         for (int r = 0; r < MR; ++r) {                                        \
-            const T ar = a[r];                                                \
+            const T ar = a_rows ? a_rows[r][k] : a[k * MR + r];               \
             for (int j = 0; j < NR; ++j) acc[r][j] += ar * bk[j];             \
         }                                                                     \
-        a += MR;                                                              \
     }                                                                         \
     for (int r = 0; r < m; ++r) {                                             \
         T *cr = c + r * ldc;                                                  \
@@ -124,6 +124,14 @@ FCNN_DEFINE_GENERIC_KERNEL(f64, double, FCNN_MR_F64, FCNN_NR_F64)
         c##R##1 = FMA(ar, b1, c##R##1);                                       \
     } while (0)
 
+/* The same, with row R of A read in place at a##R[K]. */
+#define FCNN_ROW_AT(R, K, V, SET1, FMA)                                        \
+    do {                                                                      \
+        V ar = SET1(a##R[K]);                                                 \
+        c##R##0 = FMA(ar, b0, c##R##0);                                       \
+        c##R##1 = FMA(ar, b1, c##R##1);                                       \
+    } while (0)
+
 /* One step of k: the outer product of 8 values of A with one row of B. */
 #define FCNN_STEP(BK, V, LANES, SET1, FMA, LOADU)                              \
     do {                                                                      \
@@ -143,7 +151,8 @@ FCNN_DEFINE_GENERIC_KERNEL(f64, double, FCNN_MR_F64, FCNN_NR_F64)
 #define FCNN_DEFINE_AVX512_KERNEL(SUFFIX, T, V, LANES, MASK_T, ZERO, SET1,     \
                                   FMA, LOADU, MASKLOADU, MASKSTOREU, ADD)     \
 __attribute__((target("avx512f")))                                            \
-static void kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a, const T *b,       \
+static void kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                   \
+                                   const T *const *a_rows, const T *b,        \
                                    const ptrdiff_t *b_offsets,                \
                                    T *c, ptrdiff_t ldc, int m, int n,         \
                                    int accumulate, const T *bias)             \
@@ -152,7 +161,23 @@ static void kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a, const T *b,       \
     V c20 = ZERO(), c21 = ZERO(), c30 = ZERO(), c31 = ZERO();                 \
     V c40 = ZERO(), c41 = ZERO(), c50 = ZERO(), c51 = ZERO();                 \
     V c60 = ZERO(), c61 = ZERO(), c70 = ZERO(), c71 = ZERO();                 \
-    if (b_offsets) {                                                          \
+    if (a_rows) {                                                             \
+        const T *a0 = a_rows[0], *a1 = a_rows[1], *a2 = a_rows[2];            \
+        const T *a3 = a_rows[3], *a4 = a_rows[4], *a5 = a_rows[5];            \
+        const T *a6 = a_rows[6], *a7 = a_rows[7];                             \
+        for (ptrdiff_t k = 0; k < K; ++k, b += 2 * LANES) {                   \
+            V b0 = LOADU(b);                                                  \
+            V b1 = LOADU(b + LANES);                                          \
+            FCNN_ROW_AT(0, k, V, SET1, FMA);                                  \
+            FCNN_ROW_AT(1, k, V, SET1, FMA);                                  \
+            FCNN_ROW_AT(2, k, V, SET1, FMA);                                  \
+            FCNN_ROW_AT(3, k, V, SET1, FMA);                                  \
+            FCNN_ROW_AT(4, k, V, SET1, FMA);                                  \
+            FCNN_ROW_AT(5, k, V, SET1, FMA);                                  \
+            FCNN_ROW_AT(6, k, V, SET1, FMA);                                  \
+            FCNN_ROW_AT(7, k, V, SET1, FMA);                                  \
+        }                                                                     \
+    } else if (b_offsets) {                                                   \
         for (ptrdiff_t k = 0; k < K; ++k)                                     \
             FCNN_STEP(b + b_offsets[k], V, LANES, SET1, FMA, LOADU);          \
     } else {                                                                  \
@@ -192,10 +217,11 @@ FCNN_DEFINE_AVX512_KERNEL(f64, double, __m512d, 8, __mmask8, _mm512_setzero_pd,
 
 /* ---------------------------------------------------------------- dispatch */
 
-typedef void (*kernel_f32_t)(ptrdiff_t, const float *, const float *,
-                             const ptrdiff_t *, float *, ptrdiff_t, int, int,
-                             int, const float *);
-typedef void (*kernel_f64_t)(ptrdiff_t, const double *, const double *,
+typedef void (*kernel_f32_t)(ptrdiff_t, const float *, const float *const *,
+                             const float *, const ptrdiff_t *, float *,
+                             ptrdiff_t, int, int, int, const float *);
+typedef void (*kernel_f64_t)(ptrdiff_t, const double *,
+                             const double *const *, const double *,
                              const ptrdiff_t *, double *, ptrdiff_t, int, int,
                              int, const double *);
 
@@ -232,10 +258,11 @@ const char *fcnn_gemm_kernel_name(void)
 
 #define FCNN_DEFINE_GEMM(SUFFIX, T, MR, NR, KC)                                \
 void fcnn_gemm_##SUFFIX(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,                \
-                        const T *a_packed, const T *b,                        \
-                        const ptrdiff_t *b_offsets,                           \
+                        const T *a, const ptrdiff_t *a_offsets,               \
+                        const T *b, const ptrdiff_t *b_offsets,               \
                         T *c, ptrdiff_t ldc, int accumulate, const T *bias)   \
 {                                                                             \
+    const T *rows[MR];                                                        \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += KC) {                                \
         ptrdiff_t kc = K - k0 < KC ? K - k0 : KC;                             \
         int acc = accumulate || k0 > 0;                                       \
@@ -245,10 +272,18 @@ void fcnn_gemm_##SUFFIX(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,                \
                                     : b + (j0 / NR) * K * NR + k0 * NR;       \
             int n = (int)(N - j0 < NR ? N - j0 : NR);                         \
             for (ptrdiff_t i0 = 0; i0 < M; i0 += MR) {                        \
-                const T *a = a_packed + (i0 / MR) * K * MR + k0 * MR;         \
                 int m = (int)(M - i0 < MR ? M - i0 : MR);                     \
-                kernel_##SUFFIX(kc, a, bj, offsets, c + i0 * ldc + j0, ldc,   \
-                                m, n, acc, bias ? bias + i0 : NULL);          \
+                const T *ai = NULL;                                           \
+                if (a_offsets) {                                              \
+                    /* rows past M repeat the last one: read, never stored */ \
+                    for (int r = 0; r < MR; ++r)                              \
+                        rows[r] = a + a_offsets[i0 + (r < m ? r : m - 1)] + k0; \
+                } else {                                                      \
+                    ai = a + (i0 / MR) * K * MR + k0 * MR;                    \
+                }                                                             \
+                kernel_##SUFFIX(kc, ai, a_offsets ? rows : NULL, bj, offsets, \
+                                c + i0 * ldc + j0, ldc, m, n, acc,            \
+                                bias ? bias + i0 : NULL);                     \
             }                                                                 \
         }                                                                     \
     }                                                                         \

@@ -47,23 +47,26 @@ void fcnn_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src,
 void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
                      ptrdiff_t rs, ptrdiff_t cs, double *dst);
 
-/* C[i*ldc + j] (+)= sum_k A[i,k] B[k,j] over packed A; K >= 1.
+/* C[i*ldc + j] (+)= sum_k A[i,k] B[k,j]; K >= 1.
  *
- * B is read one of two ways. With b_offsets NULL, b holds packed panels as
- * above. Otherwise row k of B is the run b[b_offsets[k] + j]: B is never
- * packed, which lets a correlation read its patches straight from the
- * (padded) image. Then every b[b_offsets[k] + j] with j < round_up(N, NR)
- * must be readable: the columns past N are read but never stored.
+ * A is read one of two ways. With a_offsets NULL, a holds packed panels as
+ * above. Otherwise row i of A is the run a[a_offsets[i] + k], read in place.
+ * B likewise: with b_offsets NULL, b holds packed panels; otherwise row k of
+ * B is the run b[b_offsets[k] + j], and every such element with
+ * j < round_up(N, NR) must be readable (the columns past N are read, never
+ * stored). Not both operands in place at once. Reading in place lets a
+ * correlation take its patches straight from the (padded) image.
  *
  * accumulate = 0 overwrites C with the product plus bias[i] (bias may be
  * NULL: no bias); accumulate = 1 adds the product to C and ignores bias. */
 void fcnn_gemm_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                   const float *a_packed, const float *b,
-                   const ptrdiff_t *b_offsets, float *c, ptrdiff_t ldc,
-                   int accumulate, const float *bias);
+                   const float *a, const ptrdiff_t *a_offsets,
+                   const float *b, const ptrdiff_t *b_offsets,
+                   float *c, ptrdiff_t ldc, int accumulate, const float *bias);
 void fcnn_gemm_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                   const double *a_packed, const double *b,
-                   const ptrdiff_t *b_offsets, double *c, ptrdiff_t ldc,
-                   int accumulate, const double *bias);
+                   const double *a, const ptrdiff_t *a_offsets,
+                   const double *b, const ptrdiff_t *b_offsets,
+                   double *c, ptrdiff_t ldc, int accumulate,
+                   const double *bias);
 
 #endif
