@@ -9,8 +9,13 @@ P = Ho*Wo, and cols[n] the (K, P) matrix of input patches (im2col):
     to the input    dcols[n]  = w^T (K, F) . grad_y[n]  then scattered back
                                 (col2im): the transposed product W^T delta
     to the kernel   grad_w   += grad_y[n] (F, P) . cols[n]^T
-Patches are written straight into the packed panels the product reads
-(gemm.h), so no separate im2col matrix is ever stored.
+At stride 1 the patches are never copied: each sample is placed in a zero
+frame, the outputs are computed over the frame's width, and row k = (c, a, b)
+of cols is the frame itself at a fixed offset, which the product (gemm.h)
+reads in place. At larger strides the patches are written straight into the
+packed panels the product reads, so no separate im2col matrix is stored.
+The backward to the input uses this file's transposed product; fastcnn.
+functional uses the mirrored correlation (a forward call) where faster.
 
 Threads split the batch (`prange` over samples, static schedule); each one
 owns its scratch panels. The kernel gradient sums over the batch in
