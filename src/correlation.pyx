@@ -477,24 +477,22 @@ cdef void pack_grad_transposed(const floating *gy, Py_ssize_t F,
                                Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t Wp,
                                floating *dst) noexcept nogil:
     """grad_y (F, Ho, Wo) as the B operand (Ho*Wp, F) of the in-place kernel
-    gradient: row i*Wp + j holds grad_y[:, i, j], zero for the columns
-    j >= Wo that the padded-width layout adds; columns in panels of NR."""
+    gradient: row i*Wp + j holds grad_y[:, i, j]; columns in panels of NR.
+
+    Reads each filter's plane in order. Writes only the columns j < Wo and
+    filters f < F: the caller zeroes dst once, and the other entries (the
+    columns the padded-width layout adds, the panel's tail) stay zero.
+    """
     cdef Py_ssize_t NR = panel_cols(dst)
-    cdef Py_ssize_t P = Ho * Wo, q, i, j, t, width
+    cdef Py_ssize_t P = Ho * Wo, P_wide = Ho * Wp, f, i, j
     cdef const floating *g
-    for q in range((F + NR - 1) // NR):
-        width = min(NR, F - q * NR)
+    cdef floating *d
+    for f in range(F):
+        g = gy + f * P
+        d = dst + (f // NR) * P_wide * NR + f % NR
         for i in range(Ho):
-            for j in range(Wp):
-                if j < Wo:
-                    g = gy + q * NR * P + i * Wo + j
-                    for t in range(width):
-                        dst[t] = g[t * P]
-                    for t in range(width, NR):
-                        dst[t] = 0
-                else:
-                    memset(dst, 0, NR * sizeof(floating))
-                dst += NR
+            for j in range(Wo):
+                d[(i * Wp + j) * NR] = g[i * Wo + j]
 
 
 def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
@@ -506,14 +504,15 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     """grad_w = sum_n grad_y[n] . cols[n]^T and grad_b = sum over n, i, j of
     grad_y, in a fixed order. grad_w and grad_b are overwritten.
 
-    At stride 1 the product is taken transposed, grad_w^T (K, F) =
-    cols (K, Ho*Wp) . grad_y^T, over the padded width as in the forward: row
-    k of cols is read in place from the padded sample at offsets[k], and only
-    grad_y is transposed (with zeros in the added columns). Those added
+    At stride 1, when grad_y is smaller than the patches (F <= K), the
+    product is taken transposed, grad_w^T (K, F) = cols (K, Ho*Wp) .
+    grad_y^T, over the padded width as in the forward: row k of cols is read
+    in place from the padded sample at offsets[k], and only grad_y is
+    transposed (with zeros in the added columns). Those added
     columns multiply input values outside every window by zero, harmless
-    only for finite values: a sample holding a NaN or an infinity, and every
-    sample at a larger stride, has its patches gathered into transposed
-    panels instead. The two paths keep separate partial sums.
+    only for finite values: a sample holding a NaN or an infinity has its
+    patches gathered into transposed panels instead, as every sample is in
+    the other cases. The two paths keep separate partial sums.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], F = grad_y.shape[1]
@@ -526,8 +525,10 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     # per block: grad_w (F, K), grad_b (F), grad_w^T (K, F) of the in-place path
     cdef Py_ssize_t partial_size = 2 * F * K + F
     cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
-    cdef bint in_place = sh == 1 and sw == 1
     cdef Py_ssize_t P_wide = Ho * Wp
+    # In place, grad_y (F values a position) is transposed instead of the
+    # patches being gathered (K values a position): worth it when F <= K.
+    cdef bint in_place = sh == 1 and sw == 1 and F * P_wide <= K * P
     cdef Py_ssize_t a_size = round_up(F, MR) * P
     cdef Py_ssize_t b_size = P * round_up(K, NR)
     cdef Py_ssize_t b_wide_size = P_wide * round_up(F, NR) if in_place else 0
