@@ -197,11 +197,18 @@ def _mirrored_is_plain_correlation(stride, padding, kernel):
         p <= k - 1 for p, k in zip(padding, kernel))
 
 
-def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads, ndim):
+def _check_backward_input(grad_y, w, x_shape, stride, padding, ndim):
+    """The validated arguments of a backward-to-the-input call."""
     w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
     x_shape = _shape(x_shape, "x_shape", ndim)
     stride, padding, out = _conv_geometry(x_shape, w.shape, stride, padding, ndim)
     grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out, w.dtype, ndim)
+    return grad_y, w, x_shape, stride, padding
+
+
+def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads, ndim):
+    grad_y, w, x_shape, stride, padding = _check_backward_input(
+        grad_y, w, x_shape, stride, padding, ndim)
     if (x_shape[1] >= _MIRRORED_MIN_CHANNELS
             and _mirrored_is_plain_correlation(stride, padding, w.shape[2:])):
         return _backward_input_mirrored(grad_y, w, x_shape, stride, padding,
@@ -368,15 +375,13 @@ def correlate2d_backward_input_mirrored(grad_y, w, x_shape, stride=1,
     more often. Parameters and return value as for
     :func:`correlate2d_backward_input`.
     """
-    return _backward_input_mirrored(grad_y, w, x_shape, stride, padding,
-                                    n_threads, ndim=2)
+    checked = _check_backward_input(grad_y, w, x_shape, stride, padding, ndim=2)
+    return _backward_input_mirrored(*checked, n_threads, ndim=2)
 
 
 def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads, ndim):
-    w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
-    x_shape = _shape(x_shape, "x_shape", ndim)
-    stride, padding, out = _conv_geometry(x_shape, w.shape, stride, padding, ndim)
-    grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out, w.dtype, ndim)
+    """The mirrored form on arguments already through _check_backward_input."""
+    out = grad_y.shape[2:]
     kernel = w.shape[2:]
     flip = (slice(None), slice(None)) + (slice(None, None, -1),) * ndim
     mirrored = np.ascontiguousarray(w[flip].swapaxes(0, 1))

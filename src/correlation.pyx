@@ -293,30 +293,30 @@ cdef void col2im_add(const floating *dcols, Py_ssize_t C, Py_ssize_t H,
                             row[j * sw] += src[i * Wo + j]
 
 
-cdef inline floating sum_fixed_order(const floating *v,
-                                     Py_ssize_t n) noexcept nogil:
-    """Sum of v[0:n] in eight interleaved partial sums combined pairwise:
-    a fixed order (so fixed bits) without one long chain of dependent adds."""
+cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
+                                     floating scale) noexcept nogil:
+    """Sum of v[0:n] * scale in eight interleaved partial sums combined
+    pairwise: a fixed order (so fixed bits) without one long chain of
+    dependent adds. scale = 1 gives the plain sum (multiplying by 1 is exact);
+    scale = 0 gives 0 exactly when every value is finite, NaN otherwise."""
     cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
     cdef floating s4 = 0, s5 = 0, s6 = 0, s7 = 0
     cdef Py_ssize_t p = 0
     while p + 8 <= n:
-        s0 = s0 + v[p]
-        s1 = s1 + v[p + 1]
-        s2 = s2 + v[p + 2]
-        s3 = s3 + v[p + 3]
-        s4 = s4 + v[p + 4]
-        s5 = s5 + v[p + 5]
-        s6 = s6 + v[p + 6]
-        s7 = s7 + v[p + 7]
+        s0 = s0 + v[p] * scale
+        s1 = s1 + v[p + 1] * scale
+        s2 = s2 + v[p + 2] * scale
+        s3 = s3 + v[p + 3] * scale
+        s4 = s4 + v[p + 4] * scale
+        s5 = s5 + v[p + 5] * scale
+        s6 = s6 + v[p + 6] * scale
+        s7 = s7 + v[p + 7] * scale
         p += 8
     while p < n:
-        s0 = s0 + v[p]
+        s0 = s0 + v[p] * scale
         p += 1
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
-
-# ------------------------------------------------------------------ kernels
 
 cdef Py_ssize_t[::1] patch_offsets(Py_ssize_t C, Py_ssize_t Hp,
                                    Py_ssize_t Wp, Py_ssize_t KH,
@@ -385,7 +385,9 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
         fcnn_free(a_panels)
         raise
     with nogil:
-        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
+        if in_place:
+            # the frames' tails are read (dropped columns) and never written
+            memset(scratch, 0, n_threads * per_thread * sizeof(floating))
         pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
         for n in prange(N, num_threads=n_threads, schedule='static'):
             frame = scratch + threadid() * per_thread
@@ -449,28 +451,6 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                        &grad_x[n, 0, 0, 0])
     fcnn_free(scratch)
     fcnn_free(a_panels)
-
-
-cdef inline bint all_finite(const floating *v, Py_ssize_t n) noexcept nogil:
-    """True when v[0:n] holds no NaN or infinity (v * 0 is 0 exactly then),
-    in eight independent chains so the loop runs at the speed of loads."""
-    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef floating s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef Py_ssize_t p = 0
-    while p + 8 <= n:
-        s0 = s0 + v[p] * 0
-        s1 = s1 + v[p + 1] * 0
-        s2 = s2 + v[p + 2] * 0
-        s3 = s3 + v[p + 3] * 0
-        s4 = s4 + v[p + 4] * 0
-        s5 = s5 + v[p + 5] * 0
-        s6 = s6 + v[p + 6] * 0
-        s7 = s7 + v[p + 7] * 0
-        p += 8
-    while p < n:
-        s0 = s0 + v[p] * 0
-        p += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) == 0
 
 
 cdef void pack_grad_transposed(const floating *gy, Py_ssize_t F,
@@ -558,7 +538,12 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
         raise
     with nogil:
         memset(partials, 0, n_blocks * partial_size * sizeof(floating))
-        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
+        if in_place:
+            # grad_y's panels keep zeros where pack_grad_transposed never
+            # writes, and the frame's tail is read but never written
+            for i in range(n_threads):
+                memset(scratch + i * per_thread + a_size + b_size, 0,
+                       (b_wide_size + frame_size) * sizeof(floating))
         for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
             a_panels = scratch + threadid() * per_thread
             b_panels = a_panels + a_size
@@ -568,7 +553,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
             for n in range(blk * N // n_blocks, (blk + 1) * N // n_blocks):
                 gy = &grad_y[n, 0, 0, 0]
                 xn = &x[n, 0, 0, 0]
-                if in_place and all_finite(xn, C * H * W):
+                if in_place and sum_fixed_order(xn, C * H * W, 0) == 0:
                     took_in_place[blk] = 1
                     pad_sample(xn, C, H, W, ph, pw, frame)
                     pack_grad_transposed(gy, F, Ho, Wo, Wp, b_wide)
@@ -585,7 +570,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                     gemm(F, K, P, a_panels, NULL, b_panels, NULL, part, K, 1,
                          NULL)
                 for f in range(F):
-                    part[F * K + f] += sum_fixed_order(gy + f * P, P)
+                    part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
         # Blocks added in block order, whatever thread computed them. At
         # stride 1 the walk follows grad_w^T, the layout nearly every sample
         # fills; a path no sample of a block took is skipped.
