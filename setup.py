@@ -20,7 +20,10 @@ from setuptools.command.build_ext import build_ext
 KERNELS = {
     # extension module -> sources: one concern per compiled file
     "fastcnn._kernels.correlation": ["src/correlation.pyx", "src/gemm.c"],
+    "fastcnn._kernels.dense": ["src/dense.pyx", "src/gemm.c"],
     "fastcnn._kernels.pooling": ["src/pooling.pyx"],
+    "fastcnn._kernels.activations": ["src/activations.pyx"],
+    "fastcnn._kernels.optim": ["src/optim.pyx"],
     "fastcnn._kernels.openmp_helpers": ["src/openmp_helpers.pyx"],
 }
 
@@ -114,6 +117,6 @@ directives = {
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives,
-                          build_dir="build/cython"),
+                          build_dir="build/cython", include_path=["src"]),
     cmdclass={"build_ext": BuildExt},
 )

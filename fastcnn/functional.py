@@ -94,6 +94,22 @@ def _per_axis(value, name, ndim, minimum):
     return tuple(_integer(v, name, minimum) for v in values)
 
 
+def _output(out, shape, dtype, name="out"):
+    """A fresh array of ``shape``, or ``out`` checked to be one: the kernels
+    write through it without bounds checks."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be a writeable C-contiguous array")
+    return out
+
+
 def _spatial2d(values, ndim, fill):
     return values if ndim == 2 else (fill,) + values
 
@@ -149,11 +165,13 @@ def _from_4d(a, ndim):
 
 # ------------------------------------------------------------ correlation
 
-def _correlate(x, w, bias, stride, padding, n_threads, ndim):
+def _correlate(x, w, bias, stride, padding, n_threads, ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
     dtype = _same_dtype(x=x, w=w)
-    stride, padding, out = _conv_geometry(x.shape, w.shape, stride, padding, ndim)
+    out_array = out
+    stride, padding, out_spatial = _conv_geometry(x.shape, w.shape, stride,
+                                                  padding, ndim)
     n_filters = w.shape[0]
     if bias is None:
         bias = np.zeros(n_filters, dtype=dtype)
@@ -163,12 +181,12 @@ def _correlate(x, w, bias, stride, padding, n_threads, ndim):
         if bias.shape != (n_filters,):
             raise ValueError(
                 f"bias must have shape ({n_filters},) to match w, got {bias.shape}")
-    y = np.empty((x.shape[0], n_filters) + _spatial2d(out, ndim, 1), dtype=dtype)
+    y = _output(out_array, (x.shape[0], n_filters) + out_spatial, dtype)
     (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
     _correlation.correlate2d_forward(
-        _as_4d(x, ndim), _as_4d(w, ndim), bias, y, sh, sw, ph, pw,
+        _as_4d(x, ndim), _as_4d(w, ndim), bias, _as_4d(y, ndim), sh, sw, ph, pw,
         effective_n_threads(n_threads))
-    return _from_4d(y, ndim)
+    return y
 
 
 def _check_grad_y(grad_y, expected_shape, dtype, ndim):
@@ -206,14 +224,15 @@ def _check_backward_input(grad_y, w, x_shape, stride, padding, ndim):
     return grad_y, w, x_shape, stride, padding
 
 
-def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads, ndim):
+def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads,
+                              ndim, out=None):
     grad_y, w, x_shape, stride, padding = _check_backward_input(
         grad_y, w, x_shape, stride, padding, ndim)
     if (x_shape[1] >= _MIRRORED_MIN_CHANNELS
             and _mirrored_is_plain_correlation(stride, padding, w.shape[2:])):
         return _backward_input_mirrored(grad_y, w, x_shape, stride, padding,
-                                        n_threads, ndim)
-    grad_x = np.empty(x_shape, dtype=w.dtype)
+                                        n_threads, ndim, out)
+    grad_x = _output(out, x_shape, w.dtype)
     (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
     _correlation.correlate2d_backward_input(
         _as_4d(grad_y, ndim), _as_4d(w, ndim), _as_4d(grad_x, ndim),
@@ -221,13 +240,17 @@ def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads, nd
     return grad_x
 
 
-def _correlate_backward_kernel(x, grad_y, w_shape, stride, padding, n_threads, ndim):
+def _correlate_backward_kernel(x, grad_y, w_shape, stride, padding, n_threads,
+                               ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     w_shape = _shape(w_shape, "w_shape", ndim)
-    stride, padding, out = _conv_geometry(x.shape, w_shape, stride, padding, ndim)
-    grad_y = _check_grad_y(grad_y, (x.shape[0], w_shape[0]) + out, x.dtype, ndim)
-    grad_w = np.empty(w_shape, dtype=x.dtype)
-    grad_b = np.empty(w_shape[0], dtype=x.dtype)
+    stride, padding, out_spatial = _conv_geometry(x.shape, w_shape, stride,
+                                                  padding, ndim)
+    grad_y = _check_grad_y(grad_y, (x.shape[0], w_shape[0]) + out_spatial,
+                           x.dtype, ndim)
+    grad_w, grad_b = (None, None) if out is None else out
+    grad_w = _output(grad_w, w_shape, x.dtype, "out[0] (grad_w)")
+    grad_b = _output(grad_b, (w_shape[0],), x.dtype, "out[1] (grad_b)")
     (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
     _correlation.correlate2d_backward_kernel(
         _as_4d(x, ndim), _as_4d(grad_y, ndim), _as_4d(grad_w, ndim), grad_b,
@@ -246,7 +269,7 @@ def _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim):
     return grad_x, grad_w, grad_b
 
 
-def correlate2d(x, w, bias=None, stride=1, padding=0, n_threads=None):
+def correlate2d(x, w, bias=None, stride=1, padding=0, n_threads=None, out=None):
     """Multi-channel 2-D correlation of a batch of images with a bank of kernels.
 
     Parameters
@@ -277,7 +300,7 @@ def correlate2d(x, w, bias=None, stride=1, padding=0, n_threads=None):
         Wrong number of dimensions, an empty array, channel mismatch, a
         kernel larger than the padded input, stride < 1 or padding < 0.
     """
-    return _correlate(x, w, bias, stride, padding, n_threads, ndim=2)
+    return _correlate(x, w, bias, stride, padding, n_threads, ndim=2, out=out)
 
 
 def correlate2d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
@@ -308,7 +331,7 @@ def correlate2d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
 
 
 def correlate2d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
-                               n_threads=None):
+                               n_threads=None, out=None):
     """Gradient with respect to the input of :func:`correlate2d`.
 
     This is ``W^T grad_y``: every output gradient is multiplied by the kernel
@@ -334,11 +357,11 @@ def correlate2d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
     grad_x : array of shape x_shape
     """
     return _correlate_backward_input(grad_y, w, x_shape, stride, padding,
-                                     n_threads, ndim=2)
+                                     n_threads, ndim=2, out=out)
 
 
 def correlate2d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
-                                n_threads=None):
+                                n_threads=None, out=None):
     """Gradients with respect to the kernels and bias of :func:`correlate2d`.
 
     ``grad_w[f, c, a, b] = sum_{n,i,j} grad_y[n, f, i, j] x[n, c, i*sh + a - ph, j*sw + b - pw]``,
@@ -359,11 +382,11 @@ def correlate2d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
     grad_b : array of shape (F,)
     """
     return _correlate_backward_kernel(x, grad_y, w_shape, stride, padding,
-                                      n_threads, ndim=2)
+                                      n_threads, ndim=2, out=out)
 
 
 def correlate2d_backward_input_mirrored(grad_y, w, x_shape, stride=1,
-                                        padding=0, n_threads=None):
+                                        padding=0, n_threads=None, out=None):
     """:func:`correlate2d_backward_input` as the textbook identity.
 
     The output gradient is dilated by the stride (``stride - 1`` zeros
@@ -376,33 +399,35 @@ def correlate2d_backward_input_mirrored(grad_y, w, x_shape, stride=1,
     :func:`correlate2d_backward_input`.
     """
     checked = _check_backward_input(grad_y, w, x_shape, stride, padding, ndim=2)
-    return _backward_input_mirrored(*checked, n_threads, ndim=2)
+    return _backward_input_mirrored(*checked, n_threads, ndim=2, out=out)
 
 
-def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads, ndim):
+def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads,
+                             ndim, out=None):
     """The mirrored form on arguments already through _check_backward_input."""
-    out = grad_y.shape[2:]
+    out_spatial = grad_y.shape[2:]
     kernel = w.shape[2:]
     flip = (slice(None), slice(None)) + (slice(None, None, -1),) * ndim
     mirrored = np.ascontiguousarray(w[flip].swapaxes(0, 1))
     if _mirrored_is_plain_correlation(stride, padding, kernel):
         # no dilation needed: the frame is the forward's own zero padding
         frame_padding = tuple(k - 1 - p for k, p in zip(kernel, padding))
-        return _correlate(grad_y, mirrored, None, 1, frame_padding, n_threads, ndim)
+        return _correlate(grad_y, mirrored, None, 1, frame_padding, n_threads,
+                          ndim, out)
     # Place the dilated gradient in a zero frame of size input + kernel - 1:
     # output position i sits at i*stride + (K - 1 - padding), clipped where
     # padding exceeds K - 1 (those positions read only padding).
     frame_shape = tuple(s + k - 1 for s, k in zip(x_shape[2:], kernel))
     frame = np.zeros(grad_y.shape[:2] + frame_shape, dtype=w.dtype)
     index_frame, index_grad = [slice(None)] * 2, [slice(None)] * 2
-    for o, s, k, p, size in zip(out, stride, kernel, padding, frame_shape):
+    for o, s, k, p, size in zip(out_spatial, stride, kernel, padding, frame_shape):
         positions = np.arange(o) * s + (k - 1 - p)
         keep = (positions >= 0) & (positions < size)
         index_frame.append(positions[keep])
         index_grad.append(np.flatnonzero(keep))
     frame[np.ix_(*[np.arange(n) for n in frame.shape[:2]], *index_frame[2:])] = \
         grad_y[np.ix_(*[np.arange(n) for n in grad_y.shape[:2]], *index_grad[2:])]
-    return _correlate(frame, mirrored, None, 1, 0, n_threads, ndim)
+    return _correlate(frame, mirrored, None, 1, 0, n_threads, ndim, out)
 
 
 # ----------------------------------------------------------------- pooling
@@ -418,19 +443,21 @@ def _pool_geometry(spatial, size, stride, ndim):
     return size, stride, out
 
 
-def _max_pool(x, size, stride, n_threads, ndim):
+def _max_pool(x, size, stride, n_threads, ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
-    size, stride, out = _pool_geometry(x.shape[2:], size, stride, ndim)
-    shape = x.shape[:2] + _spatial2d(out, ndim, 1)
-    y = np.empty(shape, dtype=x.dtype)
-    argmax = np.empty(shape, dtype=np.int32)
+    size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
+    shape = x.shape[:2] + out_spatial
+    y, argmax = (None, None) if out is None else out
+    y = _output(y, shape, x.dtype, "out[0] (y)")
+    argmax = _output(argmax, shape, np.int32, "out[1] (argmax)")
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
-    _pooling.max_pool2d_forward(_as_4d(x, ndim), y, argmax, kh, kw, sh, sw,
+    _pooling.max_pool2d_forward(_as_4d(x, ndim), _as_4d(y, ndim),
+                                _as_4d(argmax, ndim), kh, kw, sh, sw,
                                 effective_n_threads(n_threads))
-    return _from_4d(y, ndim), _from_4d(argmax, ndim)
+    return y, argmax
 
 
-def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim):
+def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim, out=None):
     grad_y = _float_array(grad_y, "grad_y", ndim + 2, _SPATIAL[ndim])
     x_shape = _shape(x_shape, "x_shape", ndim)
     argmax = np.asarray(argmax)
@@ -444,46 +471,51 @@ def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim):
             f"grad_y {grad_y.shape} and x_shape {x_shape} must agree on "
             "samples and channels")
     plane = int(np.prod(x_shape[2:]))
-    # The kernel writes where argmax points without checking: check here.
-    low, high = int(argmax.min()), int(argmax.max())
-    if low < 0 or high >= plane:
+    if argmax.dtype != np.int32:
+        # a wider index could wrap into range when narrowed: check it first
+        if argmax.size and (argmax.min() < 0 or argmax.max() >= plane):
+            raise ValueError(
+                f"argmax values must index the input plane [0, {plane}), "
+                f"got values in [{argmax.min()}, {argmax.max()}]")
+    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+    grad_x = _output(out, x_shape, grad_y.dtype)
+    # The kernel skips and counts indices outside the plane.
+    n_bad = _pooling.max_pool2d_backward(
+        _as_4d(grad_y, ndim), _as_4d(argmax, ndim), _as_4d(grad_x, ndim),
+        effective_n_threads(n_threads))
+    if n_bad:
         raise ValueError(
             f"argmax values must index the input plane [0, {plane}), "
-            f"got values in [{low}, {high}]")
-    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
-    grad_x = np.empty(x_shape, dtype=grad_y.dtype)
-    _pooling.max_pool2d_backward(_as_4d(grad_y, ndim), _as_4d(argmax, ndim),
-                                 _as_4d(grad_x, ndim),
-                                 effective_n_threads(n_threads))
+            f"got {n_bad} outside it (values in [{argmax.min()}, {argmax.max()}])")
     return grad_x
 
 
-def _avg_pool(x, size, stride, n_threads, ndim):
+def _avg_pool(x, size, stride, n_threads, ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
-    size, stride, out = _pool_geometry(x.shape[2:], size, stride, ndim)
-    y = np.empty(x.shape[:2] + _spatial2d(out, ndim, 1), dtype=x.dtype)
+    size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
+    y = _output(out, x.shape[:2] + out_spatial, x.dtype)
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
-    _pooling.avg_pool2d_forward(_as_4d(x, ndim), y, kh, kw, sh, sw,
-                                effective_n_threads(n_threads))
-    return _from_4d(y, ndim)
+    _pooling.avg_pool2d_forward(_as_4d(x, ndim), _as_4d(y, ndim), kh, kw,
+                                sh, sw, effective_n_threads(n_threads))
+    return y
 
 
-def _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim):
+def _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim, out=None):
     grad_y = _float_array(grad_y, "grad_y", ndim + 2, _SPATIAL[ndim])
     x_shape = _shape(x_shape, "x_shape", ndim)
-    size, stride, out = _pool_geometry(x_shape[2:], size, stride, ndim)
-    if grad_y.shape != x_shape[:2] + out:
+    size, stride, out_spatial = _pool_geometry(x_shape[2:], size, stride, ndim)
+    if grad_y.shape != x_shape[:2] + out_spatial:
         raise ValueError(
-            f"grad_y must have the pooled shape {x_shape[:2] + out}, "
+            f"grad_y must have the pooled shape {x_shape[:2] + out_spatial}, "
             f"got {grad_y.shape}")
-    grad_x = np.empty(x_shape, dtype=grad_y.dtype)
+    grad_x = _output(out, x_shape, grad_y.dtype)
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
     _pooling.avg_pool2d_backward(_as_4d(grad_y, ndim), _as_4d(grad_x, ndim),
                                  kh, kw, sh, sw, effective_n_threads(n_threads))
     return grad_x
 
 
-def max_pool2d(x, size, stride=None, n_threads=None):
+def max_pool2d(x, size, stride=None, n_threads=None, out=None):
     """Maximum over each (KH, KW) window, and where it was.
 
     Parameters
@@ -505,10 +537,10 @@ def max_pool2d(x, size, stride=None, n_threads=None):
         go to the first maximum in row-major order; a NaN is a window's
         maximum (the first NaN).
     """
-    return _max_pool(x, size, stride, n_threads, ndim=2)
+    return _max_pool(x, size, stride, n_threads, ndim=2, out=out)
 
 
-def max_pool2d_backward(grad_y, argmax, x_shape, n_threads=None):
+def max_pool2d_backward(grad_y, argmax, x_shape, n_threads=None, out=None):
     """Route each output gradient to the input its window selected.
 
     Parameters
@@ -524,10 +556,10 @@ def max_pool2d_backward(grad_y, argmax, x_shape, n_threads=None):
         Zero except at selected inputs; where overlapping windows selected
         the same input, their gradients add up.
     """
-    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=2)
+    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=2, out=out)
 
 
-def avg_pool2d(x, size, stride=None, n_threads=None):
+def avg_pool2d(x, size, stride=None, n_threads=None, out=None):
     """Mean over each (KH, KW) window.
 
     Parameters
@@ -541,10 +573,10 @@ def avg_pool2d(x, size, stride=None, n_threads=None):
     -------
     y : array of shape (N, C, Ho, Wo)
     """
-    return _avg_pool(x, size, stride, n_threads, ndim=2)
+    return _avg_pool(x, size, stride, n_threads, ndim=2, out=out)
 
 
-def avg_pool2d_backward(grad_y, x_shape, size, stride=None, n_threads=None):
+def avg_pool2d_backward(grad_y, x_shape, size, stride=None, n_threads=None, out=None):
     """Spread each output gradient evenly over its window.
 
     Parameters
@@ -558,12 +590,12 @@ def avg_pool2d_backward(grad_y, x_shape, size, stride=None, n_threads=None):
     -------
     grad_x : array of shape x_shape
     """
-    return _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim=2)
+    return _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim=2, out=out)
 
 
 # -------------------------------------------------------------- 1-D signals
 
-def correlate1d(x, w, bias=None, stride=1, padding=0, n_threads=None):
+def correlate1d(x, w, bias=None, stride=1, padding=0, n_threads=None, out=None):
     """Multi-channel 1-D correlation of a batch of signals.
 
     ``y[n, f, i] = bias[f] + sum_{c, a} w[f, c, a] x[n, c, i*stride + a - padding]``.
@@ -581,7 +613,7 @@ def correlate1d(x, w, bias=None, stride=1, padding=0, n_threads=None):
     -------
     y : array of shape (N, F, Lo), ``Lo = (L - K + 2*padding) // stride + 1``
     """
-    return _correlate(x, w, bias, stride, padding, n_threads, ndim=1)
+    return _correlate(x, w, bias, stride, padding, n_threads, ndim=1, out=out)
 
 
 def correlate1d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
@@ -597,7 +629,7 @@ def correlate1d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
 
 
 def correlate1d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
-                               n_threads=None):
+                               n_threads=None, out=None):
     """Gradient with respect to the input of :func:`correlate1d`.
 
     Parameters
@@ -611,11 +643,11 @@ def correlate1d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
     grad_x : array of shape x_shape
     """
     return _correlate_backward_input(grad_y, w, x_shape, stride, padding,
-                                     n_threads, ndim=1)
+                                     n_threads, ndim=1, out=out)
 
 
 def correlate1d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
-                                n_threads=None):
+                                n_threads=None, out=None):
     """Gradients with respect to the kernels and bias of :func:`correlate1d`.
 
     Parameters
@@ -630,10 +662,10 @@ def correlate1d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
     grad_b : array of shape (F,)
     """
     return _correlate_backward_kernel(x, grad_y, w_shape, stride, padding,
-                                      n_threads, ndim=1)
+                                      n_threads, ndim=1, out=out)
 
 
-def max_pool1d(x, size, stride=None, n_threads=None):
+def max_pool1d(x, size, stride=None, n_threads=None, out=None):
     """Maximum over each window of a signal, and where it was.
 
     Parameters
@@ -648,10 +680,10 @@ def max_pool1d(x, size, stride=None, n_threads=None):
     argmax : int32 array of shape (N, C, Lo)
         Position of each maximum within its signal; ties to the first.
     """
-    return _max_pool(x, size, stride, n_threads, ndim=1)
+    return _max_pool(x, size, stride, n_threads, ndim=1, out=out)
 
 
-def max_pool1d_backward(grad_y, argmax, x_shape, n_threads=None):
+def max_pool1d_backward(grad_y, argmax, x_shape, n_threads=None, out=None):
     """Route each output gradient to the position its window selected.
 
     Parameters
@@ -664,24 +696,24 @@ def max_pool1d_backward(grad_y, argmax, x_shape, n_threads=None):
     -------
     grad_x : array of shape x_shape
     """
-    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=1)
+    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=1, out=out)
 
 
-def avg_pool1d(x, size, stride=None, n_threads=None):
+def avg_pool1d(x, size, stride=None, n_threads=None, out=None):
     """Mean over each window of a signal.
 
     Returns
     -------
     y : array of shape (N, C, Lo)
     """
-    return _avg_pool(x, size, stride, n_threads, ndim=1)
+    return _avg_pool(x, size, stride, n_threads, ndim=1, out=out)
 
 
-def avg_pool1d_backward(grad_y, x_shape, size, stride=None, n_threads=None):
+def avg_pool1d_backward(grad_y, x_shape, size, stride=None, n_threads=None, out=None):
     """Spread each output gradient evenly over its window.
 
     Returns
     -------
     grad_x : array of shape x_shape
     """
-    return _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim=1)
+    return _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim=1, out=out)

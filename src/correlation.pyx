@@ -33,34 +33,7 @@ from cython.parallel cimport prange, threadid
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
-cdef extern from "gemm.h" nogil:
-    enum:
-        FCNN_MR_F32
-        FCNN_NR_F32
-        FCNN_MR_F64
-        FCNN_NR_F64
-    int fcnn_gemm_select(int want_avx512)
-    const char *fcnn_gemm_kernel_name()
-    void *fcnn_malloc(size_t n_bytes)
-    void fcnn_free(void *p)
-    void fcnn_pack_a_f32(ptrdiff_t M, ptrdiff_t K, const float *src,
-                         ptrdiff_t rs, ptrdiff_t cs, float *dst)
-    void fcnn_pack_a_f64(ptrdiff_t M, ptrdiff_t K, const double *src,
-                         ptrdiff_t rs, ptrdiff_t cs, double *dst)
-    void fcnn_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src,
-                         ptrdiff_t rs, ptrdiff_t cs, float *dst)
-    void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
-                         ptrdiff_t rs, ptrdiff_t cs, double *dst)
-    void fcnn_gemm_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                       const float *a, const ptrdiff_t *a_offsets,
-                       const float *b, const ptrdiff_t *b_offsets,
-                       float *c, ptrdiff_t ldc, int accumulate,
-                       const float *bias)
-    void fcnn_gemm_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                       const double *a, const ptrdiff_t *a_offsets,
-                       const double *b, const ptrdiff_t *b_offsets,
-                       double *c, ptrdiff_t ldc, int accumulate,
-                       const double *bias)
+from gemm cimport *
 
 # The kernel gradient is summed over the batch in this many blocks of
 # samples (fewer when the batch is smaller). It fixes the order of the sum
@@ -84,68 +57,6 @@ def gemm_kernel_name():
 
 
 fcnn_gemm_select(1)
-
-
-# ------------------------------------------------------------------ helpers
-
-cdef inline Py_ssize_t panel_rows(const floating *tag) noexcept nogil:
-    if floating is float:
-        return FCNN_MR_F32
-    else:
-        return FCNN_MR_F64
-
-
-cdef inline Py_ssize_t panel_cols(const floating *tag) noexcept nogil:
-    if floating is float:
-        return FCNN_NR_F32
-    else:
-        return FCNN_NR_F64
-
-
-cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
-    return (n + m - 1) // m * m
-
-
-cdef inline void pack_a(Py_ssize_t M, Py_ssize_t K, const floating *src,
-                        Py_ssize_t rs, Py_ssize_t cs,
-                        floating *dst) noexcept nogil:
-    if floating is float:
-        fcnn_pack_a_f32(M, K, src, rs, cs, dst)
-    else:
-        fcnn_pack_a_f64(M, K, src, rs, cs, dst)
-
-
-cdef inline void pack_b(Py_ssize_t K, Py_ssize_t N, const floating *src,
-                        Py_ssize_t rs, Py_ssize_t cs,
-                        floating *dst) noexcept nogil:
-    if floating is float:
-        fcnn_pack_b_f32(K, N, src, rs, cs, dst)
-    else:
-        fcnn_pack_b_f64(K, N, src, rs, cs, dst)
-
-
-cdef inline void gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                      const floating *a, const Py_ssize_t *a_offsets,
-                      const floating *b, const Py_ssize_t *b_offsets,
-                      floating *c, Py_ssize_t ldc, int accumulate,
-                      const floating *bias) noexcept nogil:
-    """gemm.h's product; Py_ssize_t and ptrdiff_t are the same integer."""
-    if floating is float:
-        fcnn_gemm_f32(M, N, K, a, <const ptrdiff_t *> a_offsets,
-                      b, <const ptrdiff_t *> b_offsets, c, ldc, accumulate,
-                      bias)
-    else:
-        fcnn_gemm_f64(M, N, K, a, <const ptrdiff_t *> a_offsets,
-                      b, <const ptrdiff_t *> b_offsets, c, ldc, accumulate,
-                      bias)
-
-
-cdef floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL:
-    cdef floating *p = <floating *> fcnn_malloc(n_items * sizeof(floating))
-    if p == NULL:
-        raise MemoryError(
-            f"could not allocate {n_items * sizeof(floating)} bytes of scratch")
-    return p
 
 
 # ------------------------------------------------------- patch extraction

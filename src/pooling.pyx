@@ -54,11 +54,18 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
                         const int32_t[:, :, :, ::1] argmax,
                         floating[:, :, :, ::1] grad_x, int n_threads):
     """grad_x[plane][argmax] += grad_y: every gradient goes to its window's
-    maximum only; overlapping windows add up. grad_x is overwritten."""
+    maximum only; overlapping windows add up. grad_x is overwritten.
+
+    An index outside the plane is skipped and counted, never followed: the
+    return value is the number of such indices (0 for argmax from
+    max_pool2d_forward), which the caller turns into an error. Checking here
+    costs one compare per element instead of a separate pass over argmax.
+    """
     cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1]
     cdef Py_ssize_t HW = grad_x.shape[2] * grad_x.shape[3]
     cdef Py_ssize_t HoWo = grad_y.shape[2] * grad_y.shape[3]
-    cdef Py_ssize_t plane, o
+    cdef Py_ssize_t plane, o, bad = 0
+    cdef int32_t idx
     cdef const floating *gy
     cdef const int32_t *ap
     cdef floating *gx
@@ -69,7 +76,12 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
             ap = &argmax[0, 0, 0, 0] + plane * HoWo
             memset(gx, 0, HW * sizeof(floating))
             for o in range(HoWo):
-                gx[ap[o]] += gy[o]
+                idx = ap[o]
+                if idx >= 0 and idx < HW:
+                    gx[idx] += gy[o]
+                else:
+                    bad += 1
+    return bad
 
 
 def avg_pool2d_forward(const floating[:, :, :, ::1] x,

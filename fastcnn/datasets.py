@@ -1,0 +1,244 @@
+"""Readers for image data sets stored on the local disk.
+
+:func:`read_idx` reads one file in the IDX format of MNIST and
+Fashion-MNIST; :func:`load_fashion_mnist` loads the four Fashion-MNIST files
+from a folder. Nothing in this module downloads anything: the data must
+already be on disk (see :func:`load_fashion_mnist` for how to get it).
+"""
+import gzip
+import os
+import pathlib
+import struct
+import zlib
+
+import numpy as np
+
+__all__ = ["FASHION_MNIST_CLASSES", "load_fashion_mnist", "read_idx"]
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+# Big-endian element types of the IDX format, by type code.
+_IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+_DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+# (images, labels) file names without ".gz", for the training and test sets.
+_FASHION_MNIST_FILES = (
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+)
+
+
+def read_idx(path):
+    """Read one IDX file (the file format of MNIST and Fashion-MNIST).
+
+    An IDX file holds a header -- two zero bytes, a type code byte, a byte
+    with the number of dimensions ``ndim``, then ``ndim`` big-endian uint32
+    sizes -- followed by the elements in C order, big-endian.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to read. It may be gzip-compressed; compression is detected
+        from the content (the gzip magic bytes), not from the file name.
+
+    Returns
+    -------
+    array : numpy.ndarray
+        A new, writable array of the shape given in the header, in native
+        byte order. Its dtype follows the type code: 0x08 uint8, 0x09 int8,
+        0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64.
+
+    Raises
+    ------
+    FileNotFoundError
+        If `path` does not exist.
+    ValueError
+        If the file is not a valid IDX file: corrupt gzip stream, bad magic
+        bytes, unknown type code, truncated header, or a data size that does
+        not match the header (truncated data or extra bytes).
+    """
+    path = pathlib.Path(path)
+    buf = path.read_bytes()
+    if buf[:2] == _GZIP_MAGIC:
+        try:
+            buf = gzip.decompress(buf)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+
+    if len(buf) < 4:
+        raise ValueError(
+            f"{path}: not an IDX file (only {len(buf)} bytes, the header "
+            f"alone needs at least 4)")
+    if buf[0] != 0 or buf[1] != 0:
+        raise ValueError(
+            f"{path}: not an IDX file (bad magic: the first two bytes are "
+            f"{buf[:2].hex(' ')}, expected 00 00)")
+    type_code, ndim = buf[2], buf[3]
+    if type_code not in _IDX_DTYPES:
+        known = ", ".join(f"0x{code:02X}" for code in _IDX_DTYPES)
+        raise ValueError(
+            f"{path}: unknown IDX type code 0x{type_code:02X} "
+            f"(known: {known})")
+    header_size = 4 + 4 * ndim
+    if len(buf) < header_size:
+        raise ValueError(
+            f"{path}: truncated IDX header ({ndim} dimensions need "
+            f"{header_size} header bytes, the file has {len(buf)})")
+    shape = struct.unpack(f">{ndim}I", buf[4:header_size])
+
+    dtype = _IDX_DTYPES[type_code]
+    count = 1
+    for size in shape:
+        count *= size  # Python ints: no overflow, unlike np.prod
+    expected = count * dtype.itemsize
+    actual = len(buf) - header_size
+    if actual != expected:
+        what = "truncated data" if actual < expected else "extra bytes"
+        raise ValueError(
+            f"{path}: {what}: the header announces shape {shape} of "
+            f"{dtype.name} ({expected} data bytes), the file holds "
+            f"{actual} data bytes")
+
+    array = np.frombuffer(buf, dtype=dtype, count=count, offset=header_size)
+    # astype copies, which also makes the array writable: np.frombuffer on
+    # bytes gives a read-only view.
+    return array.reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find_file(folder, name):
+    """``folder/name.gz``, else ``folder/name``, else None."""
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing_files_error(folder, missing, source):
+    all_names = ", ".join(
+        f"{name}.gz" for pair in _FASHION_MNIST_FILES for name in pair)
+    listed = ", ".join(f"{name}.gz (or {name})" for name in missing)
+    where = f"folder {folder} ({source})"
+    if not folder.is_dir():
+        where += ", which does not exist"
+    return FileNotFoundError(
+        f"Fashion-MNIST data not found: missing {listed} in {where}. "
+        f"fastcnn never downloads data; to get it, either install it with "
+        f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu; it goes "
+        f"to {_DEFAULT_FASHION_MNIST_DIR}), or download the four files "
+        f"{all_names} from https://github.com/zalandoresearch/fashion-mnist "
+        f"into a folder and pass data_dir=<that folder> (or set the "
+        f"FASHION_MNIST_DIR environment variable to it).")
+
+
+def _load_split(images_path, labels_path):
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3:
+        raise ValueError(
+            f"{images_path}: expected 3-D images (n_samples, rows, cols), "
+            f"got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(
+            f"{images_path}: expected uint8 images, got {images.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(
+            f"{labels_path}: expected 1-D labels, got shape {labels.shape}")
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"image and label counts disagree: {images.shape[0]} images in "
+            f"{images_path}, {labels.shape[0]} labels in {labels_path}")
+    labels = labels.astype(np.int64)
+    n_classes = len(FASHION_MNIST_CLASSES)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(
+            f"{labels_path}: labels must be in 0..{n_classes - 1}, found "
+            f"values in {labels.min()}..{labels.max()}")
+    return images, labels
+
+
+def load_fashion_mnist(data_dir=None):
+    """Load Fashion-MNIST from a local folder.
+
+    The folder must hold the four files of the data set, gzipped or not:
+    ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+    ``t10k-images-idx3-ubyte.gz`` and ``t10k-labels-idx1-ubyte.gz`` (or the
+    same names without ``.gz``; the gzipped file wins if both exist).
+
+    Nothing is downloaded. To get the files, either install the Debian/Ubuntu
+    package (``apt-get install dataset-fashion-mnist``, which puts them in
+    ``/usr/share/datasets/fashion-mnist``), or download them from
+    https://github.com/zalandoresearch/fashion-mnist into a folder and pass
+    that folder as `data_dir`.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Folder holding the four files. By default, the folder named by the
+        environment variable ``FASHION_MNIST_DIR`` if it is set and not
+        empty, else ``/usr/share/datasets/fashion-mnist``.
+
+    Returns
+    -------
+    X_train : numpy.ndarray of uint8, shape (n_train, 28, 28)
+        Training images, grey levels 0 (background) to 255. For the real
+        data set ``n_train`` is 60000.
+    y_train : numpy.ndarray of int64, shape (n_train,)
+        Training labels in 0..9, indices into :data:`FASHION_MNIST_CLASSES`.
+    X_test : numpy.ndarray of uint8, shape (n_test, 28, 28)
+        Test images; ``n_test`` is 10000 for the real data set.
+    y_test : numpy.ndarray of int64, shape (n_test,)
+        Test labels in 0..9.
+
+    Raises
+    ------
+    FileNotFoundError
+        If any of the four files is missing; the message names the folder
+        searched, the missing files, and how to get the data.
+    ValueError
+        If a file is not a valid IDX file (see :func:`read_idx`), the images
+        are not 3-D uint8, the labels are not 1-D, image and label counts
+        disagree, or a label is outside 0..9.
+
+    Notes
+    -----
+    The image size is taken from the files and not checked, so that smaller
+    files in the same format load too; the real data set has 28x28 images.
+    """
+    if data_dir is not None:
+        folder, source = pathlib.Path(data_dir), "given as data_dir"
+    elif os.environ.get("FASHION_MNIST_DIR"):
+        folder = pathlib.Path(os.environ["FASHION_MNIST_DIR"])
+        source = "from the FASHION_MNIST_DIR environment variable"
+    else:
+        folder = pathlib.Path(_DEFAULT_FASHION_MNIST_DIR)
+        source = "the default"
+
+    # Look for all four files before reading any, so that one error lists
+    # everything that is missing.
+    paths = {}
+    missing = []
+    for pair in _FASHION_MNIST_FILES:
+        for name in pair:
+            paths[name] = _find_file(folder, name)
+            if paths[name] is None:
+                missing.append(name)
+    if missing:
+        raise _missing_files_error(folder, missing, source)
+
+    (X_train, y_train), (X_test, y_test) = (
+        _load_split(paths[images], paths[labels])
+        for images, labels in _FASHION_MNIST_FILES)
+    return X_train, y_train, X_test, y_test

@@ -1,0 +1,120 @@
+"""Dense (fully connected) kernels: forward, backward to the input, backward
+to the weights.
+
+Layout (C-contiguous): x (N, D), w (U, D), bias (U,), y and grad_y (N, U).
+    forward          y      = x . w^T + bias
+    to the input     grad_x = grad_y . w
+    to the weights   grad_w = grad_y^T . x,   grad_b = grad_y summed over n
+
+The products run on gemm.h. The forward and the input gradient split the
+rows of the batch between threads; the weight gradient splits the columns of
+grad_w, so that every thread sums over the whole batch itself, in the same
+order for any number of threads: no partial sums are combined across threads.
+The caller (fastcnn.functional) validates shapes and allocates the outputs.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stddef cimport ptrdiff_t
+
+from gemm cimport *
+
+# Below this many multiply-adds a product runs on one thread: waking a
+# second one costs more than it saves.
+cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 18
+
+
+cdef int threads_for(Py_ssize_t work, int n_threads) noexcept nogil:
+    cdef Py_ssize_t useful = 1 + work // MIN_WORK_PER_THREAD
+    return <int> (useful if useful < n_threads else n_threads)
+
+
+cdef void rows_times_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                            const floating *a, const Py_ssize_t *row_offsets,
+                            const floating *b_packed, floating *c,
+                            int n_threads) noexcept nogil:
+    """C (M, N) = A (M, K) . B with A's rows read in place at row_offsets
+    and B packed; the rows are split into one block per thread."""
+    cdef Py_ssize_t MR = panel_rows(a)
+    cdef Py_ssize_t rows_per_block = round_up((M + n_threads - 1) // n_threads, MR)
+    cdef Py_ssize_t n_blocks = (M + rows_per_block - 1) // rows_per_block
+    cdef Py_ssize_t block, i0, rows
+    for block in prange(n_blocks, num_threads=n_threads, schedule='static'):
+        i0 = block * rows_per_block
+        rows = M - i0 if M - i0 < rows_per_block else rows_per_block
+        gemm(rows, N, K, a, row_offsets + i0, b_packed, NULL,
+             c + i0 * N, N, 0, NULL)
+
+
+def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
+                  const floating[::1] bias, floating[:, ::1] y,
+                  const Py_ssize_t[::1] row_offsets, int n_threads):
+    """y = x . w^T + bias. row_offsets[i] = i * D (the caller's, reusable)."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], U = w.shape[0]
+    cdef Py_ssize_t NR = panel_cols(&x[0, 0]), i, j
+    cdef floating *w_packed = alloc(round_up(U, NR) * D, &x[0, 0])
+    n_threads = threads_for(N * D * U, n_threads)
+    with nogil:
+        pack_b(D, U, &w[0, 0], 1, D, w_packed)   # B[k, u] = w[u, k]
+        rows_times_packed(N, U, D, &x[0, 0], &row_offsets[0], w_packed,
+                          &y[0, 0], n_threads)
+        for i in range(N):
+            for j in range(U):
+                y[i, j] += bias[j]
+    fcnn_free(w_packed)
+
+
+def dense_backward_input(const floating[:, ::1] grad_y,
+                         const floating[:, ::1] w, floating[:, ::1] grad_x,
+                         const Py_ssize_t[::1] row_offsets, int n_threads):
+    """grad_x = grad_y . w. row_offsets[i] = i * U."""
+    cdef Py_ssize_t N = grad_y.shape[0], U = grad_y.shape[1], D = w.shape[1]
+    cdef Py_ssize_t NR = panel_cols(&w[0, 0])
+    cdef floating *w_packed = alloc(round_up(D, NR) * U, &w[0, 0])
+    n_threads = threads_for(N * D * U, n_threads)
+    with nogil:
+        pack_b(U, D, &w[0, 0], D, 1, w_packed)   # B[u, d] = w[u, d]
+        rows_times_packed(N, D, U, &grad_y[0, 0], &row_offsets[0], w_packed,
+                          &grad_x[0, 0], n_threads)
+    fcnn_free(w_packed)
+
+
+def dense_backward_weight(const floating[:, ::1] x,
+                          const floating[:, ::1] grad_y,
+                          floating[:, ::1] grad_w, floating[::1] grad_b,
+                          int n_threads):
+    """grad_w = grad_y^T . x and grad_b[u] = sum_n grad_y[n, u], each summed
+    over the batch by one thread in sample order. Overwrites both."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], U = grad_y.shape[1]
+    cdef Py_ssize_t MR = panel_rows(&x[0, 0]), NR = panel_cols(&x[0, 0])
+    cdef Py_ssize_t cols_per_block, n_blocks, block, j0, cols, n, u
+    cdef floating *gy_packed
+    cdef floating *x_panels
+    cdef floating *mine
+    n_threads = threads_for(N * D * U, n_threads)
+    cols_per_block = round_up((D + n_threads - 1) // n_threads, NR)
+    n_blocks = (D + cols_per_block - 1) // cols_per_block
+    gy_packed = alloc(round_up(U, MR) * N, &x[0, 0])
+    x_panels = alloc(n_blocks * cols_per_block * N, &x[0, 0])
+    with nogil:
+        pack_a(U, N, &grad_y[0, 0], 1, U, gy_packed)   # A[u, n] = grad_y[n, u]
+        for block in prange(n_blocks, num_threads=n_threads, schedule='static'):
+            j0 = block * cols_per_block
+            cols = D - j0 if D - j0 < cols_per_block else cols_per_block
+            mine = x_panels + block * cols_per_block * N
+            pack_b(N, cols, &x[0, 0] + j0, D, 1, mine)
+            gemm(U, cols, N, gy_packed, NULL, mine, NULL, &grad_w[0, 0] + j0,
+                 D, 0, NULL)
+        for u in range(U):
+            grad_b[u] = 0
+        for n in range(N):
+            for u in range(U):
+                grad_b[u] += grad_y[n, u]
+    fcnn_free(gy_packed)
+    fcnn_free(x_panels)
+
+
+def select_gemm_kernel(bint avx512):
+    """This module's micro-kernel: AVX-512 when asked and available, else
+    the portable one (tests run both). Returns the name of the one in use."""
+    fcnn_gemm_select(avx512)
+    return fcnn_gemm_kernel_name().decode()
