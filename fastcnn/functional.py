@@ -20,11 +20,15 @@ limits set by ``OMP_NUM_THREADS`` or threadpoolctl, a positive int that many
 threads, a negative int counts back from all cores (-1: all). Results are
 bitwise identical for any number of threads.
 """
+import functools
 import operator
 
 import numpy as np
 
+from ._kernels import activations as _activations
 from ._kernels import correlation as _correlation
+from ._kernels import dense as _dense
+from ._kernels import optim as _optim
 from ._kernels import pooling as _pooling
 from ._threads import effective_n_threads
 
@@ -35,6 +39,9 @@ __all__ = [
     "correlate1d", "correlate1d_backward", "correlate1d_backward_input",
     "correlate1d_backward_kernel", "max_pool1d", "max_pool1d_backward",
     "avg_pool1d", "avg_pool1d_backward", "output_size",
+    "linear", "linear_backward", "linear_backward_input",
+    "linear_backward_weight", "relu", "relu_backward", "log_softmax",
+    "softmax", "softmax_cross_entropy", "sgd_update", "adam_update",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -717,3 +724,272 @@ def avg_pool1d_backward(grad_y, x_shape, size, stride=None, n_threads=None, out=
     grad_x : array of shape x_shape
     """
     return _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim=1, out=out)
+
+
+# ------------------------------------------------------- dense (linear) maps
+
+@functools.lru_cache(maxsize=64)
+def _row_offsets(n_rows, row_length):
+    """Where each row of an (n_rows, row_length) array starts, for the dense
+    kernels, which read the rows of their left operand in place."""
+    offsets = np.arange(n_rows, dtype=np.intp) * row_length
+    offsets.flags.writeable = False
+    return offsets
+
+
+def _check_linear(x, w, x_name="x"):
+    x = _float_array(x, x_name, 2, "(N, D)")
+    w = _float_array(w, "w", 2, "(U, D)")
+    _same_dtype(**{x_name: x, "w": w})
+    return x, w
+
+
+def linear(x, w, bias=None, n_threads=None, out=None):
+    """Dense layer: ``y = x w^T + bias``.
+
+    Parameters
+    ----------
+    x : array of shape (N, D), float32 or float64
+    w : array of shape (U, D), same dtype
+    bias : array of shape (U,), default None (zero)
+    n_threads : int or None
+    out : array of shape (N, U), optional
+        Where to write y (C-contiguous, dtype of x).
+
+    Returns
+    -------
+    y : array of shape (N, U)
+    """
+    x, w = _check_linear(x, w)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} features but w (U, D) = {w.shape} expects "
+            f"{w.shape[1]}")
+    units = w.shape[0]
+    if bias is None:
+        bias = np.zeros(units, dtype=x.dtype)
+    else:
+        bias = _float_array(bias, "bias", 1, "(U,)")
+        _same_dtype(x=x, bias=bias)
+        if bias.shape != (units,):
+            raise ValueError(
+                f"bias must have shape ({units},) to match w, got {bias.shape}")
+    y = _output(out, (x.shape[0], units), x.dtype)
+    _dense.dense_forward(x, w, bias, y, _row_offsets(*x.shape),
+                         effective_n_threads(n_threads))
+    return y
+
+
+def linear_backward_input(grad_y, w, n_threads=None, out=None):
+    """Gradient of :func:`linear` with respect to x: ``grad_y w``.
+
+    Parameters
+    ----------
+    grad_y : array of shape (N, U)
+    w : array of shape (U, D)
+    out : array of shape (N, D), optional
+
+    Returns
+    -------
+    grad_x : array of shape (N, D)
+    """
+    grad_y, w = _check_linear(grad_y, w, "grad_y")
+    if grad_y.shape[1] != w.shape[0]:
+        raise ValueError(
+            f"grad_y has {grad_y.shape[1]} columns but w (U, D) = {w.shape} "
+            f"has {w.shape[0]} units")
+    grad_x = _output(out, (grad_y.shape[0], w.shape[1]), w.dtype)
+    _dense.dense_backward_input(grad_y, w, grad_x, _row_offsets(*grad_y.shape),
+                                effective_n_threads(n_threads))
+    return grad_x
+
+
+def linear_backward_weight(x, grad_y, n_threads=None, out=None):
+    """Gradients of :func:`linear` with respect to w and bias.
+
+    ``grad_w = grad_y^T x`` and ``grad_b`` = grad_y summed over samples, each
+    summed over the batch in sample order (the same bits for any thread
+    count).
+
+    Parameters
+    ----------
+    x : array of shape (N, D)
+    grad_y : array of shape (N, U)
+    out : tuple of arrays (U, D) and (U,), optional
+
+    Returns
+    -------
+    grad_w : array of shape (U, D)
+    grad_b : array of shape (U,)
+    """
+    x = _float_array(x, "x", 2, "(N, D)")
+    grad_y = _float_array(grad_y, "grad_y", 2, "(N, U)")
+    _same_dtype(x=x, grad_y=grad_y)
+    if grad_y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"x has {x.shape[0]} samples but grad_y has {grad_y.shape[0]}")
+    units = grad_y.shape[1]
+    grad_w, grad_b = (None, None) if out is None else out
+    grad_w = _output(grad_w, (units, x.shape[1]), x.dtype, "out[0] (grad_w)")
+    grad_b = _output(grad_b, (units,), x.dtype, "out[1] (grad_b)")
+    _dense.dense_backward_weight(x, grad_y, grad_w, grad_b,
+                                 effective_n_threads(n_threads))
+    return grad_w, grad_b
+
+
+def linear_backward(x, w, grad_y, n_threads=None):
+    """Gradients through :func:`linear`: ``(grad_x, grad_w, grad_b)``."""
+    grad_x = linear_backward_input(grad_y, w, n_threads)
+    grad_w, grad_b = linear_backward_weight(x, grad_y, n_threads)
+    return grad_x, grad_w, grad_b
+
+
+# ------------------------------------------------------------- activations
+
+def _flat_float(a, name):
+    a = np.asarray(a)
+    if a.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+def relu(x, n_threads=None, out=None):
+    """``max(x, 0)`` elementwise, any shape; NaN stays NaN.
+
+    ``out`` may be ``x`` itself (in place).
+    """
+    x = _flat_float(x, "x")
+    y = _output(out, x.shape, x.dtype)
+    _activations.relu_forward(x.reshape(-1), y.reshape(-1),
+                              effective_n_threads(n_threads))
+    return y
+
+
+def relu_backward(grad_y, y, n_threads=None, out=None):
+    """Gradient through :func:`relu`: grad_y where the output y is positive,
+    zero elsewhere. ``out`` may be ``grad_y`` itself."""
+    grad_y = _flat_float(grad_y, "grad_y")
+    y = _flat_float(y, "y")
+    _same_dtype(grad_y=grad_y, y=y)
+    if grad_y.shape != y.shape:
+        raise ValueError(
+            f"grad_y {grad_y.shape} and y {y.shape} must have the same shape")
+    grad_x = _output(out, y.shape, y.dtype)
+    _activations.relu_backward(grad_y.reshape(-1), y.reshape(-1),
+                               grad_x.reshape(-1), effective_n_threads(n_threads))
+    return grad_x
+
+
+# -------------------------------------------------------------------- loss
+
+def log_softmax(logits):
+    """``log(softmax(logits))`` along the last axis, computed stably (the
+    row maximum is subtracted before exponentiating)."""
+    logits = _flat_float(logits, "logits")
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return shifted
+
+
+def softmax(logits):
+    """Class probabilities from scores along the last axis, computed stably."""
+    return np.exp(log_softmax(logits))
+
+
+def softmax_cross_entropy(logits, target):
+    """Mean cross-entropy of softmax(logits) against class indices, and its
+    gradient with respect to the logits.
+
+    Parameters
+    ----------
+    logits : array of shape (N, K), float32 or float64
+    target : integer array of shape (N,), values in [0, K)
+
+    Returns
+    -------
+    loss : float
+        ``mean_n (log sum_k exp(logits[n, k]) - logits[n, target[n]])``,
+        accumulated in float64.
+    grad : array of shape (N, K), dtype of logits
+        ``(softmax(logits) - onehot(target)) / N``.
+    """
+    log_p = log_softmax(logits)
+    if log_p.ndim != 2:
+        raise ValueError(f"logits must have shape (N, K), got {log_p.shape}")
+    target = np.asarray(target)
+    n, k = log_p.shape
+    if target.shape != (n,) or target.dtype.kind not in "iu":
+        raise ValueError(
+            f"target must be {n} integer class indices, got shape "
+            f"{target.shape} and dtype {target.dtype}")
+    if n and (target.min() < 0 or target.max() >= k):
+        raise ValueError(f"target values must lie in [0, {k})")
+    rows = np.arange(n)
+    picked = log_p[rows, target]
+    loss = -float(np.sum(picked, dtype=np.float64)) / n
+    grad = np.exp(log_p, out=log_p)
+    grad[rows, target] -= 1
+    grad /= n
+    return loss, grad
+
+
+# ----------------------------------------------------------------- updates
+
+def _check_update(params, **others):
+    if not isinstance(params, np.ndarray) or params.ndim != 1 or not (
+            params.flags.c_contiguous and params.flags.writeable):
+        raise ValueError("params must be a writeable 1-D contiguous array")
+    if params.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"params must be float32 or float64, got {params.dtype}")
+    for name, a in others.items():
+        if not isinstance(a, np.ndarray) or a.shape != params.shape or (
+                a.dtype != params.dtype) or not a.flags.c_contiguous:
+            raise ValueError(
+                f"{name} must be a contiguous array of params' shape "
+                f"{params.shape} and dtype {params.dtype}")
+
+
+def sgd_update(params, grads, velocity, learning_rate, momentum=0.9,
+               nesterov=True, l2=0.0, n_penalized=None, n_threads=None):
+    """One SGD step with momentum, in place on ``params`` and ``velocity``.
+
+    ``g = grads + l2 * params`` on the first ``n_penalized`` entries (all by
+    default), ``velocity = momentum * velocity - learning_rate * g``, then
+    ``params += velocity``, or with Nesterov momentum
+    ``params += momentum * velocity - learning_rate * g``.
+
+    Parameters
+    ----------
+    params, grads, velocity : 1-D arrays of one shape and float dtype
+    learning_rate, momentum, l2 : float
+    nesterov : bool
+    n_penalized : int or None
+    """
+    _check_update(params, grads=grads, velocity=velocity)
+    n_penalized = params.size if n_penalized is None else n_penalized
+    _optim.sgd_step(params, grads, velocity, learning_rate, momentum,
+                    bool(nesterov), l2, n_penalized,
+                    effective_n_threads(n_threads))
+
+
+def adam_update(params, grads, first_moment, second_moment, step,
+                learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8, l2=0.0,
+                n_penalized=None, n_threads=None):
+    """One Adam step, in place on ``params`` and the two moment estimates.
+
+    With ``g`` as in :func:`sgd_update`: ``m = beta_1 m + (1 - beta_1) g``,
+    ``v = beta_2 v + (1 - beta_2) g^2`` and
+    ``params -= lr_t m / (sqrt(v) + epsilon)`` where
+    ``lr_t = learning_rate sqrt(1 - beta_2^step) / (1 - beta_1^step)`` and
+    ``step`` counts from 1.
+    """
+    _check_update(params, grads=grads, first_moment=first_moment,
+                  second_moment=second_moment)
+    step = _integer(step, "step", 1)
+    n_penalized = params.size if n_penalized is None else n_penalized
+    step_size = (learning_rate * np.sqrt(1 - beta_2 ** step)
+                 / (1 - beta_1 ** step))
+    _optim.adam_step(params, grads, first_moment, second_moment, step_size,
+                     beta_1, beta_2, epsilon, l2, n_penalized,
+                     effective_n_threads(n_threads))

@@ -1,0 +1,725 @@
+"""CNNClassifier: a scikit-learn classifier that trains a convolutional network."""
+import numbers
+import sys
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import (_check_partial_fit_first_call,
+                                      check_classification_targets)
+from sklearn.utils.validation import (check_array, check_consistent_length,
+                                      check_is_fitted, column_or_1d,
+                                      validate_data)
+
+from . import functional as F
+from . import layers as L
+from ._network import Network
+from ._threads import effective_n_threads
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+# Memory for the activations of one prediction batch.
+_PREDICT_BUFFER_BYTES = 64 * 2**20
+_MAX_PREDICT_BATCH = 4096
+
+
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """The loss or the weights became NaN or infinite during fit."""
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _int_tuple(value, name):
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not all(_is_int(v) and v >= 1 for v in values):
+        raise ValueError(
+            f"{name} must be a positive int or a tuple of positive ints, "
+            f"got {value!r}")
+    return values
+
+
+class CNNClassifier(ClassifierMixin, BaseEstimator):
+    """Convolutional neural network classifier.
+
+    Trains ``INPUT -> [CONV -> RELU -> POOL] * M -> [DENSE -> RELU] * K ->
+    DENSE`` with softmax cross-entropy, on all cores through fastcnn's
+    OpenMP kernels. The hidden layers come either from the simple parameters
+    (``filters``, ``kernel_size``, ``pool_size``, ``padding``,
+    ``hidden_layer_sizes``) or from ``layers``, a list of
+    :mod:`fastcnn.layers` specifications; the output layer (one unit per
+    class) is always added. Results are bitwise identical for any number of
+    threads given the same ``random_state``.
+
+    Parameters
+    ----------
+    filters : tuple of int, default=(32, 64)
+        Output channels of each convolution block. ``()`` gives none.
+    kernel_size : int or tuple of int, default=3
+        Kernel of every convolution (per axis when a tuple).
+    pool_size : int, tuple of int or None, default=2
+        Max-pooling window after each convolution; None for no pooling.
+        A window larger than its input is cut to the input's size, so the
+        blocks work on any input size (a signal of 3 features, say).
+    padding : {'same', 'valid'} or int, default='same'
+        Padding of every convolution.
+    hidden_layer_sizes : tuple of int, default=(128,)
+        Dense ReLU layers after the convolution blocks.
+    layers : list of fastcnn.layers specifications or None, default=None
+        When given, these are the hidden layers and the five parameters
+        above are ignored.
+    solver : {'adam', 'sgd'}, default='adam'
+    learning_rate_init : float, default=0.001
+    momentum : float, default=0.9
+        SGD momentum, in [0, 1].
+    nesterovs_momentum : bool, default=True
+    beta_1, beta_2, epsilon : float, defaults 0.9, 0.999, 1e-8
+        Adam's parameters.
+    batch_size : int or 'auto', default='auto'
+        'auto' is ``min(200, n_samples)``, as in MLPClassifier.
+    max_iter : int, default=200
+        Epochs (passes over the training data).
+    alpha : float, default=0.0001
+        L2 penalty on the weights (not the biases), scaled by the batch size
+        as in MLPClassifier: ``loss += alpha / (2 * batch) * ||W||^2``.
+    shuffle : bool, default=True
+        Shuffle the samples before each epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the shuffling and the validation split.
+    tol : float, default=1e-4
+        Training stops when the loss (or, with early stopping, the validation
+        accuracy) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified)
+        and stop when its accuracy stops improving; the weights of the best
+        epoch are kept.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    warm_start : bool, default=False
+        Continue from the weights of the previous ``fit``.
+    verbose : int, default=0
+        1: one line per epoch (loss, validation score, seconds, images/s);
+        2: also a progress bar within each epoch.
+    n_threads : int or None, default=None
+        Threads for the kernels. None: the physical cores, within the limits
+        of ``OMP_NUM_THREADS`` and threadpoolctl; negative values count back
+        from all cores (-1: all).
+    dtype : {'float32', 'float64'}, default='float32'
+        Precision of the weights and computations.
+    input_shape : tuple of int or None, default=None
+        Shape of one sample, ``(C, H, W)`` or ``(C, L)``, for flat X of shape
+        ``(n_samples, n_features)``. None: X's own shape; flat X is then a
+        one-channel signal of length n_features (never a guessed image).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+        Number of values per sample (``C * H * W`` for images).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Only when X had string column names.
+    input_shape_ : tuple
+        Shape of one sample as the network sees it.
+    network_ : fastcnn network
+        The fitted layers; ``network_.layers[i].weight`` etc.
+    coefs_, intercepts_ : lists of ndarray
+        Weights and biases of each layer that has them (views into the
+        network's parameters).
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    best_loss_ : float or None
+        Lowest training loss (None with early stopping).
+    validation_scores_ : list of float or None
+        Accuracy on the held-out data after each epoch, with early stopping.
+    best_validation_score_ : float or None
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Training samples seen.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from fastcnn import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(input_shape=(1, 8, 8), random_state=0).fit(X / 16, y)
+    """
+
+    def __init__(self, filters=(32, 64), kernel_size=3, pool_size=2,
+                 padding="same", hidden_layer_sizes=(128,), layers=None,
+                 solver="adam", learning_rate_init=0.001, momentum=0.9,
+                 nesterovs_momentum=True, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, batch_size="auto", max_iter=200, alpha=0.0001,
+                 shuffle=True, random_state=None, tol=1e-4,
+                 early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, warm_start=False, verbose=0,
+                 n_threads=None, dtype="float32", input_shape=None):
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.pool_size = pool_size
+        self.padding = padding
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.layers = layers
+        self.solver = solver
+        self.learning_rate_init = learning_rate_init
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.alpha = alpha
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.n_threads = n_threads
+        self.dtype = dtype
+        self.input_shape = input_shape
+
+    # ------------------------------------------------------------ tags
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags
+
+    # ------------------------------------------------------ validation
+
+    def _check_params(self):
+        """Every hyperparameter, with a ValueError naming the one at fault."""
+        def number(name, low, high=None, low_open=False, high_open=False):
+            value = getattr(self, name)
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if ok:
+                ok = (value > low if low_open else value >= low)
+                if high is not None:
+                    ok = ok and (value < high if high_open else value <= high)
+            if not ok:
+                bounds = (("(" if low_open else "[") + f"{low}, "
+                          + (f"{high}" if high is not None else "inf")
+                          + (")" if high_open or high is None else "]"))
+                raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
+
+        def integer(name, low):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+        if self.solver not in ("adam", "sgd"):
+            raise ValueError(f"solver must be 'adam' or 'sgd', got {self.solver!r}")
+        number("learning_rate_init", 0, low_open=True)
+        number("momentum", 0, 1)
+        number("beta_1", 0, 1, high_open=True)
+        number("beta_2", 0, 1, high_open=True)
+        number("epsilon", 0, low_open=True)
+        number("alpha", 0)
+        number("tol", 0)
+        number("validation_fraction", 0, 1, low_open=True, high_open=True)
+        integer("max_iter", 1)
+        integer("n_iter_no_change", 1)
+        integer("verbose", 0)
+        if not (self.batch_size == "auto" or (_is_int(self.batch_size)
+                                              and self.batch_size >= 1)):
+            raise ValueError(
+                f"batch_size must be 'auto' or a positive int, got {self.batch_size!r}")
+        for name in ("shuffle", "nesterovs_momentum", "early_stopping", "warm_start"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.dtype, str) and self.dtype in (np.float32, np.float64):
+            dtype = np.dtype(self.dtype).name
+        else:
+            dtype = self.dtype
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        try:
+            effective_n_threads(self.n_threads)
+        except ValueError as error:
+            raise ValueError(str(error)) from None
+        if self.input_shape is not None:
+            shape = _int_tuple(self.input_shape, "input_shape")
+            if len(shape) not in (2, 3):
+                raise ValueError(
+                    f"input_shape must be (C, H, W) or (C, L), got {self.input_shape!r}")
+        if self.layers is None:
+            _int_tuple(self.filters, "filters") if self.filters != () else ()
+            _int_tuple(self.kernel_size, "kernel_size")
+            if self.pool_size is not None:
+                _int_tuple(self.pool_size, "pool_size")
+            if self.hidden_layer_sizes != ():
+                _int_tuple(self.hidden_layer_sizes, "hidden_layer_sizes")
+            if not (self.padding in ("same", "valid")
+                    or (_is_int(self.padding) and self.padding >= 0)):
+                raise ValueError(
+                    f"padding must be 'same', 'valid' or an int >= 0, got {self.padding!r}")
+        else:
+            if not isinstance(self.layers, (list, tuple)):
+                raise ValueError(
+                    f"layers must be a list of fastcnn.layers specifications, "
+                    f"got {self.layers!r}")
+            for i, spec in enumerate(self.layers):
+                if not isinstance(spec, L.LayerSpec):
+                    raise ValueError(
+                        f"layers[{i}] must be a layer specification from "
+                        f"fastcnn.layers (Conv2D, Dense, ...), got {spec!r}")
+        return _DTYPES[dtype]
+
+    def _validate_X(self, X, reset, dtype):
+        """X as a C-ordered array of shape (n, *input_shape_) and ``dtype``."""
+        ndim = getattr(X, "ndim", None)
+        if ndim is None and not hasattr(X, "toarray"):
+            ndim = np.ndim(X) if not isinstance(X, str) else 0
+        if ndim is not None and ndim >= 3:
+            if ndim > 4:
+                raise ValueError(
+                    f"X must have 2 to 4 dimensions ((n, C, H, W), (n, H, W), "
+                    f"(n, C, L) or (n, n_features)), got {ndim}")
+            X = check_array(X, allow_nd=True, dtype=dtype, order="C",
+                            estimator=self, input_name="X")
+            validate_data(self, X.reshape(len(X), -1), reset=reset,
+                          skip_check_array=True)
+        else:
+            X = validate_data(self, X, reset=reset, dtype=dtype, order="C")
+        if reset:
+            self.input_shape_ = self._resolve_input_shape(X.shape)
+        elif X.ndim > 2:
+            # flat X of the right length is reshaped; an image of another
+            # shape with as many values is a mistake
+            accepted = [self.input_shape_]
+            if len(self.input_shape_) == 3 and self.input_shape_[0] == 1:
+                accepted.append(self.input_shape_[1:])
+            if X.shape[1:] not in accepted:
+                raise ValueError(
+                    f"X has samples of shape {X.shape[1:]}, but "
+                    f"{type(self).__name__} is expecting samples of shape "
+                    f"{self.input_shape_} ({self.n_features_in_} features) as input.")
+        return np.ascontiguousarray(X.reshape((len(X),) + self.input_shape_))
+
+    def _resolve_input_shape(self, shape):
+        n_features = int(np.prod(shape[1:]))
+        if self.input_shape is not None:
+            declared = tuple(int(v) for v in self.input_shape)
+            if int(np.prod(declared)) != n_features:
+                raise ValueError(
+                    f"input_shape={declared} holds {int(np.prod(declared))} "
+                    f"values per sample, but X has {n_features} "
+                    f"(X.shape = {tuple(shape)})")
+            return declared
+        if len(shape) == 2:
+            return (1, shape[1])              # a one-channel signal
+        if len(shape) == 3 and self.layers is None:
+            return (1,) + tuple(shape[1:])    # (n, H, W): one-channel images
+        if len(shape) == 3:
+            # with explicit layers, (n, H, W) vs (n, C, L) follows the first
+            # spatial layer
+            first = next((s for s in self.layers if s.spatial_ndim), None)
+            if first is not None and first.spatial_ndim == 1:
+                return tuple(shape[1:])
+            return (1,) + tuple(shape[1:])
+        return tuple(shape[1:])
+
+    # ---------------------------------------------------- architecture
+
+    def _hidden_specs(self, input_shape):
+        """The hidden layers: ``layers``, or those the simple parameters
+        describe for inputs of ``input_shape``."""
+        if self.layers is not None:
+            return list(self.layers)
+        ndim = len(input_shape) - 1
+        conv = L.Conv2D if ndim == 2 else L.Conv1D
+        pool = L.MaxPool2D if ndim == 2 else L.MaxPool1D
+        kernel = _int_tuple(self.kernel_size, "kernel_size")
+        kernel = kernel * ndim if len(kernel) == 1 else kernel
+        if len(kernel) != ndim:
+            raise ValueError(
+                f"kernel_size {self.kernel_size!r} does not fit inputs of "
+                f"{ndim} spatial axes {input_shape}")
+        pool_size = None
+        if self.pool_size is not None:
+            pool_size = _int_tuple(self.pool_size, "pool_size")
+            pool_size = pool_size * ndim if len(pool_size) == 1 else pool_size
+            if len(pool_size) != ndim:
+                raise ValueError(
+                    f"pool_size {self.pool_size!r} does not fit inputs of "
+                    f"{ndim} spatial axes {input_shape}")
+        specs, spatial = [], list(input_shape[1:])
+        filters = () if self.filters == () else _int_tuple(self.filters, "filters")
+        for n_filters in filters:
+            padding = self.padding
+            if padding == "same" and any(k % 2 == 0 for k in kernel):
+                raise ValueError(
+                    f"padding='same' needs an odd kernel_size, got {self.kernel_size!r}")
+            specs.append(conv(n_filters, kernel if ndim == 2 else kernel[0],
+                              padding=padding))
+            pad = [(k - 1) // 2 for k in kernel] if padding == "same" else (
+                [0] * ndim if padding == "valid" else [padding] * ndim)
+            spatial = [s - k + 2 * p + 1 for s, k, p in zip(spatial, kernel, pad)]
+            if min(spatial) < 1:
+                raise ValueError(
+                    f"kernel_size {self.kernel_size!r} with padding "
+                    f"{self.padding!r} is too large for inputs of shape "
+                    f"{input_shape}")
+            specs.append(L.ReLU())
+            if pool_size is not None:
+                window = tuple(min(p, s) for p, s in zip(pool_size, spatial))
+                if max(window) > 1:
+                    specs.append(pool(window if ndim == 2 else window[0]))
+                    spatial = [s // w for s, w in zip(spatial, window)]
+        sizes = () if self.hidden_layer_sizes == () else _int_tuple(
+            self.hidden_layer_sizes, "hidden_layer_sizes")
+        for units in sizes:
+            specs += [L.Dense(units), L.ReLU()]
+        return specs
+
+    def _build_network(self, dtype):
+        specs = self._hidden_specs(self.input_shape_)
+        specs.append(L.Dense(len(self.classes_)))
+        return Network(specs, self.input_shape_, dtype)
+
+    # ------------------------------------------------------------ fit
+
+    def fit(self, X, y):
+        """Train the network on X, y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, C, H, W), (n_samples, H, W),
+            (n_samples, C, L) or (n_samples, n_features)
+            Any real dtype. Flat X is reshaped to ``input_shape``.
+        y : array-like of shape (n_samples,)
+            Class labels of any type (ints, strings, bools).
+
+        Returns
+        -------
+        self
+        """
+        dtype = self._check_params()
+        warm = self.warm_start and hasattr(self, "network_")
+        X, y_index, classes = self._validate_training_data(X, y, reset=not warm)
+        if warm and (len(classes) != len(self.classes_)
+                     or np.any(classes != self.classes_)):
+            raise ValueError(
+                "warm_start can only be used where y has the same classes as "
+                f"in the previous call to fit. Previously got {self.classes_}, "
+                f"y has {classes}")
+        rng = check_random_state(self.random_state)
+        if not warm:
+            self.classes_ = classes
+            self._initialize(dtype, rng)
+        return self._train(X, y_index, rng, epochs=self.max_iter, incremental=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over X, y, continuing from the current weights.
+
+        Parameters
+        ----------
+        X, y
+            As for :meth:`fit`.
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the whole problem; required on the first call,
+            ignored afterwards.
+
+        Returns
+        -------
+        self
+        """
+        first = _check_partial_fit_first_call(self, classes)
+        dtype = self._check_params()
+        if first and hasattr(self, "network_"):
+            del self.network_
+        X, y_index, seen = self._validate_training_data(
+            X, y, reset=first, classes=self.classes_)
+        rng = (check_random_state(self.random_state) if first
+               else self._partial_fit_rng)
+        if first:
+            self._initialize(dtype, rng)
+        self._partial_fit_rng = rng
+        return self._train(X, y_index, rng, epochs=1, incremental=True)
+
+    def _validate_training_data(self, X, y, reset, classes=None):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None")
+        dtype = self._check_params()
+        X = self._validate_X(X, reset=reset, dtype=dtype)
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        check_classification_targets(y)
+        if classes is None:
+            classes, y_index = np.unique(y, return_inverse=True)
+            if len(classes) < 2:
+                raise ValueError(
+                    f"y has only one class ({classes[0]!r}); a classifier needs "
+                    "at least 2 classes")
+        else:
+            y_index = np.searchsorted(classes, y)
+            y_index[y_index >= len(classes)] = 0
+            unknown = classes[y_index] != y
+            if np.any(unknown):
+                raise ValueError(
+                    f"y contains labels not in classes: {np.unique(y[unknown])}")
+        if len(X) < 2 and classes is None:
+            raise ValueError(
+                f"n_samples = {len(X)}: at least 2 samples are needed to train")
+        return X, y_index.astype(np.intp), classes
+
+    def _initialize(self, dtype, rng):
+        network = self._build_network(dtype)
+        network.initialize(rng)
+        self.network_ = network
+        self._optimizer_state = None
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self.best_loss_ = None if self.early_stopping else np.inf
+        self.validation_scores_ = [] if self.early_stopping else None
+        self.best_validation_score_ = -np.inf if self.early_stopping else None
+        self._no_improvement_count = 0
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(f"Got batch_size larger than sample size. It is going "
+                          f"to be clipped to {n_samples}")
+        return min(self.batch_size, n_samples)
+
+    def _train(self, X, y_index, rng, epochs, incremental):
+        network = self.network_
+        n_threads = effective_n_threads(self.n_threads)
+        X_val = y_val = None
+        early_stopping = self.early_stopping and not incremental
+        if early_stopping:
+            stratify = y_index if np.bincount(y_index).min() >= 2 else None
+            try:
+                X, X_val, y_index, y_val = train_test_split(
+                    X, y_index, random_state=rng, test_size=self.validation_fraction,
+                    stratify=stratify)
+            except ValueError as error:
+                raise ValueError(
+                    f"early_stopping with validation_fraction="
+                    f"{self.validation_fraction} cannot split {len(y_index)} "
+                    f"samples: {error}") from None
+            if len(X) < 1:
+                raise ValueError("too few samples left for training after the "
+                                 "validation split")
+        n_samples = len(X)
+        batch_size = self._batch_size(n_samples)
+        network.allocate(batch_size, training=True)
+        batch = np.empty((batch_size,) + X.shape[1:], dtype=network.dtype)
+        params = network.params
+        last_good = params.copy()
+        best_params = None
+        stopped_by = None
+        completed = 0
+        optimizer = self._optimizer(network, n_threads)
+        try:
+            for epoch in range(epochs):
+                start = time.perf_counter()
+                np.copyto(last_good, params)
+                order = rng.permutation(n_samples) if self.shuffle else np.arange(n_samples)
+                total_loss = 0.0
+                for batch_start in range(0, n_samples, batch_size):
+                    index = order[batch_start:batch_start + batch_size]
+                    n = len(index)
+                    # mode='clip' writes straight into the buffer ('raise'
+                    # would buffer); the indices are a permutation
+                    xb = np.take(X, index, axis=0, out=batch[:n], mode="clip")
+                    logits = network.forward(xb, n_threads)
+                    loss, grad = F.softmax_cross_entropy(logits, y_index[index])
+                    l2 = self.alpha / n
+                    if self.alpha:
+                        weights = params[:network.n_weights]
+                        loss += 0.5 * l2 * float(np.dot(weights, weights))
+                    if not np.isfinite(loss):
+                        self._diverged(last_good, "loss", epoch, batch_start // batch_size)
+                    network.backward(grad, n_threads)
+                    optimizer(l2)
+                    total_loss += loss * n
+                    if self.verbose >= 2:
+                        self._progress(epoch, batch_start + n, n_samples)
+                if not np.isfinite(params).all():
+                    self._diverged(last_good, "weights", epoch, None)
+                self.n_iter_ += 1
+                self.t_ += n_samples
+                completed += 1
+                epoch_loss = total_loss / n_samples
+                self.loss_curve_.append(epoch_loss)
+                seconds = time.perf_counter() - start
+                if early_stopping:
+                    score = self._accuracy(X_val, y_val, n_threads)
+                    self.validation_scores_.append(score)
+                    if score > self.best_validation_score_:
+                        best_params = params.copy()
+                    improved = score >= self.best_validation_score_ + self.tol
+                    self.best_validation_score_ = max(self.best_validation_score_, score)
+                elif self.best_loss_ is not None:
+                    improved = epoch_loss <= self.best_loss_ - self.tol
+                    self.best_loss_ = min(self.best_loss_, epoch_loss)
+                if self.verbose:
+                    self._report(epoch_loss, seconds, n_samples)
+                if incremental:
+                    continue
+                self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+                if self._no_improvement_count > self.n_iter_no_change:
+                    stopped_by = "no improvement"
+                    break
+        except KeyboardInterrupt:
+            np.copyto(params, last_good)
+            warnings.warn(
+                f"fit was interrupted: the weights of the last completed epoch "
+                f"({self.n_iter_}) are kept", UserWarning)
+            stopped_by = "interrupt"
+        finally:
+            network.release()
+        if early_stopping and best_params is not None:
+            np.copyto(params, best_params)
+        if stopped_by is None and not incremental and completed == epochs:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                "reached and the optimization hasn't converged yet.",
+                ConvergenceWarning)
+        if self.verbose and stopped_by == "no improvement":
+            what = "Validation score" if early_stopping else "Training loss"
+            print(f"{what} did not improve more than tol={self.tol} for "
+                  f"{self.n_iter_no_change} consecutive epochs. Stopping.")
+        return self
+
+    def _optimizer(self, network, n_threads):
+        """A function taking one step on the network's gradients, with state
+        kept on the estimator so that partial_fit and warm_start continue."""
+        params, grads = network.params, network.grads
+        state = self._optimizer_state
+        if state is None or state["solver"] != self.solver or len(state["buffers"][0]) != len(params):
+            count = 2 if self.solver == "adam" else 1
+            state = {"solver": self.solver, "step": 0,
+                     "buffers": [np.zeros_like(params) for _ in range(count)]}
+            self._optimizer_state = state
+        buffers, n_weights = state["buffers"], network.n_weights
+
+        if self.solver == "adam":
+            def step(l2):
+                state["step"] += 1
+                F.adam_update(params, grads, buffers[0], buffers[1], state["step"],
+                              self.learning_rate_init, self.beta_1, self.beta_2,
+                              self.epsilon, l2, n_weights, n_threads)
+        else:
+            def step(l2):
+                F.sgd_update(params, grads, buffers[0], self.learning_rate_init,
+                             self.momentum, self.nesterovs_momentum, l2,
+                             n_weights, n_threads)
+        return step
+
+    def _diverged(self, last_good, what, epoch, batch):
+        self.network_.params[...] = last_good
+        where = f"epoch {epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
+        raise TrainingDivergedError(
+            f"Training diverged: the {what} became NaN or infinite in {where}. "
+            f"learning_rate_init={self.learning_rate_init} is probably too "
+            "high (or the input needs scaling, e.g. with StandardScaler). The "
+            f"weights of the last completed epoch ({self.n_iter_}) are kept.")
+
+    def _report(self, loss, seconds, n_samples):
+        line = f"Epoch {self.n_iter_}: loss = {loss:.6f}"
+        if self.validation_scores_:
+            line += f", validation score = {self.validation_scores_[-1]:.4f}"
+        line += f", {seconds:.2f} s, {n_samples / max(seconds, 1e-9):,.0f} images/s"
+        if self.verbose >= 2:
+            sys.stdout.write("\r" + " " * 60 + "\r")
+        print(line, flush=True)
+
+    def _progress(self, epoch, done, total):
+        width = 30
+        filled = width * done // total
+        sys.stdout.write(f"\rEpoch {self.n_iter_ + 1} [{'=' * filled}"
+                         f"{'.' * (width - filled)}] {done}/{total}")
+        sys.stdout.flush()
+
+    # -------------------------------------------------------- predict
+
+    def _logits(self, X, n_threads):
+        """Scores for X (already validated), in batches of bounded memory."""
+        network = self.network_.inference_copy()
+        per_sample = max(1, network.per_sample_bytes())
+        capacity = int(max(1, min(_MAX_PREDICT_BATCH, len(X),
+                                  _PREDICT_BUFFER_BYTES // per_sample)))
+        network.allocate(capacity, training=False)
+        scores = np.empty((len(X), len(self.classes_)), dtype=network.dtype)
+        for start in range(0, len(X), capacity):
+            chunk = np.ascontiguousarray(X[start:start + capacity])
+            scores[start:start + len(chunk)] = network.forward(chunk, n_threads)
+        return scores
+
+    def _accuracy(self, X, y_index, n_threads):
+        return float(np.mean(self._logits(X, n_threads).argmax(axis=1) == y_index))
+
+    def _predict_scores(self, X):
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False, dtype=self.network_.dtype)
+        return self._logits(X, effective_n_threads(self.n_threads))
+
+    def predict_log_proba(self, X):
+        """Log of the class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        return F.log_softmax(self._predict_scores(X))
+
+    def predict_proba(self, X):
+        """Class probabilities (softmax of the network's scores).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
+        return F.softmax(self._predict_scores(X))
+
+    def predict(self, X):
+        """Predicted class of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        return self.classes_[self._predict_scores(X).argmax(axis=1)]
+
+    # ----------------------------------------------------- attributes
+
+    @property
+    def coefs_(self):
+        check_is_fitted(self)
+        return [layer.weight for layer in self.network_.parametric_layers]
+
+    @property
+    def intercepts_(self):
+        check_is_fitted(self)
+        return [layer.bias for layer in self.network_.parametric_layers]
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "network_")

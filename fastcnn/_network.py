@@ -1,0 +1,418 @@
+"""The network the estimator trains: runtime layers built from the
+specifications in :mod:`fastcnn.layers`.
+
+A runtime layer owns its shapes, views of its parameters and of their
+gradients, and the buffers its forward and backward passes write into.
+Buffers are allocated for a batch capacity once and reused: a smaller batch
+(the last of an epoch) uses the leading samples of each buffer, which stay
+C-contiguous. Every computation goes through :mod:`fastcnn.functional` with
+``out=``, so a training step allocates nothing of the size of a batch.
+
+All parameters of a network live in one flat array, weights first and then
+biases, and their gradients in another of the same layout: the optimizer
+updates everything in one pass, and the L2 penalty covers exactly the
+leading ``n_weights`` entries.
+"""
+import time
+
+import numpy as np
+
+from . import functional as F
+from . import layers as L
+
+
+def _per_axis(value, ndim):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * ndim
+
+
+def _describe(shape):
+    return "(C, H, W) = " if len(shape) == 3 else "(C, L) = " if len(shape) == 2 else ""
+
+
+class Layer:
+    """A layer at run time; subclasses fill in shapes and passes.
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple
+        Shape of one sample, without the batch axis.
+    weight_shape, bias_shape : tuple or None
+        Shapes of the parameters (None: the layer has none).
+    fan_in : int
+        Inputs feeding one output, for the initialisation.
+    """
+    weight_shape = None
+    bias_shape = None
+    fan_in = 0
+
+    def __init__(self, spec, input_shape, position):
+        self.spec = spec
+        self.position = position
+        self.input_shape = tuple(input_shape)
+        self.output_shape = self.input_shape
+        self.weight = self.bias = self.grad_weight = self.grad_bias = None
+
+    def where(self):
+        return f"layers[{self.position}] {type(self.spec).__name__}"
+
+    def allocate(self, capacity, dtype, training):
+        """Buffers for batches of up to ``capacity`` samples."""
+
+    def forward(self, x, n_threads):
+        raise NotImplementedError
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        """Parameter gradients into grad_weight/grad_bias; returns the
+        gradient with respect to the input when need_grad_x."""
+        raise NotImplementedError
+
+    def drop_buffers(self):
+        for name in list(vars(self)):
+            if name.startswith("buf_") or name in ("x", "y"):
+                setattr(self, name, None)
+
+
+class Conv(Layer):
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        ndim = spec.spatial_ndim
+        if len(self.input_shape) != ndim + 1:
+            kind = "images (C, H, W)" if ndim == 2 else "signals (C, L)"
+            raise ValueError(
+                f"{self.where()} works on {kind} but receives samples of "
+                f"shape {self.input_shape}")
+        channels, spatial = self.input_shape[0], self.input_shape[1:]
+        kernel = _per_axis(spec.kernel_size, ndim)
+        if spec.padding == "same":
+            padding = tuple((k - 1) // 2 for k in kernel)
+        elif spec.padding == "valid":
+            padding = (0,) * ndim
+        else:
+            padding = _per_axis(spec.padding, ndim)
+        self.stride, self.padding = _per_axis(spec.stride, ndim), padding
+        if any(k > s + 2 * p for k, s, p in zip(kernel, spatial, padding)):
+            raise ValueError(
+                f"{self.where()}: kernel_size {kernel} is larger than its "
+                f"padded input {_describe(self.input_shape)}{self.input_shape} "
+                f"with padding {padding}")
+        out = tuple(F.output_size(s, k, st, p) for s, k, st, p
+                    in zip(spatial, kernel, self.stride, padding))
+        self.output_shape = (spec.filters,) + out
+        self.weight_shape = (spec.filters, channels) + kernel
+        self.bias_shape = (spec.filters,)
+        self.fan_in = channels * int(np.prod(kernel))
+        if ndim == 2:
+            self._forward = F.correlate2d
+            self._backward_input = F.correlate2d_backward_input
+            self._backward_kernel = F.correlate2d_backward_kernel
+        else:
+            self._forward = F.correlate1d
+            self._backward_input = F.correlate1d_backward_input
+            self._backward_kernel = F.correlate1d_backward_kernel
+
+    def allocate(self, capacity, dtype, training):
+        self.buf_y = np.empty((capacity,) + self.output_shape, dtype=dtype)
+        self.buf_grad_x = (np.empty((capacity,) + self.input_shape, dtype=dtype)
+                           if training else None)
+
+    def forward(self, x, n_threads):
+        self.x = x
+        return self._forward(x, self.weight, self.bias, self.stride,
+                             self.padding, n_threads, out=self.buf_y[:len(x)])
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        x = self.x
+        self._backward_kernel(x, grad_y, self.weight_shape, self.stride,
+                              self.padding, n_threads,
+                              out=(self.grad_weight, self.grad_bias))
+        if need_grad_x:
+            return self._backward_input(grad_y, self.weight, x.shape,
+                                        self.stride, self.padding, n_threads,
+                                        out=self.buf_grad_x[:len(x)])
+        return None
+
+
+class Pool(Layer):
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        ndim = spec.spatial_ndim
+        if len(self.input_shape) != ndim + 1:
+            kind = "images (C, H, W)" if ndim == 2 else "signals (C, L)"
+            raise ValueError(
+                f"{self.where()} works on {kind} but receives samples of "
+                f"shape {self.input_shape}")
+        spatial = self.input_shape[1:]
+        self.size = _per_axis(spec.pool_size, ndim)
+        self.stride = (self.size if spec.stride is None
+                       else _per_axis(spec.stride, ndim))
+        if any(k > s for k, s in zip(self.size, spatial)):
+            raise ValueError(
+                f"{self.where()}: pool_size {self.size} is larger than its "
+                f"input {_describe(self.input_shape)}{self.input_shape}")
+        out = tuple(F.output_size(s, k, st) for s, k, st
+                    in zip(spatial, self.size, self.stride))
+        self.output_shape = self.input_shape[:1] + out
+        self.is_max = isinstance(spec, (L.MaxPool2D, L.MaxPool1D))
+        two_d = ndim == 2
+        if self.is_max:
+            self._forward = F.max_pool2d if two_d else F.max_pool1d
+            self._backward = F.max_pool2d_backward if two_d else F.max_pool1d_backward
+        else:
+            self._forward = F.avg_pool2d if two_d else F.avg_pool1d
+            self._backward = F.avg_pool2d_backward if two_d else F.avg_pool1d_backward
+
+    def allocate(self, capacity, dtype, training):
+        shape = (capacity,) + self.output_shape
+        self.buf_y = np.empty(shape, dtype=dtype)
+        self.buf_argmax = np.empty(shape, dtype=np.int32) if self.is_max else None
+        self.buf_grad_x = (np.empty((capacity,) + self.input_shape, dtype=dtype)
+                           if training else None)
+
+    def forward(self, x, n_threads):
+        n = len(x)
+        self.x_shape = x.shape
+        if self.is_max:
+            y, self.argmax = self._forward(
+                x, self.size, self.stride, n_threads,
+                out=(self.buf_y[:n], self.buf_argmax[:n]))
+            return y
+        return self._forward(x, self.size, self.stride, n_threads,
+                             out=self.buf_y[:n])
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        out = self.buf_grad_x[:self.x_shape[0]]
+        if self.is_max:
+            return self._backward(grad_y, self.argmax, self.x_shape, n_threads,
+                                  out=out)
+        return self._backward(grad_y, self.x_shape, self.size, self.stride,
+                              n_threads, out=out)
+
+
+class ReLU(Layer):
+    """In place on its input, except as the first layer (whose input is the
+    caller's batch, which must not change)."""
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        self.in_place = position > 0
+
+    def allocate(self, capacity, dtype, training):
+        self.buf_y = (None if self.in_place else
+                      np.empty((capacity,) + self.input_shape, dtype=dtype))
+
+    def forward(self, x, n_threads):
+        out = x if self.in_place else self.buf_y[:len(x)]
+        self.y = F.relu(x, n_threads, out=out)
+        return self.y
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        # grad_y is the next layer's buffer, free to overwrite now
+        return F.relu_backward(grad_y, self.y, n_threads, out=grad_y)
+
+
+class Flatten(Layer):
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        self.output_shape = (int(np.prod(self.input_shape)),)
+
+    def forward(self, x, n_threads):
+        return x.reshape(len(x), -1)   # a view: buffers are C-contiguous
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        return grad_y.reshape((len(grad_y),) + self.input_shape)
+
+
+class Dense(Layer):
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        features = int(np.prod(self.input_shape))
+        self.output_shape = (spec.units,)
+        self.weight_shape = (spec.units, features)
+        self.bias_shape = (spec.units,)
+        self.fan_in = features
+
+    def allocate(self, capacity, dtype, training):
+        self.buf_y = np.empty((capacity,) + self.output_shape, dtype=dtype)
+        self.buf_grad_x = (np.empty((capacity, self.fan_in), dtype=dtype)
+                           if training else None)
+
+    def forward(self, x, n_threads):
+        self.x = x.reshape(len(x), -1)
+        return F.linear(self.x, self.weight, self.bias, n_threads,
+                        out=self.buf_y[:len(x)])
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        F.linear_backward_weight(self.x, grad_y, n_threads,
+                                 out=(self.grad_weight, self.grad_bias))
+        if not need_grad_x:
+            return None
+        grad_x = F.linear_backward_input(grad_y, self.weight, n_threads,
+                                         out=self.buf_grad_x[:len(grad_y)])
+        return grad_x.reshape((len(grad_y),) + self.input_shape)
+
+
+_RUNTIME = {
+    L.Conv2D: Conv, L.Conv1D: Conv,
+    L.MaxPool2D: Pool, L.MaxPool1D: Pool, L.AvgPool2D: Pool, L.AvgPool1D: Pool,
+    L.ReLU: ReLU, L.Flatten: Flatten, L.Dense: Dense,
+}
+
+
+class Network:
+    """A sequence of runtime layers over one flat parameter array.
+
+    Parameters
+    ----------
+    specs : list of fastcnn.layers specifications
+        The whole network, output layer included.
+    input_shape : tuple
+        Shape of one sample, ``(C, H, W)`` or ``(C, L)``.
+    dtype : numpy dtype (float32 or float64)
+
+    Attributes
+    ----------
+    params, grads : 1-D arrays
+        All parameters (weights first, then biases) and their gradients.
+    n_weights : int
+        Number of leading entries of ``params`` that are weights.
+    profile : dict or None
+        When a dict, forward and backward seconds are added up per layer
+        under keys ``(position, name, 'forward' | 'backward')``.
+    """
+
+    def __init__(self, specs, input_shape, dtype):
+        self.specs = list(specs)
+        self.input_shape = tuple(input_shape)
+        self.dtype = np.dtype(dtype)
+        self.layers = []
+        shape = self.input_shape
+        for position, spec in enumerate(self.specs):
+            runtime = _RUNTIME.get(type(spec))
+            if runtime is None:
+                raise ValueError(
+                    f"layers[{position}] must be a layer specification from "
+                    f"fastcnn.layers, got {spec!r}")
+            layer = runtime(spec, shape, position)
+            self.layers.append(layer)
+            shape = layer.output_shape
+        self.output_shape = shape
+        with_params = [layer for layer in self.layers if layer.weight_shape]
+        weight_sizes = [int(np.prod(layer.weight_shape)) for layer in with_params]
+        bias_sizes = [int(np.prod(layer.bias_shape)) for layer in with_params]
+        self.n_weights = sum(weight_sizes)
+        self.params = np.zeros(self.n_weights + sum(bias_sizes), dtype=self.dtype)
+        self.grads = np.zeros_like(self.params)
+        self._bind()
+        self.capacity = 0
+        self.training = False
+        self.profile = None
+
+    def _bind(self):
+        """Point every layer's parameter attributes at its part of the flat
+        arrays."""
+        weight_at, bias_at = 0, self.n_weights
+        for layer in self.layers:
+            if not layer.weight_shape:
+                continue
+            w_size = int(np.prod(layer.weight_shape))
+            b_size = int(np.prod(layer.bias_shape))
+            layer.weight = self.params[weight_at:weight_at + w_size].reshape(layer.weight_shape)
+            layer.grad_weight = self.grads[weight_at:weight_at + w_size].reshape(layer.weight_shape)
+            layer.bias = self.params[bias_at:bias_at + b_size]
+            layer.grad_bias = self.grads[bias_at:bias_at + b_size]
+            weight_at += w_size
+            bias_at += b_size
+
+    @property
+    def parametric_layers(self):
+        return [layer for layer in self.layers if layer.weight_shape]
+
+    def initialize(self, rng):
+        """He-uniform weights for the hidden layers (they feed ReLUs),
+        Glorot-uniform for the output layer, zero biases; drawn in float64
+        from ``rng`` (a numpy RandomState) in layer order."""
+        with_params = self.parametric_layers
+        for i, layer in enumerate(with_params):
+            if i == len(with_params) - 1:
+                fan_out = layer.weight_shape[0]
+                bound = np.sqrt(6.0 / (layer.fan_in + fan_out))
+            else:
+                bound = np.sqrt(6.0 / layer.fan_in)
+            layer.weight[...] = rng.uniform(-bound, bound, layer.weight_shape)
+            layer.bias[...] = 0
+
+    def allocate(self, capacity, training):
+        """Buffers for batches of up to ``capacity`` samples."""
+        if capacity == self.capacity and training == self.training:
+            return
+        for layer in self.layers:
+            layer.allocate(capacity, self.dtype, training)
+        self.capacity, self.training = capacity, training
+
+    def release(self):
+        """Drop every batch buffer (they are rebuilt on the next allocate)."""
+        for layer in self.layers:
+            layer.drop_buffers()
+        self.capacity = 0
+
+    def forward(self, x, n_threads):
+        """Scores (N, n_outputs) for a batch ``x`` of at most ``capacity``
+        samples, C-contiguous, of the network's dtype."""
+        profile = self.profile
+        for layer in self.layers:
+            if profile is None:
+                x = layer.forward(x, n_threads)
+            else:
+                start = time.perf_counter()
+                x = layer.forward(x, n_threads)
+                key = (layer.position, type(layer.spec).__name__, "forward")
+                profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
+        return x
+
+    def backward(self, grad, n_threads):
+        """Fill ``grads`` from the gradient of the loss with respect to the
+        scores; the input's own gradient is never computed."""
+        profile = self.profile
+        for layer in reversed(self.layers):
+            need_grad_x = layer.position > 0
+            if profile is None:
+                grad = layer.backward(grad, need_grad_x, n_threads)
+            else:
+                start = time.perf_counter()
+                grad = layer.backward(grad, need_grad_x, n_threads)
+                key = (layer.position, type(layer.spec).__name__, "backward")
+                profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
+
+    def inference_copy(self):
+        """A network sharing these parameters with buffers of its own, so
+        that predictions running at the same time never share buffers."""
+        twin = Network.__new__(Network)
+        twin.__setstate__(self.__getstate__(), share_params=True)
+        return twin
+
+    def per_sample_bytes(self, training=False):
+        """Bytes of buffers one sample needs in a batch."""
+        total = sum(int(np.prod(layer.output_shape)) for layer in self.layers)
+        if training:
+            total += sum(int(np.prod(layer.input_shape)) for layer in self.layers)
+        return total * self.dtype.itemsize
+
+    # Pickling keeps the specifications and the flat parameters; views and
+    # buffers are rebuilt on loading.
+    def __getstate__(self):
+        return {"specs": self.specs, "input_shape": self.input_shape,
+                "dtype": self.dtype.str, "params": self.params}
+
+    def __setstate__(self, state, share_params=False):
+        self.__init__(state["specs"], state["input_shape"], state["dtype"])
+        if share_params:
+            self.params = state["params"]
+            self._bind()
+        else:
+            self.params[...] = state["params"]

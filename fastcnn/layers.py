@@ -1,0 +1,164 @@
+"""Layer specifications: what a network is made of, not its weights.
+
+Each class here is a small immutable record (a frozen dataclass) that
+describes one layer. It validates its own arguments when created, compares
+by value, and is safe to clone, deep-copy and pickle, so a list of them can
+be given as ``CNNClassifier(layers=[...])`` and searched over by
+``GridSearchCV``. Weights never live here: a fitted estimator keeps them in
+its fitted attributes (``network_``, ``coefs_``, ``intercepts_``).
+
+Images are channels-first ``(C, H, W)``, signals ``(C, L)``. The output
+layer (a ``Dense`` with one unit per class) is added by the estimator.
+
+Example
+-------
+>>> from fastcnn.layers import Conv2D, ReLU, MaxPool2D, Flatten, Dense
+>>> lenet5 = [Conv2D(6, 5, padding=2), ReLU(), MaxPool2D(2),
+...           Conv2D(16, 5), ReLU(), MaxPool2D(2),
+...           Flatten(), Dense(120), ReLU(), Dense(84), ReLU()]
+"""
+import numbers
+from dataclasses import dataclass
+
+__all__ = ["Conv2D", "Conv1D", "MaxPool2D", "MaxPool1D", "AvgPool2D",
+           "AvgPool1D", "ReLU", "Flatten", "Dense", "LayerSpec"]
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_per_axis(layer, name, value, ndim, minimum, allow_none=False):
+    """An int, or a tuple of ``ndim`` ints, each >= minimum."""
+    if value is None and allow_none:
+        return
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if (len(values) not in (1, ndim) or not all(_is_int(v) for v in values)
+            or min(values) < minimum):
+        shape = "an int" if ndim == 1 else f"an int or a tuple of {ndim} ints"
+        raise ValueError(
+            f"{layer}: {name} must be {shape} >= {minimum}, got {value!r}")
+
+
+class LayerSpec:
+    """Base of all layer specifications."""
+
+    #: number of spatial axes the layer works on (None: any)
+    spatial_ndim = None
+
+
+@dataclass(frozen=True)
+class _Conv(LayerSpec):
+    filters: int
+    kernel_size: object
+    stride: object = 1
+    padding: object = 0
+
+    def __post_init__(self):
+        name, ndim = type(self).__name__, self.spatial_ndim
+        if not _is_int(self.filters) or self.filters < 1:
+            raise ValueError(
+                f"{name}: filters must be a positive int, got {self.filters!r}")
+        _check_per_axis(name, "kernel_size", self.kernel_size, ndim, 1)
+        _check_per_axis(name, "stride", self.stride, ndim, 1)
+        if isinstance(self.padding, str):
+            if self.padding not in ("same", "valid"):
+                raise ValueError(
+                    f"{name}: padding must be 'same', 'valid' or an int, "
+                    f"got {self.padding!r}")
+            kernel = (self.kernel_size if isinstance(self.kernel_size, (tuple, list))
+                      else (self.kernel_size,))
+            if self.padding == "same" and any(k % 2 == 0 for k in kernel):
+                raise ValueError(
+                    f"{name}: padding='same' needs an odd kernel_size (the "
+                    f"padding is the same on both sides), got {self.kernel_size!r}")
+        else:
+            _check_per_axis(name, "padding", self.padding, ndim, 0)
+
+
+@dataclass(frozen=True)
+class Conv2D(_Conv):
+    """2-D convolution (correlation) of images, ``(C, H, W) -> (filters, Ho, Wo)``.
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default 1
+    padding : int, (int, int), 'same' or 'valid', default 0
+        Zeros added on each side. 'valid' is 0; 'same' is ``(k - 1) // 2``
+        for an odd kernel, which keeps the size at stride 1.
+    """
+    spatial_ndim = 2
+
+
+@dataclass(frozen=True)
+class Conv1D(_Conv):
+    """1-D convolution (correlation) of signals, ``(C, L) -> (filters, Lo)``.
+
+    Parameters as for :class:`Conv2D`, with ints for the one axis.
+    """
+    spatial_ndim = 1
+
+
+@dataclass(frozen=True)
+class _Pool(LayerSpec):
+    pool_size: object
+    stride: object = None
+
+    def __post_init__(self):
+        name, ndim = type(self).__name__, self.spatial_ndim
+        _check_per_axis(name, "pool_size", self.pool_size, ndim, 1)
+        _check_per_axis(name, "stride", self.stride, ndim, 1, allow_none=True)
+
+
+@dataclass(frozen=True)
+class MaxPool2D(_Pool):
+    """Maximum over windows of ``pool_size``; stride defaults to the size."""
+    spatial_ndim = 2
+
+
+@dataclass(frozen=True)
+class MaxPool1D(_Pool):
+    """Maximum over windows of a signal; stride defaults to the size."""
+    spatial_ndim = 1
+
+
+@dataclass(frozen=True)
+class AvgPool2D(_Pool):
+    """Mean over windows of ``pool_size``; stride defaults to the size."""
+    spatial_ndim = 2
+
+
+@dataclass(frozen=True)
+class AvgPool1D(_Pool):
+    """Mean over windows of a signal; stride defaults to the size."""
+    spatial_ndim = 1
+
+
+@dataclass(frozen=True)
+class ReLU(LayerSpec):
+    """``max(x, 0)``, elementwise, any shape."""
+
+
+@dataclass(frozen=True)
+class Flatten(LayerSpec):
+    """``(C, ...) -> (C * ...,)``. A :class:`Dense` layer flattens its input
+    itself, so this is optional; it costs nothing (no copy)."""
+
+
+@dataclass(frozen=True)
+class Dense(LayerSpec):
+    """Fully connected layer with ``units`` outputs; flattens its input.
+
+    Parameters
+    ----------
+    units : int
+    """
+    units: int
+
+    def __post_init__(self):
+        if not _is_int(self.units) or self.units < 1:
+            raise ValueError(
+                f"Dense: units must be a positive int, got {self.units!r}")
