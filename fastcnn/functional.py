@@ -919,6 +919,8 @@ def softmax_cross_entropy(logits, target):
         raise ValueError(f"logits must have shape (N, K), got {log_p.shape}")
     target = np.asarray(target)
     n, k = log_p.shape
+    if n == 0 or k == 0:
+        raise ValueError(f"logits must not be empty, got shape {log_p.shape}")
     if target.shape != (n,) or target.dtype.kind not in "iu":
         raise ValueError(
             f"target must be {n} integer class indices, got shape "
@@ -943,11 +945,26 @@ def _check_update(params, **others):
     if params.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"params must be float32 or float64, got {params.dtype}")
     for name, a in others.items():
-        if not isinstance(a, np.ndarray) or a.shape != params.shape or (
-                a.dtype != params.dtype) or not a.flags.c_contiguous:
+        if isinstance(a, np.ndarray) and a.dtype != params.dtype:
+            raise TypeError(
+                f"params has dtype {params.dtype} but {name} has dtype "
+                f"{a.dtype}; all must share one float dtype")
+        if not isinstance(a, np.ndarray) or a.shape != params.shape or not (
+                a.flags.c_contiguous and (name == "grads" or a.flags.writeable)):
             raise ValueError(
-                f"{name} must be a contiguous array of params' shape "
-                f"{params.shape} and dtype {params.dtype}")
+                f"{name} must be a contiguous{'' if name == 'grads' else ', writeable'} "
+                f"array of params' shape {params.shape}")
+
+
+def _check_n_penalized(n_penalized, size):
+    if n_penalized is None:
+        return size
+    n_penalized = _integer(n_penalized, "n_penalized", 0)
+    if n_penalized > size:
+        raise ValueError(
+            f"n_penalized must be at most the number of parameters {size}, "
+            f"got {n_penalized}")
+    return n_penalized
 
 
 def sgd_update(params, grads, velocity, learning_rate, momentum=0.9,
@@ -967,7 +984,7 @@ def sgd_update(params, grads, velocity, learning_rate, momentum=0.9,
     n_penalized : int or None
     """
     _check_update(params, grads=grads, velocity=velocity)
-    n_penalized = params.size if n_penalized is None else n_penalized
+    n_penalized = _check_n_penalized(n_penalized, params.size)
     _optim.sgd_step(params, grads, velocity, learning_rate, momentum,
                     bool(nesterov), l2, n_penalized,
                     effective_n_threads(n_threads))
@@ -987,7 +1004,7 @@ def adam_update(params, grads, first_moment, second_moment, step,
     _check_update(params, grads=grads, first_moment=first_moment,
                   second_moment=second_moment)
     step = _integer(step, "step", 1)
-    n_penalized = params.size if n_penalized is None else n_penalized
+    n_penalized = _check_n_penalized(n_penalized, params.size)
     step_size = (learning_rate * np.sqrt(1 - beta_2 ** step)
                  / (1 - beta_1 ** step))
     _optim.adam_step(params, grads, first_moment, second_moment, step_size,

@@ -18,6 +18,9 @@ from libc.stddef cimport ptrdiff_t
 
 from gemm cimport *
 
+# This module holds its own copy of gemm.c, hence its own kernel choice.
+fcnn_gemm_select(1)
+
 # Below this many multiply-adds a product runs on one thread: waking a
 # second one costs more than it saves.
 cdef Py_ssize_t MIN_WORK_PER_THREAD = 1 << 18

@@ -3,20 +3,37 @@ and Adam, each in one pass over the parameters.
 
 All of a network's parameters live in one flat array, weights first, so the
 L2 penalty applies to the first n_penalized entries (the weights, not the
-biases). Threads take fixed blocks of BLOCK entries: each entry is updated by
-the same instructions whatever the thread count, so the bits do not depend
-on it. Formulas as in scikit-learn's MLP optimizers.
+biases). The loops are in elementwise.h; threads take fixed blocks of BLOCK
+entries, and every entry goes through the same arithmetic whatever the
+thread count. Formulas as in scikit-learn's MLP optimizers.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt
+from libc.stddef cimport ptrdiff_t
 
-cdef Py_ssize_t BLOCK = 4096
-cdef Py_ssize_t MIN_PARALLEL = 1 << 16
+cdef extern from "elementwise.h" nogil:
+    void fcnn_sgd_f32(float *p, const float *g, float *vel, ptrdiff_t n,
+                      float lr, float mu, int nesterov, float l2)
+    void fcnn_sgd_f64(double *p, const double *g, double *vel, ptrdiff_t n,
+                      double lr, double mu, int nesterov, double l2)
+    void fcnn_adam_f32(float *p, const float *g, float *m1, float *m2,
+                       ptrdiff_t n, float step, float b1, float b2, float eps,
+                       float l2)
+    void fcnn_adam_f64(double *p, const double *g, double *m1, double *m2,
+                       ptrdiff_t n, double step, double b1, double b2,
+                       double eps, double l2)
+
+cdef Py_ssize_t BLOCK = 1 << 14
+cdef Py_ssize_t MIN_PARALLEL = 1 << 17
 
 
 cdef inline int threads_for(Py_ssize_t n, int n_threads) noexcept nogil:
     return n_threads if n >= MIN_PARALLEL else 1
+
+
+cdef inline Py_ssize_t clip(Py_ssize_t v, Py_ssize_t low,
+                            Py_ssize_t high) noexcept nogil:
+    return low if v < low else (high if v > high else v)
 
 
 def sgd_step(floating[::1] params, const floating[::1] grads,
@@ -25,22 +42,28 @@ def sgd_step(floating[::1] params, const floating[::1] grads,
     """velocity = momentum * velocity - lr * g, with g = grad + l2 * param on
     the penalized entries; params += velocity, or with Nesterov
     params += momentum * velocity - lr * g."""
-    cdef Py_ssize_t n = params.shape[0], block, i, end
-    cdef floating lr = learning_rate, mu = momentum, lam = l2, g, v
+    cdef Py_ssize_t n = params.shape[0], block, start, split, end
+    cdef floating *p = &params[0]
+    cdef const floating *g = &grads[0]
+    cdef floating *vel = &velocity[0]
     with nogil:
         for block in prange((n + BLOCK - 1) // BLOCK, schedule='static',
                             num_threads=threads_for(n, n_threads)):
-            end = (block + 1) * BLOCK if (block + 1) * BLOCK < n else n
-            for i in range(block * BLOCK, end):
-                g = grads[i]
-                if i < n_penalized:
-                    g = g + lam * params[i]
-                v = mu * velocity[i] - lr * g
-                velocity[i] = v
-                if nesterov:
-                    params[i] = params[i] + (mu * v - lr * g)
-                else:
-                    params[i] = params[i] + v
+            # [start, split) is penalized, [split, end) is not. (Assigned
+            # here, not through pointers, so that prange makes them private.)
+            start = block * BLOCK
+            end = clip(start + BLOCK, 0, n)
+            split = clip(n_penalized, start, end)
+            if floating is float:
+                fcnn_sgd_f32(p + start, g + start, vel + start, split - start,
+                             learning_rate, momentum, nesterov, l2)
+                fcnn_sgd_f32(p + split, g + split, vel + split, end - split,
+                             learning_rate, momentum, nesterov, 0)
+            else:
+                fcnn_sgd_f64(p + start, g + start, vel + start, split - start,
+                             learning_rate, momentum, nesterov, l2)
+                fcnn_sgd_f64(p + split, g + split, vel + split, end - split,
+                             learning_rate, momentum, nesterov, 0)
 
 
 def adam_step(floating[::1] params, const floating[::1] grads,
@@ -50,19 +73,30 @@ def adam_step(floating[::1] params, const floating[::1] grads,
     """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
     params -= step_size * m / (sqrt(v) + eps), with g as in sgd_step and
     step_size = lr * sqrt(1 - b2^t) / (1 - b1^t) given by the caller."""
-    cdef Py_ssize_t n = params.shape[0], block, i, end
-    cdef floating b1 = beta_1, b2 = beta_2, eps = epsilon, lam = l2
-    cdef floating step = step_size, g, m, v
+    cdef Py_ssize_t n = params.shape[0], block, start, split, end
+    cdef floating *p = &params[0]
+    cdef const floating *g = &grads[0]
+    cdef floating *m1 = &first_moment[0]
+    cdef floating *m2 = &second_moment[0]
     with nogil:
         for block in prange((n + BLOCK - 1) // BLOCK, schedule='static',
                             num_threads=threads_for(n, n_threads)):
-            end = (block + 1) * BLOCK if (block + 1) * BLOCK < n else n
-            for i in range(block * BLOCK, end):
-                g = grads[i]
-                if i < n_penalized:
-                    g = g + lam * params[i]
-                m = b1 * first_moment[i] + (1 - b1) * g
-                v = b2 * second_moment[i] + (1 - b2) * g * g
-                first_moment[i] = m
-                second_moment[i] = v
-                params[i] = params[i] - step * m / (sqrt(v) + eps)
+            # [start, split) is penalized, [split, end) is not. (Assigned
+            # here, not through pointers, so that prange makes them private.)
+            start = block * BLOCK
+            end = clip(start + BLOCK, 0, n)
+            split = clip(n_penalized, start, end)
+            if floating is float:
+                fcnn_adam_f32(p + start, g + start, m1 + start, m2 + start,
+                              split - start, step_size, beta_1, beta_2,
+                              epsilon, l2)
+                fcnn_adam_f32(p + split, g + split, m1 + split, m2 + split,
+                              end - split, step_size, beta_1, beta_2,
+                              epsilon, 0)
+            else:
+                fcnn_adam_f64(p + start, g + start, m1 + start, m2 + start,
+                              split - start, step_size, beta_1, beta_2,
+                              epsilon, l2)
+                fcnn_adam_f64(p + split, g + split, m1 + split, m2 + split,
+                              end - split, step_size, beta_1, beta_2,
+                              epsilon, 0)

@@ -9,7 +9,16 @@ The caller (fastcnn.functional) validates shapes and allocates outputs.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t
+from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
+
+cdef extern from "pooling.h" nogil:
+    void fcnn_max_pool_row_f32(const float *x, ptrdiff_t W, ptrdiff_t r0,
+                               ptrdiff_t Wo, ptrdiff_t kh, ptrdiff_t kw,
+                               ptrdiff_t sw, float *y, int32_t *arg)
+    void fcnn_max_pool_row_f64(const double *x, ptrdiff_t W, ptrdiff_t r0,
+                               ptrdiff_t Wo, ptrdiff_t kh, ptrdiff_t kw,
+                               ptrdiff_t sw, double *y, int32_t *arg)
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,
@@ -24,30 +33,20 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], Ho = y.shape[2], Wo = y.shape[3]
-    cdef Py_ssize_t plane, i, j, a, b, idx, best_idx
-    cdef const floating *xp
-    cdef floating *yp
-    cdef int32_t *ap
-    cdef floating v, best
+    cdef Py_ssize_t plane, i
     with nogil:
         for plane in prange(N * C, num_threads=n_threads, schedule='static'):
-            xp = &x[0, 0, 0, 0] + plane * H * W
-            yp = &y[0, 0, 0, 0] + plane * Ho * Wo
-            ap = &argmax[0, 0, 0, 0] + plane * Ho * Wo
             for i in range(Ho):
-                for j in range(Wo):
-                    best_idx = i * sh * W + j * sw
-                    best = xp[best_idx]
-                    for a in range(kh):
-                        for b in range(kw):
-                            idx = (i * sh + a) * W + j * sw + b
-                            v = xp[idx]
-                            # NaN != NaN: the first NaN wins and stays
-                            if v > best or (v != v and best == best):
-                                best = v
-                                best_idx = idx
-                    yp[i * Wo + j] = best
-                    ap[i * Wo + j] = <int32_t> best_idx
+                if floating is float:
+                    fcnn_max_pool_row_f32(
+                        &x[0, 0, 0, 0] + plane * H * W, W, i * sh, Wo, kh, kw,
+                        sw, &y[0, 0, 0, 0] + (plane * Ho + i) * Wo,
+                        &argmax[0, 0, 0, 0] + (plane * Ho + i) * Wo)
+                else:
+                    fcnn_max_pool_row_f64(
+                        &x[0, 0, 0, 0] + plane * H * W, W, i * sh, Wo, kh, kw,
+                        sw, &y[0, 0, 0, 0] + (plane * Ho + i) * Wo,
+                        &argmax[0, 0, 0, 0] + (plane * Ho + i) * Wo)
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
