@@ -5,6 +5,7 @@ import time
 import warnings
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -276,10 +277,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _validate_X(self, X, reset, dtype):
         """X as a C-ordered array of shape (n, *input_shape_) and ``dtype``."""
-        ndim = getattr(X, "ndim", None)
-        if ndim is None and not hasattr(X, "toarray"):
-            ndim = np.ndim(X) if not isinstance(X, str) else 0
-        if ndim is not None and ndim >= 3:
+        if not hasattr(X, "ndim") and not issparse(X) and not isinstance(X, str):
+            X = np.asarray(X)    # lists and other array-likes
+        ndim = getattr(X, "ndim", 2)
+        if ndim >= 3:
             if ndim > 4:
                 raise ValueError(
                     f"X must have 2 to 4 dimensions ((n, C, H, W), (n, H, W), "
@@ -413,6 +414,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"in the previous call to fit. Previously got {self.classes_}, "
                 f"y has {classes}")
         rng = check_random_state(self.random_state)
+        self._rng = rng    # partial_fit after fit goes on drawing from it
         if not warm:
             self.classes_ = classes
             self._initialize(dtype, rng)
@@ -439,11 +441,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             del self.network_
         X, y_index, seen = self._validate_training_data(
             X, y, reset=first, classes=self.classes_)
-        rng = (check_random_state(self.random_state) if first
-               else self._partial_fit_rng)
         if first:
-            self._initialize(dtype, rng)
-        self._partial_fit_rng = rng
+            self._rng = check_random_state(self.random_state)
+            self._initialize(dtype, self._rng)
+        rng = self._rng
         return self._train(X, y_index, rng, epochs=1, incremental=True)
 
     def _validate_training_data(self, X, y, reset, classes=None):
@@ -707,7 +708,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[self._predict_scores(X).argmax(axis=1)]
+        scores = self._predict_scores(X)
+        return self.classes_[scores.argmax(axis=1)]
 
     # ----------------------------------------------------- attributes
 
