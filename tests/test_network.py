@@ -1,0 +1,141 @@
+"""The runtime network: whole-network gradients by finite differences, the
+parameter layout, buffers and pickling."""
+import pickle
+
+import numpy as np
+import pytest
+
+import fastcnn.functional as F
+from fastcnn._network import Network
+from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
+                            Flatten, MaxPool1D, MaxPool2D, ReLU)
+
+IMAGE_NET = ([Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2),
+              Conv2D(4, (2, 3), stride=(1, 2), padding="valid"), ReLU(),
+              AvgPool2D(2, stride=1), Flatten(), Dense(5), ReLU(), Dense(3)],
+             (2, 9, 10))
+SIGNAL_NET = ([Conv1D(3, 5, stride=2, padding=1), ReLU(), MaxPool1D(2, stride=1),
+               Conv1D(2, 3, padding="same"), AvgPool1D(2), Dense(4), ReLU(),
+               Dense(3)],
+              (2, 23))
+NETS = {"images": IMAGE_NET, "signals": SIGNAL_NET}
+
+
+def _loss(network, x, target):
+    logits = network.forward(x, 1)
+    return F.softmax_cross_entropy(logits, target)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_network_gradient_matches_finite_differences(name):
+    specs, input_shape = NETS[name]
+    network = Network(specs, input_shape, np.float64)
+    network.initialize(np.random.RandomState(0))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5,) + input_shape)
+    target = rng.integers(0, 3, size=5)
+    network.allocate(5, training=True)
+    loss, grad = _loss(network, x, target)
+    network.backward(grad, 1)
+    analytic = network.grads.copy()
+    params = network.params
+    numeric = np.empty_like(analytic)
+    eps = 1e-6
+    for i in range(params.size):
+        saved = params[i]
+        params[i] = saved + eps
+        plus = _loss(network, x, target)[0]
+        params[i] = saved - eps
+        minus = _loss(network, x, target)[0]
+        params[i] = saved
+        numeric[i] = (plus - minus) / (2 * eps)
+    assert np.abs(analytic).max() > 1e-3        # the check is not vacuous
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-7)
+
+
+def test_parameter_layout_weights_first_then_biases():
+    specs, input_shape = IMAGE_NET
+    network = Network(specs, input_shape, np.float32)
+    layers = network.parametric_layers
+    n_weights = sum(layer.weight.size for layer in layers)
+    assert network.n_weights == n_weights
+    assert network.params.size == n_weights + sum(layer.bias.size for layer in layers)
+    for layer in layers:   # views, not copies
+        assert np.shares_memory(layer.weight, network.params[:n_weights])
+        assert np.shares_memory(layer.bias, network.params[n_weights:])
+        assert np.shares_memory(layer.grad_weight, network.grads)
+    assert [layer.weight_shape for layer in layers] == [
+        (3, 2, 3, 3), (4, 3, 2, 3), (5, 4 * 2 * 1), (3, 5)]
+
+
+def test_initialization_scales():
+    network = Network([Conv2D(64, 3), ReLU(), Dense(50)], (16, 10, 10), np.float64)
+    network.initialize(np.random.RandomState(0))
+    conv, dense = network.parametric_layers
+    he = np.sqrt(6 / (16 * 9))
+    assert np.abs(conv.weight).max() <= he and np.abs(conv.weight).max() > 0.9 * he
+    glorot = np.sqrt(6 / (dense.fan_in + 50))
+    assert np.abs(dense.weight).max() <= glorot
+    assert np.all(conv.bias == 0) and np.all(dense.bias == 0)
+
+
+def test_smaller_batch_uses_leading_part_of_buffers():
+    specs, input_shape = IMAGE_NET
+    network = Network(specs, input_shape, np.float64)
+    network.initialize(np.random.RandomState(0))
+    x = np.random.default_rng(2).standard_normal((7,) + input_shape)
+    network.allocate(7, training=False)
+    full = network.forward(x, 2).copy()
+    part = network.forward(np.ascontiguousarray(x[:3]), 2)
+    np.testing.assert_array_equal(part, full[:3])
+
+
+def test_relu_as_first_layer_leaves_the_input_alone():
+    network = Network([ReLU(), Dense(2)], (1, 6), np.float64)
+    network.initialize(np.random.RandomState(0))
+    x = np.linspace(-1, 1, 12).reshape(2, 1, 6)
+    before = x.copy()
+    network.allocate(2, training=True)
+    network.forward(x, 1)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_pickle_keeps_parameters_and_drops_buffers():
+    specs, input_shape = IMAGE_NET
+    network = Network(specs, input_shape, np.float32)
+    network.initialize(np.random.RandomState(3))
+    network.allocate(64, training=True)
+    blob = pickle.dumps(network)
+    # buffers for 64 samples would be far larger than the parameters
+    assert len(blob) < 4 * network.params.size + 20_000
+    twin = pickle.loads(blob)
+    np.testing.assert_array_equal(twin.params, network.params)
+    assert np.shares_memory(twin.parametric_layers[0].weight, twin.params)
+    x = np.random.default_rng(0).standard_normal((4,) + input_shape).astype(np.float32)
+    network.allocate(4, training=False)
+    twin.allocate(4, training=False)
+    np.testing.assert_array_equal(twin.forward(x, 1), network.forward(x, 1))
+
+
+def test_inference_copy_shares_parameters_not_buffers():
+    specs, input_shape = IMAGE_NET
+    network = Network(specs, input_shape, np.float32)
+    network.initialize(np.random.RandomState(3))
+    twin = network.inference_copy()
+    assert np.shares_memory(twin.params, network.params)
+    network.allocate(4, training=False)
+    twin.allocate(4, training=False)
+    assert not np.shares_memory(twin.layers[0].buf_y, network.layers[0].buf_y)
+
+
+@pytest.mark.parametrize("specs, shape, match", [
+    ([Conv2D(2, 3)], (1, 12), r"layers\[0\] Conv2D works on images"),
+    ([Conv1D(2, 3)], (1, 4, 4), r"layers\[0\] Conv1D works on signals"),
+    ([Conv2D(2, 5)], (1, 4, 4), r"layers\[0\] Conv2D: kernel_size"),
+    ([Conv2D(2, 3), MaxPool2D(4)], (1, 4, 4), r"layers\[1\] MaxPool2D: pool_size"),
+    ([Dense(3), Conv1D(2, 1)], (1, 4), r"layers\[1\] Conv1D works on signals"),
+    (["conv"], (1, 4), r"layers\[0\] must be a layer specification"),
+])
+def test_bad_architectures_name_the_layer(specs, shape, match):
+    with pytest.raises(ValueError, match=match):
+        Network(specs, shape, np.float32)
