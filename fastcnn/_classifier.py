@@ -524,6 +524,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         stopped_by = None
         completed = 0
         optimizer = self._optimizer(network, n_threads)
+        # benchmarks/bench_training.py --profile sets _profile to a dict
+        timings = getattr(self, "_profile", None)
+        network.profile = timings
+        clock = time.perf_counter
         try:
             for epoch in range(epochs):
                 start = time.perf_counter()
@@ -535,17 +539,27 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     n = len(index)
                     # mode='clip' writes straight into the buffer ('raise'
                     # would buffer); the indices are a permutation
+                    tick = clock()
                     xb = np.take(X, index, axis=0, out=batch[:n], mode="clip")
+                    yb = y_index[index]
+                    if timings is not None:
+                        timings["batch copy"] = timings.get("batch copy", 0.0) + clock() - tick
                     logits = network.forward(xb, n_threads)
-                    loss, grad = F.softmax_cross_entropy(logits, y_index[index])
+                    tick = clock()
+                    loss, grad = F.softmax_cross_entropy(logits, yb)
                     l2 = self.alpha / n
                     if self.alpha:
                         weights = params[:network.n_weights]
                         loss += 0.5 * l2 * float(np.dot(weights, weights))
                     if not np.isfinite(loss):
                         self._diverged(last_good, "loss", epoch, batch_start // batch_size)
+                    if timings is not None:
+                        timings["loss"] = timings.get("loss", 0.0) + clock() - tick
                     network.backward(grad, n_threads)
+                    tick = clock()
                     optimizer(l2)
+                    if timings is not None:
+                        timings["optimizer"] = timings.get("optimizer", 0.0) + clock() - tick
                     total_loss += loss * n
                     if self.verbose >= 2:
                         self._progress(epoch, batch_start + n, n_samples)
@@ -583,6 +597,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             stopped_by = "interrupt"
         finally:
             network.release()
+            network.profile = None
         if early_stopping and best_params is not None:
             np.copyto(params, best_params)
         if stopped_by is None and not incremental and completed == epochs:

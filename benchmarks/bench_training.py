@@ -1,0 +1,266 @@
+"""Whole-network training and inference speed, fastcnn against PyTorch's CPU
+build, side by side in one run.
+
+    python benchmarks/bench_training.py [--only lenet5-64,lenet5-256,fourconv,mnist1d,digits]
+                                        [--threads 1,2] [--repeats 3] [--no-torch]
+                                        [--no-memory] [--profile]
+
+For each network the same layers are built in both libraries (the PyTorch
+model is generated from fastcnn's layer specifications), in float32, with the
+same batch size and optimizer (Adam, learning rate 1e-3, no weight decay),
+trained on the same in-memory data. Training speed is images per second over
+a fixed number of batches, shuffling and batch gathering included: fastcnn
+through ``CNNClassifier.partial_fit`` (one epoch per call, after a warm-up
+call), PyTorch through the usual loop (randperm, index_select, forward,
+cross_entropy, backward, Adam step). Inference is images per second in
+batches of 1000 (``predict_proba`` / ``model(x)`` under ``no_grad``). Each
+figure is the median of ``--repeats`` runs, the two libraries interleaved.
+Peak memory is the maximum RSS of a separate process that loads the data and
+fits one epoch over all of it, one process per library.
+
+``--profile`` prints where fastcnn's training time goes: forward and backward
+milliseconds per layer, the loss, the optimizer step, and the shuffling and
+batch copies, per batch.
+
+Fashion-MNIST comes from Debian's dataset-fashion-mnist package, MNIST-1D
+from the mnist1d package's local generator; a network whose data is missing
+is skipped. PyTorch is optional (``pip install torch==2.13.0``).
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import NETWORKS, load_digits_split, load_fashion, load_mnist1d  # noqa: E402
+
+from fastcnn import CNNClassifier  # noqa: E402
+from fastcnn import layers as L  # noqa: E402
+from fastcnn._network import Network  # noqa: E402
+
+# name: (network, batch size, loader, images per timed training run)
+BENCHMARKS = {
+    "lenet5-64": ("lenet5", 64, load_fashion, 64 * 150),
+    "lenet5-256": ("lenet5", 256, load_fashion, 256 * 40),
+    "fourconv": ("fourconv", 128, load_fashion, 128 * 12),
+    "mnist1d": ("mnist1d", 100, load_mnist1d, 4000),
+    "digits": ("digits", 64, load_digits_split, 1347),
+}
+N_CLASSES = 10
+INFERENCE_BATCH = 1000
+
+
+# ----------------------------------------------------------------- PyTorch
+
+def torch_model(specs, input_shape):
+    """The PyTorch twin of fastcnn's specs (+ the output Dense(10))."""
+    import torch.nn as nn
+    network = Network(list(specs) + [L.Dense(N_CLASSES)], input_shape, np.float32)
+    modules = []
+    for layer in network.layers:
+        spec = layer.spec
+        if isinstance(spec, (L.Conv2D, L.Conv1D)):
+            conv = nn.Conv2d if isinstance(spec, L.Conv2D) else nn.Conv1d
+            modules.append(conv(layer.input_shape[0], spec.filters,
+                                layer.weight_shape[2:], stride=layer.stride,
+                                padding=layer.padding))
+        elif isinstance(spec, (L.MaxPool2D, L.MaxPool1D)):
+            pool = nn.MaxPool2d if isinstance(spec, L.MaxPool2D) else nn.MaxPool1d
+            modules.append(pool(layer.size, layer.stride))
+        elif isinstance(spec, (L.AvgPool2D, L.AvgPool1D)):
+            pool = nn.AvgPool2d if isinstance(spec, L.AvgPool2D) else nn.AvgPool1d
+            modules.append(pool(layer.size, layer.stride))
+        elif isinstance(spec, L.ReLU):
+            modules.append(nn.ReLU())
+        elif isinstance(spec, L.Flatten):
+            modules.append(nn.Flatten())
+        elif isinstance(spec, L.Dense):
+            if len(layer.input_shape) > 1:
+                modules.append(nn.Flatten())
+            modules.append(nn.Linear(layer.fan_in, spec.units))
+    return nn.Sequential(*modules)
+
+
+class TorchRun:
+    def __init__(self, specs, X, y, batch_size):
+        import torch
+        torch.manual_seed(0)
+        self.torch = torch
+        self.model = torch_model(specs, X.shape[1:])
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+        self.batch_size = batch_size
+
+    def train(self, n_images, n_threads):
+        torch = self.torch
+        torch.set_num_threads(n_threads)
+        self.model.train()
+        order = torch.randperm(len(self.X))
+        loss_fn = torch.nn.functional.cross_entropy
+        for start in range(0, n_images, self.batch_size):
+            index = order[start:start + self.batch_size]
+            xb, yb = self.X.index_select(0, index), self.y.index_select(0, index)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(self.model(xb), yb)
+            loss.backward()
+            self.optimizer.step()
+
+    def infer(self, X, n_threads):
+        torch = self.torch
+        torch.set_num_threads(n_threads)
+        self.model.eval()
+        X = torch.from_numpy(X)
+        with torch.no_grad():
+            for start in range(0, len(X), INFERENCE_BATCH):
+                self.model(X[start:start + INFERENCE_BATCH])
+
+
+# ----------------------------------------------------------------- fastcnn
+
+class FastcnnRun:
+    def __init__(self, specs, X, y, batch_size):
+        self.clf = CNNClassifier(layers=specs, batch_size=batch_size, alpha=0.0,
+                                 learning_rate_init=1e-3, random_state=0)
+        self.X, self.y = X, y
+        self.clf.partial_fit(X[:batch_size], y[:batch_size], classes=np.arange(N_CLASSES))
+
+    def train(self, n_images, n_threads):
+        self.clf.set_params(n_threads=n_threads)
+        self.clf.partial_fit(self.X[:n_images], self.y[:n_images])
+
+    def infer(self, X, n_threads):
+        self.clf.set_params(n_threads=n_threads)
+        for start in range(0, len(X), INFERENCE_BATCH):
+            self.clf.predict_proba(X[start:start + INFERENCE_BATCH])
+
+
+# ------------------------------------------------------------- measuring
+
+def rate(run, n_images, repeats):
+    """Median images per second of ``run()`` over ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return n_images / statistics.median(times)
+
+
+def peak_rss_mib(library, name):
+    """Peak RSS of a fresh process fitting one full epoch."""
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--rss-child", library, name],
+        capture_output=True, text=True, env=dict(os.environ))
+    if result.returncode != 0:
+        return float("nan")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def rss_child(library, name):
+    import resource
+    network, batch_size, loader, _ = BENCHMARKS[name]
+    X, _, y, _ = loader()
+    if library == "torch":
+        TorchRun(NETWORKS[network], X, y, batch_size).train(len(X), 2)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            CNNClassifier(layers=NETWORKS[network], batch_size=batch_size, alpha=0.0,
+                          max_iter=1, random_state=0).fit(X, y)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def profile(name):
+    """Per-batch milliseconds of each part of fastcnn's training step."""
+    network, batch_size, loader, n_images = BENCHMARKS[name]
+    X, _, y, _ = loader()
+    run = FastcnnRun(NETWORKS[network], X, y, batch_size)
+    run.train(n_images, None)                     # warm up
+    timings = {}
+    run.clf._profile = timings
+    run.train(n_images, None)
+    del run.clf._profile
+    n_batches = -(-n_images // batch_size)
+    total = sum(timings.values())
+    print(f"\nprofile {name}: {1e3 * total / n_batches:.3f} ms per batch of {batch_size}")
+    for key, seconds in sorted(timings.items(), key=lambda kv: str(kv[0])):
+        label = " ".join(str(k) for k in key) if isinstance(key, tuple) else key
+        print(f"  {label:32s} {1e3 * seconds / n_batches:8.3f} ms "
+              f"{100 * seconds / total:5.1f}%")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(BENCHMARKS))
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        return rss_child(*args.rss_child)
+    warnings.simplefilter("ignore")
+    has_torch = False
+    if not args.no_torch:
+        try:
+            import torch
+            has_torch = True
+            print(f"PyTorch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
+        except ImportError:
+            print("PyTorch not installed: fastcnn figures only")
+    threads = [int(t) for t in args.threads.split(",")]
+    print(f"threads {threads}, medians of {args.repeats}; ratio = fastcnn / PyTorch")
+    header = "| network | batch | threads | train img/s fastcnn | PyTorch | ratio | infer img/s fastcnn | PyTorch | ratio |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    memory = []
+    for name in args.only.split(","):
+        network, batch_size, loader, n_images = BENCHMARKS[name]
+        try:
+            X_train, X_test, y_train, _ = loader()
+        except (FileNotFoundError, ImportError) as error:
+            print(f"| {name} | skipped: {str(error).splitlines()[0]} |")
+            continue
+        n_images = min(n_images, len(X_train))
+        X_infer = np.ascontiguousarray(X_test[:max(INFERENCE_BATCH, min(len(X_test), 5000))])
+        runs = {"fastcnn": FastcnnRun(NETWORKS[network], X_train, y_train, batch_size)}
+        if has_torch:
+            runs["torch"] = TorchRun(NETWORKS[network], X_train, y_train, batch_size)
+        for n_threads in threads:
+            train, infer = {}, {}
+            for library, run in runs.items():     # warm up both
+                run.train(min(n_images, 4 * batch_size), n_threads)
+            for _ in range(args.repeats):          # interleaved medians
+                for library, run in runs.items():
+                    train.setdefault(library, []).append(
+                        rate(lambda: run.train(n_images, n_threads), n_images, 1))
+                    infer.setdefault(library, []).append(
+                        rate(lambda: run.infer(X_infer, n_threads), len(X_infer), 1))
+            f_train, f_infer = statistics.median(train["fastcnn"]), statistics.median(infer["fastcnn"])
+            if has_torch:
+                t_train, t_infer = statistics.median(train["torch"]), statistics.median(infer["torch"])
+                print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | {t_train:,.0f} | "
+                      f"{f_train / t_train:.2f}x | {f_infer:,.0f} | {t_infer:,.0f} | {f_infer / t_infer:.2f}x |")
+            else:
+                print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | | | {f_infer:,.0f} | | |")
+        if not args.no_memory and name == "lenet5-64":
+            memory.append((name, peak_rss_mib("fastcnn", name),
+                           peak_rss_mib("torch", name) if has_torch else float("nan")))
+    for name, mine, theirs in memory:
+        print(f"\npeak RSS of a one-epoch fit on all the data ({name}): fastcnn "
+              f"{mine:.0f} MiB, PyTorch {theirs:.0f} MiB, ratio {mine / theirs:.2f}")
+    if args.profile:
+        for name in args.only.split(","):
+            profile(name)
+
+
+if __name__ == "__main__":
+    main()
