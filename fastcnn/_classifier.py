@@ -31,6 +31,28 @@ class TrainingDivergedError(ValueError, FloatingPointError):
     """The loss or the weights became NaN or infinite during fit."""
 
 
+class _Snapshot:
+    """A copy of the parameters and the optimizer's state, to go back to."""
+
+    def __init__(self, params, optimizer_state):
+        self.params, self.state = params, optimizer_state
+        self.saved_params = params.copy()
+        self.saved_buffers = [b.copy() for b in optimizer_state["buffers"]]
+        self.saved_step = optimizer_state["step"]
+
+    def save(self):
+        np.copyto(self.saved_params, self.params)
+        for saved, buffer in zip(self.saved_buffers, self.state["buffers"]):
+            np.copyto(saved, buffer)
+        self.saved_step = self.state["step"]
+
+    def restore(self):
+        np.copyto(self.params, self.saved_params)
+        for saved, buffer in zip(self.saved_buffers, self.state["buffers"]):
+            np.copyto(buffer, saved)
+        self.state["step"] = self.saved_step
+
+
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -93,7 +115,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Seeds the initial weights, the shuffling and the validation split.
     tol : float, default=1e-4
         Training stops when the loss (or, with early stopping, the validation
-        accuracy) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
+        accuracy) has not improved by at least ``tol`` for more than
+        ``n_iter_no_change`` consecutive epochs (the rule of MLPClassifier).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified)
         and stop when its accuracy stops improving; the weights of the best
@@ -201,7 +224,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Every hyperparameter, with a ValueError naming the one at fault."""
         def number(name, low, high=None, low_open=False, high_open=False):
             value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                  and np.isfinite(value))
             if ok:
                 ok = (value > low if low_open else value >= low)
                 if high is not None:
@@ -210,7 +234,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 bounds = (("(" if low_open else "[") + f"{low}, "
                           + (f"{high}" if high is not None else "inf")
                           + (")" if high_open or high is None else "]"))
-                raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a finite number in {bounds}, got {value!r}")
 
         def integer(name, low):
             value = getattr(self, name)
@@ -396,7 +421,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, C, H, W), (n_samples, H, W),
             (n_samples, C, L) or (n_samples, n_features)
-            Any real dtype. Flat X is reshaped to ``input_shape``.
+            Any real dtype. Flat X is reshaped to ``input_shape``. 3-D X is
+            read as one-channel images (n, H, W) unless ``input_shape`` is
+            (C, L) or the first spatial layer of ``layers`` is 1-D, which
+            make it signals (n, C, L).
         y : array-like of shape (n_samples,)
             Class labels of any type (ints, strings, bools).
 
@@ -456,6 +484,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
         check_classification_targets(y)
+        if len(X) < 2 and classes is None:
+            raise ValueError(
+                f"n_samples = {len(X)}: at least 2 samples are needed to train")
         if classes is None:
             classes, y_index = np.unique(y, return_inverse=True)
             if len(classes) < 2:
@@ -469,9 +500,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if np.any(unknown):
                 raise ValueError(
                     f"y contains labels not in classes: {np.unique(y[unknown])}")
-        if len(X) < 2 and classes is None:
-            raise ValueError(
-                f"n_samples = {len(X)}: at least 2 samples are needed to train")
         return X, y_index.astype(np.intp), classes
 
     def _initialize(self, dtype, rng):
@@ -514,16 +542,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if len(X) < 1:
                 raise ValueError("too few samples left for training after the "
                                  "validation split")
+        # warm_start may follow a fit with the other early_stopping setting
+        if early_stopping and self.validation_scores_ is None:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        if not self.early_stopping and self.best_loss_ is None:
+            self.best_loss_ = np.inf
         n_samples = len(X)
         batch_size = self._batch_size(n_samples)
         network.allocate(batch_size, training=True)
         batch = np.empty((batch_size,) + X.shape[1:], dtype=network.dtype)
         params = network.params
-        last_good = params.copy()
+        optimizer, optimizer_state = self._optimizer(network, n_threads)
+        # the weights and optimizer state of the last completed epoch, put
+        # back when training diverges or is interrupted
+        last_good = _Snapshot(params, optimizer_state)
         best_params = None
         stopped_by = None
         completed = 0
-        optimizer = self._optimizer(network, n_threads)
         # benchmarks/bench_training.py --profile sets _profile to a dict
         timings = getattr(self, "_profile", None)
         network.profile = timings
@@ -531,7 +566,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         try:
             for epoch in range(epochs):
                 start = time.perf_counter()
-                np.copyto(last_good, params)
+                last_good.save()
                 order = rng.permutation(n_samples) if self.shuffle else np.arange(n_samples)
                 total_loss = 0.0
                 for batch_start in range(0, n_samples, batch_size):
@@ -563,8 +598,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     total_loss += loss * n
                     if self.verbose >= 2:
                         self._progress(epoch, batch_start + n, n_samples)
-                if not np.isfinite(params).all():
-                    self._diverged(last_good, "weights", epoch, None)
+                # The epoch's last step is checked too: the loss of the new
+                # weights on the last batch (NaN or overflowing weights give
+                # a non-finite loss).
+                after, _ = F.softmax_cross_entropy(network.forward(xb, n_threads), yb)
+                if not np.isfinite(after):
+                    self._diverged(last_good, "loss", epoch, None)
                 self.n_iter_ += 1
                 self.t_ += n_samples
                 completed += 1
@@ -578,7 +617,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                         best_params = params.copy()
                     improved = score >= self.best_validation_score_ + self.tol
                     self.best_validation_score_ = max(self.best_validation_score_, score)
-                elif self.best_loss_ is not None:
+                else:
                     improved = epoch_loss <= self.best_loss_ - self.tol
                     self.best_loss_ = min(self.best_loss_, epoch_loss)
                 if self.verbose:
@@ -590,7 +629,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     stopped_by = "no improvement"
                     break
         except KeyboardInterrupt:
-            np.copyto(params, last_good)
+            last_good.restore()
             warnings.warn(
                 f"fit was interrupted: the weights of the last completed epoch "
                 f"({self.n_iter_}) are kept", UserWarning)
@@ -616,7 +655,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         kept on the estimator so that partial_fit and warm_start continue."""
         params, grads = network.params, network.grads
         state = self._optimizer_state
-        if state is None or state["solver"] != self.solver or len(state["buffers"][0]) != len(params):
+        if (state is None or state["solver"] != self.solver
+                or len(state["buffers"][0]) != len(params)):
             count = 2 if self.solver == "adam" else 1
             state = {"solver": self.solver, "step": 0,
                      "buffers": [np.zeros_like(params) for _ in range(count)]}
@@ -634,11 +674,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 F.sgd_update(params, grads, buffers[0], self.learning_rate_init,
                              self.momentum, self.nesterovs_momentum, l2,
                              n_weights, n_threads)
-        return step
+        return step, state
 
     def _diverged(self, last_good, what, epoch, batch):
-        self.network_.params[...] = last_good
-        where = f"epoch {epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
+        last_good.restore()
+        where = f"epoch {self.n_iter_ + 1}" + (" after its last step" if batch is None
+                                        else f", batch {batch + 1}")
         raise TrainingDivergedError(
             f"Training diverged: the {what} became NaN or infinite in {where}. "
             f"learning_rate_init={self.learning_rate_init} is probably too "

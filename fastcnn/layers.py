@@ -46,6 +46,14 @@ class LayerSpec:
     #: number of spatial axes the layer works on (None: any)
     spatial_ndim = None
 
+    def _freeze(self, *names):
+        """Store list arguments as tuples: the spec stays hashable and cannot
+        change after validation."""
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
 
 @dataclass(frozen=True)
 class _Conv(LayerSpec):
@@ -55,6 +63,7 @@ class _Conv(LayerSpec):
     padding: object = 0
 
     def __post_init__(self):
+        self._freeze("kernel_size", "stride", "padding")
         name, ndim = type(self).__name__, self.spatial_ndim
         if not _is_int(self.filters) or self.filters < 1:
             raise ValueError(
@@ -108,6 +117,7 @@ class _Pool(LayerSpec):
     stride: object = None
 
     def __post_init__(self):
+        self._freeze("pool_size", "stride")
         name, ndim = type(self).__name__, self.spatial_ndim
         _check_per_axis(name, "pool_size", self.pool_size, ndim, 1)
         _check_per_axis(name, "stride", self.stride, ndim, 1, allow_none=True)
