@@ -15,8 +15,9 @@ call), PyTorch through the usual loop (randperm, index_select, forward,
 cross_entropy, backward, Adam step). Inference is images per second in
 batches of 1000 (``predict_proba`` / ``model(x)`` under ``no_grad``). Each
 figure is the median of ``--repeats`` runs, the two libraries interleaved.
-Peak memory is the maximum RSS of a separate process that loads the data and
-fits one epoch over all of it, one process per library.
+Peak memory is the maximum RSS (VmHWM) of a separate process that loads
+Fashion-MNIST and fits LeNet-5 (batch 64) for one epoch over all of it, one
+process per library, each importing only its own library and numpy.
 
 ``--profile`` prints where fastcnn's training time goes: forward and backward
 milliseconds per layer, the loss, the optimizer step, and the shuffling and
@@ -36,7 +37,66 @@ import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _rss_child_if_asked():
+    """``--rss-child LIBRARY``: fit LeNet-5 (batch 64) for one epoch on all
+    of Fashion-MNIST and print this process's peak RSS in MiB. Runs before
+    anything else is imported, so that each process holds only its own
+    library, numpy and the data (read with fastcnn's IDX reader loaded as a
+    lone file, which imports nothing but numpy)."""
+    if "--rss-child" not in sys.argv:
+        return
+    import importlib.util
+    library = sys.argv[sys.argv.index("--rss-child") + 1]
+    spec = importlib.util.spec_from_file_location(
+        "idx_reader", os.path.join(HERE, "..", "fastcnn", "datasets.py"))
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    images, labels, _, _ = reader.load_fashion_mnist()
+    X = images[:, np.newaxis] * np.float32(1 / 255)
+    del images
+    y = labels.astype(np.int64)
+    if library == "torch":
+        import torch
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(400, 120), torch.nn.ReLU(),
+            torch.nn.Linear(120, 84), torch.nn.ReLU(), torch.nn.Linear(84, 10))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        X, y = torch.from_numpy(X), torch.from_numpy(y)
+        order = torch.randperm(len(X))
+        for start in range(0, len(X), 64):
+            index = order[start:start + 64]
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(X[index]), y[index])
+            loss.backward()
+            optimizer.step()
+    else:
+        sys.path.insert(0, os.path.join(HERE, ".."))
+        from fastcnn import CNNClassifier
+        from fastcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+        lenet5 = [Conv2D(6, 5, padding=2), ReLU(), MaxPool2D(2),
+                  Conv2D(16, 5), ReLU(), MaxPool2D(2),
+                  Flatten(), Dense(120), ReLU(), Dense(84), ReLU()]
+        import warnings
+        warnings.simplefilter("ignore")   # max_iter=1: no convergence
+        CNNClassifier(layers=lenet5, batch_size=64, max_iter=1, alpha=0.0,
+                      random_state=0).fit(X, y)
+    with open("/proc/self/status") as status:
+        # VmHWM, not getrusage's ru_maxrss: a child started by fork + exec
+        # inherits its parent's maximum there
+        peak = next(int(line.split()[1]) for line in status
+                    if line.startswith("VmHWM:"))
+    print(peak / 1024)
+    sys.exit(0)
+
+
+_rss_child_if_asked()
+sys.path.insert(0, HERE)
 from _common import NETWORKS, load_digits_split, load_fashion, load_mnist1d  # noqa: E402
 
 from fastcnn import CNNClassifier  # noqa: E402
@@ -151,28 +211,14 @@ def rate(run, n_images, repeats):
     return n_images / statistics.median(times)
 
 
-def peak_rss_mib(library, name):
-    """Peak RSS of a fresh process fitting one full epoch."""
+def peak_rss_mib(library):
+    """Peak RSS of a fresh process fitting LeNet-5 for one full epoch."""
     result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--rss-child", library, name],
+        [sys.executable, os.path.abspath(__file__), "--rss-child", library],
         capture_output=True, text=True, env=dict(os.environ))
     if result.returncode != 0:
         return float("nan")
     return float(result.stdout.strip().splitlines()[-1])
-
-
-def rss_child(library, name):
-    import resource
-    network, batch_size, loader, _ = BENCHMARKS[name]
-    X, _, y, _ = loader()
-    if library == "torch":
-        TorchRun(NETWORKS[network], X, y, batch_size).train(len(X), 2)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            CNNClassifier(layers=NETWORKS[network], batch_size=batch_size, alpha=0.0,
-                          max_iter=1, random_state=0).fit(X, y)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def profile(name):
@@ -203,10 +249,7 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_child:
-        return rss_child(*args.rss_child)
     warnings.simplefilter("ignore")
     has_torch = False
     if not args.no_torch:
@@ -252,8 +295,8 @@ def main():
             else:
                 print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | | | {f_infer:,.0f} | | |")
         if not args.no_memory and name == "lenet5-64":
-            memory.append((name, peak_rss_mib("fastcnn", name),
-                           peak_rss_mib("torch", name) if has_torch else float("nan")))
+            memory.append((name, peak_rss_mib("fastcnn"),
+                           peak_rss_mib("torch") if has_torch else float("nan")))
     for name, mine, theirs in memory:
         print(f"\npeak RSS of a one-epoch fit on all the data ({name}): fastcnn "
               f"{mine:.0f} MiB, PyTorch {theirs:.0f} MiB, ratio {mine / theirs:.2f}")

@@ -8,7 +8,6 @@ import numpy as np
 from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                       check_classification_targets)
@@ -529,6 +528,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         X_val = y_val = None
         early_stopping = self.early_stopping and not incremental
         if early_stopping:
+            # imported here: sklearn.model_selection costs memory and import
+            # time that a fit without early stopping never needs
+            from sklearn.model_selection import train_test_split
             stratify = y_index if np.bincount(y_index).min() >= 2 else None
             try:
                 X, X_val, y_index, y_val = train_test_split(

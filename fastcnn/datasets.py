@@ -71,51 +71,75 @@ def read_idx(path):
         not match the header (truncated data or extra bytes).
     """
     path = pathlib.Path(path)
-    buf = path.read_bytes()
-    if buf[:2] == _GZIP_MAGIC:
-        try:
-            buf = gzip.decompress(buf)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == _GZIP_MAGIC
+    # Streamed into the array itself: the data is held once in memory (no
+    # compressed copy, no decompressed bytes object, no final copy).
+    opener = gzip.open if gzipped else open
+    try:
+        with opener(path, "rb") as stream:
+            return _read_idx_stream(stream, path)
+    except (OSError, EOFError, zlib.error) as exc:
+        if not gzipped:
+            raise
+        raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
 
-    if len(buf) < 4:
+
+def _read_exactly(stream, n):
+    data = stream.read(n)
+    return data if data is not None else b""
+
+
+def _read_idx_stream(stream, path):
+    head = _read_exactly(stream, 4)
+    if len(head) < 4:
         raise ValueError(
-            f"{path}: not an IDX file (only {len(buf)} bytes, the header "
+            f"{path}: not an IDX file (only {len(head)} bytes, the header "
             f"alone needs at least 4)")
-    if buf[0] != 0 or buf[1] != 0:
+    if head[0] != 0 or head[1] != 0:
         raise ValueError(
             f"{path}: not an IDX file (bad magic: the first two bytes are "
-            f"{buf[:2].hex(' ')}, expected 00 00)")
-    type_code, ndim = buf[2], buf[3]
+            f"{head[:2].hex(' ')}, expected 00 00)")
+    type_code, ndim = head[2], head[3]
     if type_code not in _IDX_DTYPES:
         known = ", ".join(f"0x{code:02X}" for code in _IDX_DTYPES)
         raise ValueError(
             f"{path}: unknown IDX type code 0x{type_code:02X} "
             f"(known: {known})")
     header_size = 4 + 4 * ndim
-    if len(buf) < header_size:
+    sizes = _read_exactly(stream, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise ValueError(
             f"{path}: truncated IDX header ({ndim} dimensions need "
-            f"{header_size} header bytes, the file has {len(buf)})")
-    shape = struct.unpack(f">{ndim}I", buf[4:header_size])
+            f"{header_size} header bytes, the file has {4 + len(sizes)})")
+    shape = struct.unpack(f">{ndim}I", sizes)
 
     dtype = _IDX_DTYPES[type_code]
     count = 1
     for size in shape:
         count *= size  # Python ints: no overflow, unlike np.prod
     expected = count * dtype.itemsize
-    actual = len(buf) - header_size
-    if actual != expected:
-        what = "truncated data" if actual < expected else "extra bytes"
+    array = np.empty(count, dtype=dtype)
+    view = memoryview(array).cast("B")
+    actual = 0
+    while actual < expected:
+        got = stream.readinto(view[actual:])
+        if not got:
+            break
+        actual += got
+    if actual < expected:
         raise ValueError(
-            f"{path}: {what}: the header announces shape {shape} of "
-            f"{dtype.name} ({expected} data bytes), the file holds "
-            f"{actual} data bytes")
-
-    array = np.frombuffer(buf, dtype=dtype, count=count, offset=header_size)
-    # astype copies, which also makes the array writable: np.frombuffer on
-    # bytes gives a read-only view.
-    return array.reshape(shape).astype(dtype.newbyteorder("="))
+            f"{path}: truncated data: the header announces shape {shape} of "
+            f"{dtype.name} ({expected} data bytes), the file holds {actual} "
+            "data bytes")
+    if _read_exactly(stream, 1):
+        raise ValueError(
+            f"{path}: extra bytes: the header announces shape {shape} of "
+            f"{dtype.name} ({expected} data bytes), the file holds more")
+    if not dtype.isnative:
+        # big-endian in the file: swap the bytes in place, read as native
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return array.reshape(shape)
 
 
 def _find_file(folder, name):
