@@ -91,6 +91,8 @@ def _integer(value, name, minimum):
 
 def _per_axis(value, name, ndim, minimum):
     """An int or a tuple of ``ndim`` ints, validated, as a tuple of ``ndim``."""
+    if type(value) is int:   # the common case, without np.ndim's conversion
+        return (_integer(value, name, minimum),) * ndim
     if isinstance(value, (tuple, list)) or np.ndim(value) > 0:
         values = tuple(value)
         if len(values) != ndim:

@@ -95,17 +95,20 @@ cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
 cdef void im2col_panels(const floating *xp, Py_ssize_t C, Py_ssize_t Hp,
                         Py_ssize_t Wp, Py_ssize_t KH, Py_ssize_t KW,
                         Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t Ho, Py_ssize_t Wo,
+                        Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t col0,
                         floating *dst) noexcept nogil:
-    """Patches of one padded sample xp (C, Hp, Wp) as the B operand (K, P)
-    of ``w . cols``.
+    """Patches of one padded sample xp (C, Hp, Wp) as columns col0 ..
+    col0 + P - 1 of the B operand (K, cols) of ``w . cols``: several samples
+    side by side make one wider product.
 
-    Column p = i*Wo + j of row k = (c, a, b) holds xp[c, i*sh + a, j*sw + b];
-    columns are grouped into panels of NR as gemm.h lays B out. Each output
-    row is one strided run of the input, split only where a panel ends.
+    Column col0 + i*Wo + j of row k = (c, a, b) holds xp[c, i*sh + a,
+    j*sw + b]; columns are grouped into panels of NR as gemm.h lays B out.
+    Each output row is one strided run of the input, split only where a
+    panel ends. The last panel's columns past the group's end are zeroed by
+    zero_tail_columns, once per group.
     """
     cdef Py_ssize_t NR = panel_cols(dst)
-    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Py_ssize_t K = C * KH * KW
     cdef Py_ssize_t panel_stride = K * NR
     cdef Py_ssize_t k, c, a, b, i, j, t, m, off, col
     cdef floating *row_k
@@ -118,7 +121,7 @@ cdef void im2col_panels(const floating *xp, Py_ssize_t C, Py_ssize_t Hp,
                 row_k = dst + k * NR
                 for i in range(Ho):
                     src = xp + (c * Hp + i * sh + a) * Wp + b
-                    col = i * Wo
+                    col = col0 + i * Wo
                     j = 0
                     while j < Wo:
                         off = col % NR
@@ -134,11 +137,18 @@ cdef void im2col_panels(const floating *xp, Py_ssize_t C, Py_ssize_t Hp,
                                 d[t] = src[(j + t) * sw]
                         j += m
                         col += m
-    # zero the columns of the last panel past P
-    if P % NR:
-        row_k = dst + (P // NR) * panel_stride
+
+
+cdef void zero_tail_columns(floating *dst, Py_ssize_t K,
+                            Py_ssize_t n_cols) noexcept nogil:
+    """Zero the columns past n_cols of the last panel of a (K, n_cols) B
+    operand in panels of NR (the product reads whole panels)."""
+    cdef Py_ssize_t NR = panel_cols(dst), k
+    cdef floating *last = dst + (n_cols // NR) * K * NR
+    if n_cols % NR:
         for k in range(K):
-            memset(row_k + k * NR + P % NR, 0, (NR - P % NR) * sizeof(floating))
+            memset(last + k * NR + n_cols % NR, 0,
+                   (NR - n_cols % NR) * sizeof(floating))
 
 
 cdef void im2col_panels_transposed(const floating *xp, Py_ssize_t C,
@@ -147,10 +157,11 @@ cdef void im2col_panels_transposed(const floating *xp, Py_ssize_t C,
                                    Py_ssize_t sh, Py_ssize_t sw,
                                    Py_ssize_t Ho, Py_ssize_t Wo,
                                    const Py_ssize_t *offsets,
+                                   Py_ssize_t row0, Py_ssize_t panel_stride,
                                    floating *dst) noexcept nogil:
-    """Patches of one padded sample as the B operand (P, K) of
-    ``grad_y . cols^T``: row p, column k of cols^T, columns grouped into
-    panels of NR.
+    """Patches of one padded sample as rows row0 .. row0 + P - 1 of the B
+    operand (rows, K) of ``grad_y . cols^T``: row p, column k of cols^T,
+    columns grouped into panels of NR, panel_stride apart (rows * NR).
 
     Element k = (c, a, b) of every patch sits at the same offset
     ``offsets[k] = (c*Hp + a)*Wp + b`` from the patch's corner, so each panel
@@ -161,10 +172,11 @@ cdef void im2col_panels_transposed(const floating *xp, Py_ssize_t C,
     cdef Py_ssize_t q, i, j, t, width
     cdef const Py_ssize_t *panel_offsets
     cdef const floating *corner
-    cdef floating *d = dst
+    cdef floating *d
     for q in range((K + NR - 1) // NR):
         panel_offsets = offsets + q * NR
         width = min(NR, K - q * NR)
+        d = dst + q * panel_stride + row0 * NR
         for i in range(Ho):
             for j in range(Wo):
                 corner = xp + i * sh * Wp + j * sw
@@ -179,16 +191,17 @@ cdef void col2im_add(const floating *dcols, Py_ssize_t C, Py_ssize_t H,
                      Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
                      Py_ssize_t sh, Py_ssize_t sw,
                      Py_ssize_t ph, Py_ssize_t pw,
-                     Py_ssize_t Ho, Py_ssize_t Wo,
+                     Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ld,
                      floating *gx) noexcept nogil:
-    """Adds each patch gradient dcols (K, P) back where its patch was read."""
+    """Adds each patch gradient dcols (K, P), rows ld apart, back where its
+    patch was read."""
     cdef Py_ssize_t c, a, b, i, j, hi, j_lo, j_hi
     cdef const floating *src
     cdef floating *row
     for c in range(C):
         for a in range(KH):
             for b in range(KW):
-                src = dcols + ((c * KH + a) * KW + b) * Ho * Wo
+                src = dcols + ((c * KH + a) * KW + b) * ld
                 valid_columns(b, sw, pw, W, Wo, &j_lo, &j_hi)
                 for i in range(Ho):
                     hi = i * sh + a - ph
@@ -227,6 +240,17 @@ cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
         s0 = s0 + v[p] * scale
         p += 1
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+cdef inline Py_ssize_t group_size(Py_ssize_t P, Py_ssize_t limit,
+                                  Py_ssize_t NR) noexcept nogil:
+    """Samples per matrix product when each has P output positions: enough
+    for about four panels of NR columns, at most limit. Small images (a few
+    positions each) would otherwise leave most of every panel empty."""
+    cdef Py_ssize_t g = (4 * NR + P - 1) // P
+    if g > limit:
+        g = limit
+    return g if g > 1 else 1
 
 
 cdef Py_ssize_t[::1] patch_offsets(Py_ssize_t C, Py_ssize_t Hp,
@@ -268,10 +292,15 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
     cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
-    cdef bint in_place = sh == 1 and sw == 1
     cdef Py_ssize_t P_wide = Ho * Wp
+    # In place needs no patch copies; it computes over the padded width,
+    # which on small images costs about what copying the patches would.
+    cdef bint in_place = sh == 1 and sw == 1
+    cdef Py_ssize_t G = 1 if in_place else group_size(
+        P, (N + n_threads - 1) // n_threads, NR)
+    cdef Py_ssize_t n_groups = (N + G - 1) // G
     cdef Py_ssize_t[::1] offsets = patch_offsets(C, Hp, Wp, KH, KW)
-    cdef Py_ssize_t frame_size, b_size, out_size, per_thread, n, f, i, t
+    cdef Py_ssize_t frame_size, b_size, out_size, per_thread, g, n, s, cnt, f, i
     cdef const floating *xn
     cdef floating *frame
     cdef floating *b_panels
@@ -286,8 +315,8 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
         out_size = F * P_wide
     else:
         frame_size = C * Hp * Wp if ph or pw else 0
-        b_size = K * round_up(P, NR)
-        out_size = 0
+        b_size = K * round_up(G * P, NR)
+        out_size = F * G * P if G > 1 else 0
     per_thread = frame_size + b_size + out_size
     a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
     try:
@@ -300,25 +329,44 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
             # the frames' tails are read (dropped columns) and never written
             memset(scratch, 0, n_threads * per_thread * sizeof(floating))
         pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
-        for n in prange(N, num_threads=n_threads, schedule='static'):
+        for g in prange(n_groups, num_threads=n_threads, schedule='static'):
             frame = scratch + threadid() * per_thread
             b_panels = frame + frame_size
             out = b_panels + b_size
-            xn = &x[n, 0, 0, 0]
-            if frame_size:
-                pad_sample(xn, C, H, W, ph, pw, frame)
-                xn = frame
             if in_place:
+                n = g
+                xn = &x[n, 0, 0, 0]
+                if frame_size:
+                    pad_sample(xn, C, H, W, ph, pw, frame)
+                    xn = frame
                 gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,
                      P_wide, 0, &bias[0])
                 for f in range(F):
                     for i in range(Ho):
                         memcpy(&y[n, f, i, 0], out + f * P_wide + i * Wp,
                                Wo * sizeof(floating))
-            else:
-                im2col_panels(xn, C, Hp, Wp, KH, KW, sh, sw, Ho, Wo, b_panels)
+                continue
+            n = g * G
+            cnt = N - n if N - n < G else G
+            for s in range(cnt):
+                xn = &x[n + s, 0, 0, 0]
+                if frame_size:
+                    pad_sample(xn, C, H, W, ph, pw, frame)
+                    xn = frame
+                im2col_panels(xn, C, Hp, Wp, KH, KW, sh, sw, Ho, Wo, s * P,
+                              b_panels)
+            zero_tail_columns(b_panels, K, cnt * P)
+            if G == 1:
                 gemm(F, P, K, a_panels, NULL, b_panels, NULL, &y[n, 0, 0, 0],
                      P, 0, &bias[0])
+            else:
+                # columns (sample, position) -> y[n + s, f, position]
+                gemm(F, cnt * P, K, a_panels, NULL, b_panels, NULL, out,
+                     cnt * P, 0, &bias[0])
+                for s in range(cnt):
+                    for f in range(F):
+                        memcpy(&y[n + s, f, 0, 0], out + f * cnt * P + s * P,
+                               P * sizeof(floating))
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
@@ -337,9 +385,11 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
     cdef Py_ssize_t MR = panel_rows(&grad_x[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&grad_x[0, 0, 0, 0])
-    cdef Py_ssize_t b_size = F * round_up(P, NR)
-    cdef Py_ssize_t per_thread = b_size + K * P
-    cdef Py_ssize_t n
+    cdef Py_ssize_t G = group_size(P, (N + n_threads - 1) // n_threads, NR)
+    cdef Py_ssize_t n_groups = (N + G - 1) // G
+    cdef Py_ssize_t b_size = F * round_up(G * P, NR)
+    cdef Py_ssize_t per_thread = b_size + K * G * P
+    cdef Py_ssize_t g, n, s, cnt
     cdef floating *b_panels
     cdef floating *dcols
     cdef floating *a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
@@ -352,14 +402,23 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     with nogil:
         # W^T as the A operand: row k = (c, a, b), column f.
         pack_a(K, F, &w[0, 0, 0, 0], 1, K, a_panels)
-        for n in prange(N, num_threads=n_threads, schedule='static'):
+        for g in prange(n_groups, num_threads=n_threads, schedule='static'):
             b_panels = scratch + threadid() * per_thread
             dcols = b_panels + b_size
-            pack_b(F, P, &grad_y[n, 0, 0, 0], P, 1, b_panels)
-            gemm(K, P, F, a_panels, NULL, b_panels, NULL, dcols, P, 0, NULL)
-            memset(&grad_x[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
-            col2im_add(dcols, C, H, W, KH, KW, sh, sw, ph, pw, Ho, Wo,
-                       &grad_x[n, 0, 0, 0])
+            n = g * G
+            cnt = N - n if N - n < G else G
+            # grad_y of the group side by side: B (F, cnt*P), packed as the
+            # patches of a 1x1 kernel
+            for s in range(cnt):
+                im2col_panels(&grad_y[n + s, 0, 0, 0], F, Ho, Wo, 1, 1, 1, 1,
+                              Ho, Wo, s * P, b_panels)
+            zero_tail_columns(b_panels, F, cnt * P)
+            gemm(K, cnt * P, F, a_panels, NULL, b_panels, NULL, dcols,
+                 cnt * P, 0, NULL)
+            for s in range(cnt):
+                memset(&grad_x[n + s, 0, 0, 0], 0, C * H * W * sizeof(floating))
+                col2im_add(dcols + s * P, C, H, W, KH, KW, sh, sw, ph, pw,
+                           Ho, Wo, cnt * P, &grad_x[n + s, 0, 0, 0])
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
@@ -420,13 +479,16 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     # In place, grad_y (F values a position) is transposed instead of the
     # patches being gathered (K values a position): worth it when F <= K.
     cdef bint in_place = sh == 1 and sw == 1 and F * P_wide <= K * P
-    cdef Py_ssize_t a_size = round_up(F, MR) * P
-    cdef Py_ssize_t b_size = P * round_up(K, NR)
+    # Samples summed by one product on the gather path. It depends on the
+    # shapes only, never on the thread count, as it sets the order of the sum.
+    cdef Py_ssize_t G = 1 if in_place else group_size(P, max(1, N // n_blocks), NR)
+    cdef Py_ssize_t a_size = round_up(F, MR) * G * P
+    cdef Py_ssize_t b_size = G * P * round_up(K, NR)
     cdef Py_ssize_t b_wide_size = P_wide * round_up(F, NR) if in_place else 0
     # the in-place product reads KW - 1 values past the frame (dropped columns)
     cdef Py_ssize_t frame_size = C * Hp * Wp + KW if in_place or ph or pw else 0
     cdef Py_ssize_t per_thread = a_size + b_size + b_wide_size + frame_size
-    cdef Py_ssize_t blk, n, f, i, k
+    cdef Py_ssize_t blk, n, end, cnt, s, q, f, i, k
     cdef const floating *xn
     cdef Py_ssize_t[::1] offsets = patch_offsets(C, Hp, Wp, KH, KW)
     cdef floating *a_panels
@@ -461,7 +523,9 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
             b_wide = b_panels + b_size
             frame = b_wide + b_wide_size
             part = partials + blk * partial_size
-            for n in range(blk * N // n_blocks, (blk + 1) * N // n_blocks):
+            n = blk * N // n_blocks
+            end = (blk + 1) * N // n_blocks
+            while n < end:
                 gy = &grad_y[n, 0, 0, 0]
                 xn = &x[n, 0, 0, 0]
                 if in_place and sum_fixed_order(xn, C * H * W, 0) == 0:
@@ -470,18 +534,31 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                     pack_grad_transposed(gy, F, Ho, Wo, Wp, b_wide)
                     gemm(K, F, P_wide, frame, &offsets[0], b_wide, NULL,
                          part + F * K + F, F, 1, NULL)
-                else:
-                    took_gather[blk] = 1
+                    for f in range(F):
+                        part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
+                    n = n + 1
+                    continue
+                # a group of cnt samples as one product summing cnt*P terms:
+                # A = grad_y (F, cnt*P), B = their patches (cnt*P, K)
+                took_gather[blk] = 1
+                cnt = end - n if end - n < G else G
+                for s in range(cnt):
+                    gy = &grad_y[n + s, 0, 0, 0]
+                    xn = &x[n + s, 0, 0, 0]
                     if frame_size:
                         pad_sample(xn, C, H, W, ph, pw, frame)
                         xn = frame
-                    pack_a(F, P, gy, P, 1, a_panels)
+                    for q in range((F + MR - 1) // MR):
+                        pack_a(min(MR, F - q * MR), P, gy + q * MR * P, P, 1,
+                               a_panels + (q * cnt * P + s * P) * MR)
                     im2col_panels_transposed(xn, C, Hp, Wp, KH, KW, sh, sw,
-                                             Ho, Wo, &offsets[0], b_panels)
-                    gemm(F, K, P, a_panels, NULL, b_panels, NULL, part, K, 1,
-                         NULL)
-                for f in range(F):
-                    part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
+                                             Ho, Wo, &offsets[0], s * P,
+                                             cnt * P * NR, b_panels)
+                    for f in range(F):
+                        part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
+                gemm(F, K, cnt * P, a_panels, NULL, b_panels, NULL, part, K, 1,
+                     NULL)
+                n = n + cnt
         # Blocks added in block order, whatever thread computed them. At
         # stride 1 the walk follows grad_w^T, the layout nearly every sample
         # fills; a path no sample of a block took is skipped.
