@@ -143,6 +143,24 @@ def output_size(input_size, kernel_size, stride=1, padding=0):
     return (input_size - kernel_size + 2 * padding) // stride + 1
 
 
+def _cached(function):
+    """``function`` memoised on its arguments when they are hashable (shapes
+    and int or tuple parameters: what a network passes on every batch), so
+    that validating the same geometry again costs a dictionary lookup.
+    Errors are never cached; unhashable arguments (lists) skip the cache."""
+    cached = functools.lru_cache(maxsize=512)(function)
+
+    def lookup(*args):
+        try:
+            hash(args)
+        except TypeError:
+            return function(*args)
+        return cached(*args)
+    lookup.__doc__ = function.__doc__
+    return lookup
+
+
+@_cached
 def _conv_geometry(x_shape, w_shape, stride, padding, ndim):
     """Validated (stride, padding, output spatial shape), all per axis."""
     stride = _per_axis(stride, "stride", ndim, 1)
@@ -441,6 +459,7 @@ def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads,
 
 # ----------------------------------------------------------------- pooling
 
+@_cached
 def _pool_geometry(spatial, size, stride, ndim):
     size = _per_axis(size, "size", ndim, 1)
     stride = size if stride is None else _per_axis(stride, "stride", ndim, 1)
