@@ -143,19 +143,31 @@ def output_size(input_size, kernel_size, stride=1, padding=0):
     return (input_size - kernel_size + 2 * padding) // stride + 1
 
 
+def _exact_ints(value):
+    """An int, or a tuple of ints, of type int exactly (not bool, not a
+    float equal to an int: those must still be rejected)."""
+    kind = type(value)
+    if kind is int:
+        return True
+    if kind is tuple:
+        for v in value:
+            if type(v) is not int:
+                return False
+        return True
+    return False
+
+
 def _cached(function):
-    """``function`` memoised on its arguments when they are hashable (shapes
-    and int or tuple parameters: what a network passes on every batch), so
-    that validating the same geometry again costs a dictionary lookup.
-    Errors are never cached; unhashable arguments (lists) skip the cache."""
+    """``function`` memoised for the calls a network makes on every batch:
+    shapes plus int or tuple-of-int parameters, so validating the same
+    geometry again costs a dictionary lookup. Anything else (floats, bools,
+    lists, arrays) is validated afresh, and errors are never cached."""
     cached = functools.lru_cache(maxsize=512)(function)
 
-    def lookup(*args):
-        try:
-            hash(args)
-        except TypeError:
-            return function(*args)
-        return cached(*args)
+    def lookup(shape, *args):
+        if all(_exact_ints(a) for a in args):
+            return cached(shape, *args)
+        return function(shape, *args)
     lookup.__doc__ = function.__doc__
     return lookup
 
