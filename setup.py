@@ -89,7 +89,9 @@ class BuildExt(build_ext):
         if self.compiler.compiler_type == "msvc":
             opt = ["/Od"] if DEBUG else ["/O2"]
         else:
-            opt = ["-O0", "-g"] if DEBUG else ["-O3"]
+            # -fno-math-errno: sqrt need not set errno, so loops calling it
+            # vectorise (the kernels never read errno)
+            opt = (["-O0", "-g"] if DEBUG else ["-O3"]) + ["-fno-math-errno"]
         for ext in self.extensions:
             ext.extra_compile_args = opt + compile_flags + ext.extra_compile_args
             ext.extra_link_args = link_flags + ext.extra_link_args

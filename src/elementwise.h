@@ -18,9 +18,18 @@
 #define FCNN_SIMD
 #endif
 
+/* Built for AVX-512 and AVX2 as well as the baseline, the best chosen when
+ * the module loads (GCC's function multi-versioning on x86-64): the wheel's
+ * baseline is SSE2 only, and these loops are memory- and divide-bound. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FCNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), unused))
+#else
+#define FCNN_CLONES __attribute__((unused))
+#endif
+
 #define FCNN_DEFINE_ELEMENTWISE(SUFFIX, T)                                     \
 /* y = max(x, 0); NaN is not <= 0, so it passes through. */                   \
-static inline void fcnn_relu_##SUFFIX(const T *x, T *y, ptrdiff_t n) {         \
+FCNN_CLONES static void fcnn_relu_##SUFFIX(const T *x, T *y, ptrdiff_t n) {         \
     FCNN_SIMD                                                                  \
     for (ptrdiff_t i = 0; i < n; ++i) {                                        \
         T v = x[i];                                                            \
@@ -28,7 +37,7 @@ static inline void fcnn_relu_##SUFFIX(const T *x, T *y, ptrdiff_t n) {         \
     }                                                                          \
 }                                                                              \
 /* grad_x = grad_y where the output y is positive. */                         \
-static inline void fcnn_relu_backward_##SUFFIX(const T *gy, const T *y, T *gx, \
+FCNN_CLONES static void fcnn_relu_backward_##SUFFIX(const T *gy, const T *y, T *gx, \
                                                ptrdiff_t n) {                  \
     FCNN_SIMD                                                                  \
     for (ptrdiff_t i = 0; i < n; ++i) {                                        \
@@ -37,7 +46,7 @@ static inline void fcnn_relu_backward_##SUFFIX(const T *gy, const T *y, T *gx, \
     }                                                                          \
 }                                                                              \
 /* SGD with momentum on entries [0, n); l2 = 0 for unpenalized entries. */    \
-static inline void fcnn_sgd_##SUFFIX(T *p, const T *g, T *vel, ptrdiff_t n,    \
+FCNN_CLONES static void fcnn_sgd_##SUFFIX(T *p, const T *g, T *vel, ptrdiff_t n,    \
                                      T lr, T mu, int nesterov, T l2) {         \
     if (nesterov) {                                                            \
         FCNN_SIMD                                                              \
@@ -57,7 +66,7 @@ static inline void fcnn_sgd_##SUFFIX(T *p, const T *g, T *vel, ptrdiff_t n,    \
     }                                                                          \
 }                                                                              \
 /* Adam on entries [0, n). */                                                 \
-static inline void fcnn_adam_##SUFFIX(T *p, const T *g, T *m1, T *m2,          \
+FCNN_CLONES static void fcnn_adam_##SUFFIX(T *p, const T *g, T *m1, T *m2,          \
                                       ptrdiff_t n, T step, T b1, T b2, T eps,  \
                                       T l2) {                                  \
     FCNN_SIMD                                                                  \

@@ -17,7 +17,7 @@
 /* Output row of Wo windows of (kh, kw) whose top-left corners are at       */ \
 /* (r0, j*sw) of a plane of width W: y[j] = max, arg[j] = h*W + w of it.   */ \
 /* A NaN is a window's maximum (the first NaN).                            */ \
-static inline void fcnn_max_pool_row_##SUFFIX(                                 \
+FCNN_CLONES static void fcnn_max_pool_row_##SUFFIX(                                 \
         const T *x, ptrdiff_t W, ptrdiff_t r0, ptrdiff_t Wo, ptrdiff_t kh,     \
         ptrdiff_t kw, ptrdiff_t sw, T *y, int32_t *arg) {                      \
     FCNN_SIMD                                                                  \
