@@ -19,6 +19,10 @@ cdef extern from "pooling.h" nogil:
     void fcnn_max_pool_row_f64(const double *x, ptrdiff_t W, ptrdiff_t r0,
                                ptrdiff_t Wo, ptrdiff_t kh, ptrdiff_t kw,
                                ptrdiff_t sw, double *y, int32_t *arg)
+    void fcnn_max_pool_2x2_plane_f32(const float *x, ptrdiff_t W, ptrdiff_t Ho,
+                                     ptrdiff_t Wo, float *y, int32_t *arg)
+    void fcnn_max_pool_2x2_plane_f64(const double *x, ptrdiff_t W, ptrdiff_t Ho,
+                                     ptrdiff_t Wo, double *y, int32_t *arg)
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,
@@ -34,8 +38,21 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], Ho = y.shape[2], Wo = y.shape[3]
     cdef Py_ssize_t plane, i
+    cdef bint two_by_two = kh == 2 and kw == 2 and sh == 2 and sw == 2
     with nogil:
         for plane in prange(N * C, num_threads=n_threads, schedule='static'):
+            if two_by_two:
+                if floating is float:
+                    fcnn_max_pool_2x2_plane_f32(
+                        &x[0, 0, 0, 0] + plane * H * W, W, Ho, Wo,
+                        &y[0, 0, 0, 0] + plane * Ho * Wo,
+                        &argmax[0, 0, 0, 0] + plane * Ho * Wo)
+                else:
+                    fcnn_max_pool_2x2_plane_f64(
+                        &x[0, 0, 0, 0] + plane * H * W, W, Ho, Wo,
+                        &y[0, 0, 0, 0] + plane * Ho * Wo,
+                        &argmax[0, 0, 0, 0] + plane * Ho * Wo)
+                continue
             for i in range(Ho):
                 if floating is float:
                     fcnn_max_pool_row_f32(
