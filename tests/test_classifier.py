@@ -900,3 +900,40 @@ def test_fitted_attributes(small_digits):
 def test_package_exports():
     assert fastcnn.CNNClassifier is CNNClassifier
     assert issubclass(fastcnn.TrainingDivergedError, ValueError)
+
+
+# ============================================ threads seen by the kernels
+
+def _record_kernel_threads(monkeypatch):
+    """The n_threads every functional call of a fit receives."""
+    seen = set()
+    for name in ("correlate2d", "correlate2d_backward_kernel", "linear",
+                 "max_pool2d", "relu", "adam_update"):
+        original = getattr(fastcnn.functional, name)
+
+        def spy(*args, _original=original, **kwargs):
+            bound = kwargs.get("n_threads")
+            if bound is None:
+                # n_threads is positional in the network's calls
+                import inspect
+                names = list(inspect.signature(_original).parameters)
+                index = names.index("n_threads")
+                bound = args[index] if len(args) > index else None
+            seen.add(bound)
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(fastcnn.functional, name, spy)
+    return seen
+
+
+def test_threadpool_limits_around_fit_makes_it_single_threaded(small_digits, monkeypatch):
+    from threadpoolctl import threadpool_limits
+    X, y = small_digits
+    seen = _record_kernel_threads(monkeypatch)
+    with threadpool_limits(limits=1):
+        limited = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
+    assert seen == {1}
+    seen.clear()
+    CNNClassifier(input_shape=(1, 8, 8), n_threads=2, **SMALL).fit(X, y)
+    assert seen == {2}
+    reference = CNNClassifier(input_shape=(1, 8, 8), n_threads=3, **SMALL).fit(X, y)
+    np.testing.assert_array_equal(limited.network_.params, reference.network_.params)
