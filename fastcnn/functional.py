@@ -28,6 +28,7 @@ import numpy as np
 from ._kernels import activations as _activations
 from ._kernels import correlation as _correlation
 from ._kernels import dense as _dense
+from ._kernels import loss as _loss
 from ._kernels import optim as _optim
 from ._kernels import pooling as _pooling
 from ._threads import effective_n_threads
@@ -947,25 +948,22 @@ def softmax_cross_entropy(logits, target):
     grad : array of shape (N, K), dtype of logits
         ``(softmax(logits) - onehot(target)) / N``.
     """
-    log_p = log_softmax(logits)
-    if log_p.ndim != 2:
-        raise ValueError(f"logits must have shape (N, K), got {log_p.shape}")
+    logits = _flat_float(logits, "logits")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (N, K), got {logits.shape}")
     target = np.asarray(target)
-    n, k = log_p.shape
+    n, k = logits.shape
     if n == 0 or k == 0:
-        raise ValueError(f"logits must not be empty, got shape {log_p.shape}")
+        raise ValueError(f"logits must not be empty, got shape {logits.shape}")
     if target.shape != (n,) or target.dtype.kind not in "iu":
         raise ValueError(
             f"target must be {n} integer class indices, got shape "
             f"{target.shape} and dtype {target.dtype}")
-    if n and (target.min() < 0 or target.max() >= k):
+    if target.min() < 0 or target.max() >= k:
         raise ValueError(f"target values must lie in [0, {k})")
-    rows = np.arange(n)
-    picked = log_p[rows, target]
-    loss = -float(np.sum(picked, dtype=np.float64)) / n
-    grad = np.exp(log_p, out=log_p)
-    grad[rows, target] -= 1
-    grad /= n
+    grad = np.empty_like(logits)
+    loss = _loss.softmax_cross_entropy(
+        logits, np.ascontiguousarray(target, dtype=np.intp), grad)
     return loss, grad
 
 

@@ -1,0 +1,34 @@
+"""Softmax cross-entropy: the mean loss over a batch and its gradient with
+respect to the scores, in one pass over each row.
+
+Single-threaded: a batch of scores is small (N x classes), and the loss is
+summed over rows in row order, in double precision, so its bits are fixed.
+The caller (fastcnn.functional) validates shapes and target values.
+"""
+from cython cimport floating
+from libc.math cimport exp, log
+
+
+def softmax_cross_entropy(const floating[:, ::1] logits,
+                          const Py_ssize_t[::1] target,
+                          floating[:, ::1] grad):
+    """Returns mean_n(log sum_k exp(logits[n, k]) - logits[n, target[n]])
+    and writes grad = (softmax(logits) - onehot(target)) / N. The row
+    maximum is subtracted before exponentiating (no overflow)."""
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
+    cdef double top, total, log_total, loss = 0, scale = 1.0 / N
+    with nogil:
+        for n in range(N):
+            top = logits[n, 0]
+            for k in range(1, K):
+                if logits[n, k] > top:
+                    top = logits[n, k]
+            total = 0
+            for k in range(K):
+                total += exp(logits[n, k] - top)
+            log_total = log(total)
+            loss += log_total - (logits[n, target[n]] - top)
+            for k in range(K):
+                grad[n, k] = <floating> (exp(logits[n, k] - top - log_total) * scale)
+            grad[n, target[n]] -= <floating> scale
+    return loss / N
