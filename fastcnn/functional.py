@@ -380,7 +380,7 @@ def correlate2d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
     and added back to the input positions its window covered. It equals the
     correlation of the stride-dilated, zero-padded output gradient with the
     mirrored kernel (:func:`correlate2d_backward_input_mirrored`). Whichever
-    is faster is used: the mirrored correlation at stride 1 with 8 or more
+    is faster is used: the mirrored correlation at stride 1 with 6 or more
     input channels, the transposed product (which needs no dilation)
     otherwise.
 
