@@ -482,7 +482,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         X = self._validate_X(X, reset=reset, dtype=dtype)
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
-        check_classification_targets(y)
+        if reset or classes is None:
+            # later partial_fit calls check y against classes_ below; the
+            # type check costs more than a small batch's training step
+            check_classification_targets(y)
         if len(X) < 2 and classes is None:
             raise ValueError(
                 f"n_samples = {len(X)}: at least 2 samples are needed to train")
