@@ -31,7 +31,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stddef cimport ptrdiff_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from gemm cimport *
 
@@ -80,6 +80,15 @@ cdef inline void valid_columns(Py_ssize_t b, Py_ssize_t sw, Py_ssize_t pw,
     j_hi[0] = hi
 
 
+cdef inline void copy_run(floating *dst, const floating *src,
+                          Py_ssize_t n) noexcept nogil:
+    """dst[:n] = src[:n]. Rows of small images are a few values long, where
+    a call to memcpy costs more than the copy."""
+    cdef Py_ssize_t t
+    for t in range(n):
+        dst[t] = src[t]
+
+
 cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
                      Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
                      floating *dst) noexcept nogil:
@@ -88,8 +97,7 @@ cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
     memset(dst, 0, C * Hp * Wp * sizeof(floating))
     for c in range(C):
         for h in range(H):
-            memcpy(dst + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W,
-                   W * sizeof(floating))
+            copy_run(dst + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W, W)
 
 
 cdef void im2col_panels(const floating *xp, Py_ssize_t C, Py_ssize_t Hp,
@@ -343,8 +351,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                      P_wide, 0, &bias[0])
                 for f in range(F):
                     for i in range(Ho):
-                        memcpy(&y[n, f, i, 0], out + f * P_wide + i * Wp,
-                               Wo * sizeof(floating))
+                        copy_run(&y[n, f, i, 0], out + f * P_wide + i * Wp, Wo)
                 continue
             n = g * G
             cnt = N - n if N - n < G else G
@@ -365,8 +372,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                      cnt * P, 0, &bias[0])
                 for s in range(cnt):
                     for f in range(F):
-                        memcpy(&y[n + s, f, 0, 0], out + f * cnt * P + s * P,
-                               P * sizeof(floating))
+                        copy_run(&y[n + s, f, 0, 0], out + f * cnt * P + s * P, P)
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
