@@ -17,7 +17,7 @@ from sklearn.utils.validation import (check_array, check_consistent_length,
 
 from . import functional as F
 from . import layers as L
-from ._network import Network
+from ._network import Network, layer_output_shape
 from ._threads import effective_n_threads
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -209,14 +209,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.input_shape = input_shape
 
-    # ------------------------------------------------------------ tags
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = False
-        return tags
-
     # ------------------------------------------------------ validation
 
     def _check_params(self):
@@ -277,7 +269,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"input_shape must be (C, H, W) or (C, L), got {self.input_shape!r}")
         if self.layers is None:
-            _int_tuple(self.filters, "filters") if self.filters != () else ()
+            if self.filters != ():
+                _int_tuple(self.filters, "filters")
             _int_tuple(self.kernel_size, "kernel_size")
             if self.pool_size is not None:
                 _int_tuple(self.pool_size, "pool_size")
@@ -377,29 +370,26 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"pool_size {self.pool_size!r} does not fit inputs of "
                     f"{ndim} spatial axes {input_shape}")
-        specs, spatial = [], list(input_shape[1:])
+        specs, shape = [], tuple(input_shape)
         filters = () if self.filters == () else _int_tuple(self.filters, "filters")
         for n_filters in filters:
-            padding = self.padding
-            if padding == "same" and any(k % 2 == 0 for k in kernel):
-                raise ValueError(
-                    f"padding='same' needs an odd kernel_size, got {self.kernel_size!r}")
-            specs.append(conv(n_filters, kernel if ndim == 2 else kernel[0],
-                              padding=padding))
-            pad = [(k - 1) // 2 for k in kernel] if padding == "same" else (
-                [0] * ndim if padding == "valid" else [padding] * ndim)
-            spatial = [s - k + 2 * p + 1 for s, k, p in zip(spatial, kernel, pad)]
-            if min(spatial) < 1:
+            # the spec checks padding='same' against an even kernel
+            spec = conv(n_filters, kernel if ndim == 2 else kernel[0],
+                        padding=self.padding)
+            try:
+                shape = layer_output_shape(spec, shape, len(specs))
+            except ValueError:
                 raise ValueError(
                     f"kernel_size {self.kernel_size!r} with padding "
                     f"{self.padding!r} is too large for inputs of shape "
-                    f"{input_shape}")
-            specs.append(L.ReLU())
+                    f"{input_shape}") from None
+            specs += [spec, L.ReLU()]
             if pool_size is not None:
-                window = tuple(min(p, s) for p, s in zip(pool_size, spatial))
+                window = tuple(min(p, s) for p, s in zip(pool_size, shape[1:]))
                 if max(window) > 1:
-                    specs.append(pool(window if ndim == 2 else window[0]))
-                    spatial = [s // w for s, w in zip(spatial, window)]
+                    spec = pool(window if ndim == 2 else window[0])
+                    shape = layer_output_shape(spec, shape, len(specs))
+                    specs.append(spec)
         sizes = () if self.hidden_layer_sizes == () else _int_tuple(
             self.hidden_layer_sizes, "hidden_layer_sizes")
         for units in sizes:
@@ -433,7 +423,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         dtype = self._check_params()
         warm = self.warm_start and hasattr(self, "network_")
-        X, y_index, classes = self._validate_training_data(X, y, reset=not warm)
+        X, y_index, classes = self._validate_training_data(X, y, not warm, dtype)
         if warm and (len(classes) != len(self.classes_)
                      or np.any(classes != self.classes_)):
             raise ValueError(
@@ -467,18 +457,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if first and hasattr(self, "network_"):
             del self.network_
         X, y_index, seen = self._validate_training_data(
-            X, y, reset=first, classes=self.classes_)
+            X, y, first, dtype, classes=self.classes_)
         if first:
             self._rng = check_random_state(self.random_state)
             self._initialize(dtype, self._rng)
         rng = self._rng
         return self._train(X, y_index, rng, epochs=1, incremental=True)
 
-    def _validate_training_data(self, X, y, reset, classes=None):
+    def _validate_training_data(self, X, y, reset, dtype, classes=None):
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None")
-        dtype = self._check_params()
         X = self._validate_X(X, reset=reset, dtype=dtype)
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)

@@ -55,6 +55,16 @@ class Layer:
     def where(self):
         return f"layers[{self.position}] {type(self.spec).__name__}"
 
+    def check_spatial_ndim(self):
+        """The spec's number of spatial axes, which the input must have."""
+        ndim = self.spec.spatial_ndim
+        if len(self.input_shape) != ndim + 1:
+            kind = "images (C, H, W)" if ndim == 2 else "signals (C, L)"
+            raise ValueError(
+                f"{self.where()} works on {kind} but receives samples of "
+                f"shape {self.input_shape}")
+        return ndim
+
     def allocate(self, capacity, dtype, training):
         """Buffers for batches of up to ``capacity`` samples."""
 
@@ -75,12 +85,7 @@ class Layer:
 class Conv(Layer):
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
-        ndim = spec.spatial_ndim
-        if len(self.input_shape) != ndim + 1:
-            kind = "images (C, H, W)" if ndim == 2 else "signals (C, L)"
-            raise ValueError(
-                f"{self.where()} works on {kind} but receives samples of "
-                f"shape {self.input_shape}")
+        ndim = self.check_spatial_ndim()
         channels, spatial = self.input_shape[0], self.input_shape[1:]
         kernel = _per_axis(spec.kernel_size, ndim)
         if spec.padding == "same":
@@ -135,12 +140,7 @@ class Conv(Layer):
 class Pool(Layer):
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
-        ndim = spec.spatial_ndim
-        if len(self.input_shape) != ndim + 1:
-            kind = "images (C, H, W)" if ndim == 2 else "signals (C, L)"
-            raise ValueError(
-                f"{self.where()} works on {kind} but receives samples of "
-                f"shape {self.input_shape}")
+        ndim = self.check_spatial_ndim()
         spatial = self.input_shape[1:]
         self.size = _per_axis(spec.pool_size, ndim)
         self.stride = (self.size if spec.stride is None
@@ -264,6 +264,21 @@ _RUNTIME = {
 }
 
 
+def _runtime_layer(spec, input_shape, position):
+    runtime = _RUNTIME.get(type(spec))
+    if runtime is None:
+        raise ValueError(
+            f"layers[{position}] must be a layer specification from "
+            f"fastcnn.layers, got {spec!r}")
+    return runtime(spec, input_shape, position)
+
+
+def layer_output_shape(spec, input_shape, position=0):
+    """Shape of one sample after the layer ``spec``, validated against
+    ``input_shape`` exactly as in a network."""
+    return _runtime_layer(spec, input_shape, position).output_shape
+
+
 class Network:
     """A sequence of runtime layers over one flat parameter array.
 
@@ -293,12 +308,7 @@ class Network:
         self.layers = []
         shape = self.input_shape
         for position, spec in enumerate(self.specs):
-            runtime = _RUNTIME.get(type(spec))
-            if runtime is None:
-                raise ValueError(
-                    f"layers[{position}] must be a layer specification from "
-                    f"fastcnn.layers, got {spec!r}")
-            layer = runtime(spec, shape, position)
+            layer = _runtime_layer(spec, shape, position)
             self.layers.append(layer)
             shape = layer.output_shape
         self.output_shape = shape

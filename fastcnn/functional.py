@@ -120,6 +120,19 @@ def _output(out, shape, dtype, name="out"):
     return out
 
 
+def _check_bias(bias, size, x, layout):
+    """bias as a contiguous array of ``size`` values of x's dtype; None is
+    zero."""
+    if bias is None:
+        return np.zeros(size, dtype=x.dtype)
+    bias = _float_array(bias, "bias", 1, layout)
+    _same_dtype(x=x, bias=bias)
+    if bias.shape != (size,):
+        raise ValueError(
+            f"bias must have shape ({size},) to match w, got {bias.shape}")
+    return bias
+
+
 def _spatial2d(values, ndim, fill):
     return values if ndim == 2 else (fill,) + values
 
@@ -209,19 +222,11 @@ def _correlate(x, w, bias, stride, padding, n_threads, ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
     dtype = _same_dtype(x=x, w=w)
-    out_array = out
     stride, padding, out_spatial = _conv_geometry(x.shape, w.shape, stride,
                                                   padding, ndim)
     n_filters = w.shape[0]
-    if bias is None:
-        bias = np.zeros(n_filters, dtype=dtype)
-    else:
-        bias = _float_array(bias, "bias", 1, "(F,)")
-        _same_dtype(x=x, bias=bias)
-        if bias.shape != (n_filters,):
-            raise ValueError(
-                f"bias must have shape ({n_filters},) to match w, got {bias.shape}")
-    y = _output(out_array, (x.shape[0], n_filters) + out_spatial, dtype)
+    bias = _check_bias(bias, n_filters, x, "(F,)")
+    y = _output(out, (x.shape[0], n_filters) + out_spatial, dtype)
     (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
     _correlation.correlate2d_forward(
         _as_4d(x, ndim), _as_4d(w, ndim), bias, _as_4d(y, ndim), sh, sw, ph, pw,
@@ -802,14 +807,7 @@ def linear(x, w, bias=None, n_threads=None, out=None):
             f"x has {x.shape[1]} features but w (U, D) = {w.shape} expects "
             f"{w.shape[1]}")
     units = w.shape[0]
-    if bias is None:
-        bias = np.zeros(units, dtype=x.dtype)
-    else:
-        bias = _float_array(bias, "bias", 1, "(U,)")
-        _same_dtype(x=x, bias=bias)
-        if bias.shape != (units,):
-            raise ValueError(
-                f"bias must have shape ({units},) to match w, got {bias.shape}")
+    bias = _check_bias(bias, units, x, "(U,)")
     y = _output(out, (x.shape[0], units), x.dtype)
     _dense.dense_forward(x, w, bias, y, _row_offsets(*x.shape),
                          effective_n_threads(n_threads))

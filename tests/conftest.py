@@ -468,6 +468,27 @@ def assert_close_fixture():
     return assert_close
 
 
+def central_differences(loss, array, step):
+    """Central differences of ``loss()`` with respect to every element of
+    ``array``, which is perturbed in place and restored."""
+    gradient = np.zeros_like(array)
+    for index in np.ndindex(array.shape):
+        original = array[index]
+        array[index] = original + step
+        above = loss()
+        array[index] = original - step
+        below = loss()
+        array[index] = original
+        gradient[index] = (above - below) / (2 * step)
+    return gradient
+
+
+@pytest.fixture(scope="session", name="central_differences")
+def central_differences_fixture():
+    """central_differences(loss, array, step): the finite-difference gradient."""
+    return central_differences
+
+
 @pytest.fixture(name="make_kernel_call")
 def make_kernel_call_fixture(rng):
     """make_kernel_call(name, dtype, batch, geometry) with the test's rng."""

@@ -113,22 +113,10 @@ def test_linear_accepts_non_contiguous_inputs(rng, assert_close):
 
 # ====================================== 2. finite differences, float64
 
-def _central_differences(loss, array, step):
-    grad = np.empty_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + step
-        up = loss()
-        array[index] = saved - step
-        down = loss()
-        array[index] = saved
-        grad[index] = (up - down) / (2 * step)
-    return grad
-
-
 @pytest.mark.parametrize("shape", [(3, 5, 4), (1, 9, 2), (10, 1, 1)],
                          ids=lambda s: "N{}-D{}-U{}".format(*s))
-def test_linear_gradients_match_finite_differences(shape, dense_gemm, rng):
+def test_linear_gradients_match_finite_differences(shape, dense_gemm, rng,
+                                                   central_differences):
     n, d, u = shape
     x, w, b, g = (_normal(rng, s, np.float64) for s in [(n, d), (u, d), (u,), (n, u)])
 
@@ -137,7 +125,7 @@ def test_linear_gradients_match_finite_differences(shape, dense_gemm, rng):
 
     grad_x, grad_w, grad_b = fcf.linear_backward(x, w, g)
     for name, analytic, array in [("x", grad_x, x), ("w", grad_w, w), ("b", grad_b, b)]:
-        numeric = _central_differences(loss, array, 1e-3)
+        numeric = central_differences(loss, array, 1e-3)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-8,
                                    err_msg=f"gradient with respect to {name}")
 
@@ -290,11 +278,11 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(dtype):
     np.testing.assert_allclose(grad, (expected_p - onehot) / 4, atol=4 * np.finfo(dtype).eps)
 
 
-def test_softmax_cross_entropy_gradient_matches_finite_differences(rng):
+def test_softmax_cross_entropy_gradient_matches_finite_differences(rng, central_differences):
     logits = 2 * rng.standard_normal((4, 6))
     target = np.array([5, 0, 3, 3])
     _, grad = fcf.softmax_cross_entropy(logits, target)
-    numeric = _central_differences(
+    numeric = central_differences(
         lambda: fcf.softmax_cross_entropy(logits, target)[0], logits, 1e-5)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
 

@@ -15,21 +15,6 @@ STEP = 1e-3
 FD_RTOL, FD_ATOL = 1e-6, 1e-9
 
 
-def numerical_gradient(loss, array):
-    """Central differences of ``loss()`` with respect to every element of
-    ``array``, which is perturbed in place and restored."""
-    gradient = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        original = array[index]
-        array[index] = original + STEP
-        above = loss()
-        array[index] = original - STEP
-        below = loss()
-        array[index] = original
-        gradient[index] = (above - below) / (2 * STEP)
-    return gradient
-
-
 def assert_gradient(analytic, numeric):
     assert analytic.shape == numeric.shape
     np.testing.assert_allclose(analytic, numeric, rtol=FD_RTOL, atol=FD_ATOL)
@@ -37,7 +22,7 @@ def assert_gradient(analytic, numeric):
 
 # ---------------------------------------------------------- finite differences
 
-def test_correlation_gradients_match_finite_differences(tiny_conv_case, rng):
+def test_correlation_gradients_match_finite_differences(tiny_conv_case, rng, central_differences):
     fn = tiny_conv_case.functions
     x, w, bias, weights = tiny_conv_case.random_inputs(rng, np.float64)
 
@@ -45,12 +30,12 @@ def test_correlation_gradients_match_finite_differences(tiny_conv_case, rng):
         return np.sum(fn.correlate(x, w, bias, **tiny_conv_case.geometry) * weights)
 
     grad_x, grad_w, grad_b = fn.backward(x, w, weights, **tiny_conv_case.geometry)
-    assert_gradient(grad_x, numerical_gradient(loss, x))
-    assert_gradient(grad_w, numerical_gradient(loss, w))
-    assert_gradient(grad_b, numerical_gradient(loss, bias))
+    assert_gradient(grad_x, central_differences(loss, x, STEP))
+    assert_gradient(grad_w, central_differences(loss, w, STEP))
+    assert_gradient(grad_b, central_differences(loss, bias, STEP))
 
 
-def test_separate_backward_kernels_match_finite_differences(tiny_conv_case, rng):
+def test_separate_backward_kernels_match_finite_differences(tiny_conv_case, rng, central_differences):
     fn = tiny_conv_case.functions
     x, w, bias, weights = tiny_conv_case.random_inputs(rng, np.float64)
 
@@ -59,16 +44,16 @@ def test_separate_backward_kernels_match_finite_differences(tiny_conv_case, rng)
 
     grad_x = fn.backward_input(weights, w, x.shape, **tiny_conv_case.geometry)
     grad_w, grad_b = fn.backward_kernel(x, weights, w.shape, **tiny_conv_case.geometry)
-    assert_gradient(grad_x, numerical_gradient(loss, x))
-    assert_gradient(grad_w, numerical_gradient(loss, w))
-    assert_gradient(grad_b, numerical_gradient(loss, bias))
+    assert_gradient(grad_x, central_differences(loss, x, STEP))
+    assert_gradient(grad_w, central_differences(loss, w, STEP))
+    assert_gradient(grad_b, central_differences(loss, bias, STEP))
     if tiny_conv_case.ndim == 2:
         mirrored = fcf.correlate2d_backward_input_mirrored(
             weights, w, x.shape, **tiny_conv_case.geometry)
-        assert_gradient(mirrored, numerical_gradient(loss, x))
+        assert_gradient(mirrored, central_differences(loss, x, STEP))
 
 
-def test_max_pool_gradient_matches_finite_differences(tiny_pool_case, rng):
+def test_max_pool_gradient_matches_finite_differences(tiny_pool_case, rng, central_differences):
     fn = tiny_pool_case.functions
     x = tiny_pool_case.distinct_input(rng, np.float64)
     weights = rng.standard_normal(tiny_pool_case.y_shape)
@@ -78,10 +63,10 @@ def test_max_pool_gradient_matches_finite_differences(tiny_pool_case, rng):
 
     _, argmax = fn.max_pool(x, **tiny_pool_case.geometry)
     grad_x = fn.max_pool_backward(weights, argmax, x.shape)
-    assert_gradient(grad_x, numerical_gradient(loss, x))
+    assert_gradient(grad_x, central_differences(loss, x, STEP))
 
 
-def test_avg_pool_gradient_matches_finite_differences(tiny_pool_case, rng):
+def test_avg_pool_gradient_matches_finite_differences(tiny_pool_case, rng, central_differences):
     fn = tiny_pool_case.functions
     x = tiny_pool_case.random_input(rng, np.float64)
     weights = rng.standard_normal(tiny_pool_case.y_shape)
@@ -90,7 +75,7 @@ def test_avg_pool_gradient_matches_finite_differences(tiny_pool_case, rng):
         return np.sum(fn.avg_pool(x, **tiny_pool_case.geometry) * weights)
 
     grad_x = fn.avg_pool_backward(weights, x.shape, **tiny_pool_case.geometry)
-    assert_gradient(grad_x, numerical_gradient(loss, x))
+    assert_gradient(grad_x, central_differences(loss, x, STEP))
 
 
 # ----------------------------------------------------------------- adjoints
