@@ -451,6 +451,12 @@ cdef void pack_grad_transposed(const floating *gy, Py_ssize_t F,
                 d[(i * Wp + j) * NR] = g[i * Wo + j]
 
 
+# Bytes of padded samples one thread keeps for a group of the kernel
+# gradient's row products: the group shares one set of partial sums, so its
+# reduction across lanes is paid once; the group stays within L2.
+DOT_GROUP_BYTES = 256 * 1024
+
+
 def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                                 const floating[:, :, :, ::1] grad_y,
                                 floating[:, :, :, ::1] grad_w,
@@ -460,15 +466,23 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     """grad_w = sum_n grad_y[n] . cols[n]^T and grad_b = sum over n, i, j of
     grad_y, in a fixed order. grad_w and grad_b are overwritten.
 
-    At stride 1, when grad_y is smaller than the patches (F <= K), the
-    product is taken transposed, grad_w^T (K, F) = cols (K, Ho*Wp) .
-    grad_y^T, over the padded width as in the forward: row k of cols is read
-    in place from the padded sample at offsets[k], and only grad_y is
-    transposed (with zeros in the added columns). Those added
-    columns multiply input values outside every window by zero, harmless
-    only for finite values: a sample holding a NaN or an infinity has its
-    patches gathered into transposed panels instead, as every sample is in
-    the other cases. The two paths keep separate partial sums.
+    Three ways, by shape (never by thread count):
+
+    - Row products, at unit column stride. grad_w[f, k] for k = (c, a, b)
+      sums products of two contiguous rows: output row i of grad_y[n, f] and
+      the Wo input values from (c, i*sh + a, b) of the padded sample.
+      gemm.h's fcnn_dot reads both in place, for a group of samples at a
+      time; its vectors run along the rows, so narrow outputs fill them
+      poorly.
+    - The transposed product, at stride 1, when its panels are fuller than
+      the row products' vectors (many filters, narrow outputs):
+      grad_w^T (K, F) = cols (K, Ho*Wp) . grad_y^T over the padded width as
+      in the forward, cols read in place from the padded sample and grad_y
+      transposed with zeros in the added columns. Those columns multiply
+      input values outside every window by zero, harmless only for finite
+      values: a sample holding a NaN or an infinity takes the row products.
+    - At larger column strides, the patches gathered into transposed panels
+      and summed with the matrix product.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], F = grad_y.shape[1]
@@ -478,36 +492,56 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t MR = panel_rows(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t n_blocks = min(N, N_REDUCTION_BLOCKS)
-    # per block: grad_w (F, K), grad_b (F), grad_w^T (K, F) of the in-place path
-    cdef Py_ssize_t partial_size = 2 * F * K + F
     cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
     cdef Py_ssize_t P_wide = Ho * Wp
-    # In place, grad_y (F values a position) is transposed instead of the
-    # patches being gathered (K values a position): worth it when F <= K.
-    cdef bint in_place = sh == 1 and sw == 1 and F * P_wide <= K * P
-    # Samples summed by one product on the gather path. It depends on the
-    # shapes only, never on the thread count, as it sets the order of the sum.
-    cdef Py_ssize_t G = 1 if in_place else group_size(P, max(1, N // n_blocks), NR)
-    cdef Py_ssize_t a_size = round_up(F, MR) * G * P
-    cdef Py_ssize_t b_size = G * P * round_up(K, NR)
-    cdef Py_ssize_t b_wide_size = P_wide * round_up(F, NR) if in_place else 0
-    # the in-place product reads KW - 1 values past the frame (dropped columns)
-    cdef Py_ssize_t frame_size = C * Hp * Wp + KW if in_place or ph or pw else 0
-    cdef Py_ssize_t per_thread = a_size + b_size + b_wide_size + frame_size
+    cdef Py_ssize_t frame_items = C * Hp * Wp
+    cdef bint padded = ph > 0 or pw > 0
+    cdef bint rows = sw == 1
+    # The share of useful lanes: F of the panel's round_up(F, NR) columns
+    # against Wo of each row's vectors (NR / 2 lanes, the panel being two
+    # vectors wide); and transposing grad_y (F values a position) must cost
+    # less than gathering the patches (K values a position).
+    cdef bint transposed = (sh == 1 and sw == 1 and F * P_wide <= K * P and
+                            F * round_up(Wo, NR // 2) >= Wo * round_up(F, NR))
+    # per block: grad_w (F, K), grad_b (F), then grad_w^T (K, F) if transposed
+    cdef Py_ssize_t partial_size = F * K + F + (F * K if transposed else 0)
+    # Samples summed by one product. It depends on the shapes only, never on
+    # the thread count, as it sets the order of the sum.
+    cdef Py_ssize_t G
+    if transposed:
+        G = 1
+    elif rows:
+        G = min((N + n_blocks - 1) // n_blocks,
+                max(1, DOT_GROUP_BYTES // (frame_items * sizeof(floating))))
+    else:
+        G = group_size(P, max(1, N // n_blocks), NR)
+    cdef Py_ssize_t a_size = 0 if rows else round_up(F, MR) * G * P
+    cdef Py_ssize_t b_size = 0 if rows else G * P * round_up(K, NR)
+    cdef Py_ssize_t b_wide_size = P_wide * round_up(F, NR) if transposed else 0
+    # The transposed product reads KW - 1 values past its frame (dropped
+    # columns); the row products keep a frame for each sample of a group.
+    cdef Py_ssize_t frames_size
+    if transposed:
+        frames_size = frame_items + KW
+    elif padded:
+        frames_size = G * frame_items
+    else:
+        frames_size = 0
+    cdef Py_ssize_t per_thread = a_size + b_size + b_wide_size + frames_size
     cdef Py_ssize_t blk, n, end, cnt, s, q, f, i, k
     cdef const floating *xn
     cdef Py_ssize_t[::1] offsets = patch_offsets(C, Hp, Wp, KH, KW)
     cdef floating *a_panels
     cdef floating *b_panels
     cdef floating *b_wide
-    cdef floating *frame
+    cdef floating *frames
     cdef floating *part
     cdef const floating *gy
     cdef floating total
     cdef floating *gw = &grad_w[0, 0, 0, 0]
-    # which path the samples of each block took (each block has one thread)
-    cdef unsigned char[::1] took_in_place = np.zeros(n_blocks, dtype=np.uint8)
-    cdef unsigned char[::1] took_gather = np.zeros(n_blocks, dtype=np.uint8)
+    # blocks whose grad_w (F, K) partial holds anything (each block has one
+    # thread): on the transposed path, only those that met a NaN or infinity
+    cdef unsigned char[::1] direct = np.full(n_blocks, not transposed, dtype=np.uint8)
     cdef floating *partials = alloc(n_blocks * partial_size, gw)
     cdef floating *scratch
     try:
@@ -517,59 +551,66 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
         raise
     with nogil:
         memset(partials, 0, n_blocks * partial_size * sizeof(floating))
-        if in_place:
+        if transposed:
             # grad_y's panels keep zeros where pack_grad_transposed never
             # writes, and the frame's tail is read but never written
             for i in range(n_threads):
                 memset(scratch + i * per_thread + a_size + b_size, 0,
-                       (b_wide_size + frame_size) * sizeof(floating))
+                       (b_wide_size + frames_size) * sizeof(floating))
         for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
             a_panels = scratch + threadid() * per_thread
             b_panels = a_panels + a_size
             b_wide = b_panels + b_size
-            frame = b_wide + b_wide_size
+            frames = b_wide + b_wide_size
             part = partials + blk * partial_size
             n = blk * N // n_blocks
             end = (blk + 1) * N // n_blocks
             while n < end:
-                gy = &grad_y[n, 0, 0, 0]
-                xn = &x[n, 0, 0, 0]
-                if in_place and sum_fixed_order(xn, C * H * W, 0) == 0:
-                    took_in_place[blk] = 1
-                    pad_sample(xn, C, H, W, ph, pw, frame)
-                    pack_grad_transposed(gy, F, Ho, Wo, Wp, b_wide)
-                    gemm(K, F, P_wide, frame, &offsets[0], b_wide, NULL,
-                         part + F * K + F, F, 1, NULL)
-                    for f in range(F):
-                        part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
-                    n = n + 1
-                    continue
-                # a group of cnt samples as one product summing cnt*P terms:
-                # A = grad_y (F, cnt*P), B = their patches (cnt*P, K)
-                took_gather[blk] = 1
                 cnt = end - n if end - n < G else G
                 for s in range(cnt):
                     gy = &grad_y[n + s, 0, 0, 0]
+                    for f in range(F):
+                        part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
+                if rows:
+                    xn = &x[n, 0, 0, 0]
+                    if padded or transposed:
+                        for s in range(cnt):
+                            pad_sample(&x[n + s, 0, 0, 0], C, H, W, ph, pw,
+                                       frames + s * frame_items)
+                        xn = frames
+                    if transposed and sum_fixed_order(xn, frame_items, 0) == 0:
+                        pack_grad_transposed(&grad_y[n, 0, 0, 0], F, Ho, Wo,
+                                             Wp, b_wide)
+                        gemm(K, F, P_wide, xn, &offsets[0], b_wide, NULL,
+                             part + F * K + F, F, 1, NULL)
+                    else:
+                        direct[blk] = 1
+                        dot(F, K, cnt, Ho, Wo, &grad_y[n, 0, 0, 0], F * P, P,
+                            Wo, xn, &offsets[0],
+                            frame_items if padded or transposed else C * H * W,
+                            sh * Wp, part, K)
+                    n = n + cnt
+                    continue
+                # A = grad_y of the group (F, cnt*P), B = its patches (cnt*P, K)
+                for s in range(cnt):
+                    gy = &grad_y[n + s, 0, 0, 0]
                     xn = &x[n + s, 0, 0, 0]
-                    if frame_size:
-                        pad_sample(xn, C, H, W, ph, pw, frame)
-                        xn = frame
+                    if padded:
+                        pad_sample(xn, C, H, W, ph, pw, frames)
+                        xn = frames
                     for q in range((F + MR - 1) // MR):
                         pack_a(min(MR, F - q * MR), P, gy + q * MR * P, P, 1,
                                a_panels + (q * cnt * P + s * P) * MR)
                     im2col_panels_transposed(xn, C, Hp, Wp, KH, KW, sh, sw,
                                              Ho, Wo, &offsets[0], s * P,
                                              cnt * P * NR, b_panels)
-                    for f in range(F):
-                        part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
                 gemm(F, K, cnt * P, a_panels, NULL, b_panels, NULL, part, K, 1,
                      NULL)
                 n = n + cnt
-        # Blocks added in block order, whatever thread computed them. At
-        # stride 1 the walk follows grad_w^T, the layout nearly every sample
-        # fills; a path no sample of a block took is skipped.
+        # Blocks added in block order, whatever thread computed them. The
+        # walk follows grad_w^T when the transposed product filled it.
         for i in prange(F * K, num_threads=n_threads, schedule='static'):
-            if in_place:
+            if transposed:
                 f = i % F
                 k = i // F
             else:
@@ -578,10 +619,10 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
             total = 0
             for blk in range(n_blocks):
                 part = partials + blk * partial_size
-                if took_in_place[blk]:
-                    total = total + part[F * K + F + k * F + f]
-                if took_gather[blk]:
+                if direct[blk]:
                     total = total + part[f * K + k]
+                if transposed:
+                    total = total + part[F * K + F + k * F + f]
             gw[f * K + k] = total
         for f in range(F):
             total = 0

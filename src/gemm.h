@@ -69,4 +69,25 @@ void fcnn_gemm_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                    double *c, ptrdiff_t ldc, int accumulate,
                    const double *bias);
 
+/* Sums of products of rows, for products whose both operands run along the
+ * summed axis (the kernel gradient of a correlation):
+ *
+ *   C[i*ldc + j] += sum_{s<G} sum_{h<R} sum_{t<TL} A(s, i, h, t) B(s, j, h, t)
+ *   A(s, i, h, t) = a[s*a_ss + i*a_rs + h*a_hs + t]          0 <= i < M
+ *   B(s, j, h, t) = b[s*b_ss + b_offsets[j] + h*b_hs + t]     0 <= j < N
+ *
+ * Only elements with t < TL are read, so nothing outside the rows (a NaN
+ * past a window's edge, say) reaches C. The order of the sum depends only
+ * on G, R and TL; each element of C is added to once. */
+void fcnn_dot_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t G, ptrdiff_t R,
+                  ptrdiff_t TL, const float *a, ptrdiff_t a_ss,
+                  ptrdiff_t a_rs, ptrdiff_t a_hs, const float *b,
+                  const ptrdiff_t *b_offsets, ptrdiff_t b_ss, ptrdiff_t b_hs,
+                  float *c, ptrdiff_t ldc);
+void fcnn_dot_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t G, ptrdiff_t R,
+                  ptrdiff_t TL, const double *a, ptrdiff_t a_ss,
+                  ptrdiff_t a_rs, ptrdiff_t a_hs, const double *b,
+                  const ptrdiff_t *b_offsets, ptrdiff_t b_ss, ptrdiff_t b_hs,
+                  double *c, ptrdiff_t ldc);
+
 #endif

@@ -32,6 +32,16 @@ cdef extern from "gemm.h" nogil:
                        const double *b, const ptrdiff_t *b_offsets,
                        double *c, ptrdiff_t ldc, int accumulate,
                        const double *bias)
+    void fcnn_dot_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t G, ptrdiff_t R,
+                      ptrdiff_t TL, const float *a, ptrdiff_t a_ss,
+                      ptrdiff_t a_rs, ptrdiff_t a_hs, const float *b,
+                      const ptrdiff_t *b_offsets, ptrdiff_t b_ss,
+                      ptrdiff_t b_hs, float *c, ptrdiff_t ldc)
+    void fcnn_dot_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t G, ptrdiff_t R,
+                      ptrdiff_t TL, const double *a, ptrdiff_t a_ss,
+                      ptrdiff_t a_rs, ptrdiff_t a_hs, const double *b,
+                      const ptrdiff_t *b_offsets, ptrdiff_t b_ss,
+                      ptrdiff_t b_hs, double *c, ptrdiff_t ldc)
 
 
 cdef inline Py_ssize_t panel_rows(const floating *tag) noexcept nogil:
@@ -84,6 +94,20 @@ cdef inline void gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         fcnn_gemm_f64(M, N, K, a, <const ptrdiff_t *> a_offsets,
                       b, <const ptrdiff_t *> b_offsets, c, ldc, accumulate,
                       bias)
+
+
+cdef inline void dot(Py_ssize_t M, Py_ssize_t N, Py_ssize_t G, Py_ssize_t R,
+                     Py_ssize_t TL, const floating *a, Py_ssize_t a_ss,
+                     Py_ssize_t a_rs, Py_ssize_t a_hs, const floating *b,
+                     const Py_ssize_t *b_offsets, Py_ssize_t b_ss,
+                     Py_ssize_t b_hs, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """gemm.h's sums of products of rows."""
+    if floating is float:
+        fcnn_dot_f32(M, N, G, R, TL, a, a_ss, a_rs, a_hs, b,
+                     <const ptrdiff_t *> b_offsets, b_ss, b_hs, c, ldc)
+    else:
+        fcnn_dot_f64(M, N, G, R, TL, a, a_ss, a_rs, a_hs, b,
+                     <const ptrdiff_t *> b_offsets, b_ss, b_hs, c, ldc)
 
 
 cdef inline floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL:
