@@ -149,6 +149,8 @@ class Op:
     flops: Optional[int]
     fastcnn: Callable[[int], object]            # takes n_threads
     torch: Optional[Callable[[], object]]       # threads set globally
+    # fastcnn writing into outputs allocated once (out=), as the network does
+    fastcnn_out: Optional[Callable[[int], object]] = None
 
 
 def random_conv_arrays(case, rng):
@@ -191,12 +193,20 @@ def fastcnn_conv_calls(fc, case, x, w, bias, grad_y):
             fc.correlate1d, fc.correlate1d_backward_input,
             fc.correlate1d_backward_kernel)
     geometry = dict(stride=case.stride, padding=case.pad)
+    y, grad_x = np.empty_like(grad_y), np.empty_like(x)
+    grad_w, grad_b = np.empty_like(w), np.empty_like(bias)
     return {
         "forward": lambda t: forward(x, w, bias, n_threads=t, **geometry),
         "backward-input": lambda t: backward_input(
             grad_y, w, x.shape, n_threads=t, **geometry),
         "backward-kernel": lambda t: backward_kernel(
             x, grad_y, w.shape, n_threads=t, **geometry),
+    }, {
+        "forward": lambda t: forward(x, w, bias, n_threads=t, out=y, **geometry),
+        "backward-input": lambda t: backward_input(
+            grad_y, w, x.shape, n_threads=t, out=grad_x, **geometry),
+        "backward-kernel": lambda t: backward_kernel(
+            x, grad_y, w.shape, n_threads=t, out=(grad_w, grad_b), **geometry),
     }
 
 
@@ -319,15 +329,16 @@ def build_ops(case, fc, torch_backend, rng):
     """The list of Op for ``case``, inputs allocated once."""
     if isinstance(case, ConvCase):
         arrays = random_conv_arrays(case, rng)
-        fastcnn_calls = fastcnn_conv_calls(fc, case, *arrays)
+        fastcnn_calls, fastcnn_out_calls = fastcnn_conv_calls(fc, case, *arrays)
         torch_calls = torch_backend.conv_calls(case, *arrays) if torch_backend else {}
     else:
         x = rng.standard_normal(case.x_shape, dtype=np.float32)
         y_shape = case.x_shape[:2] + tuple(s // case.size for s in case.spatial)
         grad_y = rng.standard_normal(y_shape, dtype=np.float32)
-        fastcnn_calls = fastcnn_pool_calls(fc, case, x, grad_y)
+        fastcnn_calls, fastcnn_out_calls = fastcnn_pool_calls(fc, case, x, grad_y), {}
         torch_calls = torch_backend.pool_calls(case, x, grad_y) if torch_backend else {}
-    return [Op(name, case.flops, fastcnn_calls[name], torch_calls.get(name))
+    return [Op(name, case.flops, fastcnn_calls[name], torch_calls.get(name),
+               fastcnn_out_calls.get(name))
             for name in case.ops]
 
 
@@ -411,6 +422,7 @@ class Row:
     repeats: int
     spread: float               # worst relative interquartile range
     warning: Optional[str] = None
+    fastcnn_out_ms: Optional[float] = None
 
     @staticmethod
     def _gflops(flops, ms):
@@ -433,12 +445,14 @@ def measure(op, n_threads, timing):
     """Warm up, check fastcnn against torch, then time both, interleaved.
 
     Returns (fastcnn ms, torch ms or None, repeats, spread, disagreement or
-    None); the times are medians, the spread the larger relative interquartile
-    range of the two.
+    None, fastcnn out= ms or None); the times are medians, the spread the
+    largest relative interquartile range of the calls.
     """
     calls = [partial(op.fastcnn, n_threads)]
     if op.torch is not None:
         calls.append(op.torch)
+    if op.fastcnn_out is not None:
+        calls.append(partial(op.fastcnn_out, n_threads))
     for call in calls:                      # first calls allocate, pack, plan
         call()
     single = [time_once(call) for call in calls]
@@ -453,7 +467,8 @@ def measure(op, n_threads, timing):
     medians = [statistics.median(s) * 1e3 for s in samples]
     spread = max(relative_spread(s) for s in samples)
     torch_ms = medians[1] if op.torch is not None else None
-    return medians[0], torch_ms, repeats, spread, problem
+    out_ms = medians[-1] if op.fastcnn_out is not None else None
+    return medians[0], torch_ms, repeats, spread, problem, out_ms
 
 
 # ------------------------------------------------------------------ machine
@@ -531,7 +546,7 @@ def openmp_description():
 
 COLUMNS = [  # (title, width)
     ("#", 2), ("shape", 30), ("op", 15), ("thr", 3),
-    ("fastcnn ms", 10), ("GFLOP/s", 8), ("%peak", 5),
+    ("fastcnn ms", 10), ("out= ms", 8), ("GFLOP/s", 8), ("%peak", 5),
     ("torch ms", 10), ("GFLOP/s", 8), ("ratio", 6), ("reps", 4), ("iqr%", 4),
 ]
 
@@ -558,7 +573,8 @@ def format_row(row, peak_gflops):
                else 100 * row.fastcnn_gflops / peak)
     return format_line([
         str(row.case_index), row.shape, row.op, str(row.threads),
-        format_number(row.fastcnn_ms, 3), format_number(row.fastcnn_gflops, 1),
+        format_number(row.fastcnn_ms, 3), format_number(row.fastcnn_out_ms, 3),
+        format_number(row.fastcnn_gflops, 1),
         format_number(percent, 0),
         format_number(row.torch_ms, 3), format_number(row.torch_gflops, 1),
         format_number(row.ratio, 2), str(row.repeats),
@@ -579,9 +595,12 @@ def summary_lines(rows):
         f"Targets: 2-thread forward ratio >= {FIRST_LAYER_TARGET:g}x on first-layer "
         f"shapes (C = 1 or 3), >= {OTHER_LAYER_TARGET:g}x on the others; "
         f"fastcnn 2-thread speedup (fwd+bwd-in+bwd-k time, 1 thread / 2 threads) "
-        f">= {THREAD_SPEEDUP_TARGET:g}x.",
+        f">= {THREAD_SPEEDUP_TARGET:g}x, of the kernels writing into outputs "
+        f"allocated once (out=, as the network runs them; 'alloc' beside it: "
+        f"with a new output each call, which adds the first touch of its pages).",
         f"{'#':>2}  {'shape':30}  {'fwd ratio 2t':>12}  {'target':>6}  {'':4}  "
-        f"{'all-op ratio 2t':>15}  {'speedup 2t/1t':>13}  {'':4}  noisy rows",
+        f"{'all-op ratio 2t':>15}  {'speedup 2t/1t':>13}  {'':4}  {'alloc':>5}  "
+        f"noisy rows",
     ]
     measured = sorted({r.case_index for r in rows})
     for index in measured:
@@ -598,14 +617,17 @@ def summary_lines(rows):
             return None if None in parts else sum(parts)
 
         fc_1t, fc_2t = total(1, "fastcnn_ms"), total(2, "fastcnn_ms")
+        out_1t, out_2t = total(1, "fastcnn_out_ms"), total(2, "fastcnn_out_ms")
         torch_2t = total(2, "torch_ms")
-        speedup = fc_1t / fc_2t if fc_1t and fc_2t else None
+        alloc_speedup = fc_1t / fc_2t if fc_1t and fc_2t else None
+        speedup = out_1t / out_2t if out_1t and out_2t else None
         all_ratio = torch_2t / fc_2t if torch_2t and fc_2t else None
         lines.append(
             f"{index:>2}  {case.label:30}  {format_number(ratio, 2):>12}  "
             f"{'>=' + format(target, 'g'):>6}  {verdict(ratio, target):4}  "
             f"{format_number(all_ratio, 2):>15}  {format_number(speedup, 2):>13}  "
             f"{verdict(speedup, THREAD_SPEEDUP_TARGET):4}  "
+            f"{format_number(alloc_speedup, 2):>5}  "
             f"{sum(r.spread >= NOISY_SPREAD for r in rows if r.case_index == index)}")
     noisy = sorted({r.case_index for r in rows if r.spread >= NOISY_SPREAD})
     if noisy:
@@ -617,6 +639,7 @@ def summary_lines(rows):
 
 def write_csv(path, rows):
     fields = ["case_index", "shape", "op", "threads", "flops", "fastcnn_ms",
+              "fastcnn_out_ms",
               "fastcnn_gflops", "torch_ms", "torch_gflops", "ratio", "repeats",
               "spread", "warning"]
     with open(path, "w", newline="") as out:
@@ -683,6 +706,8 @@ def print_header(fc_kernels, torch_backend, peak_gflops, matmul_n, load_before):
     print(f"load:     {load_before} (1, 5, 15 min) before the run")
     print("ms = median time per call; ratio = torch ms / fastcnn ms (> 1: fastcnn "
           "faster); %peak = fastcnn GFLOP/s / matmul GFLOP/s at the same threads;\n"
+          "fastcnn ms, GFLOP/s and ratio: a new output each call, as torch's calls "
+          "make; out= ms: fastcnn writing into outputs allocated once;\n"
           "reps = timed calls of each library; iqr% = interquartile range / median "
           "(the noisier library), a noise gauge")
     print()
@@ -708,9 +733,10 @@ def main(argv=None):
             if torch_backend:
                 torch_backend.set_threads(threads)
             for op in ops:
-                row = Row(index, case.label, op.name, threads, op.flops,
-                          *measure(op, threads, timing))
-                problem = row.warning
+                fc_ms, torch_ms, repeats, spread, problem, out_ms = measure(
+                    op, threads, timing)
+                row = Row(index, case.label, op.name, threads, op.flops, fc_ms,
+                          torch_ms, repeats, spread, problem, out_ms)
                 rows.append(row)
                 print(format_row(row, peak_gflops), flush=True)
                 if problem:
