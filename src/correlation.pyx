@@ -451,10 +451,11 @@ cdef void pack_grad_transposed(const floating *gy, Py_ssize_t F,
                 d[(i * Wp + j) * NR] = g[i * Wo + j]
 
 
-# Bytes of padded samples one thread keeps for a group of the kernel
-# gradient's row products: the group shares one set of partial sums, so its
-# reduction across lanes is paid once; the group stays within L2.
-DOT_GROUP_BYTES = 256 * 1024
+cdef enum:
+    # Bytes of padded samples one thread keeps for a group of the kernel
+    # gradient's row products: the group shares one set of partial sums, so
+    # its reduction across lanes is paid once; the group stays within L2.
+    DOT_GROUP_BYTES = 256 * 1024
 
 
 def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
@@ -520,13 +521,11 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t b_wide_size = P_wide * round_up(F, NR) if transposed else 0
     # The transposed product reads KW - 1 values past its frame (dropped
     # columns); the row products keep a frame for each sample of a group.
-    cdef Py_ssize_t frames_size
-    if transposed:
-        frames_size = frame_items + KW
-    elif padded:
-        frames_size = G * frame_items
-    else:
-        frames_size = 0
+    cdef Py_ssize_t frames_size = (frame_items + KW if transposed
+                                   else G * frame_items if padded else 0)
+    # the row products read samples from frames, or from x itself
+    cdef bint framed = padded or transposed
+    cdef Py_ssize_t sample_stride = frame_items if framed else C * H * W
     cdef Py_ssize_t per_thread = a_size + b_size + b_wide_size + frames_size
     cdef Py_ssize_t blk, n, end, cnt, s, q, f, i, k
     cdef const floating *xn
@@ -573,7 +572,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                         part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
                 if rows:
                     xn = &x[n, 0, 0, 0]
-                    if padded or transposed:
+                    if framed:
                         for s in range(cnt):
                             pad_sample(&x[n + s, 0, 0, 0], C, H, W, ph, pw,
                                        frames + s * frame_items)
@@ -586,9 +585,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                     else:
                         direct[blk] = 1
                         dot(F, K, cnt, Ho, Wo, &grad_y[n, 0, 0, 0], F * P, P,
-                            Wo, xn, &offsets[0],
-                            frame_items if padded or transposed else C * H * W,
-                            sh * Wp, part, K)
+                            Wo, xn, &offsets[0], sample_stride, sh * Wp, part, K)
                     n = n + cnt
                     continue
                 # A = grad_y of the group (F, cnt*P), B = its patches (cnt*P, K)

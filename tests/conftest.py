@@ -396,12 +396,33 @@ def make_kernel_call(name, rng, dtype=np.float64, batch=3, geometry="strided-pad
     return KernelCall(getattr(fcf, name), args, kwargs)
 
 
+# Shapes for the kernel gradient's paths (correlate2d_backward_kernel,
+# tests/test_correlation.py).
+# Row products (unit column stride): rows of 15, 16, 17 and 33 outputs (a
+# masked tail, none, one lane, two full vectors and a tail), filter and
+# patch counts that leave partial 4 x 6 tiles, a row stride, and batches of
+# several samples per reduction block, summed in groups (small frames) or
+# one by one (a frame over 256 KiB). The transposed product: many filters on
+# narrow outputs. The gather path: a column stride.
+KERNEL_GRADIENT_CASES = [
+    ConvCase(37, 1, 7, spatial=(6, 17), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+    ConvCase(35, 2, 5, spatial=(5, 16), kernel=(2, 1), stride=(2, 1), padding=(0, 0)),
+    ConvCase(33, 3, 9, spatial=(4, 35), kernel=(1, 3), stride=(1, 1), padding=(0, 1)),
+    ConvCase(20, 1, 1, spatial=(3, 15), kernel=(1, 1), stride=(1, 1), padding=(0, 0)),
+    ConvCase(34, 70, 3, spatial=(30, 31), kernel=(2, 2), stride=(1, 1), padding=(1, 1)),
+    ConvCase(20, 8, 40, spatial=(6, 5), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+    ConvCase(19, 6, 35, spatial=(4, 4), kernel=(3, 3), stride=(1, 1), padding=(0, 0)),
+    ConvCase(21, 3, 5, spatial=(7, 9), kernel=(3, 2), stride=(1, 2), padding=(1, 0)),
+]
+
+
 # ========================================================= parametrisation
 
 _PARAMETRISATIONS = {
     "conv_case": CONV2D_CASES + CONV1D_CASES,
     "conv2d_case": CONV2D_CASES,
     "tiny_conv_case": TINY_CONV_CASES,
+    "kernel_gradient_case": KERNEL_GRADIENT_CASES,
     "pool_case": POOL2D_CASES + POOL1D_CASES,
     "tiny_pool_case": TINY_POOL_CASES,
     "kernel_name": KERNEL_NAMES,

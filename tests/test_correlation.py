@@ -166,49 +166,24 @@ def test_backward_kernel_matches_scipy(conv_case, gemm_kernel, rng, ref, assert_
     assert_close(grad_b, expected_b, scale=scale_b)
 
 
-# Shapes for the kernel gradient's paths (correlate2d_backward_kernel).
-# Row products (unit column stride): rows of 15, 16, 17 and 33 outputs (a
-# masked tail, none, one lane, two full vectors and a tail), filter and
-# patch counts that leave partial 4 x 6 tiles, a row stride, and batches of
-# several samples per reduction block, summed in groups (small frames) or
-# one by one (a frame over 256 KiB). The transposed product: many filters on
-# narrow outputs. The gather path: a column stride.
-KERNEL_GRADIENT_CASES = [
-    # (N, C, F, (H, W), (KH, KW), stride, padding)
-    (37, 1, 7, (6, 17), (3, 3), (1, 1), (1, 1)),
-    (35, 2, 5, (5, 16), (2, 1), (2, 1), (0, 0)),
-    (33, 3, 9, (4, 35), (1, 3), (1, 1), (0, 1)),
-    (20, 1, 1, (3, 15), (1, 1), (1, 1), (0, 0)),
-    (34, 70, 3, (30, 31), (2, 2), (1, 1), (1, 1)),
-    (20, 8, 40, (6, 5), (3, 3), (1, 1), (1, 1)),
-    (19, 6, 35, (4, 4), (3, 3), (1, 1), (0, 0)),
-    (21, 3, 5, (7, 9), (3, 2), (1, 2), (1, 0)),
-]
-
-
-@pytest.mark.parametrize("case", KERNEL_GRADIENT_CASES, ids=str)
-def test_backward_kernel_paths_match_numpy_reference(case, dtype, gemm_kernel, rng, ref,
-                                                     assert_close):
+def test_backward_kernel_paths_match_numpy_reference(kernel_gradient_case, dtype,
+                                                     gemm_kernel, rng, ref, assert_close):
     """Each path against the reference, with a NaN in the first column of
     the last sample: exactly the kernel entries whose windows read it become
     NaN (none at all when the row stride skips its row), whatever a path
-    reads past a window's edge."""
-    n, c, f, spatial, kernel, stride, padding = case
-    x = rng.standard_normal((n, c) + spatial).astype(dtype)
-    w_shape = (f, c) + kernel
-    out = [(s + 2 * p - k) // st + 1 for s, p, k, st in zip(spatial, padding, kernel, stride)]
-    grad_y = rng.standard_normal((n, f, *out)).astype(dtype)
-    x[-1, 0, spatial[0] - 1, 0] = np.nan
-    grad_w, grad_b = fcf.correlate2d_backward_kernel(x, grad_y, w_shape, stride=stride,
-                                                     padding=padding)
+    reads past a window's edge (KERNEL_GRADIENT_CASES in conftest)."""
+    case = kernel_gradient_case
+    x, _, _, grad_y = case.random_inputs(rng, dtype)
+    x[-1, 0, case.spatial[0] - 1, 0] = np.nan
+    grad_w, grad_b = fcf.correlate2d_backward_kernel(x, grad_y, case.w_shape,
+                                                     **case.geometry)
+    geometry = (case.w_shape, case.stride, case.padding)
     reads_nan = ref.correlate_backward_kernel(np.isnan(x).astype(float), np.ones_like(grad_y),
-                                              w_shape, stride, padding)[0] > 0
+                                              *geometry)[0] > 0
     np.testing.assert_array_equal(np.isnan(grad_w), reads_nan)
     clean_x = np.nan_to_num(x, nan=0.0)
-    expected_w, expected_b = ref.correlate_backward_kernel(clean_x, grad_y, w_shape,
-                                                           stride, padding)
-    scale_w, scale_b = ref.correlate_backward_kernel(*_abs(clean_x, grad_y), w_shape,
-                                                     stride, padding)
+    expected_w, expected_b = ref.correlate_backward_kernel(clean_x, grad_y, *geometry)
+    scale_w, scale_b = ref.correlate_backward_kernel(*_abs(clean_x, grad_y), *geometry)
     assert_close(grad_w[~reads_nan], expected_w[~reads_nan], scale=scale_w[~reads_nan])
     assert_close(grad_b, expected_b, scale=scale_b)
 
