@@ -100,8 +100,24 @@ cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
             copy_run(dst + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W, W)
 
 
-cdef void im2col_panels(const floating *xp, Py_ssize_t C, Py_ssize_t Hp,
-                        Py_ssize_t Wp, Py_ssize_t KH, Py_ssize_t KW,
+cdef inline void copy_strided(floating *dst, const floating *src,
+                              Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
+    """dst[t] = src[t * stride] for t < n; strides 1 and 2 get loops of
+    their own, which the compiler can vectorise."""
+    cdef Py_ssize_t t
+    if stride == 1:
+        for t in range(n):
+            dst[t] = src[t]
+    elif stride == 2:
+        for t in range(n):
+            dst[t] = src[2 * t]
+    else:
+        for t in range(n):
+            dst[t] = src[t * stride]
+
+
+cdef void im2col_panels(const floating *xp, Py_ssize_t K,
+                        const Py_ssize_t *offsets, Py_ssize_t Wp,
                         Py_ssize_t sh, Py_ssize_t sw,
                         Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t col0,
                         floating *dst) noexcept nogil:
@@ -110,41 +126,31 @@ cdef void im2col_panels(const floating *xp, Py_ssize_t C, Py_ssize_t Hp,
     side by side make one wider product.
 
     Column col0 + i*Wo + j of row k = (c, a, b) holds xp[c, i*sh + a,
-    j*sw + b]; columns are grouped into panels of NR as gemm.h lays B out.
-    Each output row is one strided run of the input, split only where a
-    panel ends. The last panel's columns past the group's end are zeroed by
-    zero_tail_columns, once per group.
+    j*sw + b], that is xp[offsets[k] + i*sh*Wp + j*sw] (see patch_offsets);
+    columns are grouped into panels of NR as gemm.h lays B out. Each output
+    row is split where a panel ends, once for all K rows; every row k then
+    copies one strided run of the input per piece. The last panel's columns
+    past the group's end are zeroed by zero_tail_columns, once per group.
     """
     cdef Py_ssize_t NR = panel_cols(dst)
-    cdef Py_ssize_t K = C * KH * KW
     cdef Py_ssize_t panel_stride = K * NR
-    cdef Py_ssize_t k, c, a, b, i, j, t, m, off, col
-    cdef floating *row_k
+    cdef Py_ssize_t k, i, j, m, off, col
     cdef floating *d
     cdef const floating *src
-    for c in range(C):
-        for a in range(KH):
-            for b in range(KW):
-                k = (c * KH + a) * KW + b
-                row_k = dst + k * NR
-                for i in range(Ho):
-                    src = xp + (c * Hp + i * sh + a) * Wp + b
-                    col = col0 + i * Wo
-                    j = 0
-                    while j < Wo:
-                        off = col % NR
-                        m = NR - off
-                        if m > Wo - j:
-                            m = Wo - j
-                        d = row_k + (col // NR) * panel_stride + off
-                        if sw == 1:
-                            for t in range(m):
-                                d[t] = src[j + t]
-                        else:
-                            for t in range(m):
-                                d[t] = src[(j + t) * sw]
-                        j += m
-                        col += m
+    for i in range(Ho):
+        col = col0 + i * Wo
+        j = 0
+        while j < Wo:
+            off = col % NR
+            m = NR - off
+            if m > Wo - j:
+                m = Wo - j
+            d = dst + (col // NR) * panel_stride + off
+            src = xp + i * sh * Wp + j * sw
+            for k in range(K):
+                copy_strided(d + k * NR, src + offsets[k], m, sw)
+            j += m
+            col += m
 
 
 cdef void zero_tail_columns(floating *dst, Py_ssize_t K,
@@ -200,29 +206,47 @@ cdef void col2im_add(const floating *dcols, Py_ssize_t C, Py_ssize_t H,
                      Py_ssize_t sh, Py_ssize_t sw,
                      Py_ssize_t ph, Py_ssize_t pw,
                      Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ld,
+                     const Py_ssize_t *col_ranges,
                      floating *gx) noexcept nogil:
     """Adds each patch gradient dcols (K, P), rows ld apart, back where its
-    patch was read."""
+    patch was read. col_ranges[2b], col_ranges[2b + 1]: the output columns
+    whose tap b lies inside the input (valid_column_ranges)."""
     cdef Py_ssize_t c, a, b, i, j, hi, j_lo, j_hi
     cdef const floating *src
     cdef floating *row
     for c in range(C):
         for a in range(KH):
-            for b in range(KW):
-                src = dcols + ((c * KH + a) * KW + b) * ld
-                valid_columns(b, sw, pw, W, Wo, &j_lo, &j_hi)
-                for i in range(Ho):
-                    hi = i * sh + a - ph
-                    if hi < 0 or hi >= H:
-                        continue
+            for i in range(Ho):
+                hi = i * sh + a - ph
+                if hi < 0 or hi >= H:
+                    continue
+                for b in range(KW):
+                    src = dcols + ((c * KH + a) * KW + b) * ld + i * Wo
                     row = gx + (c * H + hi) * W + b - pw
+                    j_lo = col_ranges[2 * b]
+                    j_hi = col_ranges[2 * b + 1]
                     if sw == 1:
                         # unit stride: a contiguous add the compiler vectorises
                         for j in range(j_lo, j_hi):
-                            row[j] += src[i * Wo + j]
+                            row[j] += src[j]
+                    elif sw == 2:
+                        for j in range(j_lo, j_hi):
+                            row[2 * j] += src[j]
                     else:
                         for j in range(j_lo, j_hi):
-                            row[j * sw] += src[i * Wo + j]
+                            row[j * sw] += src[j]
+
+
+cdef Py_ssize_t[::1] valid_column_ranges(Py_ssize_t KW, Py_ssize_t sw,
+                                         Py_ssize_t pw, Py_ssize_t W,
+                                         Py_ssize_t Wo):
+    """For each tap b < KW, the output columns [lo, hi) that read it inside
+    the input, as lo, hi pairs (valid_columns)."""
+    cdef Py_ssize_t[::1] ranges = np.empty(2 * KW, dtype=np.intp)
+    cdef Py_ssize_t b
+    for b in range(KW):
+        valid_columns(b, sw, pw, W, Wo, &ranges[2 * b], &ranges[2 * b + 1])
+    return ranges
 
 
 cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
@@ -360,7 +384,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                 if frame_size:
                     pad_sample(xn, C, H, W, ph, pw, frame)
                     xn = frame
-                im2col_panels(xn, C, Hp, Wp, KH, KW, sh, sw, Ho, Wo, s * P,
+                im2col_panels(xn, K, &offsets[0], Wp, sh, sw, Ho, Wo, s * P,
                               b_panels)
             zero_tail_columns(b_panels, K, cnt * P)
             if G == 1:
@@ -396,6 +420,9 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t b_size = F * round_up(G * P, NR)
     cdef Py_ssize_t per_thread = b_size + K * G * P
     cdef Py_ssize_t g, n, s, cnt
+    # grad_y (F, P) of a sample as the patches of a 1x1 kernel: row f at f*P
+    cdef Py_ssize_t[::1] plane_offsets = patch_offsets(F, 1, P, 1, 1)
+    cdef Py_ssize_t[::1] col_ranges = valid_column_ranges(KW, sw, pw, W, Wo)
     cdef floating *b_panels
     cdef floating *dcols
     cdef floating *a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
@@ -416,15 +443,16 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
             # grad_y of the group side by side: B (F, cnt*P), packed as the
             # patches of a 1x1 kernel
             for s in range(cnt):
-                im2col_panels(&grad_y[n + s, 0, 0, 0], F, Ho, Wo, 1, 1, 1, 1,
-                              Ho, Wo, s * P, b_panels)
+                im2col_panels(&grad_y[n + s, 0, 0, 0], F, &plane_offsets[0],
+                              P, 1, 1, 1, P, s * P, b_panels)
             zero_tail_columns(b_panels, F, cnt * P)
             gemm(K, cnt * P, F, a_panels, NULL, b_panels, NULL, dcols,
                  cnt * P, 0, NULL)
             for s in range(cnt):
                 memset(&grad_x[n + s, 0, 0, 0], 0, C * H * W * sizeof(floating))
                 col2im_add(dcols + s * P, C, H, W, KH, KW, sh, sw, ph, pw,
-                           Ho, Wo, cnt * P, &grad_x[n + s, 0, 0, 0])
+                           Ho, Wo, cnt * P, &col_ranges[0],
+                           &grad_x[n + s, 0, 0, 0])
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
