@@ -153,6 +153,55 @@ cdef void im2col_panels(const floating *xp, Py_ssize_t K,
             col += m
 
 
+cdef Py_ssize_t[::1] interleaved_offsets(Py_ssize_t C, Py_ssize_t Hp,
+                                         Py_ssize_t KH, Py_ssize_t KW,
+                                         Py_ssize_t sw, Py_ssize_t Wq):
+    """base[k] = ((c*Hp + a)*sw + b % sw)*Wq + b // sw for k = (c, a, b).
+
+    In a frame of G interleaved samples (interleave_sample) element k of
+    every patch sits G * base[k] after the patch's first element."""
+    cdef Py_ssize_t[::1] base = np.empty(C * KH * KW, dtype=np.intp)
+    cdef Py_ssize_t c, a, b
+    for c in range(C):
+        for a in range(KH):
+            for b in range(KW):
+                base[(c * KH + a) * KW + b] = ((c * Hp + a) * sw + b % sw) * Wq + b // sw
+    return base
+
+
+cdef void interleave_group(const floating *x, Py_ssize_t G, Py_ssize_t C,
+                           Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph,
+                           Py_ssize_t pw, Py_ssize_t Hp, Py_ssize_t sw,
+                           Py_ssize_t Wq, floating *frame) noexcept nogil:
+    """G consecutive samples from x into an interleaved frame, whose padding
+    the caller has zeroed: padded row h of channel c, column w = q*sw + r,
+    of sample s is frame[(((c*Hp + h)*sw + r)*Wq + q)*G + s].
+
+    Splitting the columns into their sw phases and putting the samples
+    innermost makes the patches of one output row, for every sample of the
+    group, a single run: output (i, j) of sample s reads element k at
+    G*base[k] + i*sh*sw*Wq*G + j*G + s (interleaved_offsets), so a matrix
+    product reads them in place, with no column outside a window. The
+    writes run in order; the reads take one value of each sample in turn.
+    """
+    cdef Py_ssize_t sample = C * H * W, c, h, r, w, w0, s
+    cdef const floating *src
+    cdef floating *d
+    for c in range(C):
+        for h in range(H):
+            src = x + (c * H + h) * W
+            for r in range(sw):
+                # the first input column whose padded position is in phase r
+                w0 = (r - pw % sw + sw) % sw
+                d = frame + (((c * Hp + h + ph) * sw + r) * Wq + (w0 + pw) // sw) * G
+                w = w0
+                while w < W:
+                    for s in range(G):
+                        d[s] = src[s * sample + w]
+                    d += G
+                    w += sw
+
+
 cdef void zero_tail_columns(floating *dst, Py_ssize_t K,
                             Py_ssize_t n_cols) noexcept nogil:
     """Zero the columns past n_cols of the last panel of a (K, n_cols) B
@@ -299,6 +348,42 @@ cdef Py_ssize_t[::1] patch_offsets(Py_ssize_t C, Py_ssize_t Hp,
     return offsets
 
 
+cdef enum:
+    # Bytes of interleaved frame one thread fills for a group of samples:
+    # the product then streams it from L2.
+    FRAME_BYTES = 256 * 1024
+
+
+cdef enum:
+    # Multiply-adds of the product that cost about what copying one value
+    # costs: the vector kernel does 32 float32 multiply-adds a cycle, a copy
+    # that transposes about one value.
+    COPY_COST = 16
+
+
+cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                                     Py_ssize_t F, Py_ssize_t K,
+                                     Py_ssize_t Ho, Py_ssize_t Wo,
+                                     Py_ssize_t Wp, Py_ssize_t NR) noexcept nogil:
+    """At stride 1, whether the product over one sample's padded width
+    (Ho*Wp columns in panels of NR, of which Ho*Wo are outputs) costs less
+    than interleaving: that wastes no column but copies the sample in and
+    its outputs out, transposed. Small images with many channels waste
+    most: the KW - 1 added columns of each row, the last panel's empty ones."""
+    cdef Py_ssize_t wasted = F * K * (round_up(Ho * Wp, NR) - Ho * Wo)
+    return wasted <= COPY_COST * (C * H * W + F * Ho * Wo)
+
+
+cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t frame_items,
+                                         Py_ssize_t limit, Py_ssize_t NR,
+                                         Py_ssize_t itemsize) noexcept nogil:
+    """Samples per interleaved frame: enough for output rows (Wo columns a
+    sample) of about four panels of NR, at most limit, within FRAME_BYTES."""
+    cdef Py_ssize_t g = (4 * NR + Wo - 1) // Wo
+    g = min(g, limit, FRAME_BYTES // (frame_items * itemsize))
+    return g if g > 1 else 1
+
+
 def correlate2d_forward(const floating[:, :, :, ::1] x,
                         const floating[:, :, :, ::1] w,
                         const floating[::1] bias,
@@ -310,12 +395,16 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     y must have shape (N, F, Ho, Wo) with Ho, Wo from the correlation
     output-size formula; x is read as zero outside its borders.
 
-    At stride 1 no patch matrix is built: the sample is copied into a zero
-    frame (C, Hp, Wp) and the product reads row k = (c, a, b) of the patch
-    matrix in place, at offset (c*Hp + a)*Wp + b, by computing the outputs
-    over the padded width (Ho, Wp); the KW - 1 extra columns of each output
-    row are dropped when the result is copied into y. At larger strides the
-    patches are gathered into packed panels first (im2col).
+    No patch matrix is built; the product reads row k = (c, a, b) of it in
+    place from a frame, one of two ways:
+
+    - At stride 1, when the columns stay mostly useful, one sample in a zero
+      frame (C, Hp, Wp): row k starts at offset (c*Hp + a)*Wp + b, and the
+      outputs are computed over the padded width (Ho, Wp); the KW - 1 extra
+      columns of each output row are dropped when copied into y.
+    - Otherwise (strides, small images) a group of samples interleaved
+      (interleave_sample): one product per output row i, whose Wo*G columns
+      are all outputs, then transposed from (f, i, j, s) into y.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], F = w.shape[0], KH = w.shape[2]
@@ -325,31 +414,39 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
     cdef Py_ssize_t P_wide = Ho * Wp
-    # In place needs no patch copies; it computes over the padded width,
-    # which on small images costs about what copying the patches would.
-    cdef bint in_place = sh == 1 and sw == 1
-    cdef Py_ssize_t G = 1 if in_place else group_size(
-        P, (N + n_threads - 1) // n_threads, NR)
+    cdef bint in_place = (sh == 1 and sw == 1 and
+                          in_place_is_cheaper(C, H, W, F, K, Ho, Wo, Wp, NR))
+    # interleaved frames: Wq columns per phase, Wrow per padded row
+    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
+    cdef Py_ssize_t G = 1 if in_place else interleaved_group(
+        Wo, C * Hp * Wrow, (N + n_threads - 1) // n_threads, NR, sizeof(floating))
     cdef Py_ssize_t n_groups = (N + G - 1) // G
-    cdef Py_ssize_t[::1] offsets = patch_offsets(C, Hp, Wp, KH, KW)
-    cdef Py_ssize_t frame_size, b_size, out_size, per_thread, g, n, s, cnt, f, i
+    cdef Py_ssize_t[::1] offsets
+    cdef Py_ssize_t[:, ::1] group_offsets
+    cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
     cdef const floating *xn
+    cdef const floating *src
+    cdef floating *dst
     cdef floating *frame
-    cdef floating *b_panels
     cdef floating *out
+    cdef Py_ssize_t *offs
     cdef floating *a_panels
     cdef floating *scratch
     if in_place:
+        offsets = patch_offsets(C, Hp, Wp, KH, KW)
         # the product reads up to round_up(P_wide, NR) columns past the
         # last offset; the frame is that long, its tail zero
         frame_size = max(C * Hp * Wp, offsets[K - 1] + round_up(P_wide, NR))
-        b_size = 0
         out_size = F * P_wide
+        group_offsets = np.empty((1, 1), dtype=np.intp)
     else:
-        frame_size = C * Hp * Wp if ph or pw else 0
-        b_size = K * round_up(G * P, NR)
-        out_size = F * G * P if G > 1 else 0
-    per_thread = frame_size + b_size + out_size
+        offsets = interleaved_offsets(C, Hp, KH, KW, sw, Wq)
+        # the last row's product reads round_up(Wo*G, NR) columns
+        frame_size = max(C * Hp * Wrow, np.max(offsets) + (Ho - 1) * sh * Wrow) * G
+        frame_size += round_up(Wo * G, NR)
+        out_size = F * P * G
+        group_offsets = np.empty((n_threads, K), dtype=np.intp)
+    per_thread = frame_size + out_size
     a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
     try:
         scratch = alloc(n_threads * per_thread, &y[0, 0, 0, 0])
@@ -357,18 +454,16 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
         fcnn_free(a_panels)
         raise
     with nogil:
-        if in_place:
-            # the frames' tails are read (dropped columns) and never written
-            memset(scratch, 0, n_threads * per_thread * sizeof(floating))
+        # frames keep zeros where no sample value goes (padding, tails)
+        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
         pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
         for g in prange(n_groups, num_threads=n_threads, schedule='static'):
             frame = scratch + threadid() * per_thread
-            b_panels = frame + frame_size
-            out = b_panels + b_size
+            out = frame + frame_size
             if in_place:
                 n = g
                 xn = &x[n, 0, 0, 0]
-                if frame_size:
+                if ph or pw:
                     pad_sample(xn, C, H, W, ph, pw, frame)
                     xn = frame
                 gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,
@@ -379,24 +474,33 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                 continue
             n = g * G
             cnt = N - n if N - n < G else G
-            for s in range(cnt):
-                xn = &x[n + s, 0, 0, 0]
-                if frame_size:
-                    pad_sample(xn, C, H, W, ph, pw, frame)
-                    xn = frame
-                im2col_panels(xn, K, &offsets[0], Wp, sh, sw, Ho, Wo, s * P,
-                              b_panels)
-            zero_tail_columns(b_panels, K, cnt * P)
-            if G == 1:
-                gemm(F, P, K, a_panels, NULL, b_panels, NULL, &y[n, 0, 0, 0],
-                     P, 0, &bias[0])
-            else:
-                # columns (sample, position) -> y[n + s, f, position]
-                gemm(F, cnt * P, K, a_panels, NULL, b_panels, NULL, out,
-                     cnt * P, 0, &bias[0])
-                for s in range(cnt):
-                    for f in range(F):
-                        copy_run(&y[n + s, f, 0, 0], out + f * cnt * P + s * P, P)
+            if cnt < G:
+                # The layout depends on cnt: clear the previous group's
+                # values. Only the last group is short, and the static
+                # schedule makes it its thread's last.
+                memset(frame, 0, C * Hp * Wrow * G * sizeof(floating))
+            interleave_group(&x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp, sw, Wq,
+                             frame)
+            offs = &group_offsets[threadid(), 0]
+            for k in range(K):
+                offs[k] = offsets[k] * cnt
+            for i in range(Ho):
+                gemm(F, Wo * cnt, K, a_panels, NULL, frame + i * sh * Wrow * cnt,
+                     offs, out + i * Wo * cnt, P * cnt, 0, &bias[0])
+            # out (F, Ho, Wo, cnt) -> y[n + s, f, i, j] in tiles of 16
+            # positions: a tile's reads stay in cache, and each sample gets
+            # one run of writes (writing a position of every sample in turn
+            # would hit addresses F*P apart, often a multiple of 4 KiB)
+            for f in range(F):
+                p0 = 0
+                while p0 < P:
+                    p_end = min(p0 + 16, P)
+                    for s in range(cnt):
+                        src = out + f * P * cnt + s
+                        dst = &y[n + s, f, 0, 0]
+                        for p in range(p0, p_end):
+                            dst[p] = src[p * cnt]
+                    p0 = p_end
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
