@@ -31,7 +31,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stddef cimport ptrdiff_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from gemm cimport *
 
@@ -212,42 +212,6 @@ cdef void zero_tail_columns(floating *dst, Py_ssize_t K,
         for k in range(K):
             memset(last + k * NR + n_cols % NR, 0,
                    (NR - n_cols % NR) * sizeof(floating))
-
-
-cdef void im2col_panels_transposed(const floating *xp, Py_ssize_t C,
-                                   Py_ssize_t Hp, Py_ssize_t Wp,
-                                   Py_ssize_t KH, Py_ssize_t KW,
-                                   Py_ssize_t sh, Py_ssize_t sw,
-                                   Py_ssize_t Ho, Py_ssize_t Wo,
-                                   const Py_ssize_t *offsets,
-                                   Py_ssize_t row0, Py_ssize_t panel_stride,
-                                   floating *dst) noexcept nogil:
-    """Patches of one padded sample as rows row0 .. row0 + P - 1 of the B
-    operand (rows, K) of ``grad_y . cols^T``: row p, column k of cols^T,
-    columns grouped into panels of NR, panel_stride apart (rows * NR).
-
-    Element k = (c, a, b) of every patch sits at the same offset
-    ``offsets[k] = (c*Hp + a)*Wp + b`` from the patch's corner, so each panel
-    row is one gather through that table and the writes run sequentially.
-    """
-    cdef Py_ssize_t NR = panel_cols(dst)
-    cdef Py_ssize_t K = C * KH * KW
-    cdef Py_ssize_t q, i, j, t, width
-    cdef const Py_ssize_t *panel_offsets
-    cdef const floating *corner
-    cdef floating *d
-    for q in range((K + NR - 1) // NR):
-        panel_offsets = offsets + q * NR
-        width = min(NR, K - q * NR)
-        d = dst + q * panel_stride + row0 * NR
-        for i in range(Ho):
-            for j in range(Wo):
-                corner = xp + i * sh * Wp + j * sw
-                for t in range(width):
-                    d[t] = corner[panel_offsets[t]]
-                for t in range(width, NR):
-                    d[t] = 0
-                d += NR
 
 
 cdef void col2im_add(const floating *dcols, Py_ssize_t C, Py_ssize_t H,
@@ -561,33 +525,31 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     fcnn_free(a_panels)
 
 
-cdef void pack_grad_transposed(const floating *gy, Py_ssize_t F,
-                               Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t Wp,
-                               floating *dst) noexcept nogil:
-    """grad_y (F, Ho, Wo) as the B operand (Ho*Wp, F) of the in-place kernel
-    gradient: row i*Wp + j holds grad_y[:, i, j]; columns in panels of NR.
-
-    Reads each filter's plane in order. Writes only the columns j < Wo and
-    filters f < F: the caller zeroes dst once, and the other entries (the
-    columns the padded-width layout adds, the panel's tail) stay zero.
-    """
+cdef void pack_grad_interleaved(const floating *gy, Py_ssize_t G,
+                                Py_ssize_t F, Py_ssize_t Ho, Py_ssize_t Wo,
+                                floating *dst) noexcept nogil:
+    """grad_y of G consecutive samples (G, F, Ho, Wo) as the B operands of
+    the interleaved kernel gradient, one per output row i, each
+    round_up(F, NR) * Wo*G long: row t = j*G + s of operand i holds
+    grad_y[s, :, i, j], in panels of NR filters. Columns past F are left as
+    they are: the product never stores what they give."""
     cdef Py_ssize_t NR = panel_cols(dst)
-    cdef Py_ssize_t P = Ho * Wo, P_wide = Ho * Wp, f, i, j
+    cdef Py_ssize_t P = Ho * Wo, depth = Wo * G, operand = round_up(F, NR) * depth
+    cdef Py_ssize_t i, j, s, f, q
     cdef const floating *g
     cdef floating *d
-    for f in range(F):
-        g = gy + f * P
-        d = dst + (f // NR) * P_wide * NR + f % NR
-        for i in range(Ho):
-            for j in range(Wo):
-                d[(i * Wp + j) * NR] = g[i * Wo + j]
-
-
-cdef enum:
-    # Bytes of padded samples one thread keeps for a group of the kernel
-    # gradient's row products: the group shares one set of partial sums, so
-    # its reduction across lanes is paid once; the group stays within L2.
-    DOT_GROUP_BYTES = 256 * 1024
+    # writes in order; the reads cycle through the G*F rows i of the planes
+    for i in range(Ho):
+        for j in range(Wo):
+            for s in range(G):
+                g = gy + s * F * P + i * Wo + j
+                d = dst + i * operand + (j * G + s) * NR
+                q = 0
+                while q < F:
+                    for f in range(q, min(q + NR, F)):
+                        d[f - q] = g[f * P]
+                    d += depth * NR
+                    q += NR
 
 
 def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
@@ -599,80 +561,69 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     """grad_w = sum_n grad_y[n] . cols[n]^T and grad_b = sum over n, i, j of
     grad_y, in a fixed order. grad_w and grad_b are overwritten.
 
-    Three ways, by shape (never by thread count):
+    Two ways, by shape (never by thread count), for a group of samples at a
+    time:
 
-    - Row products, at unit column stride. grad_w[f, k] for k = (c, a, b)
-      sums products of two contiguous rows: output row i of grad_y[n, f] and
-      the Wo input values from (c, i*sh + a, b) of the padded sample.
-      gemm.h's fcnn_dot reads both in place, for a group of samples at a
-      time; its vectors run along the rows, so narrow outputs fill them
-      poorly.
-    - The transposed product, at stride 1, when its panels are fuller than
-      the row products' vectors (many filters, narrow outputs):
-      grad_w^T (K, F) = cols (K, Ho*Wp) . grad_y^T over the padded width as
-      in the forward, cols read in place from the padded sample and grad_y
-      transposed with zeros in the added columns. Those columns multiply
-      input values outside every window by zero, harmless only for finite
-      values: a sample holding a NaN or an infinity takes the row products.
-    - At larger column strides, the patches gathered into transposed panels
-      and summed with the matrix product.
+    - Row products, at unit column stride, when output rows fill vectors
+      better than the filters fill panels. grad_w[f, k] for k = (c, a, b)
+      sums products of two contiguous rows: output row i of grad_y[n, f]
+      and the Wo input values from (c, i*sh + a, b) of the padded sample.
+      gemm.h's fcnn_dot reads both in place.
+    - The interleaved product otherwise: the group's samples interleaved as
+      in the forward (interleave_group), so that for output row i the
+      patches of every sample form the rows of A (K, Wo*G), read in place;
+      grad_w^T (K, F) += A . B with B grad_y's row i, transposed
+      (pack_grad_interleaved). Only values inside windows enter the sum.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], F = grad_y.shape[1]
     cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
     cdef Py_ssize_t KH = grad_w.shape[2], KW = grad_w.shape[3]
     cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
-    cdef Py_ssize_t MR = panel_rows(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t n_blocks = min(N, N_REDUCTION_BLOCKS)
     cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
-    cdef Py_ssize_t P_wide = Ho * Wp
-    cdef Py_ssize_t frame_items = C * Hp * Wp
+    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
     cdef bint padded = ph > 0 or pw > 0
-    cdef bint rows = sw == 1
-    # The share of useful lanes: F of the panel's round_up(F, NR) columns
-    # against Wo of each row's vectors (NR / 2 lanes, the panel being two
-    # vectors wide); and transposing grad_y (F values a position) must cost
-    # less than gathering the patches (K values a position).
-    cdef bint transposed = (sh == 1 and sw == 1 and F * P_wide <= K * P and
-                            F * round_up(Wo, NR // 2) >= Wo * round_up(F, NR))
-    # per block: grad_w (F, K), grad_b (F), then grad_w^T (K, F) if transposed
-    cdef Py_ssize_t partial_size = F * K + F + (F * K if transposed else 0)
+    # Interleaving copies each sample and its output gradient (C*H*W + F*P
+    # values) where the row products copy nothing: worth it when that is
+    # small against the patch rows (K*P values) and the filters fill the
+    # product's panels (F of round_up(F, NR) columns) better than output
+    # rows fill the row products' vectors (Wo of NR / 2 lanes).
+    cdef bint rows = sw == 1 and not (
+        F * P + C * H * W <= K * P and
+        F * round_up(Wo, NR // 2) >= Wo * round_up(F, NR))
+    cdef Py_ssize_t frame_items = C * Hp * Wp if rows else C * Hp * Wrow
     # Samples summed by one product. It depends on the shapes only, never on
     # the thread count, as it sets the order of the sum.
-    cdef Py_ssize_t G
-    if transposed:
-        G = 1
-    elif rows:
-        G = min((N + n_blocks - 1) // n_blocks,
-                max(1, DOT_GROUP_BYTES // (frame_items * sizeof(floating))))
-    else:
-        G = group_size(P, max(1, N // n_blocks), NR)
-    cdef Py_ssize_t a_size = 0 if rows else round_up(F, MR) * G * P
-    cdef Py_ssize_t b_size = 0 if rows else G * P * round_up(K, NR)
-    cdef Py_ssize_t b_wide_size = P_wide * round_up(F, NR) if transposed else 0
-    # The transposed product reads KW - 1 values past its frame (dropped
-    # columns); the row products keep a frame for each sample of a group.
-    cdef Py_ssize_t frames_size = (frame_items + KW if transposed
-                                   else G * frame_items if padded else 0)
+    cdef Py_ssize_t G = min((N + n_blocks - 1) // n_blocks,
+                            max(1, FRAME_BYTES // (frame_items * sizeof(floating))))
+    # per block: grad_w (F, K), grad_w^T (K, F) on the interleaved path,
+    # then grad_b (F)
+    cdef Py_ssize_t partial_size = F * K + F
+    cdef Py_ssize_t b_size = 0 if rows else round_up(F, NR) * P * G
+    cdef Py_ssize_t frames_size = G * frame_items if padded or not rows else 0
     # the row products read samples from frames, or from x itself
-    cdef bint framed = padded or transposed
-    cdef Py_ssize_t sample_stride = frame_items if framed else C * H * W
-    cdef Py_ssize_t per_thread = a_size + b_size + b_wide_size + frames_size
-    cdef Py_ssize_t blk, n, end, cnt, s, q, f, i, k
+    cdef Py_ssize_t sample_stride = frame_items if padded else C * H * W
+    cdef Py_ssize_t per_thread = b_size + frames_size
+    cdef Py_ssize_t blk, n, end, cnt, s, f, i, k, t
     cdef const floating *xn
-    cdef Py_ssize_t[::1] offsets = patch_offsets(C, Hp, Wp, KH, KW)
-    cdef floating *a_panels
+    cdef const floating *gy
+    cdef Py_ssize_t[::1] offsets
+    cdef Py_ssize_t[:, ::1] group_offsets
+    cdef Py_ssize_t[::1] frame_layout = np.zeros(n_threads, dtype=np.intp)
+    cdef Py_ssize_t *offs
     cdef floating *b_panels
-    cdef floating *b_wide
     cdef floating *frames
     cdef floating *part
-    cdef const floating *gy
     cdef floating total
     cdef floating *gw = &grad_w[0, 0, 0, 0]
-    # blocks whose grad_w (F, K) partial holds anything (each block has one
-    # thread): on the transposed path, only those that met a NaN or infinity
-    cdef unsigned char[::1] direct = np.full(n_blocks, not transposed, dtype=np.uint8)
+    if rows:
+        offsets = patch_offsets(C, Hp, Wp, KH, KW)
+        group_offsets = np.empty((1, 1), dtype=np.intp)
+    else:
+        offsets = interleaved_offsets(C, Hp, KH, KW, sw, Wq)
+        group_offsets = np.empty((n_threads, K), dtype=np.intp)
     cdef floating *partials = alloc(n_blocks * partial_size, gw)
     cdef floating *scratch
     try:
@@ -682,17 +633,11 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
         raise
     with nogil:
         memset(partials, 0, n_blocks * partial_size * sizeof(floating))
-        if transposed:
-            # grad_y's panels keep zeros where pack_grad_transposed never
-            # writes, and the frame's tail is read but never written
-            for i in range(n_threads):
-                memset(scratch + i * per_thread + a_size + b_size, 0,
-                       (b_wide_size + frames_size) * sizeof(floating))
+        # frames keep zeros where no sample value goes (padding, tails)
+        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
         for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
-            a_panels = scratch + threadid() * per_thread
-            b_panels = a_panels + a_size
-            b_wide = b_panels + b_size
-            frames = b_wide + b_wide_size
+            b_panels = scratch + threadid() * per_thread
+            frames = b_panels + b_size
             part = partials + blk * partial_size
             n = blk * N // n_blocks
             end = (blk + 1) * N // n_blocks
@@ -704,55 +649,43 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                         part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
                 if rows:
                     xn = &x[n, 0, 0, 0]
-                    if framed:
+                    if padded:
                         for s in range(cnt):
                             pad_sample(&x[n + s, 0, 0, 0], C, H, W, ph, pw,
                                        frames + s * frame_items)
                         xn = frames
-                    if transposed and sum_fixed_order(xn, frame_items, 0) == 0:
-                        pack_grad_transposed(&grad_y[n, 0, 0, 0], F, Ho, Wo,
-                                             Wp, b_wide)
-                        gemm(K, F, P_wide, xn, &offsets[0], b_wide, NULL,
-                             part + F * K + F, F, 1, NULL)
-                    else:
-                        direct[blk] = 1
-                        dot(F, K, cnt, Ho, Wo, &grad_y[n, 0, 0, 0], F * P, P,
-                            Wo, xn, &offsets[0], sample_stride, sh * Wp, part, K)
+                    dot(F, K, cnt, Ho, Wo, &grad_y[n, 0, 0, 0], F * P, P,
+                        Wo, xn, &offsets[0], sample_stride, sh * Wp, part, K)
                     n = n + cnt
                     continue
-                # A = grad_y of the group (F, cnt*P), B = its patches (cnt*P, K)
-                for s in range(cnt):
-                    gy = &grad_y[n + s, 0, 0, 0]
-                    xn = &x[n + s, 0, 0, 0]
-                    if padded:
-                        pad_sample(xn, C, H, W, ph, pw, frames)
-                        xn = frames
-                    for q in range((F + MR - 1) // MR):
-                        pack_a(min(MR, F - q * MR), P, gy + q * MR * P, P, 1,
-                               a_panels + (q * cnt * P + s * P) * MR)
-                    im2col_panels_transposed(xn, C, Hp, Wp, KH, KW, sh, sw,
-                                             Ho, Wo, &offsets[0], s * P,
-                                             cnt * P * NR, b_panels)
-                gemm(F, K, cnt * P, a_panels, NULL, b_panels, NULL, part, K, 1,
-                     NULL)
+                if frame_layout[threadid()] != cnt:
+                    # the padding's place depends on the group's size
+                    memset(frames, 0, frame_items * G * sizeof(floating))
+                    frame_layout[threadid()] = cnt
+                interleave_group(&x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp, sw,
+                                 Wq, frames)
+                pack_grad_interleaved(&grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
+                                      b_panels)
+                offs = &group_offsets[threadid(), 0]
+                for k in range(K):
+                    offs[k] = offsets[k] * cnt
+                for i in range(Ho):
+                    gemm(K, F, Wo * cnt, frames + i * sh * Wrow * cnt, offs,
+                         b_panels + i * round_up(F, NR) * Wo * cnt, NULL,
+                         part, F, 1, NULL)
                 n = n + cnt
-        # Blocks added in block order, whatever thread computed them. The
-        # walk follows grad_w^T when the transposed product filled it.
-        for i in prange(F * K, num_threads=n_threads, schedule='static'):
-            if transposed:
-                f = i % F
-                k = i // F
-            else:
-                f = i // K
-                k = i % K
+        # Blocks added in block order, whatever thread computed them.
+        for t in prange(F * K, num_threads=n_threads, schedule='static'):
             total = 0
             for blk in range(n_blocks):
-                part = partials + blk * partial_size
-                if direct[blk]:
-                    total = total + part[f * K + k]
-                if transposed:
-                    total = total + part[F * K + F + k * F + f]
-            gw[f * K + k] = total
+                total = total + partials[blk * partial_size + t]
+            gw[t] = total
+        if not rows:
+            # the sums are grad_w^T (K, F): transpose them into place
+            memcpy(partials, gw, F * K * sizeof(floating))
+            for k in range(K):
+                for f in range(F):
+                    gw[f * K + k] = partials[k * F + f]
         for f in range(F):
             total = 0
             for blk in range(n_blocks):
