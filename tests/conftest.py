@@ -402,8 +402,10 @@ def make_kernel_call(name, rng, dtype=np.float64, batch=3, geometry="strided-pad
 # masked tail, none, one lane, two full vectors and a tail), filter and
 # patch counts that leave partial 4 x 6 tiles, a row stride, and batches of
 # several samples per reduction block, summed in groups (small frames) or
-# one by one (a frame over 256 KiB). The transposed product: many filters on
-# narrow outputs. The gather path: a column stride.
+# one by one (a frame over 256 KiB). The interleaved product (many filters on
+# small outputs, and every column stride): filters over one panel, groups of
+# several sizes (the frame's layout changes with the size), strides on both
+# axes with kernels wider than the stride.
 KERNEL_GRADIENT_CASES = [
     ConvCase(37, 1, 7, spatial=(6, 17), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
     ConvCase(35, 2, 5, spatial=(5, 16), kernel=(2, 1), stride=(2, 1), padding=(0, 0)),
@@ -413,6 +415,7 @@ KERNEL_GRADIENT_CASES = [
     ConvCase(20, 8, 40, spatial=(6, 5), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
     ConvCase(19, 6, 35, spatial=(4, 4), kernel=(3, 3), stride=(1, 1), padding=(0, 0)),
     ConvCase(21, 3, 5, spatial=(7, 9), kernel=(3, 2), stride=(1, 2), padding=(1, 0)),
+    ConvCase(50, 4, 33, spatial=(5, 11), kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
 ]
 
 
