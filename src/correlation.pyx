@@ -61,25 +61,6 @@ fcnn_gemm_select(1)
 
 # ------------------------------------------------------- patch extraction
 
-cdef inline void valid_columns(Py_ssize_t b, Py_ssize_t sw, Py_ssize_t pw,
-                               Py_ssize_t W, Py_ssize_t Wo,
-                               Py_ssize_t *j_lo, Py_ssize_t *j_hi) noexcept nogil:
-    """Output columns j whose input column j*sw + b - pw lies inside [0, W)."""
-    cdef Py_ssize_t lo = 0, hi
-    if pw - b > 0:
-        lo = (pw - b + sw - 1) // sw
-    if W - 1 + pw - b < 0:
-        hi = 0
-    else:
-        hi = (W - 1 + pw - b) // sw + 1
-    if hi > Wo:
-        hi = Wo
-    if lo > hi:
-        lo = hi
-    j_lo[0] = lo
-    j_hi[0] = hi
-
-
 cdef inline void copy_run(floating *dst, const floating *src,
                           Py_ssize_t n) noexcept nogil:
     """dst[:n] = src[:n]. Rows of small images are a few values long, where
@@ -98,59 +79,6 @@ cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
     for c in range(C):
         for h in range(H):
             copy_run(dst + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W, W)
-
-
-cdef inline void copy_strided(floating *dst, const floating *src,
-                              Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
-    """dst[t] = src[t * stride] for t < n; strides 1 and 2 get loops of
-    their own, which the compiler can vectorise."""
-    cdef Py_ssize_t t
-    if stride == 1:
-        for t in range(n):
-            dst[t] = src[t]
-    elif stride == 2:
-        for t in range(n):
-            dst[t] = src[2 * t]
-    else:
-        for t in range(n):
-            dst[t] = src[t * stride]
-
-
-cdef void im2col_panels(const floating *xp, Py_ssize_t K,
-                        const Py_ssize_t *offsets, Py_ssize_t Wp,
-                        Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t col0,
-                        floating *dst) noexcept nogil:
-    """Patches of one padded sample xp (C, Hp, Wp) as columns col0 ..
-    col0 + P - 1 of the B operand (K, cols) of ``w . cols``: several samples
-    side by side make one wider product.
-
-    Column col0 + i*Wo + j of row k = (c, a, b) holds xp[c, i*sh + a,
-    j*sw + b], that is xp[offsets[k] + i*sh*Wp + j*sw] (see patch_offsets);
-    columns are grouped into panels of NR as gemm.h lays B out. Each output
-    row is split where a panel ends, once for all K rows; every row k then
-    copies one strided run of the input per piece. The last panel's columns
-    past the group's end are zeroed by zero_tail_columns, once per group.
-    """
-    cdef Py_ssize_t NR = panel_cols(dst)
-    cdef Py_ssize_t panel_stride = K * NR
-    cdef Py_ssize_t k, i, j, m, off, col
-    cdef floating *d
-    cdef const floating *src
-    for i in range(Ho):
-        col = col0 + i * Wo
-        j = 0
-        while j < Wo:
-            off = col % NR
-            m = NR - off
-            if m > Wo - j:
-                m = Wo - j
-            d = dst + (col // NR) * panel_stride + off
-            src = xp + i * sh * Wp + j * sw
-            for k in range(K):
-                copy_strided(d + k * NR, src + offsets[k], m, sw)
-            j += m
-            col += m
 
 
 cdef Py_ssize_t[::1] interleaved_offsets(Py_ssize_t C, Py_ssize_t Hp,
@@ -202,64 +130,28 @@ cdef void interleave_group(const floating *x, Py_ssize_t G, Py_ssize_t C,
                     w += sw
 
 
-cdef void zero_tail_columns(floating *dst, Py_ssize_t K,
-                            Py_ssize_t n_cols) noexcept nogil:
-    """Zero the columns past n_cols of the last panel of a (K, n_cols) B
-    operand in panels of NR (the product reads whole panels)."""
-    cdef Py_ssize_t NR = panel_cols(dst), k
-    cdef floating *last = dst + (n_cols // NR) * K * NR
-    if n_cols % NR:
-        for k in range(K):
-            memset(last + k * NR + n_cols % NR, 0,
-                   (NR - n_cols % NR) * sizeof(floating))
-
-
-cdef void col2im_add(const floating *dcols, Py_ssize_t C, Py_ssize_t H,
-                     Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
-                     Py_ssize_t sh, Py_ssize_t sw,
-                     Py_ssize_t ph, Py_ssize_t pw,
-                     Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ld,
-                     const Py_ssize_t *col_ranges,
-                     floating *gx) noexcept nogil:
-    """Adds each patch gradient dcols (K, P), rows ld apart, back where its
-    patch was read. col_ranges[2b], col_ranges[2b + 1]: the output columns
-    whose tap b lies inside the input (valid_column_ranges)."""
-    cdef Py_ssize_t c, a, b, i, j, hi, j_lo, j_hi
-    cdef const floating *src
-    cdef floating *row
+cdef void deinterleave_group(const floating *frame, Py_ssize_t G,
+                             Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Hp,
+                             Py_ssize_t sw, Py_ssize_t Wq,
+                             floating *x) noexcept nogil:
+    """The inverse of interleave_group: the inside of an interleaved frame
+    (its padding dropped) into G consecutive samples of x."""
+    cdef Py_ssize_t sample = C * H * W, c, h, r, w, w0, s
+    cdef floating *dst
+    cdef const floating *d
     for c in range(C):
-        for a in range(KH):
-            for i in range(Ho):
-                hi = i * sh + a - ph
-                if hi < 0 or hi >= H:
-                    continue
-                for b in range(KW):
-                    src = dcols + ((c * KH + a) * KW + b) * ld + i * Wo
-                    row = gx + (c * H + hi) * W + b - pw
-                    j_lo = col_ranges[2 * b]
-                    j_hi = col_ranges[2 * b + 1]
-                    if sw == 1:
-                        # unit stride: a contiguous add the compiler vectorises
-                        for j in range(j_lo, j_hi):
-                            row[j] += src[j]
-                    elif sw == 2:
-                        for j in range(j_lo, j_hi):
-                            row[2 * j] += src[j]
-                    else:
-                        for j in range(j_lo, j_hi):
-                            row[j * sw] += src[j]
-
-
-cdef Py_ssize_t[::1] valid_column_ranges(Py_ssize_t KW, Py_ssize_t sw,
-                                         Py_ssize_t pw, Py_ssize_t W,
-                                         Py_ssize_t Wo):
-    """For each tap b < KW, the output columns [lo, hi) that read it inside
-    the input, as lo, hi pairs (valid_columns)."""
-    cdef Py_ssize_t[::1] ranges = np.empty(2 * KW, dtype=np.intp)
-    cdef Py_ssize_t b
-    for b in range(KW):
-        valid_columns(b, sw, pw, W, Wo, &ranges[2 * b], &ranges[2 * b + 1])
-    return ranges
+        for h in range(H):
+            dst = x + (c * H + h) * W
+            for r in range(sw):
+                w0 = (r - pw % sw + sw) % sw
+                d = frame + (((c * Hp + h + ph) * sw + r) * Wq + (w0 + pw) // sw) * G
+                w = w0
+                while w < W:
+                    for s in range(G):
+                        dst[s * sample + w] = d[s]
+                    d += G
+                    w += sw
 
 
 cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
@@ -287,17 +179,6 @@ cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-cdef inline Py_ssize_t group_size(Py_ssize_t P, Py_ssize_t limit,
-                                  Py_ssize_t NR) noexcept nogil:
-    """Samples per matrix product when each has P output positions: enough
-    for about four panels of NR columns, at most limit. Small images (a few
-    positions each) would otherwise leave most of every panel empty."""
-    cdef Py_ssize_t g = (4 * NR + P - 1) // P
-    if g > limit:
-        g = limit
-    return g if g > 1 else 1
-
-
 cdef Py_ssize_t[::1] patch_offsets(Py_ssize_t C, Py_ssize_t Hp,
                                    Py_ssize_t Wp, Py_ssize_t KH,
                                    Py_ssize_t KW):
@@ -313,16 +194,17 @@ cdef Py_ssize_t[::1] patch_offsets(Py_ssize_t C, Py_ssize_t Hp,
 
 
 cdef enum:
-    # Bytes of interleaved frame one thread fills for a group of samples:
-    # the product then streams it from L2.
+    # Bytes of scratch (frames, product outputs) one thread fills for a group
+    # of samples: they stay in L2 from one step to the next.
     FRAME_BYTES = 256 * 1024
 
 
 cdef enum:
     # Multiply-adds of the product that cost about what copying one value
     # costs: the vector kernel does 32 float32 multiply-adds a cycle, a copy
-    # that transposes about one value.
-    COPY_COST = 16
+    # that transposes about one value. (At 16, the four-conv net's 14 x 14
+    # layer, 64 x 32 x 3 x 3, went interleaved and lost 15%.)
+    COPY_COST = 32
 
 
 cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -338,13 +220,14 @@ cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     return wasted <= COPY_COST * (C * H * W + F * Ho * Wo)
 
 
-cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t frame_items,
+cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t sample_items,
                                          Py_ssize_t limit, Py_ssize_t NR,
                                          Py_ssize_t itemsize) noexcept nogil:
     """Samples per interleaved frame: enough for output rows (Wo columns a
-    sample) of about four panels of NR, at most limit, within FRAME_BYTES."""
+    sample) of about four panels of NR, at most limit, with the scratch of
+    sample_items values a sample within FRAME_BYTES."""
     cdef Py_ssize_t g = (4 * NR + Wo - 1) // Wo
-    g = min(g, limit, FRAME_BYTES // (frame_items * itemsize))
+    g = min(g, limit, FRAME_BYTES // (sample_items * itemsize))
     return g if g > 1 else 1
 
 
@@ -383,7 +266,8 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     # interleaved frames: Wq columns per phase, Wrow per padded row
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
     cdef Py_ssize_t G = 1 if in_place else interleaved_group(
-        Wo, C * Hp * Wrow, (N + n_threads - 1) // n_threads, NR, sizeof(floating))
+        Wo, C * Hp * Wrow + F * P, (N + n_threads - 1) // n_threads, NR,
+        sizeof(floating))
     cdef Py_ssize_t n_groups = (N + G - 1) // G
     cdef Py_ssize_t[::1] offsets
     cdef Py_ssize_t[:, ::1] group_offsets
@@ -475,7 +359,16 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                                Py_ssize_t sh, Py_ssize_t sw,
                                Py_ssize_t ph, Py_ssize_t pw, int n_threads):
     """grad_x = W^T grad_y: each output gradient times the kernel, added back
-    to the input positions that produced it. grad_x is overwritten."""
+    to the input positions that produced it. grad_x is overwritten.
+
+    For a group of samples at a time, interleaved as in the forward: the
+    patch gradients dcols (K, Ho*Wo*G) = W^T (K, F) . grad_y, with grad_y's
+    samples interleaved (F, Ho, Wo, G) and read in place; then for each
+    patch row k and output row i, one run of Wo*G values added into an
+    interleaved frame of the padded input gradient, where that row's
+    patches were read (interleave_group); then the frame's inside copied
+    out into grad_x.
+    """
     cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1]
     cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
     cdef Py_ssize_t C = grad_x.shape[1], H = grad_x.shape[2]
@@ -483,16 +376,26 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
     cdef Py_ssize_t MR = panel_rows(&grad_x[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&grad_x[0, 0, 0, 0])
-    cdef Py_ssize_t G = group_size(P, (N + n_threads - 1) // n_threads, NR)
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
+    cdef Py_ssize_t frame_items = C * Hp * Wrow
+    cdef Py_ssize_t G = interleaved_group(
+        Wo, frame_items + (K + F) * P, (N + n_threads - 1) // n_threads, NR,
+        sizeof(floating))
     cdef Py_ssize_t n_groups = (N + G - 1) // G
-    cdef Py_ssize_t b_size = F * round_up(G * P, NR)
-    cdef Py_ssize_t per_thread = b_size + K * G * P
-    cdef Py_ssize_t g, n, s, cnt
-    # grad_y (F, P) of a sample as the patches of a 1x1 kernel: row f at f*P
-    cdef Py_ssize_t[::1] plane_offsets = patch_offsets(F, 1, P, 1, 1)
-    cdef Py_ssize_t[::1] col_ranges = valid_column_ranges(KW, sw, pw, W, Wo)
-    cdef floating *b_panels
+    # the product reads round_up(P*G, NR) columns of grad_y's last row
+    cdef Py_ssize_t gy_size = F * P * G + NR
+    cdef Py_ssize_t per_thread = gy_size + K * P * G + frame_items * G
+    cdef Py_ssize_t[::1] offsets = interleaved_offsets(C, Hp, KH, KW, sw, Wq)
+    # per thread: grad_y's rows, then the patch rows, for the group's size
+    cdef Py_ssize_t[:, ::1] group_offsets = np.empty((n_threads, F + K), dtype=np.intp)
+    cdef Py_ssize_t g, n, cnt, f, k, i, t
+    cdef Py_ssize_t *offs
+    cdef floating *gy_frame
     cdef floating *dcols
+    cdef floating *frame
+    cdef floating *dst
+    cdef const floating *src
     cdef floating *a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
     cdef floating *scratch
     try:
@@ -501,26 +404,35 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
         fcnn_free(a_panels)
         raise
     with nogil:
+        # the tail past grad_y's rows is read, never written
+        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
         # W^T as the A operand: row k = (c, a, b), column f.
         pack_a(K, F, &w[0, 0, 0, 0], 1, K, a_panels)
         for g in prange(n_groups, num_threads=n_threads, schedule='static'):
-            b_panels = scratch + threadid() * per_thread
-            dcols = b_panels + b_size
+            gy_frame = scratch + threadid() * per_thread
+            dcols = gy_frame + gy_size
+            frame = dcols + K * P * G
+            offs = &group_offsets[threadid(), 0]
             n = g * G
             cnt = N - n if N - n < G else G
-            # grad_y of the group side by side: B (F, cnt*P), packed as the
-            # patches of a 1x1 kernel
-            for s in range(cnt):
-                im2col_panels(&grad_y[n + s, 0, 0, 0], F, &plane_offsets[0],
-                              P, 1, 1, 1, P, s * P, b_panels)
-            zero_tail_columns(b_panels, F, cnt * P)
-            gemm(K, cnt * P, F, a_panels, NULL, b_panels, NULL, dcols,
-                 cnt * P, 0, NULL)
-            for s in range(cnt):
-                memset(&grad_x[n + s, 0, 0, 0], 0, C * H * W * sizeof(floating))
-                col2im_add(dcols + s * P, C, H, W, KH, KW, sh, sw, ph, pw,
-                           Ho, Wo, cnt * P, &col_ranges[0],
-                           &grad_x[n + s, 0, 0, 0])
+            # grad_y (F, Ho, Wo, cnt): a frame without padding or phases
+            interleave_group(&grad_y[n, 0, 0, 0], cnt, F, Ho, Wo, 0, 0, Ho, 1,
+                             Wo, gy_frame)
+            for f in range(F):
+                offs[f] = f * P * cnt
+            for k in range(K):
+                offs[F + k] = offsets[k] * cnt
+            gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt,
+                 0, NULL)
+            memset(frame, 0, frame_items * cnt * sizeof(floating))
+            for k in range(K):
+                for i in range(Ho):
+                    src = dcols + (k * Ho + i) * Wo * cnt
+                    dst = frame + offs[F + k] + i * sh * Wrow * cnt
+                    for t in range(Wo * cnt):
+                        dst[t] += src[t]
+            deinterleave_group(frame, cnt, C, H, W, ph, pw, Hp, sw, Wq,
+                               &grad_x[n, 0, 0, 0])
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
