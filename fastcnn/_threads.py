@@ -5,6 +5,8 @@ import os
 
 from ._kernels.openmp_helpers import omp_max_threads, openmp_enabled
 
+_OPENMP = openmp_enabled()
+
 
 @functools.lru_cache(maxsize=1)
 def _physical_cores():
@@ -33,6 +35,9 @@ def effective_n_threads(n_threads=None):
     int
         At least 1; always 1 when the kernels were built without OpenMP.
     """
+    if type(n_threads) is int and n_threads > 0:
+        # the common case, an already resolved count: no further checks
+        return n_threads if _OPENMP else 1
     if n_threads is not None and (
         isinstance(n_threads, bool)
         or not isinstance(n_threads, numbers.Integral)

@@ -97,6 +97,13 @@ cdef Py_ssize_t[::1] interleaved_offsets(Py_ssize_t C, Py_ssize_t Hp,
     return base
 
 
+cdef Py_ssize_t largest(const Py_ssize_t[::1] values) noexcept nogil:
+    cdef Py_ssize_t i, top = values[0]
+    for i in range(1, values.shape[0]):
+        top = max(top, values[i])
+    return top
+
+
 cdef void interleave_group(const floating *x, Py_ssize_t G, Py_ssize_t C,
                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph,
                            Py_ssize_t pw, Py_ssize_t Hp, Py_ssize_t sw,
@@ -290,7 +297,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     else:
         offsets = interleaved_offsets(C, Hp, KH, KW, sw, Wq)
         # the last row's product reads round_up(Wo*G, NR) columns
-        frame_size = max(C * Hp * Wrow, np.max(offsets) + (Ho - 1) * sh * Wrow) * G
+        frame_size = max(C * Hp * Wrow, largest(offsets) + (Ho - 1) * sh * Wrow) * G
         frame_size += round_up(Wo * G, NR)
         out_size = F * P * G
         group_offsets = np.empty((n_threads, K), dtype=np.intp)
