@@ -3,19 +3,27 @@
 Layout (all C-contiguous, channels first):
     x (N, C, H, W)   w (F, C, KH, KW)   y, grad_y (N, F, Ho, Wo)
 
-Each correlation is a matrix product per sample. With K = C*KH*KW and
-P = Ho*Wo, and cols[n] the (K, P) matrix of input patches (im2col):
+Each correlation is a matrix product. With K = C*KH*KW and P = Ho*Wo, and
+cols[n] the (K, P) matrix of input patches (im2col):
     forward         y[n]      = w (F, K) . cols[n]             (+ bias)
-    to the input    dcols[n]  = w^T (K, F) . grad_y[n]  then scattered back
-                                (col2im): the transposed product W^T delta
+    to the input    dcols[n]  = w^T (K, F) . grad_y[n]  then added back
+                                where each patch was read: W^T delta
     to the kernel   grad_w   += grad_y[n] (F, P) . cols[n]^T
-At stride 1 the patches are never copied: each sample is placed in a zero
-frame, the outputs are computed over the frame's width, and row k = (c, a, b)
-of cols is the frame itself at a fixed offset, which the product (gemm.h)
-reads in place. At larger strides the patches are written straight into the
-packed panels the product reads, so no separate im2col matrix is stored.
-The backward to the input uses this file's transposed product; fastcnn.
-functional uses the mirrored correlation (a forward call) where faster.
+The patch matrix is never built: the product (gemm.h) reads row k = (c, a, b)
+of cols in place from a frame of the input, at an offset fixed per k.
+  - Padded-width frame (forward at stride 1, large images): one sample in a
+    zero frame (C, Hp, Wp); outputs are computed over the frame's width and
+    the KW - 1 extra columns of each row dropped.
+  - Interleaved frame (strides, small images; the input gradient; the kernel
+    gradient with many filters): a group of G samples with each row's
+    columns split into their sw phases and the samples innermost
+    (interleave_group). The patches of one output row, for all G samples,
+    are then a single run of Wo*G values with no column outside a window,
+    and the products run per output row over the whole group.
+The kernel gradient also has row products (gemm.h's fcnn_dot), for layers
+whose few filters would leave the product's panels mostly empty.
+fastcnn.functional uses the mirrored correlation (a forward call) for the
+input gradient where that is faster.
 
 Threads split the batch (`prange` over samples, static schedule); each one
 owns its scratch panels. The kernel gradient sums over the batch in
