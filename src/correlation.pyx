@@ -94,7 +94,7 @@ cdef Py_ssize_t[::1] interleaved_offsets(Py_ssize_t C, Py_ssize_t Hp,
                                          Py_ssize_t sw, Py_ssize_t Wq):
     """base[k] = ((c*Hp + a)*sw + b % sw)*Wq + b // sw for k = (c, a, b).
 
-    In a frame of G interleaved samples (interleave_sample) element k of
+    In a frame of G interleaved samples (interleave_group) element k of
     every patch sits G * base[k] after the patch's first element."""
     cdef Py_ssize_t[::1] base = np.empty(C * KH * KW, dtype=np.intp)
     cdef Py_ssize_t c, a, b
@@ -112,59 +112,42 @@ cdef Py_ssize_t largest(const Py_ssize_t[::1] values) noexcept nogil:
     return top
 
 
-cdef void interleave_group(const floating *x, Py_ssize_t G, Py_ssize_t C,
+cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph,
                            Py_ssize_t pw, Py_ssize_t Hp, Py_ssize_t sw,
-                           Py_ssize_t Wq, floating *frame) noexcept nogil:
-    """G consecutive samples from x into an interleaved frame, whose padding
-    the caller has zeroed: padded row h of channel c, column w = q*sw + r,
-    of sample s is frame[(((c*Hp + h)*sw + r)*Wq + q)*G + s].
+                           Py_ssize_t Wq, floating *frame,
+                           bint into_frame) noexcept nogil:
+    """G consecutive samples of x into an interleaved frame (into_frame), or
+    back out of it (its padding dropped). Padded row h of channel c, column
+    w = q*sw + r, of sample s is frame[(((c*Hp + h)*sw + r)*Wq + q)*G + s];
+    filling a frame, the caller has zeroed its padding. x is only read when
+    into_frame.
 
     Splitting the columns into their sw phases and putting the samples
     innermost makes the patches of one output row, for every sample of the
     group, a single run: output (i, j) of sample s reads element k at
     G*base[k] + i*sh*sw*Wq*G + j*G + s (interleaved_offsets), so a matrix
-    product reads them in place, with no column outside a window. The
-    writes run in order; the reads take one value of each sample in turn.
+    product reads them in place, with no column outside a window. The frame
+    is walked in order; x one value of each sample in turn.
     """
     cdef Py_ssize_t sample = C * H * W, c, h, r, w, w0, s
-    cdef const floating *src
+    cdef floating *row
     cdef floating *d
     for c in range(C):
         for h in range(H):
-            src = x + (c * H + h) * W
+            row = x + (c * H + h) * W
             for r in range(sw):
                 # the first input column whose padded position is in phase r
                 w0 = (r - pw % sw + sw) % sw
                 d = frame + (((c * Hp + h + ph) * sw + r) * Wq + (w0 + pw) // sw) * G
                 w = w0
                 while w < W:
-                    for s in range(G):
-                        d[s] = src[s * sample + w]
-                    d += G
-                    w += sw
-
-
-cdef void deinterleave_group(const floating *frame, Py_ssize_t G,
-                             Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                             Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Hp,
-                             Py_ssize_t sw, Py_ssize_t Wq,
-                             floating *x) noexcept nogil:
-    """The inverse of interleave_group: the inside of an interleaved frame
-    (its padding dropped) into G consecutive samples of x."""
-    cdef Py_ssize_t sample = C * H * W, c, h, r, w, w0, s
-    cdef floating *dst
-    cdef const floating *d
-    for c in range(C):
-        for h in range(H):
-            dst = x + (c * H + h) * W
-            for r in range(sw):
-                w0 = (r - pw % sw + sw) % sw
-                d = frame + (((c * Hp + h + ph) * sw + r) * Wq + (w0 + pw) // sw) * G
-                w = w0
-                while w < W:
-                    for s in range(G):
-                        dst[s * sample + w] = d[s]
+                    if into_frame:
+                        for s in range(G):
+                            d[s] = row[s * sample + w]
+                    else:
+                        for s in range(G):
+                            row[s * sample + w] = d[s]
                     d += G
                     w += sw
 
@@ -265,7 +248,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
       outputs are computed over the padded width (Ho, Wp); the KW - 1 extra
       columns of each output row are dropped when copied into y.
     - Otherwise (strides, small images) a group of samples interleaved
-      (interleave_sample): one product per output row i, whose Wo*G columns
+      (interleave_group): one product per output row i, whose Wo*G columns
       are all outputs, then transposed from (f, i, j, s) into y.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
@@ -342,8 +325,8 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                 # values. Only the last group is short, and the static
                 # schedule makes it its thread's last.
                 memset(frame, 0, C * Hp * Wrow * G * sizeof(floating))
-            interleave_group(&x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp, sw, Wq,
-                             frame)
+            interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph, pw,
+                             Hp, sw, Wq, frame, True)
             offs = &group_offsets[threadid(), 0]
             for k in range(K):
                 offs[k] = offsets[k] * cnt
@@ -431,8 +414,8 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
             n = g * G
             cnt = N - n if N - n < G else G
             # grad_y (F, Ho, Wo, cnt): a frame without padding or phases
-            interleave_group(&grad_y[n, 0, 0, 0], cnt, F, Ho, Wo, 0, 0, Ho, 1,
-                             Wo, gy_frame)
+            interleave_group(<floating *> &grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
+                             0, 0, Ho, 1, Wo, gy_frame, True)
             for f in range(F):
                 offs[f] = f * P * cnt
             for k in range(K):
@@ -446,8 +429,8 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                     dst = frame + offs[F + k] + i * sh * Wrow * cnt
                     for t in range(Wo * cnt):
                         dst[t] += src[t]
-            deinterleave_group(frame, cnt, C, H, W, ph, pw, Hp, sw, Wq,
-                               &grad_x[n, 0, 0, 0])
+            interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
+                             sw, Wq, frame, False)
     fcnn_free(scratch)
     fcnn_free(a_panels)
 
@@ -589,8 +572,8 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                     # the padding's place depends on the group's size
                     memset(frames, 0, frame_items * G * sizeof(floating))
                     frame_layout[threadid()] = cnt
-                interleave_group(&x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp, sw,
-                                 Wq, frames)
+                interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph,
+                                 pw, Hp, sw, Wq, frames, True)
                 pack_grad_interleaved(&grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
                                       b_panels)
                 offs = &group_offsets[threadid(), 0]
