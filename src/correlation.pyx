@@ -152,6 +152,18 @@ cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
                     w += sw
 
 
+cdef inline void clear_on_new_layout(floating *frame, Py_ssize_t n_items,
+                                     Py_ssize_t G,
+                                     Py_ssize_t *layout) noexcept nogil:
+    """Zeroes a thread's interleaved frame (n_items values) when it is about
+    to hold a group of another size than last time (*layout, 0 at first):
+    where the padding falls depends on the group's size, and only the
+    samples' own values are written again."""
+    if layout[0] != G:
+        memset(frame, 0, n_items * sizeof(floating))
+        layout[0] = G
+
+
 cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
                                      floating scale) noexcept nogil:
     """Sum of v[0:n] * scale in eight interleaved partial sums combined
@@ -269,6 +281,8 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t n_groups = (N + G - 1) // G
     cdef Py_ssize_t[::1] offsets
     cdef Py_ssize_t[:, ::1] group_offsets
+    # the group size each thread's frame is laid out for (clear_on_new_layout)
+    cdef Py_ssize_t[::1] frame_layout = np.zeros(n_threads, dtype=np.intp)
     cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
     cdef const floating *xn
     cdef const floating *src
@@ -320,11 +334,8 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                 continue
             n = g * G
             cnt = N - n if N - n < G else G
-            if cnt < G:
-                # The layout depends on cnt: clear the previous group's
-                # values. Only the last group is short, and the static
-                # schedule makes it its thread's last.
-                memset(frame, 0, C * Hp * Wrow * G * sizeof(floating))
+            clear_on_new_layout(frame, C * Hp * Wrow * G, cnt,
+                                &frame_layout[threadid()])
             interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph, pw,
                              Hp, sw, Wq, frame, True)
             offs = &group_offsets[threadid(), 0]
@@ -402,8 +413,10 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
         fcnn_free(a_panels)
         raise
     with nogil:
-        # the tail past grad_y's rows is read, never written
-        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
+        # the tail past grad_y's rows is read, never written (the other
+        # buffers are written before they are read)
+        for t in range(n_threads):
+            memset(scratch + t * per_thread, 0, gy_size * sizeof(floating))
         # W^T as the A operand: row k = (c, a, b), column f.
         pack_a(K, F, &w[0, 0, 0, 0], 1, K, a_panels)
         for g in prange(n_groups, num_threads=n_threads, schedule='static'):
@@ -521,6 +534,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef const floating *gy
     cdef Py_ssize_t[::1] offsets
     cdef Py_ssize_t[:, ::1] group_offsets
+    # the group size each thread's frame is laid out for (clear_on_new_layout)
     cdef Py_ssize_t[::1] frame_layout = np.zeros(n_threads, dtype=np.intp)
     cdef Py_ssize_t *offs
     cdef floating *b_panels
@@ -568,10 +582,8 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                         Wo, xn, &offsets[0], sample_stride, sh * Wp, part, K)
                     n = n + cnt
                     continue
-                if frame_layout[threadid()] != cnt:
-                    # the padding's place depends on the group's size
-                    memset(frames, 0, frame_items * G * sizeof(floating))
-                    frame_layout[threadid()] = cnt
+                clear_on_new_layout(frames, frame_items * G, cnt,
+                                    &frame_layout[threadid()])
                 interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph,
                                  pw, Hp, sw, Wq, frames, True)
                 pack_grad_interleaved(&grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
