@@ -14,6 +14,13 @@
 
 #include "elementwise.h"
 
+/* Whether v replaces best as a window's maximum so far: when greater, or
+ * when v is the first NaN (NaN is the maximum of any window holding one).
+ * Written as the condition of an `if` around plain assignments: GCC
+ * if-converts that into vector selects, where a selected integer flag
+ * (take ? v : best) stops it vectorising. */
+#define FCNN_TAKES(v, best) (!((v) <= (best)) && (best) == (best))
+
 #define FCNN_DEFINE_MAX_POOL_ROW(SUFFIX, T)                                    \
 /* Output row of Wo windows of (kh, kw) whose top-left corners are at       */ \
 /* (r0, j*sw) of a plane of width W: y[j] = max, arg[j] = h*W + w of it.   */ \
@@ -31,67 +38,80 @@ static inline void fcnn_max_pool_row_##SUFFIX(                                 \
             const ptrdiff_t offset = (r0 + a) * W + b;                         \
             FCNN_SIMD                                                          \
             for (ptrdiff_t j = 0; j < Wo; ++j) {                               \
-                const T v = x[offset + j * sw], best = y[j];                   \
-                const int take = (v > best) | ((v != v) & (best == best));    \
-                y[j] = take ? v : best;                                        \
-                arg[j] = take ? (int32_t)(offset + j * sw) : arg[j];           \
+                const T v = x[offset + j * sw];                                \
+                T best = y[j];                                                 \
+                int32_t where = arg[j];                                        \
+                if (FCNN_TAKES(v, best)) {                                     \
+                    best = v;                                                  \
+                    where = (int32_t)(offset + j * sw);                        \
+                }                                                              \
+                y[j] = best;                                                   \
+                arg[j] = where;                                                \
             }                                                                  \
         }                                                                      \
     }                                                                          \
 }
 
-/* Selects through bit masks: compilers turn `take ? v : best` on floats
- * into a branch, which mispredicts about half the time on activations. */
-static inline float fcnn_select_f32(int take, float a, float b) {
-    uint32_t ia, ib, mask = (uint32_t)0 - (uint32_t)take;
-    memcpy(&ia, &a, sizeof ia);
-    memcpy(&ib, &b, sizeof ib);
-    ia = (ia & mask) | (ib & ~mask);
-    memcpy(&a, &ia, sizeof a);
-    return a;
-}
-static inline double fcnn_select_f64(int take, double a, double b) {
-    uint64_t ia, ib, mask = (uint64_t)0 - (uint64_t)take;
-    memcpy(&ia, &a, sizeof ia);
-    memcpy(&ib, &b, sizeof ib);
-    ia = (ia & mask) | (ib & ~mask);
-    memcpy(&a, &ia, sizeof a);
-    return a;
-}
+/* Windows per block of the 2x2 kernel below: one vector of float32 with
+ * AVX2, half of one with AVX-512; small enough that outputs rows of two
+ * windows (4 x 4 planes) do not spend most of each block on columns past
+ * the row's end. */
+#define FCNN_POOL_BLOCK 8
 
-/* The common 2x2 window at stride 2, a whole (H, W) plane at a time: the
- * four values of each window are compared in row-major order, without
- * branches. Same results as the generic row above. */
-#define FCNN_DEFINE_MAX_POOL_2X2_PLANE(SUFFIX, T)                              \
-static inline void fcnn_max_pool_2x2_plane_##SUFFIX(                           \
-        const T *x, ptrdiff_t W, ptrdiff_t Ho, ptrdiff_t Wo, T *y,             \
-        int32_t *arg) {                                                        \
+/* The common 2x2 window at stride 2, on planes [p0, p1) of x (x_size
+ * values in all) of (H, W) planes into (Ho, Wo) ones. Each output row is
+ * computed in whole blocks of FCNN_POOL_BLOCK windows, so every block is one
+ * fixed-length vector loop however short the rows are: a row's last block
+ * also computes windows past its end, from the next rows' values, and
+ * writes them where the next output row is about to be written. Rows
+ * whose last block would write past plane p1 (another thread's) or read
+ * past x's end take the exact row loop. The four values of a window are
+ * compared in row-major order without branches: same results as
+ * fcnn_max_pool_row. */
+#define FCNN_DEFINE_MAX_POOL_2X2(SUFFIX, T)                                    \
+FCNN_CLONES static void fcnn_max_pool_2x2_##SUFFIX(                            \
+        const T *x, ptrdiff_t x_size, ptrdiff_t H, ptrdiff_t W, ptrdiff_t Ho,  \
+        ptrdiff_t Wo, ptrdiff_t p0, ptrdiff_t p1, T *y, int32_t *arg) {        \
+    const ptrdiff_t n_blocks = (Wo + FCNN_POOL_BLOCK - 1) / FCNN_POOL_BLOCK;   \
+    const ptrdiff_t row_span = n_blocks * FCNN_POOL_BLOCK;                     \
+    const ptrdiff_t y_end = p1 * Ho * Wo;                                      \
     const int32_t w = (int32_t)W;                                              \
-    for (ptrdiff_t i = 0; i < Ho; ++i) {                                       \
-        const T *top = x + 2 * i * W, *bottom = top + W;                       \
-        for (ptrdiff_t j = 0; j < Wo; ++j) {                                   \
-            const T v1 = top[2 * j + 1], v2 = bottom[2 * j];                   \
-            const T v3 = bottom[2 * j + 1];                                    \
-            T best = top[2 * j];                                               \
-            int32_t where = 0, take;                                           \
-            take = (v1 > best) | ((v1 != v1) & (best == best));                \
-            best = fcnn_select_##SUFFIX(take, v1, best);                       \
-            where = (where & ~(0 - take)) | (1 & (0 - take));                  \
-            take = (v2 > best) | ((v2 != v2) & (best == best));                \
-            best = fcnn_select_##SUFFIX(take, v2, best);                       \
-            where = (where & ~(0 - take)) | (w & (0 - take));                  \
-            take = (v3 > best) | ((v3 != v3) & (best == best));                \
-            best = fcnn_select_##SUFFIX(take, v3, best);                       \
-            where = (where & ~(0 - take)) | ((w + 1) & (0 - take));            \
-            y[i * Wo + j] = best;                                              \
-            arg[i * Wo + j] = (int32_t)(2 * i * W + 2 * j) + where;            \
+    for (ptrdiff_t p = p0; p < p1; ++p) {                                      \
+        const T *plane = x + p * H * W;                                        \
+        for (ptrdiff_t i = 0; i < Ho; ++i) {                                   \
+            const ptrdiff_t out = (p * Ho + i) * Wo;                           \
+            const T *top = plane + 2 * i * W, *bottom = top + W;               \
+            if (out + row_span > y_end                                         \
+                    || (bottom - x) + 2 * row_span > x_size) {                 \
+                fcnn_max_pool_row_##SUFFIX(plane, W, 2 * i, Wo, 2, 2, 2,       \
+                                           y + out, arg + out);                \
+                continue;                                                      \
+            }                                                                  \
+            for (ptrdiff_t j0 = 0; j0 < Wo; j0 += FCNN_POOL_BLOCK) {           \
+                const T *t = top + 2 * j0, *b = bottom + 2 * j0;               \
+                T *yb = y + out + j0;                                          \
+                int32_t *ab = arg + out + j0;                                  \
+                const int32_t corner = (int32_t)(2 * i * W + 2 * j0);          \
+                FCNN_SIMD                                                      \
+                for (ptrdiff_t j = 0; j < FCNN_POOL_BLOCK; ++j) {              \
+                    T best = t[2 * j], v = t[2 * j + 1];                       \
+                    int32_t where = 0;                                         \
+                    if (FCNN_TAKES(v, best)) { best = v; where = 1; }          \
+                    v = b[2 * j];                                              \
+                    if (FCNN_TAKES(v, best)) { best = v; where = w; }          \
+                    v = b[2 * j + 1];                                          \
+                    if (FCNN_TAKES(v, best)) { best = v; where = w + 1; }      \
+                    yb[j] = best;                                              \
+                    ab[j] = corner + 2 * (int32_t)j + where;                   \
+                }                                                              \
+            }                                                                  \
         }                                                                      \
     }                                                                          \
 }
 
 FCNN_DEFINE_MAX_POOL_ROW(f32, float)
 FCNN_DEFINE_MAX_POOL_ROW(f64, double)
-FCNN_DEFINE_MAX_POOL_2X2_PLANE(f32, float)
-FCNN_DEFINE_MAX_POOL_2X2_PLANE(f64, double)
+FCNN_DEFINE_MAX_POOL_2X2(f32, float)
+FCNN_DEFINE_MAX_POOL_2X2(f64, double)
 
 #endif

@@ -19,10 +19,14 @@ cdef extern from "pooling.h" nogil:
     void fcnn_max_pool_row_f64(const double *x, ptrdiff_t W, ptrdiff_t r0,
                                ptrdiff_t Wo, ptrdiff_t kh, ptrdiff_t kw,
                                ptrdiff_t sw, double *y, int32_t *arg)
-    void fcnn_max_pool_2x2_plane_f32(const float *x, ptrdiff_t W, ptrdiff_t Ho,
-                                     ptrdiff_t Wo, float *y, int32_t *arg)
-    void fcnn_max_pool_2x2_plane_f64(const double *x, ptrdiff_t W, ptrdiff_t Ho,
-                                     ptrdiff_t Wo, double *y, int32_t *arg)
+    void fcnn_max_pool_2x2_f32(const float *x, ptrdiff_t x_size, ptrdiff_t H,
+                               ptrdiff_t W, ptrdiff_t Ho, ptrdiff_t Wo,
+                               ptrdiff_t p0, ptrdiff_t p1, float *y,
+                               int32_t *arg)
+    void fcnn_max_pool_2x2_f64(const double *x, ptrdiff_t x_size, ptrdiff_t H,
+                               ptrdiff_t W, ptrdiff_t Ho, ptrdiff_t Wo,
+                               ptrdiff_t p0, ptrdiff_t p1, double *y,
+                               int32_t *arg)
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,
@@ -37,22 +41,27 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], Ho = y.shape[2], Wo = y.shape[3]
-    cdef Py_ssize_t plane, i
-    cdef bint two_by_two = kh == 2 and kw == 2 and sh == 2 and sw == 2
-    with nogil:
-        for plane in prange(N * C, num_threads=n_threads, schedule='static'):
-            if two_by_two:
+    cdef Py_ssize_t plane, i, t, n_planes = N * C
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        # each thread one run of planes: the kernel's blocks may run past an
+        # output row into the next, which must be the same thread's
+        with nogil:
+            for t in prange(n_threads, num_threads=n_threads, schedule='static'):
                 if floating is float:
-                    fcnn_max_pool_2x2_plane_f32(
-                        &x[0, 0, 0, 0] + plane * H * W, W, Ho, Wo,
-                        &y[0, 0, 0, 0] + plane * Ho * Wo,
-                        &argmax[0, 0, 0, 0] + plane * Ho * Wo)
+                    fcnn_max_pool_2x2_f32(
+                        &x[0, 0, 0, 0], n_planes * H * W, H, W, Ho, Wo,
+                        n_planes * t // n_threads,
+                        n_planes * (t + 1) // n_threads,
+                        &y[0, 0, 0, 0], &argmax[0, 0, 0, 0])
                 else:
-                    fcnn_max_pool_2x2_plane_f64(
-                        &x[0, 0, 0, 0] + plane * H * W, W, Ho, Wo,
-                        &y[0, 0, 0, 0] + plane * Ho * Wo,
-                        &argmax[0, 0, 0, 0] + plane * Ho * Wo)
-                continue
+                    fcnn_max_pool_2x2_f64(
+                        &x[0, 0, 0, 0], n_planes * H * W, H, W, Ho, Wo,
+                        n_planes * t // n_threads,
+                        n_planes * (t + 1) // n_threads,
+                        &y[0, 0, 0, 0], &argmax[0, 0, 0, 0])
+        return
+    with nogil:
+        for plane in prange(n_planes, num_threads=n_threads, schedule='static'):
             for i in range(Ho):
                 if floating is float:
                     fcnn_max_pool_row_f32(

@@ -126,6 +126,29 @@ def test_constant_input_selects_each_window_start():
     np.testing.assert_array_equal(argmax, np.broadcast_to(starts, argmax.shape))
 
 
+# ------------------------------------------------ the 2x2, stride 2 kernel
+
+@pytest.mark.parametrize("shape", [
+    (3, 5, 4, 4),     # output rows of 2 windows, far shorter than a block
+    (2, 3, 9, 26),    # rows of 13: a whole block, then one past the row's end
+    (2, 2, 7, 19),    # odd height and width: unread last row and column
+    (1, 1, 2, 2),     # one window: only the exact row loop
+    (5, 3, 6, 16),    # rows of exactly two blocks
+])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_max_pool_2x2_blocks_match_the_reference(shape, n_threads, dtype, rng, ref):
+    """The 2x2, stride-2 kernel computes whole blocks of windows, the last
+    one of a row running into the next rows, and leaves each thread's last
+    rows to an exact loop. Ties ({0, 1, 2}) and NaN test the order of the
+    comparisons in both."""
+    x = rng.integers(0, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.05] = np.nan
+    y, argmax = fcf.max_pool2d(x, 2, n_threads=n_threads)
+    expected_y, expected_argmax = ref.max_pool(x, (2, 2))
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(argmax, expected_argmax)
+
+
 # -------------------------------------------------------------------- NaN
 
 def test_first_nan_in_a_window_is_its_maximum(dtype):
