@@ -284,6 +284,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     # the group size each thread's frame is laid out for (clear_on_new_layout)
     cdef Py_ssize_t[::1] frame_layout = np.zeros(n_threads, dtype=np.intp)
     cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
+    cdef Py_ssize_t reads_past = 0
     cdef const floating *xn
     cdef const floating *src
     cdef floating *dst
@@ -297,6 +298,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
         # the product reads up to round_up(P_wide, NR) columns past the
         # last offset; the frame is that long, its tail zero
         frame_size = max(C * Hp * Wp, offsets[K - 1] + round_up(P_wide, NR))
+        reads_past = frame_size - C * Hp * Wp
         out_size = F * P_wide
         group_offsets = np.empty((1, 1), dtype=np.intp)
     else:
@@ -323,7 +325,9 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
             if in_place:
                 n = g
                 xn = &x[n, 0, 0, 0]
-                if ph or pw:
+                # the product reads round_up(P_wide, NR) columns from each
+                # offset: past the end of x for the last sample
+                if ph or pw or (n + 1) * C * H * W + reads_past > N * C * H * W:
                     pad_sample(xn, C, H, W, ph, pw, frame)
                     xn = frame
                 gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,

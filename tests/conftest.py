@@ -15,8 +15,11 @@ import this file; everything shared is therefore handed out by fixtures
 (``ref``, ``assert_close``, ``make_kernel_call``, ...) or by the
 parametrisations in :func:`pytest_generate_tests`.
 """
+import ctypes
 import dataclasses
 import itertools
+import mmap
+import sys
 import types
 import zlib
 
@@ -419,6 +422,19 @@ KERNEL_GRADIENT_CASES = [
 ]
 
 
+# Layers of the benchmark networks, at batch 2 or 3: images large enough
+# for the forward to read patches in place from the unpadded or padded
+# sample, the strided 1-D layers of the MNIST-1D network.
+LARGE_CONV_CASES = [
+    ConvCase(2, 1, 6, spatial=(28, 28), kernel=(5, 5), stride=(1, 1), padding=(0, 0)),
+    ConvCase(3, 6, 16, spatial=(14, 14), kernel=(5, 5), stride=(1, 1), padding=(0, 0)),
+    ConvCase(2, 3, 8, spatial=(32, 32), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+    ConvCase(2, 9, 4, spatial=(28, 28), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+    ConvCase(3, 25, 25, spatial=(40,), kernel=(3,), stride=(1,), padding=(1,)),
+    ConvCase(2, 25, 25, spatial=(19,), kernel=(3,), stride=(2,), padding=(1,)),
+    ConvCase(2, 1, 25, spatial=(40,), kernel=(5,), stride=(2,), padding=(1,)),
+]
+
 # ========================================================= parametrisation
 
 _PARAMETRISATIONS = {
@@ -426,6 +442,8 @@ _PARAMETRISATIONS = {
     "conv2d_case": CONV2D_CASES,
     "tiny_conv_case": TINY_CONV_CASES,
     "kernel_gradient_case": KERNEL_GRADIENT_CASES,
+    "bounds_conv_case": CONV2D_CASES + CONV1D_CASES + KERNEL_GRADIENT_CASES
+                        + LARGE_CONV_CASES,
     "pool_case": POOL2D_CASES + POOL1D_CASES,
     "tiny_pool_case": TINY_POOL_CASES,
     "kernel_name": KERNEL_NAMES,
@@ -519,6 +537,36 @@ def make_kernel_call_fixture(rng):
     def make(name, dtype=np.float64, batch=3, geometry="strided-padded"):
         return make_kernel_call(name, rng, dtype, batch, geometry)
     return make
+
+
+def guarded_copy(array, side):
+    """A copy of ``array`` in memory of its own that ends exactly where a
+    page that cannot be read or written begins (side="end"), or begins
+    right after such a page (side="start"): a kernel that reads or writes
+    past that end crashes instead of silently touching other memory."""
+    page = mmap.PAGESIZE
+    pages = max(1, -(-array.nbytes // page))
+    memory = mmap.mmap(-1, (pages + 1) * page)
+    base = ctypes.addressof((ctypes.c_char * len(memory)).from_buffer(memory))
+    guard, offset = ((base + pages * page, pages * page - array.nbytes)
+                     if side == "end" else (base, page))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    prot_none = 0   # PROT_NONE on every POSIX system
+    if libc.mprotect(guard, page, prot_none):
+        raise OSError(ctypes.get_errno(), "mprotect failed")
+    copy = np.frombuffer(memory, dtype=array.dtype, count=array.size,
+                         offset=offset).reshape(array.shape)
+    copy[...] = array
+    return copy
+
+
+@pytest.fixture(scope="session", name="guarded_copy")
+def guarded_copy_fixture():
+    """guarded_copy(array, side), on systems with mprotect."""
+    if sys.platform == "win32":
+        pytest.skip("guard pages need mprotect (POSIX)")
+    return guarded_copy
 
 
 # =============================================================== assertion
