@@ -34,7 +34,6 @@ any number of threads.
 The caller (fastcnn.functional) validates every shape, dtype and parameter
 and allocates the outputs: these functions do no bounds checking.
 """
-import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -89,25 +88,32 @@ cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
             copy_run(dst + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W, W)
 
 
-cdef Py_ssize_t[::1] interleaved_offsets(Py_ssize_t C, Py_ssize_t Hp,
-                                         Py_ssize_t KH, Py_ssize_t KW,
-                                         Py_ssize_t sw, Py_ssize_t Wq):
+cdef Py_ssize_t *alloc_index(Py_ssize_t n_items) except NULL:
+    """Scratch for n_items indices, freed with fcnn_free."""
+    cdef Py_ssize_t *p = <Py_ssize_t *> fcnn_malloc(n_items * sizeof(Py_ssize_t))
+    if p == NULL:
+        raise MemoryError(
+            f"could not allocate {n_items * sizeof(Py_ssize_t)} bytes of scratch")
+    return p
+
+
+cdef void interleaved_offsets(Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t KH,
+                              Py_ssize_t KW, Py_ssize_t sw, Py_ssize_t Wq,
+                              Py_ssize_t *base) noexcept nogil:
     """base[k] = ((c*Hp + a)*sw + b % sw)*Wq + b // sw for k = (c, a, b).
 
     In a frame of G interleaved samples (interleave_group) element k of
     every patch sits G * base[k] after the patch's first element."""
-    cdef Py_ssize_t[::1] base = np.empty(C * KH * KW, dtype=np.intp)
     cdef Py_ssize_t c, a, b
     for c in range(C):
         for a in range(KH):
             for b in range(KW):
                 base[(c * KH + a) * KW + b] = ((c * Hp + a) * sw + b % sw) * Wq + b // sw
-    return base
 
 
-cdef Py_ssize_t largest(const Py_ssize_t[::1] values) noexcept nogil:
+cdef Py_ssize_t largest(const Py_ssize_t *values, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i, top = values[0]
-    for i in range(1, values.shape[0]):
+    for i in range(1, n):
         top = max(top, values[i])
     return top
 
@@ -155,10 +161,11 @@ cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
 cdef inline void clear_on_new_layout(floating *frame, Py_ssize_t n_items,
                                      Py_ssize_t G,
                                      Py_ssize_t *layout) noexcept nogil:
-    """Zeroes a thread's interleaved frame (n_items values) when it is about
-    to hold a group of another size than last time (*layout, 0 at first):
-    where the padding falls depends on the group's size, and only the
-    samples' own values are written again."""
+    """Zeroes a thread's frame (n_items values) when it is about to hold a
+    group of another size than last time (*layout, 0 at first, so also on
+    a thread's first use): where the padding falls depends on the group's
+    size, and only the samples' own values are written again. Each thread
+    clears its own frame, in parallel, in its own cache."""
     if layout[0] != G:
         memset(frame, 0, n_items * sizeof(floating))
         layout[0] = G
@@ -189,18 +196,16 @@ cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-cdef Py_ssize_t[::1] patch_offsets(Py_ssize_t C, Py_ssize_t Hp,
-                                   Py_ssize_t Wp, Py_ssize_t KH,
-                                   Py_ssize_t KW):
+cdef void patch_offsets(Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
+                        Py_ssize_t KH, Py_ssize_t KW,
+                        Py_ssize_t *offsets) noexcept nogil:
     """offsets[k] = (c*Hp + a)*Wp + b: where element k = (c, a, b) of every
     patch sits relative to the patch's corner in a padded (C, Hp, Wp) sample."""
-    cdef Py_ssize_t[::1] offsets = np.empty(C * KH * KW, dtype=np.intp)
     cdef Py_ssize_t c, a, b
     for c in range(C):
         for a in range(KH):
             for b in range(KW):
                 offsets[(c * KH + a) * KW + b] = (c * Hp + a) * Wp + b
-    return offsets
 
 
 cdef enum:
@@ -279,10 +284,6 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
         Wo, C * Hp * Wrow + F * P, (N + n_threads - 1) // n_threads, NR,
         sizeof(floating))
     cdef Py_ssize_t n_groups = (N + G - 1) // G
-    cdef Py_ssize_t[::1] offsets
-    cdef Py_ssize_t[:, ::1] group_offsets
-    # the group size each thread's frame is laid out for (clear_on_new_layout)
-    cdef Py_ssize_t[::1] frame_layout = np.zeros(n_threads, dtype=np.intp)
     cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
     cdef Py_ssize_t reads_past = 0
     cdef const floating *xn
@@ -291,79 +292,84 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef floating *frame
     cdef floating *out
     cdef Py_ssize_t *offs
-    cdef floating *a_panels
-    cdef floating *scratch
+    cdef floating *a_panels = NULL
+    cdef floating *scratch = NULL
+    # offsets (K), then per thread the offsets for its group's size (K) and
+    # the group size its frame is laid out for (clear_on_new_layout)
+    cdef Py_ssize_t *offsets = alloc_index(K + n_threads * (K + 1))
+    cdef Py_ssize_t *group_offsets = offsets + K
+    cdef Py_ssize_t *frame_layout = group_offsets + n_threads * K
+    memset(frame_layout, 0, n_threads * sizeof(Py_ssize_t))
     if in_place:
-        offsets = patch_offsets(C, Hp, Wp, KH, KW)
+        patch_offsets(C, Hp, Wp, KH, KW, offsets)
         # the product reads up to round_up(P_wide, NR) columns past the
         # last offset; the frame is that long, its tail zero
         frame_size = max(C * Hp * Wp, offsets[K - 1] + round_up(P_wide, NR))
         reads_past = frame_size - C * Hp * Wp
         out_size = F * P_wide
-        group_offsets = np.empty((1, 1), dtype=np.intp)
     else:
-        offsets = interleaved_offsets(C, Hp, KH, KW, sw, Wq)
+        interleaved_offsets(C, Hp, KH, KW, sw, Wq, offsets)
         # the last row's product reads round_up(Wo*G, NR) columns
-        frame_size = max(C * Hp * Wrow, largest(offsets) + (Ho - 1) * sh * Wrow) * G
+        frame_size = max(C * Hp * Wrow, largest(offsets, K) + (Ho - 1) * sh * Wrow) * G
         frame_size += round_up(Wo * G, NR)
         out_size = F * P * G
-        group_offsets = np.empty((n_threads, K), dtype=np.intp)
     per_thread = frame_size + out_size
-    a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
     try:
+        a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
         scratch = alloc(n_threads * per_thread, &y[0, 0, 0, 0])
-    except MemoryError:
-        fcnn_free(a_panels)
-        raise
-    with nogil:
-        # frames keep zeros where no sample value goes (padding, tails)
-        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
-        pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
-        for g in prange(n_groups, num_threads=n_threads, schedule='static'):
-            frame = scratch + threadid() * per_thread
-            out = frame + frame_size
-            if in_place:
-                n = g
-                xn = &x[n, 0, 0, 0]
-                # the product reads round_up(P_wide, NR) columns from each
-                # offset: past the end of x for the last sample
-                if ph or pw or (n + 1) * C * H * W + reads_past > N * C * H * W:
-                    pad_sample(xn, C, H, W, ph, pw, frame)
-                    xn = frame
-                gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,
-                     P_wide, 0, &bias[0])
+        with nogil:
+            pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
+            for g in prange(n_groups, num_threads=n_threads, schedule='static'):
+                frame = scratch + threadid() * per_thread
+                out = frame + frame_size
+                if in_place:
+                    # zero once per call: the tail of the frame past the
+                    # sample is read, and pad_sample rewrites only the rest
+                    clear_on_new_layout(frame, frame_size, 1,
+                                        &frame_layout[threadid()])
+                    n = g
+                    xn = &x[n, 0, 0, 0]
+                    # the product reads round_up(P_wide, NR) columns from each
+                    # offset: past the end of x for the last sample
+                    if ph or pw or (n + 1) * C * H * W + reads_past > N * C * H * W:
+                        pad_sample(xn, C, H, W, ph, pw, frame)
+                        xn = frame
+                    gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,
+                         P_wide, 0, &bias[0])
+                    for f in range(F):
+                        for i in range(Ho):
+                            copy_run(&y[n, f, i, 0], out + f * P_wide + i * Wp, Wo)
+                    continue
+                n = g * G
+                cnt = N - n if N - n < G else G
+                clear_on_new_layout(frame, frame_size, cnt,
+                                    &frame_layout[threadid()])
+                interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph, pw,
+                                 Hp, sw, Wq, frame, True)
+                offs = group_offsets + threadid() * K
+                for k in range(K):
+                    offs[k] = offsets[k] * cnt
+                for i in range(Ho):
+                    gemm(F, Wo * cnt, K, a_panels, NULL, frame + i * sh * Wrow * cnt,
+                         offs, out + i * Wo * cnt, P * cnt, 0, &bias[0])
+                # out (F, Ho, Wo, cnt) -> y[n + s, f, i, j] in tiles of 16
+                # positions: a tile's reads stay in cache, and each sample gets
+                # one run of writes (writing a position of every sample in turn
+                # would hit addresses F*P apart, often a multiple of 4 KiB)
                 for f in range(F):
-                    for i in range(Ho):
-                        copy_run(&y[n, f, i, 0], out + f * P_wide + i * Wp, Wo)
-                continue
-            n = g * G
-            cnt = N - n if N - n < G else G
-            clear_on_new_layout(frame, C * Hp * Wrow * G, cnt,
-                                &frame_layout[threadid()])
-            interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph, pw,
-                             Hp, sw, Wq, frame, True)
-            offs = &group_offsets[threadid(), 0]
-            for k in range(K):
-                offs[k] = offsets[k] * cnt
-            for i in range(Ho):
-                gemm(F, Wo * cnt, K, a_panels, NULL, frame + i * sh * Wrow * cnt,
-                     offs, out + i * Wo * cnt, P * cnt, 0, &bias[0])
-            # out (F, Ho, Wo, cnt) -> y[n + s, f, i, j] in tiles of 16
-            # positions: a tile's reads stay in cache, and each sample gets
-            # one run of writes (writing a position of every sample in turn
-            # would hit addresses F*P apart, often a multiple of 4 KiB)
-            for f in range(F):
-                p0 = 0
-                while p0 < P:
-                    p_end = min(p0 + 16, P)
-                    for s in range(cnt):
-                        src = out + f * P * cnt + s
-                        dst = &y[n + s, f, 0, 0]
-                        for p in range(p0, p_end):
-                            dst[p] = src[p * cnt]
-                    p0 = p_end
-    fcnn_free(scratch)
-    fcnn_free(a_panels)
+                    p0 = 0
+                    while p0 < P:
+                        p_end = min(p0 + 16, P)
+                        for s in range(cnt):
+                            src = out + f * P * cnt + s
+                            dst = &y[n + s, f, 0, 0]
+                            for p in range(p0, p_end):
+                                dst[p] = src[p * cnt]
+                        p0 = p_end
+    finally:
+        fcnn_free(scratch)
+        fcnn_free(a_panels)
+        fcnn_free(offsets)
 
 
 def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
@@ -399,9 +405,10 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     # the product reads round_up(P*G, NR) columns of grad_y's last row
     cdef Py_ssize_t gy_size = F * P * G + NR
     cdef Py_ssize_t per_thread = gy_size + K * P * G + frame_items * G
-    cdef Py_ssize_t[::1] offsets = interleaved_offsets(C, Hp, KH, KW, sw, Wq)
-    # per thread: grad_y's rows, then the patch rows, for the group's size
-    cdef Py_ssize_t[:, ::1] group_offsets = np.empty((n_threads, F + K), dtype=np.intp)
+    # offsets (K), then per thread grad_y's rows and the patch rows for its
+    # group's size (F + K)
+    cdef Py_ssize_t *offsets = alloc_index(K + n_threads * (F + K))
+    cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t g, n, cnt, f, k, i, t
     cdef Py_ssize_t *offs
     cdef floating *gy_frame
@@ -409,47 +416,47 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     cdef floating *frame
     cdef floating *dst
     cdef const floating *src
-    cdef floating *a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
-    cdef floating *scratch
+    cdef floating *a_panels = NULL
+    cdef floating *scratch = NULL
+    interleaved_offsets(C, Hp, KH, KW, sw, Wq, offsets)
     try:
+        a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
         scratch = alloc(n_threads * per_thread, &grad_x[0, 0, 0, 0])
-    except MemoryError:
+        with nogil:
+            # W^T as the A operand: row k = (c, a, b), column f.
+            pack_a(K, F, &w[0, 0, 0, 0], 1, K, a_panels)
+            for g in prange(n_groups, num_threads=n_threads, schedule='static'):
+                gy_frame = scratch + threadid() * per_thread
+                dcols = gy_frame + gy_size
+                frame = dcols + K * P * G
+                offs = group_offsets + threadid() * (F + K)
+                n = g * G
+                cnt = N - n if N - n < G else G
+                # grad_y (F, Ho, Wo, cnt): a frame without padding or phases;
+                # the product also reads the NR values past it (the other
+                # buffers are written before they are read)
+                interleave_group(<floating *> &grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
+                                 0, 0, Ho, 1, Wo, gy_frame, True)
+                memset(gy_frame + F * P * cnt, 0, NR * sizeof(floating))
+                for f in range(F):
+                    offs[f] = f * P * cnt
+                for k in range(K):
+                    offs[F + k] = offsets[k] * cnt
+                gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt,
+                     0, NULL)
+                memset(frame, 0, frame_items * cnt * sizeof(floating))
+                for k in range(K):
+                    for i in range(Ho):
+                        src = dcols + (k * Ho + i) * Wo * cnt
+                        dst = frame + offs[F + k] + i * sh * Wrow * cnt
+                        for t in range(Wo * cnt):
+                            dst[t] += src[t]
+                interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
+                                 sw, Wq, frame, False)
+    finally:
+        fcnn_free(scratch)
         fcnn_free(a_panels)
-        raise
-    with nogil:
-        # the tail past grad_y's rows is read, never written (the other
-        # buffers are written before they are read)
-        for t in range(n_threads):
-            memset(scratch + t * per_thread, 0, gy_size * sizeof(floating))
-        # W^T as the A operand: row k = (c, a, b), column f.
-        pack_a(K, F, &w[0, 0, 0, 0], 1, K, a_panels)
-        for g in prange(n_groups, num_threads=n_threads, schedule='static'):
-            gy_frame = scratch + threadid() * per_thread
-            dcols = gy_frame + gy_size
-            frame = dcols + K * P * G
-            offs = &group_offsets[threadid(), 0]
-            n = g * G
-            cnt = N - n if N - n < G else G
-            # grad_y (F, Ho, Wo, cnt): a frame without padding or phases
-            interleave_group(<floating *> &grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
-                             0, 0, Ho, 1, Wo, gy_frame, True)
-            for f in range(F):
-                offs[f] = f * P * cnt
-            for k in range(K):
-                offs[F + k] = offsets[k] * cnt
-            gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt,
-                 0, NULL)
-            memset(frame, 0, frame_items * cnt * sizeof(floating))
-            for k in range(K):
-                for i in range(Ho):
-                    src = dcols + (k * Ho + i) * Wo * cnt
-                    dst = frame + offs[F + k] + i * sh * Wrow * cnt
-                    for t in range(Wo * cnt):
-                        dst[t] += src[t]
-            interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
-                             sw, Wq, frame, False)
-    fcnn_free(scratch)
-    fcnn_free(a_panels)
+        fcnn_free(offsets)
 
 
 cdef void pack_grad_interleaved(const floating *gy, Py_ssize_t G,
@@ -458,8 +465,7 @@ cdef void pack_grad_interleaved(const floating *gy, Py_ssize_t G,
     """grad_y of G consecutive samples (G, F, Ho, Wo) as the B operands of
     the interleaved kernel gradient, one per output row i, each
     round_up(F, NR) * Wo*G long: row t = j*G + s of operand i holds
-    grad_y[s, :, i, j], in panels of NR filters. Columns past F are left as
-    they are: the product never stores what they give."""
+    grad_y[s, :, i, j], in panels of NR filters; columns past F are zero."""
     cdef Py_ssize_t NR = panel_cols(dst)
     cdef Py_ssize_t P = Ho * Wo, depth = Wo * G, operand = round_up(F, NR) * depth
     cdef Py_ssize_t i, j, s, f, q
@@ -475,6 +481,8 @@ cdef void pack_grad_interleaved(const floating *gy, Py_ssize_t G,
                 while q < F:
                     for f in range(q, min(q + NR, F)):
                         d[f - q] = g[f * P]
+                    for f in range(F, q + NR):
+                        d[f - q] = 0
                     d += depth * NR
                     q += NR
 
@@ -536,89 +544,95 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t blk, n, end, cnt, s, f, i, k, t
     cdef const floating *xn
     cdef const floating *gy
-    cdef Py_ssize_t[::1] offsets
-    cdef Py_ssize_t[:, ::1] group_offsets
-    # the group size each thread's frame is laid out for (clear_on_new_layout)
-    cdef Py_ssize_t[::1] frame_layout = np.zeros(n_threads, dtype=np.intp)
     cdef Py_ssize_t *offs
     cdef floating *b_panels
     cdef floating *frames
     cdef floating *part
     cdef floating total
     cdef floating *gw = &grad_w[0, 0, 0, 0]
+    cdef floating *partials = NULL
+    cdef floating *scratch = NULL
+    cdef floating *acc
+    cdef const floating *src
+    cdef Py_ssize_t n_rows = F if rows else K, row_len = K if rows else F, r
+    # offsets (K), then per thread the offsets for its group's size (K) and
+    # the group size its frame is laid out for (clear_on_new_layout)
+    cdef Py_ssize_t *offsets = alloc_index(K + n_threads * (K + 1))
+    cdef Py_ssize_t *group_offsets = offsets + K
+    cdef Py_ssize_t *frame_layout = group_offsets + n_threads * K
+    memset(frame_layout, 0, n_threads * sizeof(Py_ssize_t))
     if rows:
-        offsets = patch_offsets(C, Hp, Wp, KH, KW)
-        group_offsets = np.empty((1, 1), dtype=np.intp)
+        patch_offsets(C, Hp, Wp, KH, KW, offsets)
     else:
-        offsets = interleaved_offsets(C, Hp, KH, KW, sw, Wq)
-        group_offsets = np.empty((n_threads, K), dtype=np.intp)
-    cdef floating *partials = alloc(n_blocks * partial_size, gw)
-    cdef floating *scratch
+        interleaved_offsets(C, Hp, KH, KW, sw, Wq, offsets)
     try:
+        partials = alloc(n_blocks * partial_size, gw)
         scratch = alloc(n_threads * per_thread, gw)
-    except MemoryError:
-        fcnn_free(partials)
-        raise
-    with nogil:
-        memset(partials, 0, n_blocks * partial_size * sizeof(floating))
-        # frames keep zeros where no sample value goes (padding, tails)
-        memset(scratch, 0, n_threads * per_thread * sizeof(floating))
-        for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
-            b_panels = scratch + threadid() * per_thread
-            frames = b_panels + b_size
-            part = partials + blk * partial_size
-            n = blk * N // n_blocks
-            end = (blk + 1) * N // n_blocks
-            while n < end:
-                cnt = end - n if end - n < G else G
-                for s in range(cnt):
-                    gy = &grad_y[n + s, 0, 0, 0]
-                    for f in range(F):
-                        part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
-                if rows:
-                    xn = &x[n, 0, 0, 0]
-                    if padded:
-                        for s in range(cnt):
-                            pad_sample(&x[n + s, 0, 0, 0], C, H, W, ph, pw,
-                                       frames + s * frame_items)
-                        xn = frames
-                    dot(F, K, cnt, Ho, Wo, &grad_y[n, 0, 0, 0], F * P, P,
-                        Wo, xn, &offsets[0], sample_stride, sh * Wp, part, K)
+        with nogil:
+            # Every buffer is cleared by the thread that uses it: the block's
+            # partial sums here; padded frames by pad_sample, interleaved
+            # ones by clear_on_new_layout; B's panels are written whole.
+            for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
+                b_panels = scratch + threadid() * per_thread
+                frames = b_panels + b_size
+                part = partials + blk * partial_size
+                memset(part, 0, partial_size * sizeof(floating))
+                n = blk * N // n_blocks
+                end = (blk + 1) * N // n_blocks
+                while n < end:
+                    cnt = end - n if end - n < G else G
+                    for s in range(cnt):
+                        gy = &grad_y[n + s, 0, 0, 0]
+                        for f in range(F):
+                            part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
+                    if rows:
+                        xn = &x[n, 0, 0, 0]
+                        if padded:
+                            for s in range(cnt):
+                                pad_sample(&x[n + s, 0, 0, 0], C, H, W, ph, pw,
+                                           frames + s * frame_items)
+                            xn = frames
+                        dot(F, K, cnt, Ho, Wo, &grad_y[n, 0, 0, 0], F * P, P,
+                            Wo, xn, &offsets[0], sample_stride, sh * Wp, part, K)
+                        n = n + cnt
+                        continue
+                    clear_on_new_layout(frames, frame_items * G, cnt,
+                                        &frame_layout[threadid()])
+                    interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph,
+                                     pw, Hp, sw, Wq, frames, True)
+                    pack_grad_interleaved(&grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
+                                          b_panels)
+                    offs = group_offsets + threadid() * K
+                    for k in range(K):
+                        offs[k] = offsets[k] * cnt
+                    for i in range(Ho):
+                        gemm(K, F, Wo * cnt, frames + i * sh * Wrow * cnt, offs,
+                             b_panels + i * round_up(F, NR) * Wo * cnt, NULL,
+                             part, F, 1, NULL)
                     n = n + cnt
-                    continue
-                clear_on_new_layout(frames, frame_items * G, cnt,
-                                    &frame_layout[threadid()])
-                interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph,
-                                 pw, Hp, sw, Wq, frames, True)
-                pack_grad_interleaved(&grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
-                                      b_panels)
-                offs = &group_offsets[threadid(), 0]
-                for k in range(K):
-                    offs[k] = offsets[k] * cnt
-                for i in range(Ho):
-                    gemm(K, F, Wo * cnt, frames + i * sh * Wrow * cnt, offs,
-                         b_panels + i * round_up(F, NR) * Wo * cnt, NULL,
-                         part, F, 1, NULL)
-                n = n + cnt
-        # Blocks added in block order, whatever thread computed them.
-        for t in prange(F * K, num_threads=n_threads, schedule='static'):
-            total = 0
-            for blk in range(n_blocks):
-                total = total + partials[blk * partial_size + t]
-            gw[t] = total
-        if not rows:
-            # the sums are grad_w^T (K, F): transpose them into place
-            memcpy(partials, gw, F * K * sizeof(floating))
-            for k in range(K):
-                for f in range(F):
-                    gw[f * K + k] = partials[k * F + f]
-        for f in range(F):
-            total = 0
-            for blk in range(n_blocks):
-                total = total + partials[blk * partial_size + F * K + f]
-            grad_b[f] = total
-    fcnn_free(scratch)
-    fcnn_free(partials)
+            # Blocks added in block order, whatever thread computed them: into
+            # block 0's sums, one row of their layout at a time (F rows of K,
+            # or K rows of F on the interleaved path, written out transposed)
+            for r in prange(n_rows, num_threads=n_threads, schedule='static'):
+                acc = partials + r * row_len
+                for blk in range(1, n_blocks):
+                    src = partials + blk * partial_size + r * row_len
+                    for t in range(row_len):
+                        acc[t] = acc[t] + src[t]
+                if rows:
+                    copy_run(gw + r * K, acc, K)
+                else:
+                    for f in range(F):
+                        gw[f * K + r] = acc[f]
+            for f in range(F):
+                total = partials[F * K + f]
+                for blk in range(1, n_blocks):
+                    total = total + partials[blk * partial_size + F * K + f]
+                grad_b[f] = total
+    finally:
+        fcnn_free(scratch)
+        fcnn_free(partials)
+        fcnn_free(offsets)
 
 
 def correlate2d_forward_naive(const floating[:, :, :, ::1] x,
