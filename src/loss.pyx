@@ -3,7 +3,9 @@ respect to the scores, in one pass over each row.
 
 Single-threaded: a batch of scores is small (N x classes), and the loss is
 summed over rows in row order, in double precision, so its bits are fixed.
-The caller (fastcnn.functional) validates shapes and target values.
+The caller (fastcnn.functional) validates shapes; target values are
+checked here, one compare per row (two NumPy reductions cost more than the
+loss on small batches).
 """
 from cython cimport floating
 from libc.math cimport exp, log
@@ -14,9 +16,14 @@ def softmax_cross_entropy(const floating[:, ::1] logits,
                           floating[:, ::1] grad):
     """Returns mean_n(log sum_k exp(logits[n, k]) - logits[n, target[n]])
     and writes grad = (softmax(logits) - onehot(target)) / N. The row
-    maximum is subtracted before exponentiating (no overflow)."""
-    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
+    maximum is subtracted before exponentiating (no overflow). A target
+    outside [0, K) raises ValueError before anything is written."""
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k, bad = 0
     cdef double top, total, log_total, loss = 0, scale = 1.0 / N
+    for n in range(N):
+        bad += target[n] < 0 or target[n] >= K
+    if bad:
+        raise ValueError(f"target values must lie in [0, {K}), got {bad} outside")
     with nogil:
         for n in range(N):
             top = logits[n, 0]

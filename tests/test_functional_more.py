@@ -809,3 +809,14 @@ def test_dense_uses_avx512_micro_kernel_by_default():
     if kernels_agree == "1":
         pytest.skip("both micro-kernels give the same bits here: cannot tell them apart")
     assert default_is_avx == "1", "linear ran on the generic micro-kernel by default"
+
+
+@pytest.mark.parametrize("bad", [-1, 3, np.iinfo(np.int64).max])
+def test_softmax_cross_entropy_rejects_targets_outside_the_classes(bad):
+    logits = np.zeros((4, 3))
+    target = np.array([0, 1, bad, 2], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"target values must lie in \[0, 3\)"):
+        fcf.softmax_cross_entropy(logits, target)
+    big = np.array([0, 1, 2, 2**63], dtype=np.uint64)  # wraps to negative as intp
+    with pytest.raises(ValueError, match=r"target values must lie in \[0, 3\)"):
+        fcf.softmax_cross_entropy(logits, big)
