@@ -14,14 +14,16 @@ through ``CNNClassifier.partial_fit`` (one epoch per call, after a warm-up
 call), PyTorch through the usual loop (randperm, index_select, forward,
 cross_entropy, backward, Adam step). Inference is images per second in
 batches of 1000 (``predict_proba`` / ``model(x)`` under ``no_grad``). Each
-figure is the median of ``--repeats`` runs, the two libraries interleaved.
+figure is the median of ``--repeats`` runs, with the thread counts and the
+two libraries interleaved within each repeat; below the table, each
+library's training speedup from the fewest to the most threads.
 Peak memory is the maximum RSS (VmHWM) of a separate process that loads
 Fashion-MNIST and fits LeNet-5 (batch 64) for one epoch over all of it, one
 process per library, each importing only its own library and numpy.
 
 ``--profile`` prints where fastcnn's training time goes: forward and backward
 milliseconds per layer, the loss, the optimizer step, and the shuffling and
-batch copies, per batch.
+batch copies, per batch, at each thread count of ``--threads``.
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist package, MNIST-1D
 from the mnist1d package's local generator; a network whose data is missing
@@ -221,19 +223,20 @@ def peak_rss_mib(library):
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def profile(name):
+def profile(name, n_threads):
     """Per-batch milliseconds of each part of fastcnn's training step."""
     network, batch_size, loader, n_images = BENCHMARKS[name]
     X, _, y, _ = loader()
     run = FastcnnRun(NETWORKS[network], X, y, batch_size)
-    run.train(n_images, None)                     # warm up
+    run.train(n_images, n_threads)                # warm up
     timings = {}
     run.clf._profile = timings
-    run.train(n_images, None)
+    run.train(n_images, n_threads)
     del run.clf._profile
     n_batches = -(-n_images // batch_size)
     total = sum(timings.values())
-    print(f"\nprofile {name}: {1e3 * total / n_batches:.3f} ms per batch of {batch_size}")
+    print(f"\nprofile {name}, {n_threads} thread{'s' * (n_threads > 1)}: "
+          f"{1e3 * total / n_batches:.3f} ms per batch of {batch_size}")
     for key, seconds in sorted(timings.items(), key=lambda kv: str(kv[0])):
         label = " ".join(str(k) for k in key) if isinstance(key, tuple) else key
         print(f"  {label:32s} {1e3 * seconds / n_batches:8.3f} ms "
@@ -264,7 +267,7 @@ def main():
     header = "| network | batch | threads | train img/s fastcnn | PyTorch | ratio | infer img/s fastcnn | PyTorch | ratio |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    memory = []
+    memory, scaling = [], []
     for name in args.only.split(","):
         network, batch_size, loader, n_images = BENCHMARKS[name]
         try:
@@ -278,31 +281,48 @@ def main():
         if has_torch:
             runs["torch"] = TorchRun(NETWORKS[network], X_train, y_train, batch_size)
         for n_threads in threads:
-            train, infer = {}, {}
-            for library, run in runs.items():     # warm up both
+            for run in runs.values():              # warm up both
                 run.train(min(n_images, 4 * batch_size), n_threads)
-            for _ in range(args.repeats):          # interleaved medians
+        # Repeats outermost, then thread counts, then libraries: every figure
+        # is a median over the same stretch of time, so a slow spell on this
+        # shared machine does not land on one thread count or one library.
+        train, infer = {}, {}
+        for _ in range(args.repeats):
+            for n_threads in threads:
                 for library, run in runs.items():
-                    train.setdefault(library, []).append(
+                    train.setdefault((library, n_threads), []).append(
                         rate(lambda: run.train(n_images, n_threads), n_images, 1))
-                    infer.setdefault(library, []).append(
+                    infer.setdefault((library, n_threads), []).append(
                         rate(lambda: run.infer(X_infer, n_threads), len(X_infer), 1))
-            f_train, f_infer = statistics.median(train["fastcnn"]), statistics.median(infer["fastcnn"])
+        train = {key: statistics.median(values) for key, values in train.items()}
+        infer = {key: statistics.median(values) for key, values in infer.items()}
+        for n_threads in threads:
+            f_train, f_infer = train["fastcnn", n_threads], infer["fastcnn", n_threads]
             if has_torch:
-                t_train, t_infer = statistics.median(train["torch"]), statistics.median(infer["torch"])
+                t_train, t_infer = train["torch", n_threads], infer["torch", n_threads]
                 print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | {t_train:,.0f} | "
                       f"{f_train / t_train:.2f}x | {f_infer:,.0f} | {t_infer:,.0f} | {f_infer / t_infer:.2f}x |")
             else:
                 print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | | | {f_infer:,.0f} | | |")
+        if len(threads) > 1:
+            low, high = min(threads), max(threads)
+            speedups = ", ".join(
+                f"{library} {train[library, high] / train[library, low]:.2f}"
+                for library in runs)
+            scaling.append(f"{name}: training {high} threads / {low}: {speedups}")
         if not args.no_memory and name == "lenet5-64":
             memory.append((name, peak_rss_mib("fastcnn"),
                            peak_rss_mib("torch") if has_torch else float("nan")))
+    if scaling:
+        print()
+        print("\n".join(scaling))
     for name, mine, theirs in memory:
         print(f"\npeak RSS of a one-epoch fit on all the data ({name}): fastcnn "
               f"{mine:.0f} MiB, PyTorch {theirs:.0f} MiB, ratio {mine / theirs:.2f}")
     if args.profile:
         for name in args.only.split(","):
-            profile(name)
+            for n_threads in threads:
+                profile(name, n_threads)
 
 
 if __name__ == "__main__":
