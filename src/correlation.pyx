@@ -88,12 +88,18 @@ cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
             copy_run(dst + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W, W)
 
 
-cdef Py_ssize_t *alloc_index(Py_ssize_t n_items) except NULL:
-    """Scratch for n_items indices, freed with fcnn_free."""
+cdef Py_ssize_t *alloc_offsets(Py_ssize_t K, Py_ssize_t per_thread,
+                               Py_ssize_t n_threads) except NULL:
+    """One block, freed with fcnn_free, holding K patch offsets, then for
+    each thread per_thread offsets (those of its group's size), then for
+    each thread the group size its frame is laid out for, zero
+    (clear_on_new_layout)."""
+    cdef Py_ssize_t n_items = K + n_threads * (per_thread + 1)
     cdef Py_ssize_t *p = <Py_ssize_t *> fcnn_malloc(n_items * sizeof(Py_ssize_t))
     if p == NULL:
         raise MemoryError(
             f"could not allocate {n_items * sizeof(Py_ssize_t)} bytes of scratch")
+    memset(p + K + n_threads * per_thread, 0, n_threads * sizeof(Py_ssize_t))
     return p
 
 
@@ -294,12 +300,9 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t *offs
     cdef floating *a_panels = NULL
     cdef floating *scratch = NULL
-    # offsets (K), then per thread the offsets for its group's size (K) and
-    # the group size its frame is laid out for (clear_on_new_layout)
-    cdef Py_ssize_t *offsets = alloc_index(K + n_threads * (K + 1))
+    cdef Py_ssize_t *offsets = alloc_offsets(K, K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t *frame_layout = group_offsets + n_threads * K
-    memset(frame_layout, 0, n_threads * sizeof(Py_ssize_t))
     if in_place:
         patch_offsets(C, Hp, Wp, KH, KW, offsets)
         # the product reads up to round_up(P_wide, NR) columns past the
@@ -405,9 +408,8 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     # the product reads round_up(P*G, NR) columns of grad_y's last row
     cdef Py_ssize_t gy_size = F * P * G + NR
     cdef Py_ssize_t per_thread = gy_size + K * P * G + frame_items * G
-    # offsets (K), then per thread grad_y's rows and the patch rows for its
-    # group's size (F + K)
-    cdef Py_ssize_t *offsets = alloc_index(K + n_threads * (F + K))
+    # per thread: grad_y's rows and the patch rows for its group's size
+    cdef Py_ssize_t *offsets = alloc_offsets(K, F + K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t g, n, cnt, f, k, i, t
     cdef Py_ssize_t *offs
@@ -555,12 +557,9 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef floating *acc
     cdef const floating *src
     cdef Py_ssize_t n_rows = F if rows else K, row_len = K if rows else F, r
-    # offsets (K), then per thread the offsets for its group's size (K) and
-    # the group size its frame is laid out for (clear_on_new_layout)
-    cdef Py_ssize_t *offsets = alloc_index(K + n_threads * (K + 1))
+    cdef Py_ssize_t *offsets = alloc_offsets(K, K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t *frame_layout = group_offsets + n_threads * K
-    memset(frame_layout, 0, n_threads * sizeof(Py_ssize_t))
     if rows:
         patch_offsets(C, Hp, Wp, KH, KW, offsets)
     else:
