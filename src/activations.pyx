@@ -14,9 +14,9 @@ cdef extern from "elementwise.h" nogil:
     void fcnn_relu_backward_f32(const float *gy, const float *y, float *gx, ptrdiff_t n)
     void fcnn_relu_backward_f64(const double *gy, const double *y, double *gx, ptrdiff_t n)
 
-cdef Py_ssize_t BLOCK = 1 << 14
+cdef Py_ssize_t BLOCK = 1 << 12
 # Arrays shorter than this run on one thread: waking another costs more.
-cdef Py_ssize_t MIN_PARALLEL = 1 << 17
+cdef Py_ssize_t MIN_PARALLEL = 1 << 15
 
 
 cdef inline int threads_for(Py_ssize_t n, int n_threads) noexcept nogil:

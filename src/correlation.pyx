@@ -242,14 +242,21 @@ cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
 
 
 cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t sample_items,
-                                         Py_ssize_t limit, Py_ssize_t NR,
+                                         Py_ssize_t N, int n_threads,
+                                         Py_ssize_t NR,
                                          Py_ssize_t itemsize) noexcept nogil:
     """Samples per interleaved frame: enough for output rows (Wo columns a
-    sample) of about four panels of NR, at most limit, with the scratch of
-    sample_items values a sample within FRAME_BYTES."""
-    cdef Py_ssize_t g = (4 * NR + Wo - 1) // Wo
-    g = min(g, limit, FRAME_BYTES // (sample_items * itemsize))
-    return g if g > 1 else 1
+    sample) of about four panels of NR, with the scratch of sample_items
+    values a sample within FRAME_BYTES; then made as small as it can be
+    with the busiest thread still doing the same number of groups, so that
+    the threads' shares of the N samples differ by less than a group (64
+    samples in groups of 13 would give one thread 3 groups, the other 2)."""
+    cdef Py_ssize_t g = (4 * NR + Wo - 1) // Wo, per_thread
+    g = min(g, (N + n_threads - 1) // n_threads,
+            FRAME_BYTES // (sample_items * itemsize))
+    g = g if g > 1 else 1
+    per_thread = ((N + g - 1) // g + n_threads - 1) // n_threads
+    return (N + per_thread * n_threads - 1) // (per_thread * n_threads)
 
 
 def correlate2d_forward(const floating[:, :, :, ::1] x,
@@ -287,8 +294,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     # interleaved frames: Wq columns per phase, Wrow per padded row
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
     cdef Py_ssize_t G = 1 if in_place else interleaved_group(
-        Wo, C * Hp * Wrow + F * P, (N + n_threads - 1) // n_threads, NR,
-        sizeof(floating))
+        Wo, C * Hp * Wrow + F * P, N, n_threads, NR, sizeof(floating))
     cdef Py_ssize_t n_groups = (N + G - 1) // G
     cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
     cdef Py_ssize_t reads_past = 0
@@ -402,8 +408,7 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
     cdef Py_ssize_t frame_items = C * Hp * Wrow
     cdef Py_ssize_t G = interleaved_group(
-        Wo, frame_items + (K + F) * P, (N + n_threads - 1) // n_threads, NR,
-        sizeof(floating))
+        Wo, frame_items + (K + F) * P, N, n_threads, NR, sizeof(floating))
     cdef Py_ssize_t n_groups = (N + G - 1) // G
     # the product reads round_up(P*G, NR) columns of grad_y's last row
     cdef Py_ssize_t gy_size = F * P * G + NR

@@ -6,10 +6,11 @@ Layout (C-contiguous): x (N, D), w (U, D), bias (U,), y and grad_y (N, U).
     to the input     grad_x = grad_y . w
     to the weights   grad_w = grad_y^T . x,   grad_b = grad_y summed over n
 
-The products run on gemm.h. The forward and the input gradient split the
-rows of the batch between threads; the weight gradient splits the columns of
-grad_w, so that every thread sums over the whole batch itself, in the same
-order for any number of threads: no partial sums are combined across threads.
+The products run on gemm.h. Each splits the columns of its output between
+threads, and each thread packs its own share of the packed operand; every
+element is summed by one thread, in the same order for any number of
+threads (the weight gradient over the whole batch): no partial sums are
+combined across threads.
 The caller (fastcnn.functional) validates shapes and allocates the outputs.
 """
 from cython cimport floating
@@ -31,21 +32,37 @@ cdef int threads_for(Py_ssize_t work, int n_threads) noexcept nogil:
     return <int> (useful if useful < n_threads else n_threads)
 
 
-cdef void rows_times_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                            const floating *a, const Py_ssize_t *row_offsets,
-                            const floating *b_packed, floating *c,
-                            int n_threads) noexcept nogil:
-    """C (M, N) = A (M, K) . B with A's rows read in place at row_offsets
-    and B packed; the rows are split into one block per thread."""
-    cdef Py_ssize_t MR = panel_rows(a)
-    cdef Py_ssize_t rows_per_block = round_up((M + n_threads - 1) // n_threads, MR)
-    cdef Py_ssize_t n_blocks = (M + rows_per_block - 1) // rows_per_block
-    cdef Py_ssize_t block, i0, rows
+cdef void times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                                  const floating *a,
+                                  const Py_ssize_t *row_offsets,
+                                  const floating *b, Py_ssize_t b_rs,
+                                  Py_ssize_t b_cs, floating *b_packed,
+                                  floating *c, const floating *bias,
+                                  int n_threads) noexcept nogil:
+    """C (M, N) = A (M, K) . B (+ bias[j] on column j), with A's rows read
+    in place at row_offsets and B[k, j] = b[k*b_rs + j*b_cs].
+
+    The columns are split into one block per thread, and each thread packs
+    its own columns of B (into b_packed, round_up(N, NR) * K values): the
+    packing, which every product of a batch repeats, is then parallel too.
+    Each element of C is one thread's sum over k, the same for any split."""
+    cdef Py_ssize_t NR = panel_cols(a)
+    cdef Py_ssize_t cols_per_block = round_up((N + n_threads - 1) // n_threads, NR)
+    cdef Py_ssize_t n_blocks = (N + cols_per_block - 1) // cols_per_block
+    cdef Py_ssize_t block, j0, cols, i, j
+    cdef floating *mine
     for block in prange(n_blocks, num_threads=n_threads, schedule='static'):
-        i0 = block * rows_per_block
-        rows = M - i0 if M - i0 < rows_per_block else rows_per_block
-        gemm(rows, N, K, a, row_offsets + i0, b_packed, NULL,
-             c + i0 * N, N, 0, NULL)
+        j0 = block * cols_per_block
+        cols = N - j0 if N - j0 < cols_per_block else cols_per_block
+        # a block starts on a panel boundary: its panels are where a packing
+        # of all of B would put them
+        mine = b_packed + j0 * K
+        pack_b(K, cols, b + j0 * b_cs, b_rs, b_cs, mine)
+        gemm(M, cols, K, a, row_offsets, mine, NULL, c + j0, N, 0, NULL)
+        if bias != NULL:
+            for i in range(M):
+                for j in range(j0, j0 + cols):
+                    c[i * N + j] += bias[j]
 
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
@@ -53,16 +70,13 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
                   const Py_ssize_t[::1] row_offsets, int n_threads):
     """y = x . w^T + bias. row_offsets[i] = i * D (the caller's, reusable)."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], U = w.shape[0]
-    cdef Py_ssize_t NR = panel_cols(&x[0, 0]), i, j
+    cdef Py_ssize_t NR = panel_cols(&x[0, 0])
     cdef floating *w_packed = alloc(round_up(U, NR) * D, &x[0, 0])
     n_threads = threads_for(N * D * U, n_threads)
     with nogil:
-        pack_b(D, U, &w[0, 0], 1, D, w_packed)   # B[k, u] = w[u, k]
-        rows_times_packed(N, U, D, &x[0, 0], &row_offsets[0], w_packed,
-                          &y[0, 0], n_threads)
-        for i in range(N):
-            for j in range(U):
-                y[i, j] += bias[j]
+        # B[k, u] = w[u, k]
+        times_packed_by_columns(N, U, D, &x[0, 0], &row_offsets[0], &w[0, 0],
+                                1, D, w_packed, &y[0, 0], &bias[0], n_threads)
     fcnn_free(w_packed)
 
 
@@ -75,9 +89,10 @@ def dense_backward_input(const floating[:, ::1] grad_y,
     cdef floating *w_packed = alloc(round_up(D, NR) * U, &w[0, 0])
     n_threads = threads_for(N * D * U, n_threads)
     with nogil:
-        pack_b(U, D, &w[0, 0], D, 1, w_packed)   # B[u, d] = w[u, d]
-        rows_times_packed(N, D, U, &grad_y[0, 0], &row_offsets[0], w_packed,
-                          &grad_x[0, 0], n_threads)
+        # B[u, d] = w[u, d]
+        times_packed_by_columns(N, D, U, &grad_y[0, 0], &row_offsets[0],
+                                &w[0, 0], D, 1, w_packed, &grad_x[0, 0], NULL,
+                                n_threads)
     fcnn_free(w_packed)
 
 

@@ -23,8 +23,8 @@ cdef extern from "elementwise.h" nogil:
                        ptrdiff_t n, double step, double b1, double b2,
                        double eps, double l2)
 
-cdef Py_ssize_t BLOCK = 1 << 14
-cdef Py_ssize_t MIN_PARALLEL = 1 << 17
+cdef Py_ssize_t BLOCK = 1 << 12
+cdef Py_ssize_t MIN_PARALLEL = 1 << 14
 
 
 cdef inline int threads_for(Py_ssize_t n, int n_threads) noexcept nogil:
