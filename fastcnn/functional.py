@@ -71,14 +71,12 @@ def _float_array(a, name, ndim, layout):
     return np.ascontiguousarray(a)
 
 
-def _same_dtype(**arrays):
-    """TypeError naming both dtypes when the arrays do not share one."""
-    (first, a), *rest = arrays.items()
-    for name, b in rest:
-        if b.dtype != a.dtype:
-            raise TypeError(
-                f"{first} has dtype {a.dtype} but {name} has dtype {b.dtype}; "
-                "cast both to the same float dtype (float32 or float64)")
+def _same_dtype(first, a, name, b):
+    """a's dtype; a TypeError naming both dtypes when b's differs."""
+    if b.dtype != a.dtype:
+        raise TypeError(
+            f"{first} has dtype {a.dtype} but {name} has dtype {b.dtype}; "
+            "cast both to the same float dtype (float32 or float64)")
     return a.dtype
 
 
@@ -113,6 +111,10 @@ def _output(out, shape, dtype, name="out"):
     write through it without bounds checks."""
     if out is None:
         return np.empty(shape, dtype=dtype)
+    if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
+        flags = out.flags   # a new object on every access
+        if flags.c_contiguous and flags.writeable:
+            return out      # what a network passes on every call
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     if out.shape != tuple(shape):
@@ -130,7 +132,7 @@ def _check_bias(bias, size, x, layout):
     if bias is None:
         return np.zeros(size, dtype=x.dtype)
     bias = _float_array(bias, "bias", 1, layout)
-    _same_dtype(x=x, bias=bias)
+    _same_dtype("x", x, "bias", bias)
     if bias.shape != (size,):
         raise ValueError(
             f"bias must have shape ({size},) to match w, got {bias.shape}")
@@ -229,7 +231,7 @@ def _from_4d(a, ndim):
 def _correlate(x, w, bias, stride, padding, n_threads, ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
-    dtype = _same_dtype(x=x, w=w)
+    dtype = _same_dtype("x", x, "w", w)
     stride, padding, out_spatial = _conv_geometry(x.shape, w.shape, stride,
                                                   padding, ndim)
     n_filters = w.shape[0]
@@ -317,7 +319,7 @@ def _correlate_backward_kernel(x, grad_y, w_shape, stride, padding, n_threads,
 def _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
-    _same_dtype(x=x, w=w)
+    _same_dtype("x", x, "w", w)
     grad_x = _correlate_backward_input(grad_y, w, x.shape, stride, padding,
                                        n_threads, ndim)
     grad_w, grad_b = _correlate_backward_kernel(x, grad_y, w.shape, stride,
@@ -790,7 +792,7 @@ def _row_offsets(n_rows, row_length):
 def _check_linear(x, w, x_name="x"):
     x = _float_array(x, x_name, 2, "(N, D)")
     w = _float_array(w, "w", 2, "(U, D)")
-    _same_dtype(**{x_name: x, "w": w})
+    _same_dtype(x_name, x, "w", w)
     return x, w
 
 
@@ -867,7 +869,7 @@ def linear_backward_weight(x, grad_y, n_threads=None, out=None):
     """
     x = _float_array(x, "x", 2, "(N, D)")
     grad_y = _float_array(grad_y, "grad_y", 2, "(N, U)")
-    _same_dtype(x=x, grad_y=grad_y)
+    _same_dtype("x", x, "grad_y", grad_y)
     if grad_y.shape[0] != x.shape[0]:
         raise ValueError(
             f"x has {x.shape[0]} samples but grad_y has {grad_y.shape[0]}")
@@ -914,7 +916,7 @@ def relu_backward(grad_y, y, n_threads=None, out=None):
     zero elsewhere. ``out`` may be ``grad_y`` itself."""
     grad_y = _flat_float(grad_y, "grad_y")
     y = _flat_float(y, "y")
-    _same_dtype(grad_y=grad_y, y=y)
+    _same_dtype("grad_y", grad_y, "y", y)
     if grad_y.shape != y.shape:
         raise ValueError(
             f"grad_y {grad_y.shape} and y {y.shape} must have the same shape")
