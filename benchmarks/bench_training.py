@@ -2,7 +2,7 @@
 build, side by side in one run.
 
     python benchmarks/bench_training.py [--only lenet5-64,lenet5-256,fourconv,mnist1d,digits]
-                                        [--threads 1,2] [--repeats 3] [--no-torch]
+                                        [--threads 1,2] [--repeats 5] [--no-torch]
                                         [--no-memory] [--profile]
 
 For each network the same layers are built in both libraries (the PyTorch
@@ -248,7 +248,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(BENCHMARKS))
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--profile", action="store_true")
