@@ -36,6 +36,27 @@ cdef inline Py_ssize_t clip(Py_ssize_t v, Py_ssize_t low,
     return low if v < low else (high if v > high else v)
 
 
+cdef inline void sgd_run(floating *p, const floating *g, floating *vel,
+                         Py_ssize_t n, double lr, double mu, bint nesterov,
+                         double l2) noexcept nogil:
+    """elementwise.h's SGD loop on n entries, for either float type."""
+    if floating is float:
+        fcnn_sgd_f32(p, g, vel, n, lr, mu, nesterov, l2)
+    else:
+        fcnn_sgd_f64(p, g, vel, n, lr, mu, nesterov, l2)
+
+
+cdef inline void adam_run(floating *p, const floating *g, floating *m1,
+                          floating *m2, Py_ssize_t n, double step_size,
+                          double b1, double b2, double eps,
+                          double l2) noexcept nogil:
+    """elementwise.h's Adam loop on n entries, for either float type."""
+    if floating is float:
+        fcnn_adam_f32(p, g, m1, m2, n, step_size, b1, b2, eps, l2)
+    else:
+        fcnn_adam_f64(p, g, m1, m2, n, step_size, b1, b2, eps, l2)
+
+
 def sgd_step(floating[::1] params, const floating[::1] grads,
              floating[::1] velocity, double learning_rate, double momentum,
              bint nesterov, double l2, Py_ssize_t n_penalized, int n_threads):
@@ -54,16 +75,10 @@ def sgd_step(floating[::1] params, const floating[::1] grads,
             start = block * BLOCK
             end = clip(start + BLOCK, 0, n)
             split = clip(n_penalized, start, end)
-            if floating is float:
-                fcnn_sgd_f32(p + start, g + start, vel + start, split - start,
-                             learning_rate, momentum, nesterov, l2)
-                fcnn_sgd_f32(p + split, g + split, vel + split, end - split,
-                             learning_rate, momentum, nesterov, 0)
-            else:
-                fcnn_sgd_f64(p + start, g + start, vel + start, split - start,
-                             learning_rate, momentum, nesterov, l2)
-                fcnn_sgd_f64(p + split, g + split, vel + split, end - split,
-                             learning_rate, momentum, nesterov, 0)
+            sgd_run(p + start, g + start, vel + start, split - start,
+                    learning_rate, momentum, nesterov, l2)
+            sgd_run(p + split, g + split, vel + split, end - split,
+                    learning_rate, momentum, nesterov, 0)
 
 
 def adam_step(floating[::1] params, const floating[::1] grads,
@@ -86,17 +101,7 @@ def adam_step(floating[::1] params, const floating[::1] grads,
             start = block * BLOCK
             end = clip(start + BLOCK, 0, n)
             split = clip(n_penalized, start, end)
-            if floating is float:
-                fcnn_adam_f32(p + start, g + start, m1 + start, m2 + start,
-                              split - start, step_size, beta_1, beta_2,
-                              epsilon, l2)
-                fcnn_adam_f32(p + split, g + split, m1 + split, m2 + split,
-                              end - split, step_size, beta_1, beta_2,
-                              epsilon, 0)
-            else:
-                fcnn_adam_f64(p + start, g + start, m1 + start, m2 + start,
-                              split - start, step_size, beta_1, beta_2,
-                              epsilon, l2)
-                fcnn_adam_f64(p + split, g + split, m1 + split, m2 + split,
-                              end - split, step_size, beta_1, beta_2,
-                              epsilon, 0)
+            adam_run(p + start, g + start, m1 + start, m2 + start,
+                     split - start, step_size, beta_1, beta_2, epsilon, l2)
+            adam_run(p + split, g + split, m1 + split, m2 + split,
+                     end - split, step_size, beta_1, beta_2, epsilon, 0)
