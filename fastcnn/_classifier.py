@@ -21,8 +21,10 @@ from ._network import Network, layer_output_shape
 from ._threads import effective_n_threads
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-# Memory for the activations of one prediction batch.
-_PREDICT_BUFFER_BYTES = 64 * 2**20
+# Memory for the activations of one prediction batch: small enough that a
+# layer's output is still in the last-level cache when the next layer reads
+# it (LeNet-5 predicts about twice as fast in batches of 16 MiB as of 64).
+_PREDICT_BUFFER_BYTES = 16 * 2**20
 _MAX_PREDICT_BATCH = 4096
 
 
@@ -700,15 +702,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X, n_threads):
         """Scores for X (already validated), in batches of bounded memory."""
-        network = self.network_.inference_copy()
-        per_sample = max(1, network.per_sample_bytes())
-        capacity = int(max(1, min(_MAX_PREDICT_BATCH, len(X),
-                                  _PREDICT_BUFFER_BYTES // per_sample)))
-        network.allocate(capacity, training=False)
-        scores = np.empty((len(X), len(self.classes_)), dtype=network.dtype)
-        for start in range(0, len(X), capacity):
-            chunk = np.ascontiguousarray(X[start:start + capacity])
-            scores[start:start + len(chunk)] = network.forward(chunk, n_threads)
+        # The capacity does not depend on len(X), so that predictions of
+        # any size reuse the same buffers; pages a small prediction never
+        # touches are never mapped.
+        per_sample = max(1, self.network_.per_sample_bytes())
+        capacity = int(max(1, min(_MAX_PREDICT_BATCH, _PREDICT_BUFFER_BYTES // per_sample)))
+        network = self.network_.borrow_predictor(capacity)
+        try:
+            scores = np.empty((len(X), len(self.classes_)), dtype=network.dtype)
+            for start in range(0, len(X), capacity):
+                chunk = np.ascontiguousarray(X[start:start + capacity])
+                scores[start:start + len(chunk)] = network.forward(chunk, n_threads)
+        finally:
+            self.network_.return_predictor(network)
         return scores
 
     def _accuracy(self, X, y_index, n_threads):

@@ -322,6 +322,7 @@ class Network:
         self.capacity = 0
         self.training = False
         self.profile = None
+        self._idle_predictors = []
 
     def _bind(self):
         """Point every layer's parameter attributes at its part of the flat
@@ -405,6 +406,27 @@ class Network:
         twin = Network.__new__(Network)
         twin.__setstate__(self.__getstate__(), share_params=True)
         return twin
+
+    def borrow_predictor(self, capacity):
+        """An inference copy with buffers for ``capacity`` samples, to hand
+        back with :meth:`return_predictor` when the prediction is done.
+
+        One returned copy is kept and lent again, so that repeated
+        predictions reuse buffers whose pages are already mapped instead of
+        faulting in fresh ones each call; a prediction that starts while
+        another holds it gets a copy of its own. (``list.pop`` and
+        ``append`` are atomic, so no lock is needed.)
+        """
+        try:
+            twin = self._idle_predictors.pop()
+        except IndexError:
+            twin = self.inference_copy()
+        twin.allocate(capacity, training=False)
+        return twin
+
+    def return_predictor(self, twin):
+        if not self._idle_predictors:
+            self._idle_predictors.append(twin)
 
     def per_sample_bytes(self, training=False):
         """Bytes of buffers one sample needs in a batch."""

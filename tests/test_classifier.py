@@ -838,6 +838,19 @@ def test_concurrent_predictions_agree(small_digits):
         np.testing.assert_array_equal(proba, expected)
 
 
+def test_predictions_follow_partial_fit(small_digits):
+    # predictions reuse an inference copy of the network; it must see the
+    # weights of every later update
+    X, y = small_digits
+    clf = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
+    before = clf.predict_proba(X)
+    clf.partial_fit(X, y)
+    after = clf.predict_proba(X)
+    assert not np.array_equal(before, after)
+    fresh = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(fresh.predict_proba(X), after)
+
+
 # ===================================================== 15. dtype, shapes
 
 def test_float64(small_digits):

@@ -119,6 +119,27 @@ def test_inference_copy_shares_parameters_not_buffers():
     assert not np.shares_memory(twin.layers[0].buf_y, network.layers[0].buf_y)
 
 
+def test_borrowed_predictors_are_reused_but_never_shared():
+    specs, input_shape = IMAGE_NET
+    network = Network(specs, input_shape, np.float32)
+    network.initialize(np.random.RandomState(3))
+    first = network.borrow_predictor(4)
+    second = network.borrow_predictor(4)      # while the first is out
+    assert second is not first
+    assert not np.shares_memory(first.layers[0].buf_y, second.layers[0].buf_y)
+    network.return_predictor(first)
+    network.return_predictor(second)          # one idle copy is enough
+    assert network.borrow_predictor(4) is first
+    assert network.borrow_predictor(4) is not second
+    # the lent copy sees later changes to the parameters
+    x = np.random.default_rng(0).standard_normal((4,) + input_shape).astype(np.float32)
+    before = first.forward(x, 1).copy()
+    network.params *= 2
+    network.allocate(4, training=False)
+    np.testing.assert_array_equal(first.forward(x, 1), network.forward(x, 1))
+    assert not np.array_equal(before, network.forward(x, 1))
+
+
 @pytest.mark.parametrize("specs, shape, match", [
     ([Conv2D(2, 3)], (1, 12), r"layers\[0\] Conv2D works on images"),
     ([Conv1D(2, 3)], (1, 4, 4), r"layers\[0\] Conv1D works on signals"),
