@@ -25,6 +25,7 @@ KERNELS = {
     "fastcnn._kernels.activations": ["src/activations.pyx"],
     "fastcnn._kernels.optim": ["src/optim.pyx"],
     "fastcnn._kernels.loss": ["src/loss.pyx"],
+    "fastcnn._kernels.batch": ["src/batch.pyx"],
     "fastcnn._kernels.openmp_helpers": ["src/openmp_helpers.pyx"],
 }
 

@@ -568,10 +568,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 for batch_start in range(0, n_samples, batch_size):
                     index = order[batch_start:batch_start + batch_size]
                     n = len(index)
-                    # mode='clip' writes straight into the buffer ('raise'
-                    # would buffer); the indices are a permutation
                     tick = clock()
-                    xb = np.take(X, index, axis=0, out=batch[:n], mode="clip")
+                    xb = F.take_samples(X, index, n_threads, out=batch[:n])
                     yb = y_index[index]
                     if timings is not None:
                         timings["batch copy"] = timings.get("batch copy", 0.0) + clock() - tick

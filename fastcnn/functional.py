@@ -27,6 +27,7 @@ import operator
 import numpy as np
 
 from ._kernels import activations as _activations
+from ._kernels import batch as _batch
 from ._kernels import correlation as _correlation
 from ._kernels import dense as _dense
 from ._kernels import loss as _loss
@@ -44,6 +45,7 @@ __all__ = [
     "linear", "linear_backward", "linear_backward_input",
     "linear_backward_weight", "relu", "relu_backward", "log_softmax",
     "softmax", "softmax_cross_entropy", "sgd_update", "adam_update",
+    "take_samples",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -924,6 +926,56 @@ def relu_backward(grad_y, y, n_threads=None, out=None):
     _activations.relu_backward(grad_y.reshape(-1), y.reshape(-1),
                                grad_x.reshape(-1), effective_n_threads(n_threads))
     return grad_x
+
+
+# ----------------------------------------------------------------- batches
+
+def take_samples(x, index, n_threads=None, out=None):
+    """The samples of ``x`` that ``index`` selects along the first axis,
+    copied by several threads: ``x[index]``, into ``out`` when given.
+
+    Parameters
+    ----------
+    x : array of shape (N, ...), float32 or float64
+        Non-contiguous x is copied to C order first, whole: pass a
+        C-contiguous array when calling this once per batch.
+    index : integer array of shape (B,)
+        Values in [0, N). A negative value is an error (it does not count
+        from the end).
+    n_threads : int, default=None
+    out : array of shape (B, ...), dtype of x, optional
+
+    Returns
+    -------
+    batch : array of shape (B, ...), dtype of x
+
+    Raises
+    ------
+    IndexError
+        When a value of ``index`` lies outside [0, N); nothing is written.
+    """
+    if not (type(x) is np.ndarray and x.dtype in _FLOAT_DTYPES
+            and x.flags.c_contiguous and x.ndim):
+        x = np.asarray(x)
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(
+                f"x must be a float32 or float64 array, got dtype {x.dtype}")
+        if x.ndim == 0:
+            raise ValueError("x must have a first axis of samples, got a scalar")
+        x = np.ascontiguousarray(x)
+    if not (type(index) is np.ndarray and index.dtype == np.intp):
+        index = np.asarray(index)
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"index must be an integer array, got dtype {index.dtype}")
+        # values past the intp range wrap to negative ones, which are rejected
+        index = index.astype(np.intp)
+    if index.ndim != 1:
+        raise ValueError(f"index must be 1-D, got shape {index.shape}")
+    batch = _output(out, (len(index),) + x.shape[1:], x.dtype)
+    row = math.prod(x.shape[1:])
+    _batch.take_rows(x.reshape(len(x), row), np.ascontiguousarray(index),
+                     batch.reshape(len(index), row), effective_n_threads(n_threads))
+    return batch
 
 
 # -------------------------------------------------------------------- loss

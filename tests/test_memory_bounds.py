@@ -78,3 +78,16 @@ def test_pooling_stays_inside_its_arrays(pool_case, side, n_threads, dtype, rng,
                                     out=empty(case.x_shape))
     np.testing.assert_array_equal(
         grad_avg, fn.avg_pool_backward(grad_y, case.x_shape, **geometry))
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("side", SIDES)
+def test_take_samples_stays_inside_its_arrays(side, n_threads, dtype, rng, guarded_copy):
+    # the first and last samples are both taken; 120 rows of 1,000 values
+    # go past the size copied by threads
+    x = rng.standard_normal((37, 10, 100)).astype(dtype)
+    index = np.concatenate([[0, 36], rng.integers(0, 37, 118)])
+    out = guarded_copy(np.zeros((120, 10, 100), dtype), side)
+    batch = fcf.take_samples(guarded_copy(x, side), guarded_copy(index, side),
+                             n_threads=n_threads, out=out)
+    np.testing.assert_array_equal(batch, x[index])
