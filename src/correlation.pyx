@@ -26,7 +26,7 @@ fastcnn.functional uses the mirrored correlation (a forward call) for the
 input gradient where that is faster.
 
 Threads split the batch (`prange` over samples, static schedule); each one
-owns its scratch panels. The kernel gradient sums over the batch in
+allocates its own scratch inside the parallel region (thread_alloc). The kernel gradient sums over the batch in
 N_REDUCTION_BLOCKS fixed blocks of samples, each with its own partial sum,
 and adds the blocks in block order, so the result is bitwise the same for
 any number of threads.
@@ -36,7 +36,7 @@ and allocates the outputs: these functions do no bounds checking.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
@@ -301,11 +301,12 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef const floating *xn
     cdef const floating *src
     cdef floating *dst
-    cdef floating *frame
-    cdef floating *out
-    cdef Py_ssize_t *offs
+    cdef floating *frame = NULL
+    cdef floating *out = NULL
+    cdef Py_ssize_t *offs = NULL
     cdef floating *a_panels = NULL
-    cdef floating *scratch = NULL
+    cdef int failed = 0
+    cdef int *failure = &failed   # parallel() makes every name it assigns private
     cdef Py_ssize_t *offsets = alloc_offsets(K, K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t *frame_layout = group_offsets + n_threads * K
@@ -325,12 +326,14 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     per_thread = frame_size + out_size
     try:
         a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
-        scratch = alloc(n_threads * per_thread, &y[0, 0, 0, 0])
         with nogil:
             pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
-            for g in prange(n_groups, num_threads=n_threads, schedule='static'):
-                frame = scratch + threadid() * per_thread
-                out = frame + frame_size
+        with nogil, parallel(num_threads=n_threads):
+            frame = thread_alloc(per_thread, &y[0, 0, 0, 0], failure)
+            out = frame + frame_size
+            for g in prange(n_groups, schedule='static'):
+                if frame == NULL:
+                    continue
                 if in_place:
                     # zero once per call: the tail of the frame past the
                     # sample is read, and pad_sample rewrites only the rest
@@ -375,8 +378,9 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                             for p in range(p0, p_end):
                                 dst[p] = src[p * cnt]
                         p0 = p_end
+            fcnn_free(frame)
+        scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
-        fcnn_free(scratch)
         fcnn_free(a_panels)
         fcnn_free(offsets)
 
@@ -417,26 +421,29 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t *offsets = alloc_offsets(K, F + K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t g, n, cnt, f, k, i, t
-    cdef Py_ssize_t *offs
-    cdef floating *gy_frame
-    cdef floating *dcols
-    cdef floating *frame
+    cdef Py_ssize_t *offs = NULL
+    cdef floating *gy_frame = NULL
+    cdef floating *dcols = NULL
+    cdef floating *frame = NULL
     cdef floating *dst
     cdef const floating *src
     cdef floating *a_panels = NULL
-    cdef floating *scratch = NULL
+    cdef int failed = 0
+    cdef int *failure = &failed   # parallel() makes every name it assigns private
     interleaved_offsets(C, Hp, KH, KW, sw, Wq, offsets)
     try:
         a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
-        scratch = alloc(n_threads * per_thread, &grad_x[0, 0, 0, 0])
         with nogil:
             # W^T as the A operand: row k = (c, a, b), column f.
             pack_a(K, F, &w[0, 0, 0, 0], 1, K, a_panels)
-            for g in prange(n_groups, num_threads=n_threads, schedule='static'):
-                gy_frame = scratch + threadid() * per_thread
-                dcols = gy_frame + gy_size
-                frame = dcols + K * P * G
-                offs = group_offsets + threadid() * (F + K)
+        with nogil, parallel(num_threads=n_threads):
+            gy_frame = thread_alloc(per_thread, &grad_x[0, 0, 0, 0], failure)
+            dcols = gy_frame + gy_size
+            frame = dcols + K * P * G
+            offs = group_offsets + threadid() * (F + K)
+            for g in prange(n_groups, schedule='static'):
+                if gy_frame == NULL:
+                    continue
                 n = g * G
                 cnt = N - n if N - n < G else G
                 # grad_y (F, Ho, Wo, cnt): a frame without padding or phases;
@@ -460,8 +467,9 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                             dst[t] += src[t]
                 interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
                                  sw, Wq, frame, False)
+            fcnn_free(gy_frame)
+        scratch_error(failed, per_thread, &grad_x[0, 0, 0, 0])
     finally:
-        fcnn_free(scratch)
         fcnn_free(a_panels)
         fcnn_free(offsets)
 
@@ -551,14 +559,13 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t blk, n, end, cnt, s, f, i, k, t
     cdef const floating *xn
     cdef const floating *gy
-    cdef Py_ssize_t *offs
-    cdef floating *b_panels
-    cdef floating *frames
+    cdef Py_ssize_t *offs = NULL
+    cdef floating *b_panels = NULL
+    cdef floating *frames = NULL
     cdef floating *part
     cdef floating total
     cdef floating *gw = &grad_w[0, 0, 0, 0]
     cdef floating *partials = NULL
-    cdef floating *scratch = NULL
     cdef floating *acc
     cdef const floating *src
     cdef Py_ssize_t n_rows = F if rows else K, row_len = K if rows else F, r
@@ -569,16 +576,19 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
         patch_offsets(C, Hp, Wp, KH, KW, offsets)
     else:
         interleaved_offsets(C, Hp, KH, KW, sw, Wq, offsets)
+    cdef int failed = 0
+    cdef int *failure = &failed   # parallel() makes every name it assigns private
     try:
         partials = alloc(n_blocks * partial_size, gw)
-        scratch = alloc(n_threads * per_thread, gw)
-        with nogil:
+        with nogil, parallel(num_threads=n_threads):
+            b_panels = thread_alloc(per_thread, gw, failure)
+            frames = b_panels + b_size
             # Every buffer is cleared by the thread that uses it: the block's
             # partial sums here; padded frames by pad_sample, interleaved
             # ones by clear_on_new_layout; B's panels are written whole.
-            for blk in prange(n_blocks, num_threads=n_threads, schedule='static'):
-                b_panels = scratch + threadid() * per_thread
-                frames = b_panels + b_size
+            for blk in prange(n_blocks, schedule='static'):
+                if b_panels == NULL:
+                    continue
                 part = partials + blk * partial_size
                 memset(part, 0, partial_size * sizeof(floating))
                 n = blk * N // n_blocks
@@ -614,6 +624,9 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                              b_panels + i * round_up(F, NR) * Wo * cnt, NULL,
                              part, F, 1, NULL)
                     n = n + cnt
+            fcnn_free(b_panels)
+        scratch_error(failed, per_thread, gw)
+        with nogil:
             # Blocks added in block order, whatever thread computed them: into
             # block 0's sums, one row of their layout at a time (F rows of K,
             # or K rows of F on the interleaved path, written out transposed)
@@ -634,7 +647,6 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                     total = total + partials[blk * partial_size + F * K + f]
                 grad_b[f] = total
     finally:
-        fcnn_free(scratch)
         fcnn_free(partials)
         fcnn_free(offsets)
 

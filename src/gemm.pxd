@@ -118,3 +118,26 @@ cdef inline floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL
     return p
 
 
+cdef inline floating *thread_alloc(Py_ssize_t n_items, const floating *tag,
+                                   int *failure) noexcept nogil:
+    """A thread's scratch, allocated by that thread inside its parallel
+    region: it then comes from the thread's own malloc arena, the same
+    memory call after call, still in that thread's cache. (Scratch that one
+    thread allocates for all leaves the others fetching their part from
+    its cache: the 1-D kernel gradient's second thread ran about 15% slower
+    than the first.) NULL, with failure[0] set, when memory runs out; free
+    with fcnn_free, and raise with scratch_error afterwards."""
+    cdef floating *p = <floating *> fcnn_malloc(max(n_items, 1) * sizeof(floating))
+    if p == NULL:
+        failure[0] = 1
+    return p
+
+
+cdef inline int scratch_error(int failed, Py_ssize_t n_items, const floating *tag) except -1:
+    if failed:
+        raise MemoryError(
+            f"could not allocate {n_items * sizeof(floating)} bytes of scratch "
+            "for a thread")
+    return 0
+
+
