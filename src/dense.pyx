@@ -7,14 +7,15 @@ Layout (C-contiguous): x (N, D), w (U, D), bias (U,), y and grad_y (N, U).
     to the weights   grad_w = grad_y^T . x,   grad_b = grad_y summed over n
 
 The products run on gemm.h. Each splits the columns of its output between
-threads, and each thread packs its own share of the packed operand; every
+threads, and each thread packs its own share of the packed operand into
+scratch it allocates itself (gemm.pxd's thread_alloc); every
 element is summed by one thread, in the same order for any number of
 threads (the weight gradient over the whole batch): no partial sums are
 combined across threads.
 The caller (fastcnn.functional) validates shapes and allocates the outputs.
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange
 from libc.stddef cimport ptrdiff_t
 
 from gemm cimport *
@@ -32,37 +33,41 @@ cdef int threads_for(Py_ssize_t work, int n_threads) noexcept nogil:
     return <int> (useful if useful < n_threads else n_threads)
 
 
-cdef void times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                                  const floating *a,
-                                  const Py_ssize_t *row_offsets,
-                                  const floating *b, Py_ssize_t b_rs,
-                                  Py_ssize_t b_cs, floating *b_packed,
-                                  floating *c, const floating *bias,
-                                  int n_threads) noexcept nogil:
+cdef int times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                                 const floating *a,
+                                 const Py_ssize_t *row_offsets,
+                                 const floating *b, Py_ssize_t b_rs,
+                                 Py_ssize_t b_cs, floating *c,
+                                 const floating *bias, int n_threads) except -1:
     """C (M, N) = A (M, K) . B (+ bias[j] on column j), with A's rows read
     in place at row_offsets and B[k, j] = b[k*b_rs + j*b_cs].
 
     The columns are split into one block per thread, and each thread packs
-    its own columns of B (into b_packed, round_up(N, NR) * K values): the
-    packing, which every product of a batch repeats, is then parallel too.
-    Each element of C is one thread's sum over k, the same for any split."""
+    its own columns of B into scratch of its own: the packing, which every
+    product of a batch repeats, is then parallel too. Each element of C is
+    one thread's sum over k, the same for any split."""
     cdef Py_ssize_t NR = panel_cols(a)
     cdef Py_ssize_t cols_per_block = round_up((N + n_threads - 1) // n_threads, NR)
     cdef Py_ssize_t n_blocks = (N + cols_per_block - 1) // cols_per_block
     cdef Py_ssize_t block, j0, cols, i, j
-    cdef floating *mine
-    for block in prange(n_blocks, num_threads=n_threads, schedule='static'):
-        j0 = block * cols_per_block
-        cols = N - j0 if N - j0 < cols_per_block else cols_per_block
-        # a block starts on a panel boundary: its panels are where a packing
-        # of all of B would put them
-        mine = b_packed + j0 * K
-        pack_b(K, cols, b + j0 * b_cs, b_rs, b_cs, mine)
-        gemm(M, cols, K, a, row_offsets, mine, NULL, c + j0, N, 0, NULL)
-        if bias != NULL:
-            for i in range(M):
-                for j in range(j0, j0 + cols):
-                    c[i * N + j] += bias[j]
+    cdef floating *mine = NULL
+    cdef int failed = 0
+    cdef int *failure = &failed   # parallel() makes every name it assigns private
+    with nogil, parallel(num_threads=n_threads):
+        mine = thread_alloc(cols_per_block * K, a, failure)
+        for block in prange(n_blocks, schedule='static'):
+            if mine == NULL:
+                continue
+            j0 = block * cols_per_block
+            cols = N - j0 if N - j0 < cols_per_block else cols_per_block
+            pack_b(K, cols, b + j0 * b_cs, b_rs, b_cs, mine)
+            gemm(M, cols, K, a, row_offsets, mine, NULL, c + j0, N, 0, NULL)
+            if bias != NULL:
+                for i in range(M):
+                    for j in range(j0, j0 + cols):
+                        c[i * N + j] += bias[j]
+        fcnn_free(mine)
+    return scratch_error(failed, cols_per_block * K, a)
 
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
@@ -70,14 +75,10 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
                   const Py_ssize_t[::1] row_offsets, int n_threads):
     """y = x . w^T + bias. row_offsets[i] = i * D (the caller's, reusable)."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], U = w.shape[0]
-    cdef Py_ssize_t NR = panel_cols(&x[0, 0])
-    cdef floating *w_packed = alloc(round_up(U, NR) * D, &x[0, 0])
-    n_threads = threads_for(N * D * U, n_threads)
-    with nogil:
-        # B[k, u] = w[u, k]
-        times_packed_by_columns(N, U, D, &x[0, 0], &row_offsets[0], &w[0, 0],
-                                1, D, w_packed, &y[0, 0], &bias[0], n_threads)
-    fcnn_free(w_packed)
+    # B[k, u] = w[u, k]
+    times_packed_by_columns(N, U, D, &x[0, 0], &row_offsets[0], &w[0, 0],
+                            1, D, &y[0, 0], &bias[0],
+                            threads_for(N * D * U, n_threads))
 
 
 def dense_backward_input(const floating[:, ::1] grad_y,
@@ -85,15 +86,10 @@ def dense_backward_input(const floating[:, ::1] grad_y,
                          const Py_ssize_t[::1] row_offsets, int n_threads):
     """grad_x = grad_y . w. row_offsets[i] = i * U."""
     cdef Py_ssize_t N = grad_y.shape[0], U = grad_y.shape[1], D = w.shape[1]
-    cdef Py_ssize_t NR = panel_cols(&w[0, 0])
-    cdef floating *w_packed = alloc(round_up(D, NR) * U, &w[0, 0])
-    n_threads = threads_for(N * D * U, n_threads)
-    with nogil:
-        # B[u, d] = w[u, d]
-        times_packed_by_columns(N, D, U, &grad_y[0, 0], &row_offsets[0],
-                                &w[0, 0], D, 1, w_packed, &grad_x[0, 0], NULL,
-                                n_threads)
-    fcnn_free(w_packed)
+    # B[u, d] = w[u, d]
+    times_packed_by_columns(N, D, U, &grad_y[0, 0], &row_offsets[0],
+                            &w[0, 0], D, 1, &grad_x[0, 0], NULL,
+                            threads_for(N * D * U, n_threads))
 
 
 def dense_backward_weight(const floating[:, ::1] x,
@@ -106,29 +102,36 @@ def dense_backward_weight(const floating[:, ::1] x,
     cdef Py_ssize_t MR = panel_rows(&x[0, 0]), NR = panel_cols(&x[0, 0])
     cdef Py_ssize_t cols_per_block, n_blocks, block, j0, cols, n, u
     cdef floating *gy_packed
-    cdef floating *x_panels
-    cdef floating *mine
+    cdef floating *mine = NULL
+    cdef int failed = 0
+    cdef int *failure = &failed   # parallel() makes every name it assigns private
     n_threads = threads_for(N * D * U, n_threads)
     cols_per_block = round_up((D + n_threads - 1) // n_threads, NR)
     n_blocks = (D + cols_per_block - 1) // cols_per_block
     gy_packed = alloc(round_up(U, MR) * N, &x[0, 0])
-    x_panels = alloc(n_blocks * cols_per_block * N, &x[0, 0])
-    with nogil:
-        pack_a(U, N, &grad_y[0, 0], 1, U, gy_packed)   # A[u, n] = grad_y[n, u]
-        for block in prange(n_blocks, num_threads=n_threads, schedule='static'):
-            j0 = block * cols_per_block
-            cols = D - j0 if D - j0 < cols_per_block else cols_per_block
-            mine = x_panels + block * cols_per_block * N
-            pack_b(N, cols, &x[0, 0] + j0, D, 1, mine)
-            gemm(U, cols, N, gy_packed, NULL, mine, NULL, &grad_w[0, 0] + j0,
-                 D, 0, NULL)
-        for u in range(U):
-            grad_b[u] = 0
-        for n in range(N):
+    try:
+        with nogil:
+            pack_a(U, N, &grad_y[0, 0], 1, U, gy_packed)   # A[u, n] = grad_y[n, u]
+        with nogil, parallel(num_threads=n_threads):
+            mine = thread_alloc(cols_per_block * N, &x[0, 0], failure)
+            for block in prange(n_blocks, schedule='static'):
+                if mine == NULL:
+                    continue
+                j0 = block * cols_per_block
+                cols = D - j0 if D - j0 < cols_per_block else cols_per_block
+                pack_b(N, cols, &x[0, 0] + j0, D, 1, mine)
+                gemm(U, cols, N, gy_packed, NULL, mine, NULL, &grad_w[0, 0] + j0,
+                     D, 0, NULL)
+            fcnn_free(mine)
+        scratch_error(failed, cols_per_block * N, &x[0, 0])
+        with nogil:
             for u in range(U):
-                grad_b[u] += grad_y[n, u]
-    fcnn_free(gy_packed)
-    fcnn_free(x_panels)
+                grad_b[u] = 0
+            for n in range(N):
+                for u in range(U):
+                    grad_b[u] += grad_y[n, u]
+    finally:
+        fcnn_free(gy_packed)
 
 
 def select_gemm_kernel(bint avx512):
