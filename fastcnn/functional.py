@@ -965,7 +965,7 @@ def take_samples(x, index, n_threads=None, out=None):
         x = np.ascontiguousarray(x)
     if not (type(index) is np.ndarray and index.dtype == np.intp):
         index = np.asarray(index)
-        if index.dtype.kind not in "iu":
+        if index.dtype.kind not in "iu" and index.size:   # [] is float64
             raise TypeError(f"index must be an integer array, got dtype {index.dtype}")
         # values past the intp range wrap to negative ones, which are rejected
         index = index.astype(np.intp)

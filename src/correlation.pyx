@@ -26,10 +26,10 @@ fastcnn.functional uses the mirrored correlation (a forward call) for the
 input gradient where that is faster.
 
 Threads split the batch (`prange` over samples, static schedule); each one
-allocates its own scratch inside the parallel region (thread_alloc). The kernel gradient sums over the batch in
-N_REDUCTION_BLOCKS fixed blocks of samples, each with its own partial sum,
-and adds the blocks in block order, so the result is bitwise the same for
-any number of threads.
+allocates its own scratch inside the parallel region (thread_alloc). The
+kernel gradient sums over the batch in N_REDUCTION_BLOCKS fixed blocks of
+samples, each with its own partial sum, and adds the blocks in block order,
+so the result is bitwise the same for any number of threads.
 
 The caller (fastcnn.functional) validates every shape, dtype and parameter
 and allocates the outputs: these functions do no bounds checking.

@@ -810,8 +810,8 @@ def test_take_samples_accepts_any_layout_and_writes_into_out(rng):
     out = np.full((4, 4, 6), np.nan, np.float32)
     assert fcf.take_samples(x, index, out=out) is out
     np.testing.assert_array_equal(out, expected)
-    empty = fcf.take_samples(x, np.array([], dtype=np.intp))
-    assert empty.shape == (0, 4, 6)
+    for nothing in (np.array([], dtype=np.intp), []):
+        assert fcf.take_samples(x, nothing).shape == (0, 4, 6)
 
 
 @pytest.mark.parametrize("bad", [[0, 10], [-1], [2**63 + 1]])
