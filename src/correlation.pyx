@@ -26,7 +26,7 @@ fastcnn.functional uses the mirrored correlation (a forward call) for the
 input gradient where that is faster.
 
 Threads split the batch (`prange` over samples, static schedule); each one
-allocates its own scratch inside the parallel region (thread_alloc). The
+takes its own scratch inside the parallel region (thread_alloc). The
 kernel gradient sums over the batch in N_REDUCTION_BLOCKS fixed blocks of
 samples, each with its own partial sum, and adds the blocks in block order,
 so the result is bitwise the same for any number of threads.
@@ -378,7 +378,6 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                             for p in range(p0, p_end):
                                 dst[p] = src[p * cnt]
                         p0 = p_end
-            fcnn_free(frame)
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
         fcnn_free(a_panels)
@@ -467,7 +466,6 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                             dst[t] += src[t]
                 interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
                                  sw, Wq, frame, False)
-            fcnn_free(gy_frame)
         scratch_error(failed, per_thread, &grad_x[0, 0, 0, 0])
     finally:
         fcnn_free(a_panels)
@@ -624,7 +622,6 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                              b_panels + i * round_up(F, NR) * Wo * cnt, NULL,
                              part, F, 1, NULL)
                     n = n + cnt
-            fcnn_free(b_panels)
         scratch_error(failed, per_thread, gw)
         with nogil:
             # Blocks added in block order, whatever thread computed them: into

@@ -8,7 +8,7 @@ Layout (C-contiguous): x (N, D), w (U, D), bias (U,), y and grad_y (N, U).
 
 The products run on gemm.h. Each splits the columns of its output between
 threads, and each thread packs its own share of the packed operand into
-scratch it allocates itself (gemm.pxd's thread_alloc); every
+scratch of its own (gemm.pxd's thread_alloc); every
 element is summed by one thread, in the same order for any number of
 threads (the weight gradient over the whole batch): no partial sums are
 combined across threads.
@@ -66,7 +66,6 @@ cdef int times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 for i in range(M):
                     for j in range(j0, j0 + cols):
                         c[i * N + j] += bias[j]
-        fcnn_free(mine)
     return scratch_error(failed, cols_per_block * K, a)
 
 
@@ -122,7 +121,6 @@ def dense_backward_weight(const floating[:, ::1] x,
                 pack_b(N, cols, &x[0, 0] + j0, D, 1, mine)
                 gemm(U, cols, N, gy_packed, NULL, mine, NULL, &grad_w[0, 0] + j0,
                      D, 0, NULL)
-            fcnn_free(mine)
         scratch_error(failed, cols_per_block * N, &x[0, 0])
         with nogil:
             for u in range(U):

@@ -35,6 +35,11 @@ const char *fcnn_gemm_kernel_name(void);
 /* 64-byte aligned allocation; NULL on failure. Free with fcnn_free. */
 void *fcnn_malloc(size_t n_bytes);
 void fcnn_free(void *p);
+/* The calling thread's scratch, at least n_bytes, 64-byte aligned; NULL on
+ * failure. It stays the thread's until the thread exits (never free it) and
+ * is the same memory on the next call, which may be to another kernel, so
+ * nothing may be left in it between calls. */
+void *fcnn_thread_scratch(size_t n_bytes);
 
 /* Pack A[i, k] = src[i*rs + k*cs], 0 <= i < M, 0 <= k < K. */
 void fcnn_pack_a_f32(ptrdiff_t M, ptrdiff_t K, const float *src,

@@ -14,6 +14,7 @@ cdef extern from "gemm.h" nogil:
     const char *fcnn_gemm_kernel_name()
     void *fcnn_malloc(size_t n_bytes)
     void fcnn_free(void *p)
+    void *fcnn_thread_scratch(size_t n_bytes)
     void fcnn_pack_a_f32(ptrdiff_t M, ptrdiff_t K, const float *src,
                          ptrdiff_t rs, ptrdiff_t cs, float *dst)
     void fcnn_pack_a_f64(ptrdiff_t M, ptrdiff_t K, const double *src,
@@ -120,14 +121,15 @@ cdef inline floating *alloc(Py_ssize_t n_items, const floating *tag) except NULL
 
 cdef inline floating *thread_alloc(Py_ssize_t n_items, const floating *tag,
                                    int *failure) noexcept nogil:
-    """A thread's scratch, allocated by that thread inside its parallel
-    region: it then comes from the thread's own malloc arena, the same
-    memory call after call, still in that thread's cache. (Scratch that one
-    thread allocates for all leaves the others fetching their part from
-    its cache: the 1-D kernel gradient's second thread ran about 15% slower
-    than the first.) NULL, with failure[0] set, when memory runs out; free
-    with fcnn_free, and raise with scratch_error afterwards."""
-    cdef floating *p = <floating *> fcnn_malloc(max(n_items, 1) * sizeof(floating))
+    """The calling thread's scratch (gemm.h's fcnn_thread_scratch), taken
+    inside the parallel region by each thread for itself: the block it kept
+    from its last call, grown if needed, still in that thread's cache.
+    (Scratch that one thread allocates for all leaves the others fetching
+    their part from its cache: the 1-D kernel gradient's second thread ran
+    about 15% slower than the first.) Never freed by the caller. NULL, with
+    failure[0] set, when memory runs out; raise with scratch_error
+    afterwards."""
+    cdef floating *p = <floating *> fcnn_thread_scratch(max(n_items, 1) * sizeof(floating))
     if p == NULL:
         failure[0] = 1
     return p

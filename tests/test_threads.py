@@ -55,6 +55,72 @@ def test_pooling_bitwise_identical_for_any_thread_count(
     check_thread_independence(make_kernel_call(pooling_kernel_name, dtype, batch))
 
 
+# -------------------------------------------------------- per-thread scratch
+
+def _scratch_heavy_calls(rng):
+    """Kernels of different scratch sizes, as (function, arguments)."""
+    x = rng.standard_normal((3, 5, 17, 19))
+    w = rng.standard_normal((7, 5, 3, 3))
+    gy = fastcnn.functional.correlate2d(x, w, padding=1)
+    s = rng.standard_normal((4, 6, 40))
+    k = rng.standard_normal((5, 6, 5))
+    d = rng.standard_normal((9, 70))
+    dw = rng.standard_normal((33, 70))
+    F = fastcnn.functional
+    return [(F.correlate2d, (x, w), dict(padding=1)),
+            (F.correlate2d_backward, (x, w, gy), dict(padding=1)),
+            (F.correlate1d, (s, k), dict(stride=2)),
+            (F.linear, (d, dw), {}),
+            (F.linear_backward_weight, (d, rng.standard_normal((9, 33))), {})]
+
+
+def _flat(result):
+    return [np.asarray(r).copy() for r in (result if isinstance(result, tuple) else (result,))]
+
+
+def test_kernels_running_in_several_python_threads_at_once(rng):
+    """Each thread has its own scratch (gemm.c's fcnn_thread_scratch), kept
+    from one call to the next: kernels of different sizes running at the
+    same time in several Python threads give the bits they give alone."""
+    from concurrent.futures import ThreadPoolExecutor
+    calls = _scratch_heavy_calls(rng)
+    expected = [_flat(fn(*args, n_threads=1, **kw)) for fn, args, kw in calls]
+    jobs = [i % len(calls) for i in range(60)]
+
+    def run(i):
+        fn, args, kw = calls[i]
+        return i, _flat(fn(*args, n_threads=1 + i % 2, **kw))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        for i, got in pool.map(run, jobs):
+            assert_bitwise_equal(got, expected[i], f"call {i} in a thread pool")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_a_threads_scratch_goes_with_it(rng):
+    """Threads that come and go leave no scratch behind: 60 threads one
+    after the other, each needing about 1.1 MB of it."""
+    import threading
+    x = rng.standard_normal((1, 16, 64, 64))
+    w = rng.standard_normal((16, 16, 3, 3))
+
+    def rss_mib():
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+    def call():
+        fastcnn.functional.correlate2d(x, w, padding=1, n_threads=1)
+
+    call()
+    before = rss_mib()
+    for _ in range(60):
+        thread = threading.Thread(target=call)
+        thread.start()
+        thread.join()
+    assert rss_mib() - before < 20    # kept, they would add 60 MiB or more
+
+
 # ------------------------------------------------------- effective_n_threads
 
 needs_openmp = pytest.mark.skipif(not openmp_enabled(),
