@@ -44,6 +44,15 @@ class Layer:
     weight_shape = None
     bias_shape = None
     fan_in = 0
+    # What the backward pass touches, for Network.allocate's buffer plan:
+    # whether it writes the input's gradient into a buffer (buf_grad_x)
+    # rather than in place or as a view of grad_y; whether it reads the
+    # layer's input, or its output; whether the output is an array of the
+    # layer's own (buf_y) rather than its input or a view of it.
+    writes_grad_x = False
+    backward_reads_input = True
+    backward_reads_output = False
+    owns_output = False
 
     def __init__(self, spec, input_shape, position):
         self.spec = spec
@@ -51,6 +60,10 @@ class Layer:
         self.input_shape = tuple(input_shape)
         self.output_shape = self.input_shape
         self.weight = self.bias = self.grad_weight = self.grad_bias = None
+        # first to run (Network may run layers in another order than their
+        # positions): its input is the caller's batch, and its input's
+        # gradient is never needed
+        self.first = position == 0
 
     def where(self):
         return f"layers[{self.position}] {type(self.spec).__name__}"
@@ -65,8 +78,17 @@ class Layer:
                 f"shape {self.input_shape}")
         return ndim
 
-    def allocate(self, capacity, dtype, training):
-        """Buffers for batches of up to ``capacity`` samples."""
+    def allocate(self, capacity, dtype, grad_x_storage=None):
+        """Buffers for batches of up to ``capacity`` samples. When training,
+        a layer that writes_grad_x gets ``grad_x_storage``, a flat array of
+        at least capacity * prod(input_shape) values, which other layers
+        use too (see Network.allocate)."""
+
+    def grad_x_buffer(self, capacity, storage):
+        if storage is None:
+            return None
+        return storage[:capacity * int(np.prod(self.input_shape))].reshape(
+            (capacity,) + self.input_shape)
 
     def forward(self, x, n_threads):
         raise NotImplementedError
@@ -83,6 +105,8 @@ class Layer:
 
 
 class Conv(Layer):
+    writes_grad_x = owns_output = True
+
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
         ndim = self.check_spatial_ndim()
@@ -115,10 +139,9 @@ class Conv(Layer):
             self._backward_input = F.correlate1d_backward_input
             self._backward_kernel = F.correlate1d_backward_kernel
 
-    def allocate(self, capacity, dtype, training):
+    def allocate(self, capacity, dtype, grad_x_storage=None):
         self.buf_y = np.empty((capacity,) + self.output_shape, dtype=dtype)
-        self.buf_grad_x = (np.empty((capacity,) + self.input_shape, dtype=dtype)
-                           if training else None)
+        self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
 
     def forward(self, x, n_threads):
         self.x = x
@@ -138,6 +161,10 @@ class Conv(Layer):
 
 
 class Pool(Layer):
+    # max pooling routes through argmax, average pooling by shape alone
+    writes_grad_x = owns_output = True
+    backward_reads_input = False
+
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
         ndim = self.check_spatial_ndim()
@@ -161,12 +188,11 @@ class Pool(Layer):
             self._forward = F.avg_pool2d if two_d else F.avg_pool1d
             self._backward = F.avg_pool2d_backward if two_d else F.avg_pool1d_backward
 
-    def allocate(self, capacity, dtype, training):
+    def allocate(self, capacity, dtype, grad_x_storage=None):
         shape = (capacity,) + self.output_shape
         self.buf_y = np.empty(shape, dtype=dtype)
         self.buf_argmax = np.empty(shape, dtype=np.int32) if self.is_max else None
-        self.buf_grad_x = (np.empty((capacity,) + self.input_shape, dtype=dtype)
-                           if training else None)
+        self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
 
     def forward(self, x, n_threads):
         n = len(x)
@@ -193,12 +219,17 @@ class Pool(Layer):
 class ReLU(Layer):
     """In place on its input, except as the first layer (whose input is the
     caller's batch, which must not change)."""
+    backward_reads_output = True    # the sign of y
 
-    def __init__(self, spec, input_shape, position):
-        super().__init__(spec, input_shape, position)
-        self.in_place = position > 0
+    @property
+    def in_place(self):
+        return not self.first
 
-    def allocate(self, capacity, dtype, training):
+    @property
+    def owns_output(self):
+        return not self.in_place
+
+    def allocate(self, capacity, dtype, grad_x_storage=None):
         self.buf_y = (None if self.in_place else
                       np.empty((capacity,) + self.input_shape, dtype=dtype))
 
@@ -229,6 +260,8 @@ class Flatten(Layer):
 
 
 class Dense(Layer):
+    writes_grad_x = owns_output = True
+
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
         features = int(np.prod(self.input_shape))
@@ -237,10 +270,9 @@ class Dense(Layer):
         self.bias_shape = (spec.units,)
         self.fan_in = features
 
-    def allocate(self, capacity, dtype, training):
+    def allocate(self, capacity, dtype, grad_x_storage=None):
         self.buf_y = np.empty((capacity,) + self.output_shape, dtype=dtype)
-        self.buf_grad_x = (np.empty((capacity, self.fan_in), dtype=dtype)
-                           if training else None)
+        self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
 
     def forward(self, x, n_threads):
         self.x = x.reshape(len(x), -1)
@@ -252,8 +284,9 @@ class Dense(Layer):
                                  out=(self.grad_weight, self.grad_bias))
         if not need_grad_x:
             return None
-        grad_x = F.linear_backward_input(grad_y, self.weight, n_threads,
-                                         out=self.buf_grad_x[:len(grad_y)])
+        grad_x = F.linear_backward_input(
+            grad_y, self.weight, n_threads,
+            out=self.buf_grad_x[:len(grad_y)].reshape(len(grad_y), -1))
         return grad_x.reshape((len(grad_y),) + self.input_shape)
 
 
@@ -271,6 +304,26 @@ def _runtime_layer(spec, input_shape, position):
             f"layers[{position}] must be a layer specification from "
             f"fastcnn.layers, got {spec!r}")
     return runtime(spec, input_shape, position)
+
+
+def _execution_order(specs):
+    """Positions of the layers in the order they run. A ReLU followed by
+    max pooling runs after it instead: ReLU keeps order, so it commutes with
+    a maximum, and the values and gradients are the same (where the window's
+    maximum is not positive both give 0 and a zero gradient). The ReLU then
+    works on the pooled values, and the output of the layer before the
+    pooling is left for nothing but the pooling to read, so that its buffer
+    can take the pooling's input gradient (Network.allocate)."""
+    order = list(range(len(specs)))
+    i = 0
+    while i + 1 < len(order):
+        if (type(specs[order[i]]) is L.ReLU
+                and type(specs[order[i + 1]]) in (L.MaxPool2D, L.MaxPool1D)):
+            order[i], order[i + 1] = order[i + 1], order[i]
+            i += 2
+        else:
+            i += 1
+    return order
 
 
 def layer_output_shape(spec, input_shape, position=0):
@@ -307,8 +360,9 @@ class Network:
         self.dtype = np.dtype(dtype)
         self.layers = []
         shape = self.input_shape
-        for position, spec in enumerate(self.specs):
-            layer = _runtime_layer(spec, shape, position)
+        for index, position in enumerate(_execution_order(self.specs)):
+            layer = _runtime_layer(self.specs[position], shape, position)
+            layer.first = index == 0
             self.layers.append(layer)
             shape = layer.output_shape
         self.output_shape = shape
@@ -359,11 +413,43 @@ class Network:
             layer.bias[...] = 0
 
     def allocate(self, capacity, training):
-        """Buffers for batches of up to ``capacity`` samples."""
+        """Buffers for batches of up to ``capacity`` samples.
+
+        Input gradients get no buffers of their own. A layer whose backward
+        pass reads neither its input nor what the layer before it needs
+        (pooling after a convolution: _execution_order puts it before the
+        ReLU) writes its input's gradient over that input, the output of
+        the layer before, which the backward pass no longer needs. The other
+        layers that write an input gradient take turns, in order, between
+        two shared arrays, each as large as the largest gradient it holds:
+        the backward pass needs two at a time, the one a layer reads (from
+        the layer after it) and the one it writes. ReLU works in place on
+        the gradient it receives and Flatten reshapes it, so they keep the
+        turn of the layer after them.
+        """
         if capacity == self.capacity and training == self.training:
             return
-        for layer in self.layers:
-            layer.allocate(capacity, self.dtype, training)
+        layers = self.layers
+        over_input, turns = set(), {}
+        sizes = [0, 0]
+        for i, layer in enumerate(layers):
+            if not training or layer.first or not layer.writes_grad_x:
+                continue
+            before = layers[i - 1]
+            if (not layer.backward_reads_input and before.owns_output
+                    and not before.backward_reads_output):
+                over_input.add(i)
+            else:
+                turn = len(turns) % 2
+                turns[i] = turn
+                size = capacity * int(np.prod(layer.input_shape))
+                sizes[turn] = max(sizes[turn], size)
+        shared = [np.empty(size, dtype=self.dtype) for size in sizes] if turns else None
+        for i, layer in enumerate(layers):
+            # layers allocate in order, so the one before has its output
+            storage = (layers[i - 1].buf_y.reshape(-1) if i in over_input
+                       else shared[turns[i]] if i in turns else None)
+            layer.allocate(capacity, self.dtype, storage)
         self.capacity, self.training = capacity, training
 
     def release(self):
@@ -391,7 +477,7 @@ class Network:
         scores; the input's own gradient is never computed."""
         profile = self.profile
         for layer in reversed(self.layers):
-            need_grad_x = layer.position > 0
+            need_grad_x = not layer.first
             if profile is None:
                 grad = layer.backward(grad, need_grad_x, n_threads)
             else:

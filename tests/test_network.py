@@ -151,3 +151,67 @@ def test_borrowed_predictors_are_reused_but_never_shared():
 def test_bad_architectures_name_the_layer(specs, shape, match):
     with pytest.raises(ValueError, match=match):
         Network(specs, shape, np.float32)
+
+
+def _run_step(network, x, target):
+    loss, grad = _loss(network, x, target)
+    network.backward(grad, 2)
+    return loss, network.forward(x, 2).copy(), network.grads.copy()
+
+
+@pytest.mark.parametrize("spatial", [2, 1])
+def test_relu_before_max_pooling_runs_after_it_with_the_same_bits(spatial, monkeypatch):
+    """ReLU then max pooling runs as pooling then ReLU (network_module's
+    _execution_order): the scores, loss and gradients are bitwise those of
+    the order as written, also where a window holds only negative values,
+    zeros or ties."""
+    import fastcnn._network as network_module
+    if spatial == 2:
+        specs = [Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2),
+                 Conv2D(4, 2), ReLU(), MaxPool2D(2, stride=1), Flatten(), Dense(3)]
+        input_shape = (2, 8, 9)
+    else:
+        specs = [Conv1D(3, 3, padding=1), ReLU(), MaxPool1D(3, stride=2),
+                 ReLU(), MaxPool1D(2), Dense(3)]
+        input_shape = (2, 21)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6,) + input_shape)
+    x[0] = -1.0          # constant input: all-negative windows and ties
+    x[1] = 0.0
+    target = rng.integers(0, 3, size=6)
+    runs = []
+    for reorder in (True, False):
+        if not reorder:
+            monkeypatch.setattr(network_module, "_execution_order",
+                                lambda specs: list(range(len(specs))))
+        network = Network(specs, input_shape, np.float64)
+        network.initialize(np.random.RandomState(0))
+        network.allocate(6, training=True)
+        order = [layer.position for layer in network.layers]
+        runs.append((order, _run_step(network, x, target)))
+    (moved, (loss, scores, grads)), (kept, (loss0, scores0, grads0)) = runs
+    assert moved != kept      # the swap did happen
+    assert loss == loss0
+    np.testing.assert_array_equal(scores, scores0)
+    np.testing.assert_array_equal(grads, grads0)
+
+
+def test_input_gradients_reuse_dead_outputs_and_two_shared_buffers():
+    specs = [Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2),     # runs as conv, pool, relu
+             Conv2D(4, 3), ReLU(), AvgPool2D(2), Flatten(), Dense(6), ReLU(), Dense(3)]
+    network = Network(specs, (2, 12, 12), np.float32)
+    network.allocate(5, training=True)
+    layers = {layer.position: layer for layer in network.layers}
+    # the max pooling writes its input gradient over the convolution's output,
+    # which no backward pass reads
+    assert layers[2].buf_grad_x is layers[0].buf_y or np.shares_memory(
+        layers[2].buf_grad_x, layers[0].buf_y)
+    # the others take turns in two arrays: consecutive writers never share
+    writers = [layers[p] for p in (3, 5, 7, 9)]    # backward order: 9, 7, 5, 3
+    bases = [layer.buf_grad_x.base for layer in writers]
+    assert len({id(base) for base in bases}) == 2
+    for a, b in zip(writers, writers[1:]):
+        assert not np.shares_memory(a.buf_grad_x, b.buf_grad_x)
+    assert layers[0].buf_grad_x is None      # the first layer's is never needed
+    network.allocate(5, training=False)
+    assert all(getattr(layer, "buf_grad_x", None) is None for layer in network.layers)
