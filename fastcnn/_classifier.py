@@ -54,6 +54,38 @@ class _Snapshot:
         self.state["step"] = self.saved_step
 
 
+def _encode_by_counting(y):
+    """``np.unique(y, return_inverse=True)`` for integer labels spanning no
+    more values than there are labels, by counting instead of sorting: linear
+    time, and no temporary copies of y, whose freed memory a sort leaves in
+    the process's heap. Labels 0 to K - 1, every one present, are their
+    own indices: y itself is returned, not copied. None for any other y."""
+    if y.dtype.kind not in "iu" or len(y) == 0:
+        return None
+    low, high = int(y.min()), int(y.max())
+    if high - low > len(y) or high > np.iinfo(np.intp).max:
+        return None
+    if low == 0 and y.dtype == np.intp:
+        present = np.bincount(y, minlength=high + 1) > 0
+        if present.all():
+            return np.arange(high + 1, dtype=y.dtype), np.ascontiguousarray(y)
+    # In the index type, y and low may wrap around, but their difference,
+    # between 0 and len(y), comes out right (arithmetic modulo 2**bits).
+    y_index = np.subtract(y, y.dtype.type(low), dtype=_index_dtype(len(y) + 1),
+                          casting="unsafe")
+    present = np.bincount(y_index, minlength=high - low + 1) > 0
+    classes = (np.flatnonzero(present) + low).astype(y.dtype)
+    position = np.cumsum(present, dtype=y_index.dtype) - 1
+    np.take(position, y_index, out=y_index)
+    return classes, y_index
+
+
+def _index_dtype(n):
+    """int32 for indices below n when they fit (half the memory of intp for
+    a large training set; the kernels take both), else intp."""
+    return np.int32 if n <= np.iinfo(np.int32).max else np.intp
+
+
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -473,15 +505,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         X = self._validate_X(X, reset=reset, dtype=dtype)
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
-        if reset or classes is None:
+        counted = _encode_by_counting(y) if classes is None else None
+        if counted is None and (reset or classes is None):
             # later partial_fit calls check y against classes_ below; the
-            # type check costs more than a small batch's training step
+            # type check costs more than a small batch's training step.
+            # Labels encoded by counting are integers: always valid classes.
             check_classification_targets(y)
         if len(X) < 2 and classes is None:
             raise ValueError(
                 f"n_samples = {len(X)}: at least 2 samples are needed to train")
         if classes is None:
-            classes, y_index = np.unique(y, return_inverse=True)
+            classes, y_index = (np.unique(y, return_inverse=True)
+                                if counted is None else counted)
             if len(classes) < 2:
                 raise ValueError(
                     f"y has only one class ({classes[0]!r}); a classifier needs "
@@ -493,7 +528,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if np.any(unknown):
                 raise ValueError(
                     f"y contains labels not in classes: {np.unique(y[unknown])}")
-        return X, y_index.astype(np.intp), classes
+        return X, y_index, classes    # int32 or intp: the kernels take both
 
     def _initialize(self, dtype, rng):
         network = self._build_network(dtype)
@@ -552,6 +587,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         # the weights and optimizer state of the last completed epoch, put
         # back when training diverges or is interrupted
         last_good = _Snapshot(params, optimizer_state)
+        order = np.arange(n_samples, dtype=_index_dtype(n_samples))
         best_params = None
         stopped_by = None
         completed = 0
@@ -563,7 +599,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             for epoch in range(epochs):
                 start = time.perf_counter()
                 last_good.save()
-                order = rng.permutation(n_samples) if self.shuffle else np.arange(n_samples)
+                if self.shuffle:
+                    # a uniform random order whatever the order before
+                    rng.shuffle(order)
                 total_loss = 0.0
                 for batch_start in range(0, n_samples, batch_size):
                     index = order[batch_start:batch_start + batch_size]

@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# the kernels take indices of either type as they are
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.intp))
 # Signals run through the image kernels as images of height 1.
 _SPATIAL = {1: "(N, C, L)", 2: "(N, C, H, W)"}
 _KERNEL_LAYOUT = {1: "(F, C, K)", 2: "(F, C, KH, KW)"}
@@ -963,7 +965,7 @@ def take_samples(x, index, n_threads=None, out=None):
         if x.ndim == 0:
             raise ValueError("x must have a first axis of samples, got a scalar")
         x = np.ascontiguousarray(x)
-    if not (type(index) is np.ndarray and index.dtype == np.intp):
+    if not (type(index) is np.ndarray and index.dtype in _INDEX_DTYPES):
         index = np.asarray(index)
         if index.dtype.kind not in "iu" and index.size:   # [] is float64
             raise TypeError(f"index must be an integer array, got dtype {index.dtype}")
@@ -1022,9 +1024,10 @@ def softmax_cross_entropy(logits, target):
         raise ValueError(
             f"target must be {n} integer class indices, got shape "
             f"{target.shape} and dtype {target.dtype}")
+    if target.dtype not in _INDEX_DTYPES:
+        target = target.astype(np.intp)
     grad = np.empty_like(logits)   # the kernel checks target's range
-    loss = _loss.softmax_cross_entropy(
-        logits, np.ascontiguousarray(target, dtype=np.intp), grad)
+    loss = _loss.softmax_cross_entropy(logits, np.ascontiguousarray(target), grad)
     return loss, grad
 
 

@@ -14,8 +14,13 @@ from libc.string cimport memcpy
 # another costs more than the copy.
 cdef Py_ssize_t MIN_PARALLEL_BYTES = 1 << 16
 
+# int32 indices take half the memory of intp ones for a large training set
+ctypedef fused sample_index:
+    int
+    Py_ssize_t
 
-def take_rows(const floating[:, ::1] x, const Py_ssize_t[::1] index,
+
+def take_rows(const floating[:, ::1] x, const sample_index[::1] index,
               floating[:, ::1] out, int n_threads):
     """out[r] = x[index[r]] for every r. An index outside [0, len(x))
     raises IndexError before anything is copied; negative indices are not

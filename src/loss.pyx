@@ -10,9 +10,14 @@ loss on small batches).
 from cython cimport floating
 from libc.math cimport exp, log
 
+# int32 targets take half the memory of intp ones for a large training set
+ctypedef fused class_index:
+    int
+    Py_ssize_t
+
 
 def softmax_cross_entropy(const floating[:, ::1] logits,
-                          const Py_ssize_t[::1] target,
+                          const class_index[::1] target,
                           floating[:, ::1] grad):
     """Returns mean_n(log sum_k exp(logits[n, k]) - logits[n, target[n]])
     and writes grad = (softmax(logits) - onehot(target)) / N. The row

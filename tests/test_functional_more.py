@@ -875,3 +875,22 @@ def test_softmax_cross_entropy_rejects_targets_outside_the_classes(bad):
     big = np.array([0, 1, 2, 2**63], dtype=np.uint64)  # wraps to negative as intp
     with pytest.raises(ValueError, match=r"target values must lie in \[0, 3\)"):
         fcf.softmax_cross_entropy(logits, big)
+
+
+def test_int32_indices_are_taken_as_they_are(rng):
+    """int32 targets and sample indices (what the estimator keeps for large
+    training sets) give what intp ones give, and are checked the same way."""
+    logits = rng.standard_normal((6, 4))
+    target = np.array([3, 0, 1, 3, 2, 0])
+    loss, grad = fcf.softmax_cross_entropy(logits, target.astype(np.intp))
+    loss32, grad32 = fcf.softmax_cross_entropy(logits, target.astype(np.int32))
+    assert loss32 == loss
+    np.testing.assert_array_equal(grad32, grad)
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match=r"target values must lie in \[0, 4\)"):
+            fcf.softmax_cross_entropy(logits[:2], np.array([0, bad], dtype=np.int32))
+    x = rng.standard_normal((10, 3))
+    out = np.full((2, 3), -7.0)
+    with pytest.raises(IndexError, match=r"\[0, 10\)"):
+        fcf.take_samples(x, np.array([1, -1], dtype=np.int32), out=out)
+    assert np.all(out == -7.0)
