@@ -231,14 +231,20 @@ cdef enum:
 cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                                      Py_ssize_t F, Py_ssize_t K,
                                      Py_ssize_t Ho, Py_ssize_t Wo,
-                                     Py_ssize_t Wp, Py_ssize_t NR) noexcept nogil:
+                                     Py_ssize_t Wp, Py_ssize_t NR,
+                                     Py_ssize_t G) noexcept nogil:
     """At stride 1, whether the product over one sample's padded width
     (Ho*Wp columns in panels of NR, of which Ho*Wo are outputs) costs less
-    than interleaving: that wastes no column but copies the sample in and
-    its outputs out, transposed. Small images with many channels waste
-    most: the KW - 1 added columns of each row, the last panel's empty ones."""
+    than interleaving G samples: that copies the sample in and its outputs
+    out, transposed, and its products (Wo*G columns a row) waste the empty
+    columns of their last panel. Small images with many channels waste
+    most in place: the KW - 1 added columns of each row, the last panel's
+    empty ones. Large samples waste most interleaved, where few of them fit
+    in a frame: 64 x 16 x 16 images, one to a frame, fill half of each
+    panel of 32."""
     cdef Py_ssize_t wasted = F * K * (round_up(Ho * Wp, NR) - Ho * Wo)
-    return wasted <= COPY_COST * (C * H * W + F * Ho * Wo)
+    cdef Py_ssize_t wasted_interleaved = F * K * Ho * (round_up(Wo * G, NR) - Wo * G) // G
+    return wasted <= wasted_interleaved + COPY_COST * (C * H * W + F * Ho * Wo)
 
 
 cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t sample_items,
@@ -289,12 +295,13 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
     cdef Py_ssize_t P_wide = Ho * Wp
-    cdef bint in_place = (sh == 1 and sw == 1 and
-                          in_place_is_cheaper(C, H, W, F, K, Ho, Wo, Wp, NR))
     # interleaved frames: Wq columns per phase, Wrow per padded row
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
-    cdef Py_ssize_t G = 1 if in_place else interleaved_group(
+    cdef Py_ssize_t G_interleaved = interleaved_group(
         Wo, C * Hp * Wrow + F * P, N, n_threads, NR, sizeof(floating))
+    cdef bint in_place = (sh == 1 and sw == 1 and in_place_is_cheaper(
+        C, H, W, F, K, Ho, Wo, Wp, NR, G_interleaved))
+    cdef Py_ssize_t G = 1 if in_place else G_interleaved
     cdef Py_ssize_t n_groups = (N + G - 1) // G
     cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
     cdef Py_ssize_t reads_past = 0

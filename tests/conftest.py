@@ -430,6 +430,7 @@ LARGE_CONV_CASES = [
     ConvCase(3, 6, 16, spatial=(14, 14), kernel=(5, 5), stride=(1, 1), padding=(0, 0)),
     ConvCase(2, 3, 8, spatial=(32, 32), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
     ConvCase(2, 9, 4, spatial=(28, 28), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+    ConvCase(2, 64, 128, spatial=(16, 16), kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
     ConvCase(3, 25, 25, spatial=(40,), kernel=(3,), stride=(1,), padding=(1,)),
     ConvCase(2, 25, 25, spatial=(19,), kernel=(3,), stride=(2,), padding=(1,)),
     ConvCase(2, 1, 25, spatial=(40,), kernel=(5,), stride=(2,), padding=(1,)),

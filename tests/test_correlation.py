@@ -28,6 +28,28 @@ def test_forward_matches_numpy_reference(conv_case, dtype, gemm_kernel, rng, ref
                  scale=ref.correlate(*_abs(x, w, bias), *geometry))
 
 
+@pytest.mark.parametrize("x_shape, w_shape, padding", [
+    ((3, 64, 16, 16), (128, 64, 3, 3), 1),   # one sample per frame: in place
+    ((64, 6, 14, 14), (16, 6, 5, 5), 0),     # in place at 1 thread, interleaved at 2
+    ((20, 64, 14, 14), (64, 64, 3, 3), 1),
+], ids=str)
+def test_forward_paths_chosen_by_cost_match_reference(x_shape, w_shape, padding,
+                                                      gemm_kernel, rng, ref, assert_close):
+    """The forward reads patches in place or from interleaved samples,
+    whichever wastes less (correlation.in_place_is_cheaper); the choice can
+    depend on the thread count, the bits never do."""
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    bias = rng.standard_normal(w_shape[0]).astype(np.float32)
+    outputs = [fcf.correlate2d(x, w, bias, padding=padding, n_threads=n)
+               for n in (1, 2, 3)]
+    for y in outputs[1:]:
+        np.testing.assert_array_equal(y, outputs[0])
+    geometry = ((1, 1), (padding, padding))
+    assert_close(outputs[0], ref.correlate(x, w, bias, *geometry),
+                 scale=ref.correlate(*_abs(x, w, bias), *geometry))
+
+
 def test_forward_without_bias_matches_scipy(conv_case, gemm_kernel, rng, ref,
                                             assert_close):
     x, w, _, _ = conv_case.random_inputs(rng, np.float64)
