@@ -279,10 +279,10 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     No patch matrix is built; the product reads row k = (c, a, b) of it in
     place from a frame, one of two ways:
 
-    - At stride 1, when the columns stay mostly useful, one sample in a zero
-      frame (C, Hp, Wp): row k starts at offset (c*Hp + a)*Wp + b, and the
-      outputs are computed over the padded width (Ho, Wp); the KW - 1 extra
-      columns of each output row are dropped when copied into y.
+    - At stride 1, when that wastes less (in_place_is_cheaper), one sample
+      in a zero frame (C, Hp, Wp): row k starts at offset (c*Hp + a)*Wp + b,
+      and the outputs are computed over the padded width (Ho, Wp); the
+      KW - 1 extra columns of each output row are dropped when copied into y.
     - Otherwise (strides, small images) a group of samples interleaved
       (interleave_group): one product per output row i, whose Wo*G columns
       are all outputs, then transposed from (f, i, j, s) into y.
