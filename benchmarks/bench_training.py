@@ -318,7 +318,7 @@ def main():
         print("\n".join(scaling))
     for name, mine, theirs in memory:
         print(f"\npeak RSS of a one-epoch fit on all the data ({name}): fastcnn "
-              f"{mine:.0f} MiB, PyTorch {theirs:.0f} MiB, ratio {mine / theirs:.2f}")
+              f"{mine:.1f} MiB, PyTorch {theirs:.1f} MiB, ratio {mine / theirs:.3f}")
     if args.profile:
         for name in args.only.split(","):
             for n_threads in threads:
