@@ -385,6 +385,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                             for p in range(p0, p_end):
                                 dst[p] = src[p * cnt]
                         p0 = p_end
+            fcnn_thread_scratch_trim()
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
         fcnn_free(a_panels)
@@ -473,6 +474,7 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                             dst[t] += src[t]
                 interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
                                  sw, Wq, frame, False)
+            fcnn_thread_scratch_trim()
         scratch_error(failed, per_thread, &grad_x[0, 0, 0, 0])
     finally:
         fcnn_free(a_panels)
@@ -629,6 +631,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                              b_panels + i * round_up(F, NR) * Wo * cnt, NULL,
                              part, F, 1, NULL)
                     n = n + cnt
+            fcnn_thread_scratch_trim()
         scratch_error(failed, per_thread, gw)
         with nogil:
             # Blocks added in block order, whatever thread computed them: into

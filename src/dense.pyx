@@ -66,6 +66,7 @@ cdef int times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 for i in range(M):
                     for j in range(j0, j0 + cols):
                         c[i * N + j] += bias[j]
+        fcnn_thread_scratch_trim()
     return scratch_error(failed, cols_per_block * K, a)
 
 
@@ -121,6 +122,7 @@ def dense_backward_weight(const floating[:, ::1] x,
                 pack_b(N, cols, &x[0, 0] + j0, D, 1, mine)
                 gemm(U, cols, N, gy_packed, NULL, mine, NULL, &grad_w[0, 0] + j0,
                      D, 0, NULL)
+            fcnn_thread_scratch_trim()
         scratch_error(failed, cols_per_block * N, &x[0, 0])
         with nogil:
             for u in range(U):

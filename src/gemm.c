@@ -50,9 +50,13 @@ void fcnn_free(void *p)
  *
  * A block starts with a header holding its size; the thread-exit destructor
  * unmaps it, so threads that come and go (Python threads, OpenMP pools that
- * shrink) leave nothing behind.
+ * shrink) leave nothing behind. A block over FCNN_SCRATCH_KEEP is unmapped
+ * at the end of the call that needed it (fcnn_thread_scratch_trim): one
+ * call on large images leaves nothing behind either, and such a call costs
+ * far more than mapping its scratch.
  */
 #define FCNN_SCRATCH_HEADER 64   /* keeps the usable part 64-byte aligned */
+#define FCNN_SCRATCH_KEEP ((size_t)32 << 20)
 
 #if defined(_WIN32)
 #include <windows.h>
@@ -150,6 +154,16 @@ void *fcnn_thread_scratch(size_t n_bytes)
         block[0] = size;
     }
     return (char *)block + FCNN_SCRATCH_HEADER;
+}
+
+void fcnn_thread_scratch_trim(void)
+{
+    int ok;
+    size_t *block = scratch_get(&ok);
+    if (ok && block != NULL && block[0] > FCNN_SCRATCH_KEEP) {
+        scratch_unmap(block);
+        scratch_set(NULL);
+    }
 }
 
 /* ---------------------------------------------------------------- packing */

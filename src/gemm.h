@@ -40,6 +40,9 @@ void fcnn_free(void *p);
  * is the same memory on the next call, which may be to another kernel, so
  * nothing may be left in it between calls. */
 void *fcnn_thread_scratch(size_t n_bytes);
+/* Called by each thread when its kernel call is done: unmaps the thread's
+ * scratch if it is too large to keep (over 32 MiB). */
+void fcnn_thread_scratch_trim(void);
 
 /* Pack A[i, k] = src[i*rs + k*cs], 0 <= i < M, 0 <= k < K. */
 void fcnn_pack_a_f32(ptrdiff_t M, ptrdiff_t K, const float *src,

@@ -15,6 +15,7 @@ cdef extern from "gemm.h" nogil:
     void *fcnn_malloc(size_t n_bytes)
     void fcnn_free(void *p)
     void *fcnn_thread_scratch(size_t n_bytes)
+    void fcnn_thread_scratch_trim()
     void fcnn_pack_a_f32(ptrdiff_t M, ptrdiff_t K, const float *src,
                          ptrdiff_t rs, ptrdiff_t cs, float *dst)
     void fcnn_pack_a_f64(ptrdiff_t M, ptrdiff_t K, const double *src,
@@ -126,8 +127,9 @@ cdef inline floating *thread_alloc(Py_ssize_t n_items, const floating *tag,
     from its last call, grown if needed, still in that thread's cache.
     (Scratch that one thread allocates for all leaves the others fetching
     their part from its cache: the 1-D kernel gradient's second thread ran
-    about 15% slower than the first.) Never freed by the caller. NULL, with
-    failure[0] set, when memory runs out; raise with scratch_error
+    about 15% slower than the first.) Never freed by the caller, but each
+    thread calls fcnn_thread_scratch_trim at the end of its region. NULL,
+    with failure[0] set, when memory runs out; raise with scratch_error
     afterwards."""
     cdef floating *p = <floating *> fcnn_thread_scratch(max(n_items, 1) * sizeof(floating))
     if p == NULL:

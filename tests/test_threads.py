@@ -121,6 +121,28 @@ def test_a_threads_scratch_goes_with_it(rng):
     assert rss_mib() - before < 20    # kept, they would add 60 MiB or more
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_scratch_too_large_to_keep_is_returned_after_the_call(rng):
+    """A call needing more than 32 MiB of scratch (here about 46 MiB: a
+    64-channel 300 x 300 image, padded, and its outputs over the padded
+    width) leaves none of it mapped; smaller scratch is kept for the next
+    call."""
+    x = rng.standard_normal((1, 64, 300, 300)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    y = np.empty((1, 64, 300, 300), np.float32)
+    y.fill(0)
+
+    def rss_mib():
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+    before = rss_mib()
+    fastcnn.functional.correlate2d(x, w, padding=1, n_threads=1, out=y)
+    assert rss_mib() - before < 16      # kept, it would add 46 MiB
+    assert np.abs(y).max() > 0
+
+
 # ------------------------------------------------------- effective_n_threads
 
 needs_openmp = pytest.mark.skipif(not openmp_enabled(),
