@@ -284,10 +284,10 @@ class Dense(Layer):
                                  out=(self.grad_weight, self.grad_bias))
         if not need_grad_x:
             return None
-        grad_x = F.linear_backward_input(
-            grad_y, self.weight, n_threads,
-            out=self.buf_grad_x[:len(grad_y)].reshape(len(grad_y), -1))
-        return grad_x.reshape((len(grad_y),) + self.input_shape)
+        grad_x = self.buf_grad_x[:len(grad_y)]
+        F.linear_backward_input(grad_y, self.weight, n_threads,
+                                out=grad_x.reshape(len(grad_y), -1))
+        return grad_x
 
 
 _RUNTIME = {

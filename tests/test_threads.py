@@ -78,6 +78,12 @@ def _flat(result):
     return [np.asarray(r).copy() for r in (result if isinstance(result, tuple) else (result,))]
 
 
+def _rss_mib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+
 def test_kernels_running_in_several_python_threads_at_once(rng):
     """Each thread has its own scratch (gemm.c's fcnn_thread_scratch), kept
     from one call to the next: kernels of different sizes running at the
@@ -104,21 +110,16 @@ def test_a_threads_scratch_goes_with_it(rng):
     x = rng.standard_normal((1, 16, 64, 64))
     w = rng.standard_normal((16, 16, 3, 3))
 
-    def rss_mib():
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-
     def call():
         fastcnn.functional.correlate2d(x, w, padding=1, n_threads=1)
 
     call()
-    before = rss_mib()
+    before = _rss_mib()
     for _ in range(60):
         thread = threading.Thread(target=call)
         thread.start()
         thread.join()
-    assert rss_mib() - before < 20    # kept, they would add 60 MiB or more
+    assert _rss_mib() - before < 20    # kept, they would add 60 MiB or more
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
@@ -132,14 +133,9 @@ def test_scratch_too_large_to_keep_is_returned_after_the_call(rng):
     y = np.empty((1, 64, 300, 300), np.float32)
     y.fill(0)
 
-    def rss_mib():
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-
-    before = rss_mib()
+    before = _rss_mib()
     fastcnn.functional.correlate2d(x, w, padding=1, n_threads=1, out=y)
-    assert rss_mib() - before < 16      # kept, it would add 46 MiB
+    assert _rss_mib() - before < 16      # kept, it would add 46 MiB
     assert np.abs(y).max() > 0
 
 
