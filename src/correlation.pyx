@@ -25,8 +25,10 @@ whose few filters would leave the product's panels mostly empty.
 fastcnn.functional uses the mirrored correlation (a forward call) for the
 input gradient where that is faster.
 
-Threads split the batch (`prange` over samples, static schedule); each one
-takes its own scratch inside the parallel region (thread_alloc). The
+Threads split the batch: the forward and the input gradient give each
+thread an equal share of the samples (within one), which it works through
+in groups; each thread takes its own scratch inside the parallel region
+(thread_alloc). The
 kernel gradient sums over the batch in N_REDUCTION_BLOCKS fixed blocks of
 samples, each with its own partial sum, and adds the blocks in block order,
 so the result is bitwise the same for any number of threads.
@@ -251,18 +253,30 @@ cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t sample_items,
                                          Py_ssize_t N, int n_threads,
                                          Py_ssize_t NR,
                                          Py_ssize_t itemsize) noexcept nogil:
-    """Samples per interleaved frame: enough for output rows (Wo columns a
-    sample) of about four panels of NR, with the scratch of sample_items
-    values a sample within FRAME_BYTES; then made as small as it can be
-    with the busiest thread still doing the same number of groups, so that
-    the threads' shares of the N samples differ by less than a group (64
-    samples in groups of 13 would give one thread 3 groups, the other 2)."""
-    cdef Py_ssize_t g = (4 * NR + Wo - 1) // Wo, per_thread
-    g = min(g, (N + n_threads - 1) // n_threads,
-            FRAME_BYTES // (sample_items * itemsize))
+    """The most samples an interleaved frame holds: enough for output rows
+    (Wo columns a sample) of about four panels of NR, with the scratch of
+    sample_items values a sample within FRAME_BYTES; then made as small as
+    it can be for the same number of groups per thread. Each thread splits
+    its own share of the batch (N / n_threads samples, give or take one)
+    into groups that differ by at most one sample (group_start), so the
+    threads' shares never differ by more than one sample: 64 samples in
+    groups of up to 11 once gave one thread 33 and the other 31."""
+    cdef Py_ssize_t share = (N + n_threads - 1) // n_threads
+    cdef Py_ssize_t g = (4 * NR + Wo - 1) // Wo, n_groups
+    g = min(g, share, FRAME_BYTES // (sample_items * itemsize))
     g = g if g > 1 else 1
-    per_thread = ((N + g - 1) // g + n_threads - 1) // n_threads
-    return (N + per_thread * n_threads - 1) // (per_thread * n_threads)
+    n_groups = (share + g - 1) // g
+    return (share + n_groups - 1) // n_groups
+
+
+cdef inline Py_ssize_t group_start(Py_ssize_t first, Py_ssize_t share,
+                                   Py_ssize_t groups, Py_ssize_t g) noexcept nogil:
+    """Where group g starts when a thread's share of samples [first,
+    first + share) is split into `groups` groups, the first share % groups
+    of them one sample larger: group g is [group_start(g), group_start(g+1)).
+    Sizes change once, so a frame is laid out anew (clear_on_new_layout) at
+    most twice a call."""
+    return first + g * (share // groups) + min(g, share % groups)
 
 
 def correlate2d_forward(const floating[:, :, :, ::1] x,
@@ -302,8 +316,8 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef bint in_place = (sh == 1 and sw == 1 and in_place_is_cheaper(
         C, H, W, F, K, Ho, Wo, Wp, NR, G_interleaved))
     cdef Py_ssize_t G = 1 if in_place else G_interleaved
-    cdef Py_ssize_t n_groups = (N + G - 1) // G
     cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
+    cdef Py_ssize_t t, first, share, groups
     cdef Py_ssize_t reads_past = 0
     cdef const floating *xn
     cdef const floating *src
@@ -338,53 +352,56 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
         with nogil, parallel(num_threads=n_threads):
             frame = thread_alloc(per_thread, &y[0, 0, 0, 0], failure)
             out = frame + frame_size
-            for g in prange(n_groups, schedule='static'):
-                if frame == NULL:
+            for t in prange(n_threads, schedule='static'):
+                first = N * t // n_threads
+                share = N * (t + 1) // n_threads - first
+                if frame == NULL or share == 0:
                     continue
-                if in_place:
-                    # zero once per call: the tail of the frame past the
-                    # sample is read, and pad_sample rewrites only the rest
-                    clear_on_new_layout(frame, frame_size, 1,
+                groups = (share + G - 1) // G
+                for g in range(groups):
+                    n = group_start(first, share, groups, g)
+                    cnt = group_start(first, share, groups, g + 1) - n
+                    if in_place:
+                        # zero once per call: the tail of the frame past the
+                        # sample is read, and pad_sample rewrites only the rest
+                        clear_on_new_layout(frame, frame_size, 1,
+                                            &frame_layout[threadid()])
+                        xn = &x[n, 0, 0, 0]
+                        # the product reads round_up(P_wide, NR) columns from each
+                        # offset: past the end of x for the last sample
+                        if ph or pw or (n + 1) * C * H * W + reads_past > N * C * H * W:
+                            pad_sample(xn, C, H, W, ph, pw, frame)
+                            xn = frame
+                        gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,
+                             P_wide, 0, &bias[0])
+                        for f in range(F):
+                            for i in range(Ho):
+                                copy_run(&y[n, f, i, 0], out + f * P_wide + i * Wp, Wo)
+                        continue
+                    clear_on_new_layout(frame, frame_size, cnt,
                                         &frame_layout[threadid()])
-                    n = g
-                    xn = &x[n, 0, 0, 0]
-                    # the product reads round_up(P_wide, NR) columns from each
-                    # offset: past the end of x for the last sample
-                    if ph or pw or (n + 1) * C * H * W + reads_past > N * C * H * W:
-                        pad_sample(xn, C, H, W, ph, pw, frame)
-                        xn = frame
-                    gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,
-                         P_wide, 0, &bias[0])
+                    interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph, pw,
+                                     Hp, sw, Wq, frame, True)
+                    offs = group_offsets + threadid() * K
+                    for k in range(K):
+                        offs[k] = offsets[k] * cnt
+                    for i in range(Ho):
+                        gemm(F, Wo * cnt, K, a_panels, NULL, frame + i * sh * Wrow * cnt,
+                             offs, out + i * Wo * cnt, P * cnt, 0, &bias[0])
+                    # out (F, Ho, Wo, cnt) -> y[n + s, f, i, j] in tiles of 16
+                    # positions: a tile's reads stay in cache, and each sample gets
+                    # one run of writes (writing a position of every sample in turn
+                    # would hit addresses F*P apart, often a multiple of 4 KiB)
                     for f in range(F):
-                        for i in range(Ho):
-                            copy_run(&y[n, f, i, 0], out + f * P_wide + i * Wp, Wo)
-                    continue
-                n = g * G
-                cnt = N - n if N - n < G else G
-                clear_on_new_layout(frame, frame_size, cnt,
-                                    &frame_layout[threadid()])
-                interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph, pw,
-                                 Hp, sw, Wq, frame, True)
-                offs = group_offsets + threadid() * K
-                for k in range(K):
-                    offs[k] = offsets[k] * cnt
-                for i in range(Ho):
-                    gemm(F, Wo * cnt, K, a_panels, NULL, frame + i * sh * Wrow * cnt,
-                         offs, out + i * Wo * cnt, P * cnt, 0, &bias[0])
-                # out (F, Ho, Wo, cnt) -> y[n + s, f, i, j] in tiles of 16
-                # positions: a tile's reads stay in cache, and each sample gets
-                # one run of writes (writing a position of every sample in turn
-                # would hit addresses F*P apart, often a multiple of 4 KiB)
-                for f in range(F):
-                    p0 = 0
-                    while p0 < P:
-                        p_end = min(p0 + 16, P)
-                        for s in range(cnt):
-                            src = out + f * P * cnt + s
-                            dst = &y[n + s, f, 0, 0]
-                            for p in range(p0, p_end):
-                                dst[p] = src[p * cnt]
-                        p0 = p_end
+                        p0 = 0
+                        while p0 < P:
+                            p_end = min(p0 + 16, P)
+                            for s in range(cnt):
+                                src = out + f * P * cnt + s
+                                dst = &y[n + s, f, 0, 0]
+                                for p in range(p0, p_end):
+                                    dst[p] = src[p * cnt]
+                            p0 = p_end
             fcnn_thread_scratch_trim()
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
@@ -420,14 +437,13 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t frame_items = C * Hp * Wrow
     cdef Py_ssize_t G = interleaved_group(
         Wo, frame_items + (K + F) * P, N, n_threads, NR, sizeof(floating))
-    cdef Py_ssize_t n_groups = (N + G - 1) // G
     # the product reads round_up(P*G, NR) columns of grad_y's last row
     cdef Py_ssize_t gy_size = F * P * G + NR
     cdef Py_ssize_t per_thread = gy_size + K * P * G + frame_items * G
     # per thread: grad_y's rows and the patch rows for its group's size
     cdef Py_ssize_t *offsets = alloc_offsets(K, F + K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
-    cdef Py_ssize_t g, n, cnt, f, k, i, t
+    cdef Py_ssize_t g, n, cnt, f, k, i, t, j, first, share, groups
     cdef Py_ssize_t *offs = NULL
     cdef floating *gy_frame = NULL
     cdef floating *dcols = NULL
@@ -448,32 +464,36 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
             dcols = gy_frame + gy_size
             frame = dcols + K * P * G
             offs = group_offsets + threadid() * (F + K)
-            for g in prange(n_groups, schedule='static'):
-                if gy_frame == NULL:
+            for t in prange(n_threads, schedule='static'):
+                first = N * t // n_threads
+                share = N * (t + 1) // n_threads - first
+                if gy_frame == NULL or share == 0:
                     continue
-                n = g * G
-                cnt = N - n if N - n < G else G
-                # grad_y (F, Ho, Wo, cnt): a frame without padding or phases;
-                # the product also reads the NR values past it (the other
-                # buffers are written before they are read)
-                interleave_group(<floating *> &grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
-                                 0, 0, Ho, 1, Wo, gy_frame, True)
-                memset(gy_frame + F * P * cnt, 0, NR * sizeof(floating))
-                for f in range(F):
-                    offs[f] = f * P * cnt
-                for k in range(K):
-                    offs[F + k] = offsets[k] * cnt
-                gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt,
-                     0, NULL)
-                memset(frame, 0, frame_items * cnt * sizeof(floating))
-                for k in range(K):
-                    for i in range(Ho):
-                        src = dcols + (k * Ho + i) * Wo * cnt
-                        dst = frame + offs[F + k] + i * sh * Wrow * cnt
-                        for t in range(Wo * cnt):
-                            dst[t] += src[t]
-                interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
-                                 sw, Wq, frame, False)
+                groups = (share + G - 1) // G
+                for g in range(groups):
+                    n = group_start(first, share, groups, g)
+                    cnt = group_start(first, share, groups, g + 1) - n
+                    # grad_y (F, Ho, Wo, cnt): a frame without padding or phases;
+                    # the product also reads the NR values past it (the other
+                    # buffers are written before they are read)
+                    interleave_group(<floating *> &grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
+                                     0, 0, Ho, 1, Wo, gy_frame, True)
+                    memset(gy_frame + F * P * cnt, 0, NR * sizeof(floating))
+                    for f in range(F):
+                        offs[f] = f * P * cnt
+                    for k in range(K):
+                        offs[F + k] = offsets[k] * cnt
+                    gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt,
+                         0, NULL)
+                    memset(frame, 0, frame_items * cnt * sizeof(floating))
+                    for k in range(K):
+                        for i in range(Ho):
+                            src = dcols + (k * Ho + i) * Wo * cnt
+                            dst = frame + offs[F + k] + i * sh * Wrow * cnt
+                            for j in range(Wo * cnt):
+                                dst[j] += src[j]
+                    interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
+                                     sw, Wq, frame, False)
             fcnn_thread_scratch_trim()
         scratch_error(failed, per_thread, &grad_x[0, 0, 0, 0])
     finally:

@@ -96,6 +96,30 @@ def test_backward_input_matches_numpy_reference(conv_case, dtype, gemm_kernel, r
                  scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
 
 
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0),   # LeNet-5's second layer
+    ((37, 3, 9, 9), (5, 3, 3, 3), 2, 1),
+    ((5, 2, 6, 6), (3, 2, 3, 3), 1, 1),
+], ids=str)
+def test_backward_input_over_uneven_thread_shares_matches_reference(
+        x_shape, w_shape, stride, padding, gemm_kernel, rng, ref, assert_close):
+    """Each thread splits its share of the batch into groups that differ by
+    one sample at most (correlation.group_start): 64 samples on 3 threads
+    are shares of 21 and 22, in groups of two sizes; 5 samples on 4 threads
+    leave shares of one sample and none."""
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    y_shape = (x_shape[0], w_shape[0]) + tuple(
+        (s + 2 * padding - k) // stride + 1 for s, k in zip(x_shape[2:], w_shape[2:]))
+    grad_y = rng.standard_normal(y_shape).astype(np.float32)
+    outputs = [fcf.correlate2d_backward_input(grad_y, w, x_shape, stride, padding,
+                                              n_threads=n) for n in (1, 2, 3, 4)]
+    for grad_x in outputs[1:]:
+        np.testing.assert_array_equal(grad_x, outputs[0])
+    geometry = (x_shape, (stride, stride), (padding, padding))
+    assert_close(outputs[0], ref.correlate_backward_input(grad_y, w, *geometry),
+                 scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
+
+
 def test_backward_input_matches_scipy_full_convolution(conv_case, gemm_kernel, rng,
                                                        ref, assert_close):
     """Backward to the input is a full convolution of the (dilated) output
