@@ -24,7 +24,7 @@ def softmax_cross_entropy(const floating[:, ::1] logits,
     maximum is subtracted before exponentiating (no overflow). A target
     outside [0, K) raises ValueError before anything is written."""
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k, bad = 0
-    cdef double top, total, log_total, loss = 0, scale = 1.0 / N
+    cdef double top, total, e, ratio, loss = 0, scale = 1.0 / N
     for n in range(N):
         bad += target[n] < 0 or target[n] >= K
     if bad:
@@ -35,12 +35,16 @@ def softmax_cross_entropy(const floating[:, ::1] logits,
             for k in range(1, K):
                 if logits[n, k] > top:
                     top = logits[n, k]
+            # one exponential per score (they are most of the time): kept
+            # in grad, then scaled by 1 / (row total * N)
             total = 0
             for k in range(K):
-                total += exp(logits[n, k] - top)
-            log_total = log(total)
-            loss += log_total - (logits[n, target[n]] - top)
+                e = exp(logits[n, k] - top)
+                total += e
+                grad[n, k] = <floating> e
+            loss += log(total) - (logits[n, target[n]] - top)
+            ratio = scale / total
             for k in range(K):
-                grad[n, k] = <floating> (exp(logits[n, k] - top - log_total) * scale)
+                grad[n, k] = <floating> (grad[n, k] * ratio)
             grad[n, target[n]] -= <floating> scale
     return loss / N
