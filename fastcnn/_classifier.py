@@ -182,7 +182,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     input_shape_ : tuple
         Shape of one sample as the network sees it.
     network_ : fastcnn network
-        The fitted layers; ``network_.layers[i].weight`` etc.
+        The fitted layers, in the order they run (a ReLU before max
+        pooling runs inside the pooling); use ``coefs_`` and
+        ``intercepts_`` for the parameters.
     coefs_, intercepts_ : lists of ndarray
         Weights and biases of each layer that has them (views into the
         network's parameters).

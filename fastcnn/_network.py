@@ -180,6 +180,7 @@ class Pool(Layer):
                     in zip(spatial, self.size, self.stride))
         self.output_shape = self.input_shape[:1] + out
         self.is_max = isinstance(spec, (L.MaxPool2D, L.MaxPool1D))
+        self.relu = False
         two_d = ndim == 2
         if self.is_max:
             self._forward = F.max_pool2d if two_d else F.max_pool1d
@@ -194,14 +195,21 @@ class Pool(Layer):
         self.buf_argmax = np.empty(shape, dtype=np.int32) if self.is_max else None
         self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
 
+    def fuse_relu(self):
+        """Take on the ReLU that runs right after this max pooling: the
+        pooling then returns relu(y), and its backward pass lets through
+        only the gradients where that is positive (functional's relu and
+        relu_output), the two layers' bits in one pass each way."""
+        self.relu = self.backward_reads_output = True
+
     def forward(self, x, n_threads):
         n = len(x)
         self.x_shape = x.shape
         if self.is_max:
-            y, self.argmax = self._forward(
+            self.y, self.argmax = self._forward(
                 x, self.size, self.stride, n_threads,
-                out=(self.buf_y[:n], self.buf_argmax[:n]))
-            return y
+                out=(self.buf_y[:n], self.buf_argmax[:n]), relu=self.relu)
+            return self.y
         return self._forward(x, self.size, self.stride, n_threads,
                              out=self.buf_y[:n])
 
@@ -211,7 +219,8 @@ class Pool(Layer):
         out = self.buf_grad_x[:self.x_shape[0]]
         if self.is_max:
             return self._backward(grad_y, self.argmax, self.x_shape, n_threads,
-                                  out=out)
+                                  out=out,
+                                  relu_output=self.y if self.relu else None)
         return self._backward(grad_y, self.x_shape, self.size, self.stride,
                               n_threads, out=out)
 
@@ -311,9 +320,10 @@ def _execution_order(specs):
     max pooling runs after it instead: ReLU keeps order, so it commutes with
     a maximum, and the values and gradients are the same (where the window's
     maximum is not positive both give 0 and a zero gradient). The ReLU then
-    works on the pooled values, and the output of the layer before the
-    pooling is left for nothing but the pooling to read, so that its buffer
-    can take the pooling's input gradient (Network.allocate)."""
+    works on the pooled values, inside the pooling's own passes
+    (Pool.fuse_relu), and the output of the layer before the pooling is
+    left for nothing but the pooling to read, so that its buffer can take
+    the pooling's input gradient (Network.allocate)."""
     order = list(range(len(specs)))
     i = 0
     while i + 1 < len(order):
@@ -324,6 +334,12 @@ def _execution_order(specs):
         else:
             i += 1
     return order
+
+
+def _fuses_relu(previous, layer):
+    """Whether ``layer`` is a ReLU that the max pooling run just before it
+    takes on (Pool.fuse_relu)."""
+    return type(layer) is ReLU and type(previous) is Pool and previous.is_max
 
 
 def layer_output_shape(spec, input_shape, position=0):
@@ -363,6 +379,10 @@ class Network:
         for index, position in enumerate(_execution_order(self.specs)):
             layer = _runtime_layer(self.specs[position], shape, position)
             layer.first = index == 0
+            previous = self.layers[-1] if self.layers else None
+            if _fuses_relu(previous, layer):
+                previous.fuse_relu()
+                continue
             self.layers.append(layer)
             shape = layer.output_shape
         self.output_shape = shape

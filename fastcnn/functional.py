@@ -506,7 +506,7 @@ def _pool_geometry(spatial, size, stride, ndim):
     return size, stride, out
 
 
-def _max_pool(x, size, stride, n_threads, ndim, out=None):
+def _max_pool(x, size, stride, n_threads, ndim, out=None, relu=False):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
     shape = x.shape[:2] + out_spatial
@@ -516,12 +516,22 @@ def _max_pool(x, size, stride, n_threads, ndim, out=None):
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
     _pooling.max_pool2d_forward(_as_4d(x, ndim), _as_4d(y, ndim),
                                 _as_4d(argmax, ndim), kh, kw, sh, sw,
-                                effective_n_threads(n_threads))
+                                effective_n_threads(n_threads), bool(relu))
     return y, argmax
 
 
-def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim, out=None):
+def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim, out=None,
+                       relu_output=None):
     grad_y = _float_array(grad_y, "grad_y", ndim + 2, _SPATIAL[ndim])
+    if relu_output is not None:
+        relu_output = _float_array(relu_output, "relu_output", ndim + 2,
+                                   _SPATIAL[ndim])
+        _same_dtype("grad_y", grad_y, "relu_output", relu_output)
+        if relu_output.shape != grad_y.shape:
+            raise ValueError(
+                f"relu_output must have grad_y's shape {grad_y.shape}, got "
+                f"{relu_output.shape}")
+        relu_output = _as_4d(relu_output, ndim)
     x_shape = _shape(x_shape, "x_shape", ndim)
     argmax = np.asarray(argmax)
     if argmax.dtype.kind not in "iu":
@@ -545,7 +555,7 @@ def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim, out=None):
     # The kernel skips and counts indices outside the plane.
     n_bad = _pooling.max_pool2d_backward(
         _as_4d(grad_y, ndim), _as_4d(argmax, ndim), _as_4d(grad_x, ndim),
-        effective_n_threads(n_threads))
+        effective_n_threads(n_threads), relu_output)
     if n_bad:
         raise ValueError(
             f"argmax values must index the input plane [0, {plane}), "
@@ -578,7 +588,7 @@ def _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim, out=None)
     return grad_x
 
 
-def max_pool2d(x, size, stride=None, n_threads=None, out=None):
+def max_pool2d(x, size, stride=None, n_threads=None, out=None, relu=False):
     """Maximum over each (KH, KW) window, and where it was.
 
     Parameters
@@ -590,6 +600,13 @@ def max_pool2d(x, size, stride=None, n_threads=None, out=None):
         Step between windows; None means ``size`` (windows that tile).
         A stride smaller than the size makes windows overlap.
     n_threads : int or None
+    out : tuple of arrays (y, argmax), optional
+    relu : bool, default False
+        Return ``relu(y)`` (negative maxima become 0, NaN stays NaN), the
+        same bits as ``max_pool2d(relu(x))`` with one pass over the data
+        instead of two: ReLU keeps order, so it commutes with a maximum.
+        The ReLU's gradient is then :func:`max_pool2d_backward`'s
+        ``relu_output``.
 
     Returns
     -------
@@ -600,10 +617,11 @@ def max_pool2d(x, size, stride=None, n_threads=None, out=None):
         go to the first maximum in row-major order; a NaN is a window's
         maximum (the first NaN).
     """
-    return _max_pool(x, size, stride, n_threads, ndim=2, out=out)
+    return _max_pool(x, size, stride, n_threads, ndim=2, out=out, relu=relu)
 
 
-def max_pool2d_backward(grad_y, argmax, x_shape, n_threads=None, out=None):
+def max_pool2d_backward(grad_y, argmax, x_shape, n_threads=None, out=None,
+                        relu_output=None):
     """Route each output gradient to the input its window selected.
 
     Parameters
@@ -612,6 +630,11 @@ def max_pool2d_backward(grad_y, argmax, x_shape, n_threads=None, out=None):
     argmax : integer array of shape (N, C, Ho, Wo)
         As returned by :func:`max_pool2d`.
     x_shape : tuple (N, C, H, W)
+    n_threads : int or None
+    out : array of shape x_shape, optional
+    relu_output : array of shape (N, C, Ho, Wo), optional
+        The ``y`` of ``max_pool2d(..., relu=True)``: gradients pass only
+        where it is positive, the gradient of the fused ReLU as well.
 
     Returns
     -------
@@ -619,7 +642,8 @@ def max_pool2d_backward(grad_y, argmax, x_shape, n_threads=None, out=None):
         Zero except at selected inputs; where overlapping windows selected
         the same input, their gradients add up.
     """
-    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=2, out=out)
+    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=2, out=out,
+                              relu_output=relu_output)
 
 
 def avg_pool2d(x, size, stride=None, n_threads=None, out=None):
@@ -728,7 +752,7 @@ def correlate1d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
                                       n_threads, ndim=1, out=out)
 
 
-def max_pool1d(x, size, stride=None, n_threads=None, out=None):
+def max_pool1d(x, size, stride=None, n_threads=None, out=None, relu=False):
     """Maximum over each window of a signal, and where it was.
 
     Parameters
@@ -736,6 +760,10 @@ def max_pool1d(x, size, stride=None, n_threads=None, out=None):
     x : array of shape (N, C, L)
     size : int
     stride : int, default None (= size)
+    n_threads : int or None
+    out : tuple of arrays (y, argmax), optional
+    relu : bool, default False
+        Return ``relu(y)``, as :func:`max_pool2d` does.
 
     Returns
     -------
@@ -743,10 +771,11 @@ def max_pool1d(x, size, stride=None, n_threads=None, out=None):
     argmax : int32 array of shape (N, C, Lo)
         Position of each maximum within its signal; ties to the first.
     """
-    return _max_pool(x, size, stride, n_threads, ndim=1, out=out)
+    return _max_pool(x, size, stride, n_threads, ndim=1, out=out, relu=relu)
 
 
-def max_pool1d_backward(grad_y, argmax, x_shape, n_threads=None, out=None):
+def max_pool1d_backward(grad_y, argmax, x_shape, n_threads=None, out=None,
+                        relu_output=None):
     """Route each output gradient to the position its window selected.
 
     Parameters
@@ -754,12 +783,18 @@ def max_pool1d_backward(grad_y, argmax, x_shape, n_threads=None, out=None):
     grad_y : array of shape (N, C, Lo)
     argmax : integer array of shape (N, C, Lo)
     x_shape : tuple (N, C, L)
+    n_threads : int or None
+    out : array of shape x_shape, optional
+    relu_output : array of shape (N, C, Lo), optional
+        The ``y`` of ``max_pool1d(..., relu=True)``, as in
+        :func:`max_pool2d_backward`.
 
     Returns
     -------
     grad_x : array of shape x_shape
     """
-    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=1, out=out)
+    return _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim=1, out=out,
+                              relu_output=relu_output)
 
 
 def avg_pool1d(x, size, stride=None, n_threads=None, out=None):

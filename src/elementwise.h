@@ -27,13 +27,17 @@
 #define FCNN_CLONES __attribute__((unused))
 #endif
 
+/* max(v, 0) for a value v of type T; NaN is not <= 0, so it passes through,
+ * and -0 becomes +0. Also the ReLU that pooling.h fuses into max pooling. */
+#define FCNN_RELU(v, T) ((v) <= (T)0 ? (T)0 : (v))
+
 #define FCNN_DEFINE_ELEMENTWISE(SUFFIX, T)                                     \
-/* y = max(x, 0); NaN is not <= 0, so it passes through. */                   \
+/* y = FCNN_RELU(x) */                                                        \
 FCNN_CLONES static void fcnn_relu_##SUFFIX(const T *x, T *y, ptrdiff_t n) {         \
     FCNN_SIMD                                                                  \
     for (ptrdiff_t i = 0; i < n; ++i) {                                        \
         T v = x[i];                                                            \
-        y[i] = v <= (T)0 ? (T)0 : v;                                           \
+        y[i] = FCNN_RELU(v, T);                                                \
     }                                                                          \
 }                                                                              \
 /* grad_x = grad_y where the output y is positive. */                         \

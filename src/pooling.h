@@ -24,10 +24,12 @@
 #define FCNN_DEFINE_MAX_POOL_ROW(SUFFIX, T)                                    \
 /* Output row of Wo windows of (kh, kw) whose top-left corners are at       */ \
 /* (r0, j*sw) of a plane of width W: y[j] = max, arg[j] = h*W + w of it.   */ \
-/* A NaN is a window's maximum (the first NaN).                            */ \
+/* A NaN is a window's maximum (the first NaN). With relu, y[j] is then    */ \
+/* FCNN_RELU (elementwise.h) of the maximum: pooling fused with the ReLU  */ \
+/* after it, bit for bit the two passes.                                   */ \
 static inline void fcnn_max_pool_row_##SUFFIX(                                 \
         const T *x, ptrdiff_t W, ptrdiff_t r0, ptrdiff_t Wo, ptrdiff_t kh,     \
-        ptrdiff_t kw, ptrdiff_t sw, T *y, int32_t *arg) {                      \
+        ptrdiff_t kw, ptrdiff_t sw, T *y, int32_t *arg, int relu) {            \
     FCNN_SIMD                                                                  \
     for (ptrdiff_t j = 0; j < Wo; ++j) {                                       \
         y[j] = x[r0 * W + j * sw];                                             \
@@ -50,6 +52,11 @@ static inline void fcnn_max_pool_row_##SUFFIX(                                 \
             }                                                                  \
         }                                                                      \
     }                                                                          \
+    if (relu) {                                                                \
+        FCNN_SIMD                                                              \
+        for (ptrdiff_t j = 0; j < Wo; ++j)                                     \
+            y[j] = FCNN_RELU(y[j], T);                                         \
+    }                                                                          \
 }
 
 /* Windows per block of the 2x2 kernel below: one vector of float32 with
@@ -71,7 +78,8 @@ static inline void fcnn_max_pool_row_##SUFFIX(                                 \
 #define FCNN_DEFINE_MAX_POOL_2X2(SUFFIX, T)                                    \
 FCNN_CLONES static void fcnn_max_pool_2x2_##SUFFIX(                            \
         const T *x, ptrdiff_t x_size, ptrdiff_t H, ptrdiff_t W, ptrdiff_t Ho,  \
-        ptrdiff_t Wo, ptrdiff_t p0, ptrdiff_t p1, T *y, int32_t *arg) {        \
+        ptrdiff_t Wo, ptrdiff_t p0, ptrdiff_t p1, T *y, int32_t *arg,          \
+        int relu) {                                                            \
     const ptrdiff_t n_blocks = (Wo + FCNN_POOL_BLOCK - 1) / FCNN_POOL_BLOCK;   \
     const ptrdiff_t row_span = n_blocks * FCNN_POOL_BLOCK;                     \
     const ptrdiff_t y_end = p1 * Ho * Wo;                                      \
@@ -84,7 +92,7 @@ FCNN_CLONES static void fcnn_max_pool_2x2_##SUFFIX(                            \
             if (out + row_span > y_end                                         \
                     || (bottom - x) + 2 * row_span > x_size) {                 \
                 fcnn_max_pool_row_##SUFFIX(plane, W, 2 * i, Wo, 2, 2, 2,       \
-                                           y + out, arg + out);                \
+                                           y + out, arg + out, relu);          \
                 continue;                                                      \
             }                                                                  \
             for (ptrdiff_t j0 = 0; j0 < Wo; j0 += FCNN_POOL_BLOCK) {           \
@@ -101,7 +109,7 @@ FCNN_CLONES static void fcnn_max_pool_2x2_##SUFFIX(                            \
                     if (FCNN_TAKES(v, best)) { best = v; where = w; }          \
                     v = b[2 * j + 1];                                          \
                     if (FCNN_TAKES(v, best)) { best = v; where = w + 1; }      \
-                    yb[j] = best;                                              \
+                    yb[j] = relu ? FCNN_RELU(best, T) : best;                  \
                     ab[j] = corner + 2 * (int32_t)j + where;                   \
                 }                                                              \
             }                                                                  \

@@ -15,29 +15,32 @@ from libc.string cimport memset
 cdef extern from "pooling.h" nogil:
     void fcnn_max_pool_row_f32(const float *x, ptrdiff_t W, ptrdiff_t r0,
                                ptrdiff_t Wo, ptrdiff_t kh, ptrdiff_t kw,
-                               ptrdiff_t sw, float *y, int32_t *arg)
+                               ptrdiff_t sw, float *y, int32_t *arg, int relu)
     void fcnn_max_pool_row_f64(const double *x, ptrdiff_t W, ptrdiff_t r0,
                                ptrdiff_t Wo, ptrdiff_t kh, ptrdiff_t kw,
-                               ptrdiff_t sw, double *y, int32_t *arg)
+                               ptrdiff_t sw, double *y, int32_t *arg, int relu)
     void fcnn_max_pool_2x2_f32(const float *x, ptrdiff_t x_size, ptrdiff_t H,
                                ptrdiff_t W, ptrdiff_t Ho, ptrdiff_t Wo,
                                ptrdiff_t p0, ptrdiff_t p1, float *y,
-                               int32_t *arg)
+                               int32_t *arg, int relu)
     void fcnn_max_pool_2x2_f64(const double *x, ptrdiff_t x_size, ptrdiff_t H,
                                ptrdiff_t W, ptrdiff_t Ho, ptrdiff_t Wo,
                                ptrdiff_t p0, ptrdiff_t p1, double *y,
-                               int32_t *arg)
+                               int32_t *arg, int relu)
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x,
                        floating[:, :, :, ::1] y,
                        int32_t[:, :, :, ::1] argmax,
                        Py_ssize_t kh, Py_ssize_t kw,
-                       Py_ssize_t sh, Py_ssize_t sw, int n_threads):
+                       Py_ssize_t sh, Py_ssize_t sw, int n_threads,
+                       bint relu=False):
     """y = the maximum of every window; argmax = its index h*W + w in the plane.
 
     Ties go to the first maximum in row-major order. A NaN in a window is its
     maximum (the first NaN), as NaN should propagate rather than vanish.
+    With relu, y is then max(y, 0) (NaN stays NaN): the pooling of a ReLU's
+    output, which is the same, in one pass.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], Ho = y.shape[2], Wo = y.shape[3]
@@ -52,13 +55,13 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
                         &x[0, 0, 0, 0], n_planes * H * W, H, W, Ho, Wo,
                         n_planes * t // n_threads,
                         n_planes * (t + 1) // n_threads,
-                        &y[0, 0, 0, 0], &argmax[0, 0, 0, 0])
+                        &y[0, 0, 0, 0], &argmax[0, 0, 0, 0], relu)
                 else:
                     fcnn_max_pool_2x2_f64(
                         &x[0, 0, 0, 0], n_planes * H * W, H, W, Ho, Wo,
                         n_planes * t // n_threads,
                         n_planes * (t + 1) // n_threads,
-                        &y[0, 0, 0, 0], &argmax[0, 0, 0, 0])
+                        &y[0, 0, 0, 0], &argmax[0, 0, 0, 0], relu)
         return
     with nogil:
         for plane in prange(n_planes, num_threads=n_threads, schedule='static'):
@@ -67,19 +70,23 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
                     fcnn_max_pool_row_f32(
                         &x[0, 0, 0, 0] + plane * H * W, W, i * sh, Wo, kh, kw,
                         sw, &y[0, 0, 0, 0] + (plane * Ho + i) * Wo,
-                        &argmax[0, 0, 0, 0] + (plane * Ho + i) * Wo)
+                        &argmax[0, 0, 0, 0] + (plane * Ho + i) * Wo, relu)
                 else:
                     fcnn_max_pool_row_f64(
                         &x[0, 0, 0, 0] + plane * H * W, W, i * sh, Wo, kh, kw,
                         sw, &y[0, 0, 0, 0] + (plane * Ho + i) * Wo,
-                        &argmax[0, 0, 0, 0] + (plane * Ho + i) * Wo)
+                        &argmax[0, 0, 0, 0] + (plane * Ho + i) * Wo, relu)
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
                         const int32_t[:, :, :, ::1] argmax,
-                        floating[:, :, :, ::1] grad_x, int n_threads):
+                        floating[:, :, :, ::1] grad_x, int n_threads,
+                        const floating[:, :, :, ::1] relu_output=None):
     """grad_x[plane][argmax] += grad_y: every gradient goes to its window's
     maximum only; overlapping windows add up. grad_x is overwritten.
+
+    With relu_output (y of max_pool2d_forward with relu, of grad_y's shape)
+    only the gradients where it is positive pass: the ReLU's gradient too.
 
     An index outside the plane is skipped and counted, never followed: the
     return value is the number of such indices (0 for argmax from
@@ -92,20 +99,33 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
     cdef Py_ssize_t plane, o, bad = 0
     cdef int32_t idx
     cdef const floating *gy
+    cdef const floating *yp
+    cdef const floating *relu_y = NULL
     cdef const int32_t *ap
     cdef floating *gx
+    if relu_output is not None:
+        relu_y = &relu_output[0, 0, 0, 0]
     with nogil:
         for plane in prange(N * C, num_threads=n_threads, schedule='static'):
             gx = &grad_x[0, 0, 0, 0] + plane * HW
             gy = &grad_y[0, 0, 0, 0] + plane * HoWo
             ap = &argmax[0, 0, 0, 0] + plane * HoWo
             memset(gx, 0, HW * sizeof(floating))
+            if relu_y == NULL:
+                for o in range(HoWo):
+                    idx = ap[o]
+                    if idx >= 0 and idx < HW:
+                        gx[idx] += gy[o]
+                    else:
+                        bad += 1
+                continue
+            yp = relu_y + plane * HoWo
             for o in range(HoWo):
                 idx = ap[o]
-                if idx >= 0 and idx < HW:
-                    gx[idx] += gy[o]
-                else:
+                if idx < 0 or idx >= HW:
                     bad += 1
+                elif yp[o] > 0:
+                    gx[idx] += gy[o]
     return bad
 
 

@@ -162,9 +162,10 @@ def _run_step(network, x, target):
 @pytest.mark.parametrize("spatial", [2, 1])
 def test_relu_before_max_pooling_runs_after_it_with_the_same_bits(spatial, monkeypatch):
     """ReLU then max pooling runs as pooling then ReLU (network_module's
-    _execution_order): the scores, loss and gradients are bitwise those of
-    the order as written, also where a window holds only negative values,
-    zeros or ties."""
+    _execution_order), the ReLU inside the pooling's passes (Pool.fuse_relu):
+    the scores, loss and gradients are bitwise those of the order as
+    written, also where a window holds only negative values, zeros or
+    ties."""
     import fastcnn._network as network_module
     if spatial == 2:
         specs = [Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2),
@@ -184,6 +185,7 @@ def test_relu_before_max_pooling_runs_after_it_with_the_same_bits(spatial, monke
         if not reorder:
             monkeypatch.setattr(network_module, "_execution_order",
                                 lambda specs: list(range(len(specs))))
+            monkeypatch.setattr(network_module, "_fuses_relu", lambda *layers: False)
         network = Network(specs, input_shape, np.float64)
         network.initialize(np.random.RandomState(0))
         network.allocate(6, training=True)
@@ -191,13 +193,15 @@ def test_relu_before_max_pooling_runs_after_it_with_the_same_bits(spatial, monke
         runs.append((order, _run_step(network, x, target)))
     (moved, (loss, scores, grads)), (kept, (loss0, scores0, grads0)) = runs
     assert moved != kept      # the swap did happen
+    relus = {i for i, spec in enumerate(specs) if isinstance(spec, ReLU)}
+    assert not relus & set(moved) and relus <= set(kept)   # and the fusion
     assert loss == loss0
     np.testing.assert_array_equal(scores, scores0)
     np.testing.assert_array_equal(grads, grads0)
 
 
 def test_input_gradients_reuse_dead_outputs_and_two_shared_buffers():
-    specs = [Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2),     # runs as conv, pool, relu
+    specs = [Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2),     # runs as conv, pool+relu
              Conv2D(4, 3), ReLU(), AvgPool2D(2), Flatten(), Dense(6), ReLU(), Dense(3)]
     network = Network(specs, (2, 12, 12), np.float32)
     network.allocate(5, training=True)

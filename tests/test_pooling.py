@@ -196,3 +196,63 @@ def test_stride_defaults_to_the_window_size(pool, rng):
         np.testing.assert_array_equal(default[1], explicit[1])
         default, explicit = default[0], explicit[0]
     np.testing.assert_array_equal(default, explicit)
+
+
+# ------------------------------------------------------------- fused ReLU
+
+def _relu_values(rng, shape, dtype):
+    """Negative, positive, zero (both signs), NaN and tied values."""
+    x = rng.integers(-3, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = -0.0
+    x[rng.random(shape) < 0.05] = np.nan
+    return x
+
+
+def _bits(a):
+    return a.view(np.uint64 if a.dtype == np.float64 else np.uint32)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_max_pool_with_relu_is_bitwise_relu_of_the_pooling(pool_case, dtype, n_threads,
+                                                           rng, ref):
+    """relu=True returns relu(max_pool(x)), which is max_pool(relu(x)); the
+    backward pass with relu_output is max_pool_backward of relu_backward,
+    bit for bit (-0 maxima become +0, NaN passes forward, not backward)."""
+    fns = pool_case.functions
+    x = _relu_values(rng, pool_case.x_shape, dtype)
+    y, argmax = fns.max_pool(x, **pool_case.geometry, n_threads=n_threads, relu=True)
+    plain_y, plain_argmax = fns.max_pool(x, **pool_case.geometry)
+    np.testing.assert_array_equal(argmax, plain_argmax)
+    expected_y = fcf.relu(plain_y)
+    np.testing.assert_array_equal(_bits(y), _bits(expected_y))
+    np.testing.assert_array_equal(_bits(y), _bits(ref.max_pool(np.maximum(x, 0) + 0.0,
+                                                               *_pool_args(pool_case))[0]))
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_y[rng.random(y.shape) < 0.1] = np.nan
+    grad_x = fns.max_pool_backward(grad_y, argmax, x.shape, n_threads=n_threads,
+                                   relu_output=y)
+    expected = fns.max_pool_backward(fcf.relu_backward(grad_y, y), argmax, x.shape)
+    np.testing.assert_array_equal(_bits(grad_x), _bits(expected))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4, 4), (2, 3, 9, 26), (2, 2, 7, 19), (1, 1, 2, 2)])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_max_pool_2x2_blocks_with_relu(shape, n_threads, dtype, rng):
+    """The 2x2 kernel applies the ReLU in its blocks and in its exact row
+    loop alike."""
+    x = _relu_values(rng, shape, dtype)
+    y, _ = fcf.max_pool2d(x, 2, n_threads=n_threads, relu=True)
+    np.testing.assert_array_equal(_bits(y), _bits(fcf.relu(fcf.max_pool2d(x, 2)[0])))
+
+
+def test_relu_output_is_validated(rng):
+    x = rng.standard_normal((2, 3, 4, 4))
+    y, argmax = fcf.max_pool2d(x, 2, relu=True)
+    grad_y = np.ones_like(y)
+    with pytest.raises(ValueError, match="relu_output must have grad_y's shape"):
+        fcf.max_pool2d_backward(grad_y, argmax, x.shape, relu_output=y[:, :2])
+    with pytest.raises(TypeError, match="relu_output"):
+        fcf.max_pool2d_backward(grad_y, argmax, x.shape, relu_output=y.astype(np.float32))
+    with pytest.raises(ValueError, match="relu_output"):
+        fcf.max_pool1d_backward(grad_y[:, :, 0], argmax[:, :, 0], x.shape[:3],
+                                relu_output=y)
