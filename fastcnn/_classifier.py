@@ -584,6 +584,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         batch_size = self._batch_size(n_samples)
         network.allocate(batch_size, training=True)
         batch = np.empty((batch_size,) + X.shape[1:], dtype=network.dtype)
+        # the batch and the loss's gradient are the same arrays every step
+        # (slices only for a last, smaller batch), so that the network's
+        # layers run the calls they prepared for them (Layer.prepared)
+        grad_scores = np.empty((batch_size,) + network.output_shape,
+                               dtype=network.dtype)
         params = network.params
         optimizer, optimizer_state = self._optimizer(network, n_threads)
         # the weights and optimizer state of the last completed epoch, put
@@ -609,13 +614,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     index = order[batch_start:batch_start + batch_size]
                     n = len(index)
                     tick = clock()
-                    xb = F.take_samples(X, index, n_threads, out=batch[:n])
+                    xb = F.take_samples(X, index, n_threads,
+                                        out=batch if n == batch_size else batch[:n])
                     yb = y_index[index]
                     if timings is not None:
                         timings["batch copy"] = timings.get("batch copy", 0.0) + clock() - tick
                     logits = network.forward(xb, n_threads)
                     tick = clock()
-                    loss, grad = F.softmax_cross_entropy(logits, yb)
+                    loss, grad = F.softmax_cross_entropy(
+                        logits, yb,
+                        out=grad_scores if n == batch_size else grad_scores[:n])
                     l2 = self.alpha / n
                     if self.alpha:
                         weights = params[:network.n_weights]

@@ -64,6 +64,7 @@ class Layer:
         # positions): its input is the caller's batch, and its input's
         # gradient is never needed
         self.first = position == 0
+        self.prepared_calls = {}
 
     def where(self):
         return f"layers[{self.position}] {type(self.spec).__name__}"
@@ -102,6 +103,20 @@ class Layer:
         for name in list(vars(self)):
             if name.startswith("buf_") or name in ("x", "y"):
                 setattr(self, name, None)
+        self.prepared_calls = {}
+
+    def prepared(self, name, arrays, build):
+        """What ``build()`` returns (a functional call prepared with
+        F.prepare, or a view), kept under ``name`` while the same array
+        objects come back in ``arrays``: a training step passes each layer
+        the same buffers as the step before, so their checks are done once.
+        Other arrays (a batch of another size) get a new one."""
+        kept = self.prepared_calls.get(name)
+        if kept is not None and all(a is b for a, b in zip(kept[0], arrays)):
+            return kept[1]
+        value = build()
+        self.prepared_calls[name] = (arrays, value)
+        return value
 
 
 class Conv(Layer):
@@ -145,18 +160,19 @@ class Conv(Layer):
 
     def forward(self, x, n_threads):
         self.x = x
-        return self._forward(x, self.weight, self.bias, self.stride,
-                             self.padding, n_threads, out=self.buf_y[:len(x)])
+        return self.prepared("forward", (x,), lambda: F.prepare(
+            self._forward, x, self.weight, self.bias, self.stride,
+            self.padding, out=self.buf_y[:len(x)])).run(n_threads)
 
     def backward(self, grad_y, need_grad_x, n_threads):
         x = self.x
-        self._backward_kernel(x, grad_y, self.weight_shape, self.stride,
-                              self.padding, n_threads,
-                              out=(self.grad_weight, self.grad_bias))
+        self.prepared("backward_kernel", (x, grad_y), lambda: F.prepare(
+            self._backward_kernel, x, grad_y, self.weight_shape, self.stride,
+            self.padding, out=(self.grad_weight, self.grad_bias))).run(n_threads)
         if need_grad_x:
-            return self._backward_input(grad_y, self.weight, x.shape,
-                                        self.stride, self.padding, n_threads,
-                                        out=self.buf_grad_x[:len(x)])
+            return self.prepared("backward_input", (grad_y,), lambda: F.prepare(
+                self._backward_input, grad_y, self.weight, x.shape, self.stride,
+                self.padding, out=self.buf_grad_x[:len(x)])).run(n_threads)
         return None
 
 
@@ -206,23 +222,27 @@ class Pool(Layer):
         n = len(x)
         self.x_shape = x.shape
         if self.is_max:
-            self.y, self.argmax = self._forward(
-                x, self.size, self.stride, n_threads,
+            self.y, self.argmax = self.prepared("forward", (x,), lambda: F.prepare(
+                self._forward, x, self.size, self.stride,
                 out=(self.buf_y[:n], self.buf_argmax[:n]), relu=self.relu)
+            ).run(n_threads)
             return self.y
-        return self._forward(x, self.size, self.stride, n_threads,
-                             out=self.buf_y[:n])
+        return self.prepared("forward", (x,), lambda: F.prepare(
+            self._forward, x, self.size, self.stride, out=self.buf_y[:n])
+        ).run(n_threads)
 
     def backward(self, grad_y, need_grad_x, n_threads):
         if not need_grad_x:
             return None
-        out = self.buf_grad_x[:self.x_shape[0]]
+        n = self.x_shape[0]
         if self.is_max:
-            return self._backward(grad_y, self.argmax, self.x_shape, n_threads,
-                                  out=out,
-                                  relu_output=self.y if self.relu else None)
-        return self._backward(grad_y, self.x_shape, self.size, self.stride,
-                              n_threads, out=out)
+            return self.prepared("backward", (grad_y, self.argmax, self.y), lambda: F.prepare(
+                self._backward, grad_y, self.argmax, self.x_shape,
+                out=self.buf_grad_x[:n], relu_output=self.y if self.relu else None)
+            ).run(n_threads)
+        return self.prepared("backward", (grad_y,), lambda: F.prepare(
+            self._backward, grad_y, self.x_shape, self.size, self.stride,
+            out=self.buf_grad_x[:n])).run(n_threads)
 
 
 class ReLU(Layer):
@@ -243,15 +263,17 @@ class ReLU(Layer):
                       np.empty((capacity,) + self.input_shape, dtype=dtype))
 
     def forward(self, x, n_threads):
-        out = x if self.in_place else self.buf_y[:len(x)]
-        self.y = F.relu(x, n_threads, out=out)
+        self.y = self.prepared("forward", (x,), lambda: F.prepare(
+            F.relu, x, out=x if self.in_place else self.buf_y[:len(x)])
+        ).run(n_threads)
         return self.y
 
     def backward(self, grad_y, need_grad_x, n_threads):
         if not need_grad_x:
             return None
         # grad_y is the next layer's buffer, free to overwrite now
-        return F.relu_backward(grad_y, self.y, n_threads, out=grad_y)
+        return self.prepared("backward", (grad_y, self.y), lambda: F.prepare(
+            F.relu_backward, grad_y, self.y, out=grad_y)).run(n_threads)
 
 
 class Flatten(Layer):
@@ -260,12 +282,14 @@ class Flatten(Layer):
         self.output_shape = (int(np.prod(self.input_shape)),)
 
     def forward(self, x, n_threads):
-        return x.reshape(len(x), -1)   # a view: buffers are C-contiguous
+        # a view (buffers are C-contiguous), the same one while x is
+        return self.prepared("forward", (x,), lambda: x.reshape(len(x), -1))
 
     def backward(self, grad_y, need_grad_x, n_threads):
         if not need_grad_x:
             return None
-        return grad_y.reshape((len(grad_y),) + self.input_shape)
+        return self.prepared("backward", (grad_y,), lambda: grad_y.reshape(
+            (len(grad_y),) + self.input_shape))
 
 
 class Dense(Layer):
@@ -284,18 +308,26 @@ class Dense(Layer):
         self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
 
     def forward(self, x, n_threads):
-        self.x = x.reshape(len(x), -1)
-        return F.linear(self.x, self.weight, self.bias, n_threads,
-                        out=self.buf_y[:len(x)])
+        def build():
+            rows = x.reshape(len(x), -1)
+            return rows, F.prepare(F.linear, rows, self.weight, self.bias,
+                                   out=self.buf_y[:len(x)])
+        self.x, call = self.prepared("forward", (x,), build)
+        return call.run(n_threads)
 
     def backward(self, grad_y, need_grad_x, n_threads):
-        F.linear_backward_weight(self.x, grad_y, n_threads,
-                                 out=(self.grad_weight, self.grad_bias))
+        self.prepared("backward_weight", (self.x, grad_y), lambda: F.prepare(
+            F.linear_backward_weight, self.x, grad_y,
+            out=(self.grad_weight, self.grad_bias))).run(n_threads)
         if not need_grad_x:
             return None
-        grad_x = self.buf_grad_x[:len(grad_y)]
-        F.linear_backward_input(grad_y, self.weight, n_threads,
-                                out=grad_x.reshape(len(grad_y), -1))
+
+        def build():
+            grad_x = self.buf_grad_x[:len(grad_y)]
+            return grad_x, F.prepare(F.linear_backward_input, grad_y, self.weight,
+                                     out=grad_x.reshape(len(grad_y), -1))
+        grad_x, call = self.prepared("backward_input", (grad_y,), build)
+        call.run(n_threads)
         return grad_x
 
 
@@ -470,6 +502,7 @@ class Network:
             storage = (layers[i - 1].buf_y.reshape(-1) if i in over_input
                        else shared[turns[i]] if i in turns else None)
             layer.allocate(capacity, self.dtype, storage)
+            layer.prepared_calls = {}
         self.capacity, self.training = capacity, training
 
     def release(self):
@@ -490,6 +523,10 @@ class Network:
                 x = layer.forward(x, n_threads)
                 key = (layer.position, type(layer.spec).__name__, "forward")
                 profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
+        if not self.training:
+            # a prediction's input is the caller's: keep no call made on it
+            for layer in self.layers:
+                layer.prepared_calls = {}
         return x
 
     def backward(self, grad, n_threads):

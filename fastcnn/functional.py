@@ -45,7 +45,7 @@ __all__ = [
     "linear", "linear_backward", "linear_backward_input",
     "linear_backward_weight", "relu", "relu_backward", "log_softmax",
     "softmax", "softmax_cross_entropy", "sgd_update", "adam_update",
-    "take_samples",
+    "take_samples", "prepare",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -200,6 +200,28 @@ def _cached(function):
     return lookup
 
 
+class _KernelCall:
+    """One kernel call, validated: the kernel, its arguments but the number
+    of threads (always its last), what the public function returns, and
+    optionally a step run before the kernel (``before``) and a check of
+    what it returns (``check``). ``run`` makes the call; see prepare()."""
+    __slots__ = ("kernel", "args", "result", "before", "check")
+
+    def __init__(self, kernel, args, result, before=None, check=None):
+        self.kernel, self.args, self.result = kernel, args, result
+        self.before, self.check = before, check
+
+    def run(self, n_threads):
+        """Call the kernel on ``n_threads`` (a positive int, as resolved by
+        effective_n_threads) and return the function's result."""
+        if self.before is not None:
+            self.before()
+        value = self.kernel(*self.args, n_threads)
+        if self.check is not None:
+            self.check(value)
+        return self.result
+
+
 @_cached
 def _conv_geometry(x_shape, w_shape, stride, padding, ndim):
     """Validated (stride, padding, output spatial shape), all per axis."""
@@ -233,6 +255,11 @@ def _from_4d(a, ndim):
 # ------------------------------------------------------------ correlation
 
 def _correlate(x, w, bias, stride, padding, n_threads, ndim, out=None):
+    return _correlate_call(x, w, bias, stride, padding, ndim, out).run(
+        effective_n_threads(n_threads))
+
+
+def _correlate_call(x, w, bias, stride, padding, ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
     dtype = _same_dtype("x", x, "w", w)
@@ -242,10 +269,9 @@ def _correlate(x, w, bias, stride, padding, n_threads, ndim, out=None):
     bias = _check_bias(bias, n_filters, x, "(F,)")
     y = _output(out, (x.shape[0], n_filters) + out_spatial, dtype)
     (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
-    _correlation.correlate2d_forward(
-        _as_4d(x, ndim), _as_4d(w, ndim), bias, _as_4d(y, ndim), sh, sw, ph, pw,
-        effective_n_threads(n_threads))
-    return y
+    return _KernelCall(_correlation.correlate2d_forward,
+                       (_as_4d(x, ndim), _as_4d(w, ndim), bias, _as_4d(y, ndim),
+                        sh, sw, ph, pw), y)
 
 
 def _check_grad_y(grad_y, expected_shape, dtype, ndim):
@@ -288,22 +314,35 @@ def _check_backward_input(grad_y, w, x_shape, stride, padding, ndim):
 
 def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads,
                               ndim, out=None):
+    return _correlate_backward_input_call(
+        grad_y, w, x_shape, stride, padding, ndim, out).run(
+            effective_n_threads(n_threads))
+
+
+def _correlate_backward_input_call(grad_y, w, x_shape, stride, padding, ndim,
+                                   out=None):
     grad_y, w, x_shape, stride, padding = _check_backward_input(
         grad_y, w, x_shape, stride, padding, ndim)
     if (x_shape[1] >= _MIRRORED_MIN_CHANNELS
             and _mirrored_is_plain_correlation(stride, padding, w.shape[2:])):
-        return _backward_input_mirrored(grad_y, w, x_shape, stride, padding,
-                                        n_threads, ndim, out)
+        return _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding,
+                                             ndim, out)
     grad_x = _output(out, x_shape, w.dtype)
     (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
-    _correlation.correlate2d_backward_input(
-        _as_4d(grad_y, ndim), _as_4d(w, ndim), _as_4d(grad_x, ndim),
-        sh, sw, ph, pw, effective_n_threads(n_threads))
-    return grad_x
+    return _KernelCall(_correlation.correlate2d_backward_input,
+                       (_as_4d(grad_y, ndim), _as_4d(w, ndim), _as_4d(grad_x, ndim),
+                        sh, sw, ph, pw), grad_x)
 
 
 def _correlate_backward_kernel(x, grad_y, w_shape, stride, padding, n_threads,
                                ndim, out=None):
+    return _correlate_backward_kernel_call(
+        x, grad_y, w_shape, stride, padding, ndim, out).run(
+            effective_n_threads(n_threads))
+
+
+def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding, ndim,
+                                    out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     w_shape = _shape(w_shape, "w_shape", ndim)
     stride, padding, out_spatial = _conv_geometry(x.shape, w_shape, stride,
@@ -314,10 +353,9 @@ def _correlate_backward_kernel(x, grad_y, w_shape, stride, padding, n_threads,
     grad_w = _output(grad_w, w_shape, x.dtype, "out[0] (grad_w)")
     grad_b = _output(grad_b, (w_shape[0],), x.dtype, "out[1] (grad_b)")
     (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
-    _correlation.correlate2d_backward_kernel(
-        _as_4d(x, ndim), _as_4d(grad_y, ndim), _as_4d(grad_w, ndim), grad_b,
-        sh, sw, ph, pw, effective_n_threads(n_threads))
-    return grad_w, grad_b
+    return _KernelCall(_correlation.correlate2d_backward_kernel,
+                       (_as_4d(x, ndim), _as_4d(grad_y, ndim), _as_4d(grad_w, ndim),
+                        grad_b, sh, sw, ph, pw), (grad_w, grad_b))
 
 
 def _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim):
@@ -461,21 +499,29 @@ def correlate2d_backward_input_mirrored(grad_y, w, x_shape, stride=1,
     :func:`correlate2d_backward_input`.
     """
     checked = _check_backward_input(grad_y, w, x_shape, stride, padding, ndim=2)
-    return _backward_input_mirrored(*checked, n_threads, ndim=2, out=out)
+    return _backward_input_mirrored_call(*checked, ndim=2, out=out).run(
+        effective_n_threads(n_threads))
 
 
-def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads,
-                             ndim, out=None):
-    """The mirrored form on arguments already through _check_backward_input."""
+def _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding, ndim,
+                                  out=None):
+    """The mirrored form on arguments already through _check_backward_input:
+    a forward correlation of (the dilated) grad_y with the mirrored kernel,
+    both refreshed from grad_y and w before each run of the call."""
     out_spatial = grad_y.shape[2:]
     kernel = w.shape[2:]
     flip = (slice(None), slice(None)) + (slice(None, None, -1),) * ndim
-    mirrored = np.ascontiguousarray(w[flip].swapaxes(0, 1))
+    mirrored = np.empty((w.shape[1], w.shape[0]) + kernel, dtype=w.dtype)
+
+    def mirror():
+        np.copyto(mirrored, w[flip].swapaxes(0, 1))
+
     if _mirrored_is_plain_correlation(stride, padding, kernel):
         # no dilation needed: the frame is the forward's own zero padding
         frame_padding = tuple(k - 1 - p for k, p in zip(kernel, padding))
-        return _correlate(grad_y, mirrored, None, 1, frame_padding, n_threads,
-                          ndim, out)
+        call = _correlate_call(grad_y, mirrored, None, 1, frame_padding, ndim, out)
+        call.before = mirror
+        return call
     # Place the dilated gradient in a zero frame of size input + kernel - 1:
     # output position i sits at i*stride + (K - 1 - padding), clipped where
     # padding exceeds K - 1 (those positions read only padding).
@@ -487,9 +533,16 @@ def _backward_input_mirrored(grad_y, w, x_shape, stride, padding, n_threads,
         keep = (positions >= 0) & (positions < size)
         index_frame.append(positions[keep])
         index_grad.append(np.flatnonzero(keep))
-    frame[np.ix_(*[np.arange(n) for n in frame.shape[:2]], *index_frame[2:])] = \
-        grad_y[np.ix_(*[np.arange(n) for n in grad_y.shape[:2]], *index_grad[2:])]
-    return _correlate(frame, mirrored, None, 1, 0, n_threads, ndim, out)
+    into = np.ix_(*[np.arange(n) for n in frame.shape[:2]], *index_frame[2:])
+    taken = np.ix_(*[np.arange(n) for n in grad_y.shape[:2]], *index_grad[2:])
+
+    def mirror_and_dilate():
+        mirror()
+        frame[into] = grad_y[taken]
+
+    call = _correlate_call(frame, mirrored, None, 1, 0, ndim, out)
+    call.before = mirror_and_dilate
+    return call
 
 
 # ----------------------------------------------------------------- pooling
@@ -507,6 +560,11 @@ def _pool_geometry(spatial, size, stride, ndim):
 
 
 def _max_pool(x, size, stride, n_threads, ndim, out=None, relu=False):
+    return _max_pool_call(x, size, stride, ndim, out, relu).run(
+        effective_n_threads(n_threads))
+
+
+def _max_pool_call(x, size, stride, ndim, out=None, relu=False):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
     shape = x.shape[:2] + out_spatial
@@ -514,14 +572,19 @@ def _max_pool(x, size, stride, n_threads, ndim, out=None, relu=False):
     y = _output(y, shape, x.dtype, "out[0] (y)")
     argmax = _output(argmax, shape, np.int32, "out[1] (argmax)")
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
-    _pooling.max_pool2d_forward(_as_4d(x, ndim), _as_4d(y, ndim),
-                                _as_4d(argmax, ndim), kh, kw, sh, sw,
-                                effective_n_threads(n_threads), bool(relu))
-    return y, argmax
+    return _KernelCall(_pooling.max_pool2d_forward,
+                       (_as_4d(x, ndim), _as_4d(y, ndim), _as_4d(argmax, ndim),
+                        kh, kw, sh, sw, bool(relu)), (y, argmax))
 
 
 def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim, out=None,
                        relu_output=None):
+    return _max_pool_backward_call(grad_y, argmax, x_shape, ndim, out,
+                                   relu_output).run(effective_n_threads(n_threads))
+
+
+def _max_pool_backward_call(grad_y, argmax, x_shape, ndim, out=None,
+                            relu_output=None):
     grad_y = _float_array(grad_y, "grad_y", ndim + 2, _SPATIAL[ndim])
     if relu_output is not None:
         relu_output = _float_array(relu_output, "relu_output", ndim + 2,
@@ -552,28 +615,38 @@ def _max_pool_backward(grad_y, argmax, x_shape, n_threads, ndim, out=None,
                 f"got values in [{argmax.min()}, {argmax.max()}]")
     argmax = np.ascontiguousarray(argmax, dtype=np.int32)
     grad_x = _output(out, x_shape, grad_y.dtype)
-    # The kernel skips and counts indices outside the plane.
-    n_bad = _pooling.max_pool2d_backward(
-        _as_4d(grad_y, ndim), _as_4d(argmax, ndim), _as_4d(grad_x, ndim),
-        effective_n_threads(n_threads), relu_output)
-    if n_bad:
-        raise ValueError(
-            f"argmax values must index the input plane [0, {plane}), "
-            f"got {n_bad} outside it (values in [{argmax.min()}, {argmax.max()}])")
-    return grad_x
+
+    def check(n_bad):
+        # the kernel skips and counts indices outside the plane
+        if n_bad:
+            raise ValueError(
+                f"argmax values must index the input plane [0, {plane}), got "
+                f"{n_bad} outside it (values in [{argmax.min()}, {argmax.max()}])")
+    return _KernelCall(_pooling.max_pool2d_backward,
+                       (_as_4d(grad_y, ndim), _as_4d(argmax, ndim),
+                        _as_4d(grad_x, ndim), relu_output), grad_x, check=check)
 
 
 def _avg_pool(x, size, stride, n_threads, ndim, out=None):
+    return _avg_pool_call(x, size, stride, ndim, out).run(
+        effective_n_threads(n_threads))
+
+
+def _avg_pool_call(x, size, stride, ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
     y = _output(out, x.shape[:2] + out_spatial, x.dtype)
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
-    _pooling.avg_pool2d_forward(_as_4d(x, ndim), _as_4d(y, ndim), kh, kw,
-                                sh, sw, effective_n_threads(n_threads))
-    return y
+    return _KernelCall(_pooling.avg_pool2d_forward,
+                       (_as_4d(x, ndim), _as_4d(y, ndim), kh, kw, sh, sw), y)
 
 
 def _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim, out=None):
+    return _avg_pool_backward_call(grad_y, x_shape, size, stride, ndim, out).run(
+        effective_n_threads(n_threads))
+
+
+def _avg_pool_backward_call(grad_y, x_shape, size, stride, ndim, out=None):
     grad_y = _float_array(grad_y, "grad_y", ndim + 2, _SPATIAL[ndim])
     x_shape = _shape(x_shape, "x_shape", ndim)
     size, stride, out_spatial = _pool_geometry(x_shape[2:], size, stride, ndim)
@@ -583,9 +656,9 @@ def _avg_pool_backward(grad_y, x_shape, size, stride, n_threads, ndim, out=None)
             f"got {grad_y.shape}")
     grad_x = _output(out, x_shape, grad_y.dtype)
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
-    _pooling.avg_pool2d_backward(_as_4d(grad_y, ndim), _as_4d(grad_x, ndim),
-                                 kh, kw, sh, sw, effective_n_threads(n_threads))
-    return grad_x
+    return _KernelCall(_pooling.avg_pool2d_backward,
+                       (_as_4d(grad_y, ndim), _as_4d(grad_x, ndim), kh, kw, sh, sw),
+                       grad_x)
 
 
 def max_pool2d(x, size, stride=None, n_threads=None, out=None, relu=False):
@@ -851,6 +924,10 @@ def linear(x, w, bias=None, n_threads=None, out=None):
     -------
     y : array of shape (N, U)
     """
+    return _linear_call(x, w, bias, out).run(effective_n_threads(n_threads))
+
+
+def _linear_call(x, w, bias=None, out=None):
     x, w = _check_linear(x, w)
     if x.shape[1] != w.shape[1]:
         raise ValueError(
@@ -859,9 +936,8 @@ def linear(x, w, bias=None, n_threads=None, out=None):
     units = w.shape[0]
     bias = _check_bias(bias, units, x, "(U,)")
     y = _output(out, (x.shape[0], units), x.dtype)
-    _dense.dense_forward(x, w, bias, y, _row_offsets(*x.shape),
-                         effective_n_threads(n_threads))
-    return y
+    return _KernelCall(_dense.dense_forward,
+                       (x, w, bias, y, _row_offsets(*x.shape)), y)
 
 
 def linear_backward_input(grad_y, w, n_threads=None, out=None):
@@ -877,15 +953,19 @@ def linear_backward_input(grad_y, w, n_threads=None, out=None):
     -------
     grad_x : array of shape (N, D)
     """
+    return _linear_backward_input_call(grad_y, w, out).run(
+        effective_n_threads(n_threads))
+
+
+def _linear_backward_input_call(grad_y, w, out=None):
     grad_y, w = _check_linear(grad_y, w, "grad_y")
     if grad_y.shape[1] != w.shape[0]:
         raise ValueError(
             f"grad_y has {grad_y.shape[1]} columns but w (U, D) = {w.shape} "
             f"has {w.shape[0]} units")
     grad_x = _output(out, (grad_y.shape[0], w.shape[1]), w.dtype)
-    _dense.dense_backward_input(grad_y, w, grad_x, _row_offsets(*grad_y.shape),
-                                effective_n_threads(n_threads))
-    return grad_x
+    return _KernelCall(_dense.dense_backward_input,
+                       (grad_y, w, grad_x, _row_offsets(*grad_y.shape)), grad_x)
 
 
 def linear_backward_weight(x, grad_y, n_threads=None, out=None):
@@ -906,6 +986,11 @@ def linear_backward_weight(x, grad_y, n_threads=None, out=None):
     grad_w : array of shape (U, D)
     grad_b : array of shape (U,)
     """
+    return _linear_backward_weight_call(x, grad_y, out).run(
+        effective_n_threads(n_threads))
+
+
+def _linear_backward_weight_call(x, grad_y, out=None):
     x = _float_array(x, "x", 2, "(N, D)")
     grad_y = _float_array(grad_y, "grad_y", 2, "(N, U)")
     _same_dtype("x", x, "grad_y", grad_y)
@@ -916,9 +1001,8 @@ def linear_backward_weight(x, grad_y, n_threads=None, out=None):
     grad_w, grad_b = (None, None) if out is None else out
     grad_w = _output(grad_w, (units, x.shape[1]), x.dtype, "out[0] (grad_w)")
     grad_b = _output(grad_b, (units,), x.dtype, "out[1] (grad_b)")
-    _dense.dense_backward_weight(x, grad_y, grad_w, grad_b,
-                                 effective_n_threads(n_threads))
-    return grad_w, grad_b
+    return _KernelCall(_dense.dense_backward_weight, (x, grad_y, grad_w, grad_b),
+                       (grad_w, grad_b))
 
 
 def linear_backward(x, w, grad_y, n_threads=None):
@@ -943,16 +1027,22 @@ def relu(x, n_threads=None, out=None):
 
     ``out`` may be ``x`` itself (in place).
     """
+    return _relu_call(x, out).run(effective_n_threads(n_threads))
+
+
+def _relu_call(x, out=None):
     x = _flat_float(x, "x")
     y = _output(out, x.shape, x.dtype)
-    _activations.relu_forward(x.reshape(-1), y.reshape(-1),
-                              effective_n_threads(n_threads))
-    return y
+    return _KernelCall(_activations.relu_forward, (x.reshape(-1), y.reshape(-1)), y)
 
 
 def relu_backward(grad_y, y, n_threads=None, out=None):
     """Gradient through :func:`relu`: grad_y where the output y is positive,
     zero elsewhere. ``out`` may be ``grad_y`` itself."""
+    return _relu_backward_call(grad_y, y, out).run(effective_n_threads(n_threads))
+
+
+def _relu_backward_call(grad_y, y, out=None):
     grad_y = _flat_float(grad_y, "grad_y")
     y = _flat_float(y, "y")
     _same_dtype("grad_y", grad_y, "y", y)
@@ -960,9 +1050,8 @@ def relu_backward(grad_y, y, n_threads=None, out=None):
         raise ValueError(
             f"grad_y {grad_y.shape} and y {y.shape} must have the same shape")
     grad_x = _output(out, y.shape, y.dtype)
-    _activations.relu_backward(grad_y.reshape(-1), y.reshape(-1),
-                               grad_x.reshape(-1), effective_n_threads(n_threads))
-    return grad_x
+    return _KernelCall(_activations.relu_backward,
+                       (grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1)), grad_x)
 
 
 # ----------------------------------------------------------------- batches
@@ -1031,7 +1120,7 @@ def softmax(logits):
     return np.exp(log_softmax(logits))
 
 
-def softmax_cross_entropy(logits, target):
+def softmax_cross_entropy(logits, target, out=None):
     """Mean cross-entropy of softmax(logits) against class indices, and its
     gradient with respect to the logits.
 
@@ -1039,6 +1128,8 @@ def softmax_cross_entropy(logits, target):
     ----------
     logits : array of shape (N, K), float32 or float64
     target : integer array of shape (N,), values in [0, K)
+    out : array of shape (N, K), dtype of logits, optional
+        Where to write grad.
 
     Returns
     -------
@@ -1046,7 +1137,8 @@ def softmax_cross_entropy(logits, target):
         ``mean_n (log sum_k exp(logits[n, k]) - logits[n, target[n]])``,
         accumulated in float64.
     grad : array of shape (N, K), dtype of logits
-        ``(softmax(logits) - onehot(target)) / N``.
+        ``(softmax(logits) - onehot(target)) / N``; written into ``out``
+        when given.
     """
     logits = _flat_float(logits, "logits")
     if logits.ndim != 2:
@@ -1061,7 +1153,7 @@ def softmax_cross_entropy(logits, target):
             f"{target.shape} and dtype {target.dtype}")
     if target.dtype not in _INDEX_DTYPES:
         target = target.astype(np.intp)
-    grad = np.empty_like(logits)   # the kernel checks target's range
+    grad = _output(out, logits.shape, logits.dtype)   # the kernel checks target's range
     loss = _loss.softmax_cross_entropy(logits, np.ascontiguousarray(target), grad)
     return loss, grad
 
@@ -1140,3 +1232,114 @@ def adam_update(params, grads, first_moment, second_moment, step,
     _optim.adam_step(params, grads, first_moment, second_moment, step_size,
                      beta_1, beta_2, epsilon, l2, n_penalized,
                      effective_n_threads(n_threads))
+
+
+# ------------------------------------------------------- prepared calls
+
+def _builders():
+    """For each function prepare() takes: its arguments, but n_threads, into
+    a validated _KernelCall (the same validation as a call)."""
+    def correlate(ndim):
+        return lambda x, w, bias=None, stride=1, padding=0, out=None: \
+            _correlate_call(x, w, bias, stride, padding, ndim, out)
+
+    def backward_input(ndim):
+        return lambda grad_y, w, x_shape, stride=1, padding=0, out=None: \
+            _correlate_backward_input_call(grad_y, w, x_shape, stride, padding,
+                                           ndim, out)
+
+    def backward_kernel(ndim):
+        return lambda x, grad_y, w_shape, stride=1, padding=0, out=None: \
+            _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding,
+                                            ndim, out)
+
+    def max_pool(ndim):
+        return lambda x, size, stride=None, out=None, relu=False: \
+            _max_pool_call(x, size, stride, ndim, out, relu)
+
+    def max_pool_backward(ndim):
+        return lambda grad_y, argmax, x_shape, out=None, relu_output=None: \
+            _max_pool_backward_call(grad_y, argmax, x_shape, ndim, out, relu_output)
+
+    def avg_pool(ndim):
+        return lambda x, size, stride=None, out=None: \
+            _avg_pool_call(x, size, stride, ndim, out)
+
+    def avg_pool_backward(ndim):
+        return lambda grad_y, x_shape, size, stride=None, out=None: \
+            _avg_pool_backward_call(grad_y, x_shape, size, stride, ndim, out)
+
+    return {
+        correlate2d: correlate(2), correlate1d: correlate(1),
+        correlate2d_backward_input: backward_input(2),
+        correlate1d_backward_input: backward_input(1),
+        correlate2d_backward_kernel: backward_kernel(2),
+        correlate1d_backward_kernel: backward_kernel(1),
+        max_pool2d: max_pool(2), max_pool1d: max_pool(1),
+        max_pool2d_backward: max_pool_backward(2),
+        max_pool1d_backward: max_pool_backward(1),
+        avg_pool2d: avg_pool(2), avg_pool1d: avg_pool(1),
+        avg_pool2d_backward: avg_pool_backward(2),
+        avg_pool1d_backward: avg_pool_backward(1),
+        linear: _linear_call, linear_backward_input: _linear_backward_input_call,
+        linear_backward_weight: _linear_backward_weight_call,
+        relu: _relu_call, relu_backward: _relu_backward_call,
+    }
+
+
+_BUILDERS = _builders()
+_AS_THE_KERNELS_READ = _FLOAT_DTYPES + (np.dtype(np.int32),)
+
+
+def _arrays(values):
+    for value in values:
+        if isinstance(value, tuple):
+            yield from _arrays(value)
+        elif value is not None and not isinstance(value, (int, float, str)):
+            yield value
+
+
+def prepare(function, *args, **kwargs):
+    """Validate a call of ``function`` once, to run it again and again.
+
+    ``prepare(f, *args, **kwargs).run(n_threads)`` computes what
+    ``f(*args, **kwargs, n_threads=n_threads)`` computes, but checks the
+    arguments only here: each run calls the kernel directly, on the same
+    arrays. The arrays' values may change between runs, their shapes must
+    not, and the results are written into the same arrays on every run
+    (``out``, or arrays allocated here). For a caller that repeats one
+    computation on arrays of its own, such as a network's buffers batch
+    after batch, where the checks cost more than a small kernel.
+
+    Parameters
+    ----------
+    function : one of correlate2d, correlate1d, their _backward_input and
+        _backward_kernel, max_pool2d/1d, avg_pool2d/1d and their _backward,
+        linear, linear_backward_input, linear_backward_weight, relu,
+        relu_backward
+    *args, **kwargs
+        Its arguments, but ``n_threads``. Every array must be one the kernel
+        reads as it is (C-contiguous, float32 or float64, int32 indices),
+        so that no run computes on a copy made here.
+
+    Returns
+    -------
+    call
+        ``call.run(n_threads)`` runs the kernel on ``n_threads`` threads, a
+        positive int (resolve others with fastcnn._threads'
+        effective_n_threads), and returns what ``function`` returns.
+    """
+    build = _BUILDERS.get(function)
+    if build is None:
+        raise ValueError(f"prepare does not take {function!r}")
+    if "n_threads" in kwargs:
+        raise TypeError("prepare takes n_threads when the call runs, not here")
+    for a in _arrays(args + tuple(kwargs.values())):
+        if not (type(a) is np.ndarray and a.dtype in _AS_THE_KERNELS_READ
+                and a.flags.c_contiguous):
+            raise ValueError(
+                "prepare needs every array as the kernel reads it (C-contiguous, "
+                "float32 or float64, int32 indices), not a copy of it; got "
+                f"{type(a).__name__} {getattr(a, 'dtype', '')} "
+                f"{getattr(a, 'shape', '')}")
+    return build(*args, **kwargs)

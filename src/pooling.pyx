@@ -33,8 +33,8 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
                        floating[:, :, :, ::1] y,
                        int32_t[:, :, :, ::1] argmax,
                        Py_ssize_t kh, Py_ssize_t kw,
-                       Py_ssize_t sh, Py_ssize_t sw, int n_threads,
-                       bint relu=False):
+                       Py_ssize_t sh, Py_ssize_t sw, bint relu,
+                       int n_threads):
     """y = the maximum of every window; argmax = its index h*W + w in the plane.
 
     Ties go to the first maximum in row-major order. A NaN in a window is its
@@ -80,13 +80,15 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
 
 def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,
                         const int32_t[:, :, :, ::1] argmax,
-                        floating[:, :, :, ::1] grad_x, int n_threads,
-                        const floating[:, :, :, ::1] relu_output=None):
+                        floating[:, :, :, ::1] grad_x,
+                        const floating[:, :, :, ::1] relu_output,
+                        int n_threads):
     """grad_x[plane][argmax] += grad_y: every gradient goes to its window's
     maximum only; overlapping windows add up. grad_x is overwritten.
 
-    With relu_output (y of max_pool2d_forward with relu, of grad_y's shape)
-    only the gradients where it is positive pass: the ReLU's gradient too.
+    With relu_output (y of max_pool2d_forward with relu, of grad_y's shape;
+    None for none) only the gradients where it is positive pass: the ReLU's
+    gradient too.
 
     An index outside the plane is skipped and counted, never followed: the
     return value is the number of such indices (0 for argmax from

@@ -951,16 +951,23 @@ def test_package_exports():
 # ============================================ threads seen by the kernels
 
 def _record_kernel_threads(monkeypatch):
-    """The n_threads every functional call of a fit receives."""
+    """The n_threads every kernel call of a fit receives: the network's
+    layers run calls prepared with functional.prepare, the fit loop calls
+    functions."""
     seen = set()
-    for name in ("correlate2d", "correlate2d_backward_kernel", "linear",
-                 "max_pool2d", "relu", "adam_update"):
+    run = fastcnn.functional._KernelCall.run
+
+    def run_spy(self, n_threads):
+        seen.add(n_threads)
+        return run(self, n_threads)
+    monkeypatch.setattr(fastcnn.functional._KernelCall, "run", run_spy)
+    for name in ("adam_update", "take_samples"):
         original = getattr(fastcnn.functional, name)
 
         def spy(*args, _original=original, **kwargs):
             bound = kwargs.get("n_threads")
             if bound is None:
-                # n_threads is positional in the network's calls
+                # n_threads may be positional
                 import inspect
                 names = list(inspect.signature(_original).parameters)
                 index = names.index("n_threads")
