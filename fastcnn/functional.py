@@ -15,6 +15,9 @@ input is accepted as it is.
 with zero padding ``(ph, pw)`` and stride ``(sh, sw)``, so that the output
 has ``(H - KH + 2*ph) // sh + 1`` rows (likewise columns).
 
+A computation repeated on the same arrays (a network's buffers, batch after
+batch) can be validated once with :func:`prepare` and then run directly.
+
 Every function takes ``n_threads``: None uses the physical cores within the
 limits set by ``OMP_NUM_THREADS`` or threadpoolctl, a positive int that many
 threads, a negative int counts back from all cores (-1: all). Results are
