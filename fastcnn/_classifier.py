@@ -1,4 +1,5 @@
 """CNNClassifier: a scikit-learn classifier that trains a convolutional network."""
+import math
 import numbers
 import sys
 import time
@@ -628,7 +629,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     if self.alpha:
                         weights = params[:network.n_weights]
                         loss += 0.5 * l2 * float(np.dot(weights, weights))
-                    if not np.isfinite(loss):
+                    if not math.isfinite(loss):
                         self._diverged(last_good, "loss", epoch, batch_start // batch_size)
                     if timings is not None:
                         timings["loss"] = timings.get("loss", 0.0) + clock() - tick
@@ -644,7 +645,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 # weights on the last batch (NaN or overflowing weights give
                 # a non-finite loss).
                 after, _ = F.softmax_cross_entropy(network.forward(xb, n_threads), yb)
-                if not np.isfinite(after):
+                if not math.isfinite(after):
                     self._diverged(last_good, "loss", epoch, None)
                 self.n_iter_ += 1
                 self.t_ += n_samples

@@ -1230,7 +1230,7 @@ def adam_update(params, grads, first_moment, second_moment, step,
                   second_moment=second_moment)
     step = _integer(step, "step", 1)
     n_penalized = _check_n_penalized(n_penalized, params.size)
-    step_size = (learning_rate * np.sqrt(1 - beta_2 ** step)
+    step_size = (learning_rate * math.sqrt(1 - beta_2 ** step)
                  / (1 - beta_1 ** step))
     _optim.adam_step(params, grads, first_moment, second_moment, step_size,
                      beta_1, beta_2, epsilon, l2, n_penalized,
