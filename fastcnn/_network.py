@@ -69,6 +69,11 @@ class Layer:
     def where(self):
         return f"layers[{self.position}] {type(self.spec).__name__}"
 
+    @property
+    def name(self):
+        """What the layer computes, for profiles: its specification's class."""
+        return type(self.spec).__name__
+
     def check_spatial_ndim(self):
         """The spec's number of spatial axes, which the input must have."""
         ndim = self.spec.spatial_ndim
@@ -212,6 +217,10 @@ class Pool(Layer):
         self.buf_y = np.empty(shape, dtype=dtype)
         self.buf_argmax = np.empty(shape, dtype=np.int32) if self.is_max else None
         self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
+
+    @property
+    def name(self):
+        return type(self.spec).__name__ + ("+ReLU" if self.relu else "")
 
     def fuse_relu(self):
         """Take on the ReLU that runs right after this max pooling: the
@@ -523,7 +532,7 @@ class Network:
             else:
                 start = time.perf_counter()
                 x = layer.forward(x, n_threads)
-                key = (layer.position, type(layer.spec).__name__, "forward")
+                key = (layer.position, layer.name, "forward")
                 profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
         if not self.training:
             # a prediction's input is the caller's: keep no call made on it
@@ -542,7 +551,7 @@ class Network:
             else:
                 start = time.perf_counter()
                 grad = layer.backward(grad, need_grad_x, n_threads)
-                key = (layer.position, type(layer.spec).__name__, "backward")
+                key = (layer.position, layer.name, "backward")
                 profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
 
     def inference_copy(self):

@@ -200,6 +200,20 @@ def test_relu_before_max_pooling_runs_after_it_with_the_same_bits(spatial, monke
     np.testing.assert_array_equal(grads, grads0)
 
 
+def test_profile_names_a_pooling_with_its_fused_relu():
+    specs = [Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(3)]
+    network = Network(specs, (2, 8, 8), np.float64)
+    network.initialize(np.random.RandomState(0))
+    network.allocate(4, training=True)
+    network.profile = {}
+    x = np.random.default_rng(0).standard_normal((4, 2, 8, 8))
+    _run_step(network, x, np.array([0, 1, 2, 0]))
+    keys = set(network.profile)
+    assert (2, "MaxPool2D+ReLU", "forward") in keys
+    assert (2, "MaxPool2D+ReLU", "backward") in keys
+    assert not any(position == 1 for position, _, _ in keys)   # no ReLU of its own
+
+
 def test_input_gradients_reuse_dead_outputs_and_two_shared_buffers():
     specs = [Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2),     # runs as conv, pool+relu
              Conv2D(4, 3), ReLU(), AvgPool2D(2), Flatten(), Dense(6), ReLU(), Dense(3)]
