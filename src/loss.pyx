@@ -35,8 +35,8 @@ def softmax_cross_entropy(const floating[:, ::1] logits,
             for k in range(1, K):
                 if logits[n, k] > top:
                     top = logits[n, k]
-            # one exponential per score (they are most of the time): kept
-            # in grad, then scaled by 1 / (row total * N)
+            # one exponential per score, as they take most of the time:
+            # kept in grad, then scaled by 1 / (row total * N)
             total = 0
             for k in range(K):
                 e = exp(logits[n, k] - top)
