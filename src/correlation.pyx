@@ -269,13 +269,23 @@ cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t sample_items,
     return (share + n_groups - 1) // n_groups
 
 
-cdef inline Py_ssize_t group_start(Py_ssize_t first, Py_ssize_t share,
-                                   Py_ssize_t groups, Py_ssize_t g) noexcept nogil:
-    """Where group g starts when a thread's share of samples [first,
-    first + share) is split into `groups` groups, the first share % groups
-    of them one sample larger: group g is [group_start(g), group_start(g+1)).
-    Sizes change once, so a frame is laid out anew (clear_on_new_layout) at
-    most twice a call."""
+cdef inline Py_ssize_t thread_groups(Py_ssize_t N, Py_ssize_t n_threads,
+                                     Py_ssize_t t, Py_ssize_t G) noexcept nogil:
+    """How many groups of at most G samples thread t's share of the N
+    samples, [N*t // n_threads, N*(t+1) // n_threads), makes (0 for none)."""
+    return (N * (t + 1) // n_threads - N * t // n_threads + G - 1) // G
+
+
+cdef inline Py_ssize_t group_start(Py_ssize_t N, Py_ssize_t n_threads,
+                                   Py_ssize_t t, Py_ssize_t groups,
+                                   Py_ssize_t g) noexcept nogil:
+    """Where group g of thread t's share starts when the share is split into
+    `groups` groups (thread_groups), the first share % groups of them one
+    sample larger: group g is [group_start(g), group_start(g+1)). Sizes
+    change once, so a frame is laid out anew (clear_on_new_layout) at most
+    twice a call."""
+    cdef Py_ssize_t first = N * t // n_threads
+    cdef Py_ssize_t share = N * (t + 1) // n_threads - first
     return first + g * (share // groups) + min(g, share % groups)
 
 
@@ -317,7 +327,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
         C, H, W, F, K, Ho, Wo, Wp, NR, G_interleaved))
     cdef Py_ssize_t G = 1 if in_place else G_interleaved
     cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
-    cdef Py_ssize_t t, first, share, groups
+    cdef Py_ssize_t t, groups
     cdef Py_ssize_t reads_past = 0
     cdef const floating *xn
     cdef const floating *src
@@ -353,14 +363,12 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
             frame = thread_alloc(per_thread, &y[0, 0, 0, 0], failure)
             out = frame + frame_size
             for t in prange(n_threads, schedule='static'):
-                first = N * t // n_threads
-                share = N * (t + 1) // n_threads - first
-                if frame == NULL or share == 0:
+                if frame == NULL:
                     continue
-                groups = (share + G - 1) // G
+                groups = thread_groups(N, n_threads, t, G)
                 for g in range(groups):
-                    n = group_start(first, share, groups, g)
-                    cnt = group_start(first, share, groups, g + 1) - n
+                    n = group_start(N, n_threads, t, groups, g)
+                    cnt = group_start(N, n_threads, t, groups, g + 1) - n
                     if in_place:
                         # zero once per call: the tail of the frame past the
                         # sample is read, and pad_sample rewrites only the rest
@@ -443,7 +451,7 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     # per thread: grad_y's rows and the patch rows for its group's size
     cdef Py_ssize_t *offsets = alloc_offsets(K, F + K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
-    cdef Py_ssize_t g, n, cnt, f, k, i, t, j, first, share, groups
+    cdef Py_ssize_t g, n, cnt, f, k, i, t, j, groups
     cdef Py_ssize_t *offs = NULL
     cdef floating *gy_frame = NULL
     cdef floating *dcols = NULL
@@ -465,14 +473,12 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
             frame = dcols + K * P * G
             offs = group_offsets + threadid() * (F + K)
             for t in prange(n_threads, schedule='static'):
-                first = N * t // n_threads
-                share = N * (t + 1) // n_threads - first
-                if gy_frame == NULL or share == 0:
+                if gy_frame == NULL:
                     continue
-                groups = (share + G - 1) // G
+                groups = thread_groups(N, n_threads, t, G)
                 for g in range(groups):
-                    n = group_start(first, share, groups, g)
-                    cnt = group_start(first, share, groups, g + 1) - n
+                    n = group_start(N, n_threads, t, groups, g)
+                    cnt = group_start(N, n_threads, t, groups, g + 1) - n
                     # grad_y (F, Ho, Wo, cnt): a frame without padding or phases;
                     # the product also reads the NR values past it (the other
                     # buffers are written before they are read)
