@@ -8,6 +8,7 @@ already be on disk (see :func:`load_fashion_mnist` for how to get it).
 import gzip
 import os
 import pathlib
+import stat
 import struct
 import zlib
 
@@ -66,23 +67,65 @@ def read_idx(path):
     FileNotFoundError
         If `path` does not exist.
     ValueError
-        If the file is not a valid IDX file: corrupt gzip stream, bad magic
-        bytes, unknown type code, truncated header, or a data size that does
-        not match the header (truncated data or extra bytes).
+        If `path` is a directory or another non-regular file, or is not a
+        valid IDX file: corrupt gzip stream, bad magic bytes, unknown type
+        code, truncated header, or a data size that does not match the
+        header (truncated data or extra bytes). A header claiming far more
+        data than the file holds fails before the array is allocated, so
+        quickly and without a ``MemoryError`` (see Notes).
+    OSError
+        If the file cannot be opened or read for another reason, such as
+        ``PermissionError``.
+    MemoryError
+        If the file really holds more data than fits in memory.
+
+    Notes
+    -----
+    The data is read straight into the returned array, so peak memory is
+    about one copy of the data, gzipped or not. A plain file's size is
+    compared with the header before reading. A gzip file's decompressed
+    size is only known once it has been decompressed; a header claiming
+    more than the compressed size allows (deflate's ratio is at most about
+    1032:1) is rejected at once. A header disagreeing with the gzip
+    trailer's size field (the last member's size mod 2**32: a cut or
+    corrupt file almost always disagrees) is checked by decompressing once
+    without keeping the data, before the array is allocated; only then, or
+    if the two agree, is the array allocated and the data decompressed into
+    it, still checking that the stream ends exactly where the header says.
     """
     path = pathlib.Path(path)
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == _GZIP_MAGIC
-    # Streamed into the array itself: the data is held once in memory (no
-    # compressed copy, no decompressed bytes object, no final copy).
-    opener = gzip.open if gzipped else open
     try:
-        with opener(path, "rb") as stream:
-            return _read_idx_stream(stream, path)
-    except (OSError, EOFError, zlib.error) as exc:
+        raw = open(path, "rb")
+    except OSError as exc:
+        # IsADirectoryError on POSIX, PermissionError on Windows.
+        if path.is_dir():
+            raise ValueError(
+                f"path {path} is a directory, not an IDX file") from exc
+        raise
+    with raw:
+        info = os.fstat(raw.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            # Devices and pipes have no size to check the header against.
+            raise ValueError(f"path {path} is not a regular file")
+        file_size = info.st_size
+        gzipped = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
         if not gzipped:
-            raise
-        raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+            return _read_idx_plain(raw, path, file_size)
+        try:
+            return _read_idx_gzip(raw, path, file_size)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+
+
+# Bytes per read into the array. Small so that no stream (gzip in
+# particular, which returns a new bytes object per read) ever holds a second
+# copy of the data.
+_CHUNK_SIZE = 1 << 18
+
+# Deflate's maximum compression ratio is 1032:1; the gzip header and trailer
+# only make the real bound on a whole file lower.
+_GZIP_MAX_RATIO = 1032
 
 
 def _read_exactly(stream, n):
@@ -90,7 +133,8 @@ def _read_exactly(stream, n):
     return data if data is not None else b""
 
 
-def _read_idx_stream(stream, path):
+def _read_header(stream, path):
+    """Parse the IDX header; return (shape, dtype, header_size)."""
     head = _read_exactly(stream, 4)
     if len(head) < 4:
         raise ValueError(
@@ -113,29 +157,102 @@ def _read_idx_stream(stream, path):
             f"{path}: truncated IDX header ({ndim} dimensions need "
             f"{header_size} header bytes, the file has {4 + len(sizes)})")
     shape = struct.unpack(f">{ndim}I", sizes)
+    return shape, _IDX_DTYPES[type_code], header_size
 
-    dtype = _IDX_DTYPES[type_code]
+
+def _data_size(shape, dtype):
     count = 1
     for size in shape:
         count *= size  # Python ints: no overflow, unlike np.prod
-    expected = count * dtype.itemsize
-    array = np.empty(count, dtype=dtype)
+    return count * dtype.itemsize
+
+
+def _size_error(path, shape, dtype, header_size, actual, what):
+    """The ValueError for `actual` bytes where the header claims another
+    size; `what` introduces `actual` ("the file has", "it decompresses
+    to")."""
+    claimed = header_size + _data_size(shape, dtype)
+    kind = "truncated data" if actual < claimed else "extra bytes"
+    return ValueError(
+        f"{path}: {kind}: the header announces shape {shape} of "
+        f"{dtype.name}, {claimed} bytes in all ({header_size} header + "
+        f"{claimed - header_size} data), {what} {actual} bytes")
+
+
+def _read_idx_plain(stream, path, file_size):
+    shape, dtype, header_size = _read_header(stream, path)
+    if header_size + _data_size(shape, dtype) != file_size:
+        raise _size_error(path, shape, dtype, header_size, file_size,
+                          "the file has")
+    # The file may still change under us: _fill_array checks again.
+    return _fill_array(stream, path, shape, dtype, header_size,
+                       "the file has")
+
+
+def _read_idx_gzip(raw, path, file_size):
+    # The trailer's ISIZE is the last member's decompressed size mod 2**32
+    # (read before decompression starts: GzipFile reads `raw` sequentially).
+    isize = None
+    if file_size >= 4:
+        raw.seek(-4, os.SEEK_END)
+        isize = struct.unpack("<I", raw.read(4))[0]
+        raw.seek(0)
+    stream = gzip.GzipFile(fileobj=raw, mode="rb")
+    shape, dtype, header_size = _read_header(stream, path)
+    claimed = header_size + _data_size(shape, dtype)
+    bound = _GZIP_MAX_RATIO * file_size
+    if claimed > bound:
+        raise ValueError(
+            f"{path}: truncated data: the header announces shape {shape} "
+            f"of {dtype.name}, {claimed} bytes in all, but a {file_size}-"
+            f"byte gzip file decompresses to at most {bound} bytes")
+    if claimed % (1 << 32) != isize:
+        # A corrupt, truncated or padded stream, or several gzip members
+        # (where ISIZE covers the last one only): count the decompressed
+        # bytes without keeping them, so that a wrong header fails before
+        # the allocation.
+        actual = header_size + _count_rest(stream)
+        if actual != claimed:
+            raise _size_error(path, shape, dtype, header_size, actual,
+                              "it decompresses to")
+        stream.seek(header_size)
+    return _fill_array(stream, path, shape, dtype, header_size,
+                       "it decompresses to")
+
+
+def _count_rest(stream):
+    """Read `stream` to its end in bounded chunks; return the byte count."""
+    total = 0
+    while True:
+        got = len(_read_exactly(stream, _CHUNK_SIZE))
+        if not got:
+            return total
+        total += got
+
+
+def _fill_array(stream, path, shape, dtype, header_size, what):
+    """Read the data following the header into a new array of `shape`.
+
+    `stream` is positioned after the header; its remaining length must be
+    exactly the data size, else ValueError (`what` as in _size_error).
+    """
+    expected = _data_size(shape, dtype)
+    array = np.empty(expected // dtype.itemsize, dtype=dtype)
     view = memoryview(array).cast("B")
     actual = 0
     while actual < expected:
-        got = stream.readinto(view[actual:])
+        got = stream.readinto(view[actual:actual + _CHUNK_SIZE])
         if not got:
-            break
+            raise _size_error(path, shape, dtype, header_size,
+                              header_size + actual, what)
         actual += got
-    if actual < expected:
-        raise ValueError(
-            f"{path}: truncated data: the header announces shape {shape} of "
-            f"{dtype.name} ({expected} data bytes), the file holds {actual} "
-            "data bytes")
-    if _read_exactly(stream, 1):
-        raise ValueError(
-            f"{path}: extra bytes: the header announces shape {shape} of "
-            f"{dtype.name} ({expected} data bytes), the file holds more")
+    # One byte first: a bigger read would allocate its whole size even at
+    # the end of the stream. At a gzip stream's end this also checks the CRC.
+    extra = len(_read_exactly(stream, 1))
+    if extra:
+        extra += _count_rest(stream)
+        raise _size_error(path, shape, dtype, header_size,
+                          header_size + actual + extra, what)
     if not dtype.isnative:
         # big-endian in the file: swap the bytes in place, read as native
         array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))

@@ -4,9 +4,11 @@ All tests but the last one write small IDX files of their own to tmp_path,
 so they need neither the real data nor the network. The last one checks the
 real Fashion-MNIST files and is skipped where they are not installed.
 """
+import contextlib
 import gzip
 import os
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -156,6 +158,154 @@ def test_read_idx_corrupt_gzip(tmp_path):
     path.write_bytes(gzip.compress(idx_bytes(np.zeros(50, np.uint8)))[:-10])
     with pytest.raises(ValueError, match=r"corrupt\.idx: corrupt gzip"):
         read_idx(path)
+
+
+def idx_header(type_code, shape):
+    """An IDX header alone, for files whose data does not match it."""
+    return struct.pack(f">BBBB{len(shape)}I", 0, 0, type_code, len(shape),
+                       *shape)
+
+
+@contextlib.contextmanager
+def traced_peak():
+    """Yield a list that receives the peak traced memory (bytes) at exit.
+
+    numpy reports its data buffers to tracemalloc, so an array allocated and
+    freed inside the block still shows in the peak.
+    """
+    result = []
+    tracemalloc.start()
+    try:
+        yield result
+    finally:
+        result.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+
+
+_MiB = 1 << 20
+
+
+def test_read_idx_huge_claim_rejected_before_allocating(tmp_path):
+    # 14 bytes claiming 1 TiB (1 dimension cannot: 2**32 - 1 elements of at
+    # most 8 bytes is 32 GiB, so 2 dimensions and a 12-byte header). Reading
+    # must compare with the file size instead of asking for 1 TiB (a
+    # MemoryError, or with overcommit a 1 TiB reservation).
+    path = tmp_path / "huge.idx"
+    path.write_bytes(idx_header(0x08, (1 << 20, 1 << 20)) + b"\x00\x00")
+    with traced_peak() as peak:
+        with pytest.raises(ValueError, match=r"huge\.idx: truncated data"
+                           ) as info:
+            read_idx(path)
+    assert peak[0] < _MiB
+    message = str(info.value)
+    assert str(path) in message
+    assert str((1 << 40) + 12) in message  # the size the header claims
+    assert "14 bytes" in message           # the size of the file
+
+
+def test_read_idx_truncated_plain_file_not_allocated(tmp_path):
+    path = tmp_path / "cut.idx"
+    # A 16 MiB array cut after 1000 data bytes.
+    path.write_bytes(idx_header(0x08, (4096, 4096)) + bytes(1000))
+    with traced_peak() as peak:
+        with pytest.raises(ValueError, match=r"cut\.idx: truncated data"
+                           ) as info:
+            read_idx(path)
+    assert peak[0] < _MiB
+    assert str(16 * _MiB + 12) in str(info.value)
+    assert "1012 bytes" in str(info.value)
+
+
+def test_read_idx_truncated_gzip_file_not_allocated(tmp_path):
+    path = tmp_path / "cut.gz"
+    # Random bytes barely compress: 64 KiB of gzip could hold 16 MiB by the
+    # compression ratio alone, so the check must use the stream itself.
+    data = np.random.default_rng(2).integers(0, 256, 64 * 1024, np.uint8)
+    path.write_bytes(gzip.compress(idx_header(0x08, (4096, 4096))
+                                   + data.tobytes()))
+    with traced_peak() as peak:
+        with pytest.raises(ValueError, match=r"cut\.gz: truncated data"
+                           ) as info:
+            read_idx(path)
+    assert peak[0] < 4 * _MiB  # far below the 16 MiB claimed
+    assert str(16 * _MiB + 12) in str(info.value)
+    assert str(64 * 1024 + 12) in str(info.value)
+
+
+def test_read_idx_gzip_claim_beyond_compression_ratio(tmp_path):
+    # A few dozen bytes of gzip cannot decompress to 1 TiB (deflate's
+    # ratio is at most about 1032:1), so this fails before decompressing.
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(idx_header(0x08, (1 << 20, 1 << 20))))
+    with traced_peak() as peak:
+        with pytest.raises(ValueError, match=r"bomb\.gz: truncated data"
+                           ) as info:
+            read_idx(path)
+    assert peak[0] < _MiB
+    assert str((1 << 40) + 12) in str(info.value)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_read_idx_trailing_data_names_both_sizes(tmp_path, gz):
+    path = tmp_path / "long.idx"
+    data = idx_bytes(np.zeros((2, 3), np.int32)) + bytes(100)  # 36 + 100
+    path.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(ValueError, match=r"long\.idx: extra bytes") as info:
+        read_idx(path)
+    assert "36 bytes" in str(info.value)   # claimed by the header
+    assert "136 bytes" in str(info.value)  # present
+
+
+def test_read_idx_directory(tmp_path):
+    folder = tmp_path / "a_folder.idx"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"path .* is a directory") as info:
+        read_idx(folder)
+    assert str(folder) in str(info.value)
+
+
+def test_read_idx_missing_file(tmp_path):
+    path = tmp_path / "absent.idx"
+    with pytest.raises(FileNotFoundError, match=r"absent\.idx"):
+        read_idx(path)
+
+
+def test_read_idx_gzip_peak_memory_one_copy(tmp_path):
+    # Very compressible data (4 MiB in a few KiB of gzip), so that a reader
+    # asking the gzip module for everything at once gets one 4 MiB bytes
+    # object on top of the array.
+    a = np.tile(np.arange(256, dtype=np.uint8), (16384, 1))
+    path = write_idx(tmp_path / "big.gz", a, gz=True)
+    with traced_peak() as peak:
+        out = read_idx(path)
+        del out
+    assert peak[0] < 1.5 * a.nbytes
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+@pytest.mark.parametrize("dtype", ["u1", "i1", "i2", "i4", "f4", "f8"])
+@pytest.mark.parametrize("shape", [(0,), (3, 5, 7), (3, 250_000)],
+                         ids=["empty", "small", "several-MiB"])
+def test_read_idx_round_trip_every_dtype(tmp_path, gz, dtype, shape):
+    # The several-MiB arrays span several read chunks.
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal(shape) * 100).astype(dtype)
+    out = read_idx(write_idx(tmp_path / "a.idx", a, gz=gz))
+    assert out.dtype == np.dtype(dtype) and out.dtype.isnative
+    assert out.flags.writeable and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, a)
+
+
+def test_read_idx_gzip_multi_member_and_zero_padding(tmp_path):
+    # The trailer's ISIZE is that of the last member only, and zero bytes
+    # after the last member are allowed: neither may be taken for a size
+    # mismatch.
+    a = np.arange(1000, dtype=np.int16)
+    data = idx_bytes(a)
+    path = tmp_path / "multi.gz"
+    path.write_bytes(gzip.compress(data[:700]) + gzip.compress(data[700:])
+                     + bytes(16))
+    np.testing.assert_array_equal(read_idx(path), a)
 
 
 # ------------------------------------------------------ load_fashion_mnist
