@@ -1,7 +1,9 @@
 """CNNClassifier: a scikit-learn classifier that trains a convolutional network."""
 import math
 import numbers
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -53,6 +55,30 @@ class _Snapshot:
         for saved, buffer in zip(self.saved_buffers, self.state["buffers"]):
             np.copyto(buffer, saved)
         self.state["step"] = self.saved_step
+
+
+class _InterruptDeferred:
+    """Holds Ctrl-C back for the length of a ``with`` block and raises it as
+    the block ends, so that the block runs whole (or, interrupted before it
+    starts, not at all). Only the main thread receives signals, and only a
+    Python handler (the default raises KeyboardInterrupt) runs in the
+    interpreter: otherwise there is nothing to hold back."""
+
+    def __enter__(self):
+        self.handler, self.caught = None, None
+        if (threading.current_thread() is threading.main_thread()
+                and callable(signal.getsignal(signal.SIGINT))):
+            self.handler = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        self.caught = (signum, frame)
+
+    def __exit__(self, *exc_info):
+        if self.handler is not None:
+            signal.signal(signal.SIGINT, self.handler)
+            if self.caught is not None:
+                self.handler(*self.caught)
 
 
 def _encode_by_counting(y):
@@ -592,13 +618,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                dtype=network.dtype)
         params = network.params
         optimizer, optimizer_state = self._optimizer(network, n_threads)
-        # the weights and optimizer state of the last completed epoch, put
+        # the weights and optimizer state of the last recorded epoch, put
         # back when training diverges or is interrupted
         last_good = _Snapshot(params, optimizer_state)
         order = np.arange(n_samples, dtype=_index_dtype(n_samples))
-        best_params = None
+        best = None    # (epoch, weights) of the best validation score
         stopped_by = None
-        completed = 0
         # benchmarks/bench_training.py --profile sets _profile to a dict
         timings = getattr(self, "_profile", None)
         network.profile = timings
@@ -606,7 +631,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         try:
             for epoch in range(epochs):
                 start = time.perf_counter()
-                last_good.save()
                 if self.shuffle:
                     # a uniform random order whatever the order before
                     rng.shuffle(order)
@@ -647,42 +671,31 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 after, _ = F.softmax_cross_entropy(network.forward(xb, n_threads), yb)
                 if not math.isfinite(after):
                     self._diverged(last_good, "loss", epoch, None)
-                self.n_iter_ += 1
-                self.t_ += n_samples
-                completed += 1
                 epoch_loss = total_loss / n_samples
-                self.loss_curve_.append(epoch_loss)
                 seconds = time.perf_counter() - start
-                if early_stopping:
-                    score = self._accuracy(X_val, y_val, n_threads)
-                    self.validation_scores_.append(score)
-                    if score > self.best_validation_score_:
-                        best_params = params.copy()
-                    improved = score >= self.best_validation_score_ + self.tol
-                    self.best_validation_score_ = max(self.best_validation_score_, score)
-                else:
-                    improved = epoch_loss <= self.best_loss_ - self.tol
-                    self.best_loss_ = min(self.best_loss_, epoch_loss)
+                score = self._accuracy(X_val, y_val, n_threads) if early_stopping else None
+                # Counting, recording and snapshotting the epoch is one step:
+                # an interrupt before it puts back the last recorded epoch.
+                with _InterruptDeferred():
+                    if self._record_epoch(epoch_loss, score, n_samples, incremental):
+                        best = (self.n_iter_, params.copy())
+                    last_good.save()
                 if self.verbose:
                     self._report(epoch_loss, seconds, n_samples)
-                if incremental:
-                    continue
-                self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
-                if self._no_improvement_count > self.n_iter_no_change:
+                if not incremental and self._no_improvement_count > self.n_iter_no_change:
                     stopped_by = "no improvement"
                     break
         except KeyboardInterrupt:
             last_good.restore()
-            warnings.warn(
-                f"fit was interrupted: the weights of the last completed epoch "
-                f"({self.n_iter_}) are kept", UserWarning)
             stopped_by = "interrupt"
         finally:
             network.release()
             network.profile = None
-        if early_stopping and best_params is not None:
-            np.copyto(params, best_params)
-        if stopped_by is None and not incremental and completed == epochs:
+        if best is not None:    # early stopping keeps the best epoch
+            np.copyto(params, best[1])
+        if stopped_by == "interrupt":
+            self._warn_interrupted(best[0] if best is not None else None)
+        elif stopped_by is None and not incremental:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                 "reached and the optimization hasn't converged yet.",
@@ -692,6 +705,39 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             print(f"{what} did not improve more than tol={self.tol} for "
                   f"{self.n_iter_no_change} consecutive epochs. Stopping.")
         return self
+
+    def _record_epoch(self, loss, score, n_samples, incremental):
+        """Counts a completed epoch and records its loss, validation score
+        (None without early stopping) and whether it improved; True when
+        its weights are the best on the validation data so far."""
+        self.n_iter_ += 1
+        self.t_ += n_samples
+        self.loss_curve_.append(loss)
+        best = False
+        if score is None:
+            improved = loss <= self.best_loss_ - self.tol
+            self.best_loss_ = min(self.best_loss_, loss)
+        else:
+            self.validation_scores_.append(score)
+            best = score > self.best_validation_score_
+            improved = score >= self.best_validation_score_ + self.tol
+            self.best_validation_score_ = max(self.best_validation_score_, score)
+        if not incremental:
+            self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+        return best
+
+    def _warn_interrupted(self, best_epoch):
+        """The warning of an interrupted fit, naming the epoch whose weights
+        are kept: the last recorded one, or with early stopping the best."""
+        if best_epoch is not None:
+            kept = (f"the weights of epoch {best_epoch}, the best on the "
+                    "validation data, are kept")
+        elif self.n_iter_:
+            kept = f"the weights of epoch {self.n_iter_}, the last completed, are kept"
+        else:
+            kept = "the initial weights are kept"
+        done = f"after epoch {self.n_iter_}" if self.n_iter_ else "before an epoch completed"
+        warnings.warn(f"fit was interrupted {done}: {kept}", UserWarning)
 
     def _optimizer(self, network, n_threads):
         """A function taking one step on the network's gradients, with state
