@@ -18,6 +18,11 @@ def _physical_cores():
         return max(1, os.cpu_count() or 1)
 
 
+# More threads than any machine has cores: each would get its own scratch,
+# and OpenMP would start them all.
+MAX_THREADS = 1024
+
+
 def effective_n_threads(n_threads=None):
     """Resolve the ``n_threads`` parameter as scikit-learn does.
 
@@ -28,23 +33,26 @@ def effective_n_threads(n_threads=None):
         ``OMP_NUM_THREADS`` as it was when the process started), capped at
         the physical cores unless ``OMP_NUM_THREADS`` is set, as in
         scikit-learn. A positive int: that many. A negative int counts back
-        from all cores: -1 is all, -2 all but one.
+        from all cores: -1 is all, -2 all but one. At most MAX_THREADS
+        either way.
 
     Returns
     -------
     int
         At least 1; always 1 when the kernels were built without OpenMP.
     """
-    if type(n_threads) is int and n_threads > 0:
+    if type(n_threads) is int and 0 < n_threads <= MAX_THREADS:
         # the common case, an already resolved count: no further checks
         return n_threads if _OPENMP else 1
     if n_threads is not None and (
         isinstance(n_threads, bool)
         or not isinstance(n_threads, numbers.Integral)
         or n_threads == 0
+        or abs(n_threads) > MAX_THREADS
     ):
         raise ValueError(
-            f"n_threads must be None or a non-zero integer, got {n_threads!r}")
+            f"n_threads must be None or a non-zero integer between "
+            f"-{MAX_THREADS} and {MAX_THREADS}, got {n_threads!r}")
     if not openmp_enabled():
         return 1
     if n_threads is None:

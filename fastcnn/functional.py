@@ -61,11 +61,22 @@ _KERNEL_LAYOUT = {1: "(F, C, K)", 2: "(F, C, KH, KW)"}
 
 # ------------------------------------------------------------- validation
 
+def _readable(a):
+    """``a`` as the kernels read it, C-contiguous and aligned: itself when it
+    is, else a copy (np.ascontiguousarray would keep a misaligned view, and
+    turn a 0-d array into shape (1,))."""
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned:
+        return a
+    return np.array(a, order="C")
+
+
 def _float_array(a, name, ndim, layout):
-    """``a`` as a C-contiguous float32/float64 array of ``ndim`` dimensions."""
+    """``a`` as a C-contiguous, aligned float32/float64 array of ``ndim``
+    dimensions."""
     if (type(a) is np.ndarray and a.ndim == ndim and a.dtype in _FLOAT_DTYPES
-            and a.flags.c_contiguous and a.size):
-        return a   # what a network passes on every call, checked cheaply
+            and a.size):
+        return _readable(a)   # what a network passes on every call
     a = np.asarray(a)
     if a.dtype not in _FLOAT_DTYPES:
         raise TypeError(
@@ -75,7 +86,7 @@ def _float_array(a, name, ndim, layout):
             f"{name} must have {ndim} dimensions {layout}, got shape {a.shape}")
     if 0 in a.shape:
         raise ValueError(f"{name} must not be empty, got shape {a.shape}")
-    return np.ascontiguousarray(a)
+    return _readable(a)
 
 
 def _same_dtype(first, a, name, b):
@@ -87,7 +98,13 @@ def _same_dtype(first, a, name, b):
     return a.dtype
 
 
-def _integer(value, name, minimum):
+# Largest stride, padding or window size: beyond it no input fits in memory
+# (C longs on some platforms are 32 bits), and a bound keeps every size the
+# kernels derive from them within 64 bits.
+_MAX_GEOMETRY = 2**31 - 1
+
+
+def _integer(value, name, minimum, maximum=_MAX_GEOMETRY):
     try:
         if isinstance(value, (bool, np.bool_)):
             raise TypeError
@@ -96,6 +113,8 @@ def _integer(value, name, minimum):
         raise TypeError(f"{name} must be an int, got {value!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -120,7 +139,7 @@ def _output(out, shape, dtype, name="out"):
         return np.empty(shape, dtype=dtype)
     if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
         flags = out.flags   # a new object on every access
-        if flags.c_contiguous and flags.writeable:
+        if flags.c_contiguous and flags.writeable and flags.aligned:
             return out      # what a network passes on every call
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
@@ -128,9 +147,32 @@ def _output(out, shape, dtype, name="out"):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"{name} must be a writeable C-contiguous array")
+    flags = out.flags
+    if not (flags.c_contiguous and flags.writeable and flags.aligned):
+        raise ValueError(f"{name} must be a writeable, aligned, C-contiguous array")
     return out
+
+
+def _apart(outputs, inputs):
+    """A ValueError when an output given by the caller overlaps an input or
+    another output: the kernels read their inputs while they write, and
+    two outputs written at once would overwrite each other. ``outputs``
+    and ``inputs`` are (name, array) pairs; every array here is contiguous
+    (converted or refused before), so overlapping bounds are shared
+    memory."""
+    for i, (name, out) in enumerate(outputs):
+        for other, a in outputs[i + 1:] + inputs:
+            if a is not None and np.may_share_memory(out, a):
+                raise ValueError(
+                    f"{name} shares memory with {other}: pass an array of its "
+                    "own (or None)")
+
+
+def _same_memory(a, b):
+    """Whether a and b are views of exactly the same values (an operation
+    that reads each element before writing it may then run in place)."""
+    return (a.shape == b.shape and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 def _check_bias(bias, size, x, layout):
@@ -169,8 +211,35 @@ def output_size(input_size, kernel_size, stride=1, padding=0):
     """Length of a correlation or pooling output along one axis.
 
     ``(input_size - kernel_size + 2 * padding) // stride + 1``.
+
+    Raises
+    ------
+    TypeError
+        An argument that is not an int.
+    ValueError
+        input_size or kernel_size < 1, stride < 1, padding < 0, or a
+        kernel larger than the padded input.
     """
+    input_size = _integer(input_size, "input_size", 1, maximum=math.inf)
+    kernel_size = _integer(kernel_size, "kernel_size", 1, maximum=math.inf)
+    stride = _integer(stride, "stride", 1)
+    padding = _integer(padding, "padding", 0)
+    if kernel_size > input_size + 2 * padding:
+        raise ValueError(
+            f"kernel_size {kernel_size} is larger than the padded input "
+            f"{input_size} + 2 * {padding}")
+    return _output_size(input_size, kernel_size, stride, padding)
+
+
+def _output_size(input_size, kernel_size, stride, padding=0):
     return (input_size - kernel_size + 2 * padding) // stride + 1
+
+
+def _kernel_stride(stride, out_spatial):
+    """The stride the kernels get: 1 along an axis with a single output,
+    where it moves no window but would still widen the kernels' frames
+    (about stride columns a row) and their scratch with them."""
+    return tuple(1 if o == 1 else st for st, o in zip(stride, out_spatial))
 
 
 def _exact_ints(value):
@@ -207,22 +276,36 @@ class _KernelCall:
     """One kernel call, validated: the kernel, its arguments but the number
     of threads (always its last), what the public function returns, and
     optionally a step run before the kernel (``before``) and a check of
-    what it returns (``check``). ``run`` makes the call; see prepare()."""
-    __slots__ = ("kernel", "args", "result", "before", "check")
+    what it returns (``check``). ``run`` makes the call; see prepare(),
+    which also sets ``shapes``: the arrays whose shapes the validation saw,
+    with those shapes."""
+    __slots__ = ("kernel", "args", "result", "before", "check", "shapes")
 
     def __init__(self, kernel, args, result, before=None, check=None):
         self.kernel, self.args, self.result = kernel, args, result
         self.before, self.check = before, check
+        self.shapes = ()
 
     def run(self, n_threads):
         """Call the kernel on ``n_threads`` (a positive int, as resolved by
         effective_n_threads) and return the function's result."""
+        for a, shape in self.shapes:
+            if a.shape != shape:
+                # NumPy reshapes in place (a.shape = ...): the kernel would
+                # size its loops by the new shape and the outputs by the old
+                raise ValueError(
+                    f"an array of this prepared call has shape {a.shape} but "
+                    f"was prepared with shape {shape}: prepare the call again")
         if self.before is not None:
             self.before()
         value = self.kernel(*self.args, n_threads)
         if self.check is not None:
             self.check(value)
         return self.result
+
+
+# 2**50 values is 8 PiB of float64
+_MAX_SCRATCH_ITEMS = 2**50
 
 
 @_cached
@@ -241,18 +324,26 @@ def _conv_geometry(x_shape, w_shape, stride, padding, ndim):
             raise ValueError(
                 f"kernel {tuple(kernel)} is larger than the padded input: "
                 f"input {tuple(spatial)} with padding {padding}")
-    out = tuple(output_size(s, k, st, p)
+
+    out = tuple(_output_size(s, k, st, p)
                 for s, k, st, p in zip(spatial, kernel, stride, padding))
+    # The kernels' frames hold a padded sample (and the patch matrix of one
+    # is about K*P values): refuse sizes no memory holds before a product
+    # of them leaves 64 bits (x_shape is only a tuple in the backward
+    # passes).
+    padded = w_shape[1] * math.prod(s + 2 * p for s, p in zip(spatial, padding))
+    patches = math.prod(w_shape[1:]) * math.prod(out)
+    if max(padded, patches) > _MAX_SCRATCH_ITEMS:
+        raise ValueError(
+            f"padding {padding} and kernel {tuple(kernel)} on an input of "
+            f"{tuple(spatial)} need a padded sample of {padded} values and "
+            f"{patches} patch values, more than any memory holds")
     return stride, padding, out
 
 
 def _as_4d(a, ndim):
     """A view of a signal array as an image of height 1."""
     return a if ndim == 2 else a[:, :, np.newaxis, :]
-
-
-def _from_4d(a, ndim):
-    return a if ndim == 2 else a[:, :, 0, :]
 
 
 # ------------------------------------------------------------ correlation
@@ -271,7 +362,10 @@ def _correlate_call(x, w, bias, stride, padding, ndim, out=None):
     n_filters = w.shape[0]
     bias = _check_bias(bias, n_filters, x, "(F,)")
     y = _output(out, (x.shape[0], n_filters) + out_spatial, dtype)
-    (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
+    if out is not None:
+        _apart([("out", y)], [("x", x), ("w", w), ("bias", bias)])
+    (sh, sw) = _spatial2d(_kernel_stride(stride, out_spatial), ndim, 1)
+    (ph, pw) = _spatial2d(padding, ndim, 0)
     return _KernelCall(_correlation.correlate2d_forward,
                        (_as_4d(x, ndim), _as_4d(w, ndim), bias, _as_4d(y, ndim),
                         sh, sw, ph, pw), y)
@@ -306,12 +400,17 @@ def _mirrored_is_plain_correlation(stride, padding, kernel):
         p <= k - 1 for p, k in zip(padding, kernel))
 
 
-def _check_backward_input(grad_y, w, x_shape, stride, padding, ndim):
-    """The validated arguments of a backward-to-the-input call."""
+def _check_backward_input(grad_y, w, x_shape, stride, padding, ndim, out):
+    """The validated arguments of a backward-to-the-input call (``out`` is
+    checked for overlap only: its shape and dtype by _output)."""
     w = _float_array(w, "w", ndim + 2, _KERNEL_LAYOUT[ndim])
     x_shape = _shape(x_shape, "x_shape", ndim)
-    stride, padding, out = _conv_geometry(x_shape, w.shape, stride, padding, ndim)
-    grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out, w.dtype, ndim)
+    stride, padding, out_spatial = _conv_geometry(x_shape, w.shape, stride,
+                                                  padding, ndim)
+    grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out_spatial,
+                           w.dtype, ndim)
+    if isinstance(out, np.ndarray):
+        _apart([("out", out)], [("grad_y", grad_y), ("w", w)])
     return grad_y, w, x_shape, stride, padding
 
 
@@ -325,13 +424,14 @@ def _correlate_backward_input(grad_y, w, x_shape, stride, padding, n_threads,
 def _correlate_backward_input_call(grad_y, w, x_shape, stride, padding, ndim,
                                    out=None):
     grad_y, w, x_shape, stride, padding = _check_backward_input(
-        grad_y, w, x_shape, stride, padding, ndim)
+        grad_y, w, x_shape, stride, padding, ndim, out)
     if (x_shape[1] >= _MIRRORED_MIN_CHANNELS
             and _mirrored_is_plain_correlation(stride, padding, w.shape[2:])):
         return _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding,
                                              ndim, out)
     grad_x = _output(out, x_shape, w.dtype)
-    (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
+    (sh, sw) = _spatial2d(_kernel_stride(stride, grad_y.shape[2:]), ndim, 1)
+    (ph, pw) = _spatial2d(padding, ndim, 0)
     return _KernelCall(_correlation.correlate2d_backward_input,
                        (_as_4d(grad_y, ndim), _as_4d(w, ndim), _as_4d(grad_x, ndim),
                         sh, sw, ph, pw), grad_x)
@@ -355,7 +455,11 @@ def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding, ndim,
     grad_w, grad_b = (None, None) if out is None else out
     grad_w = _output(grad_w, w_shape, x.dtype, "out[0] (grad_w)")
     grad_b = _output(grad_b, (w_shape[0],), x.dtype, "out[1] (grad_b)")
-    (sh, sw), (ph, pw) = _spatial2d(stride, ndim, 1), _spatial2d(padding, ndim, 0)
+    if out is not None:
+        _apart([("out[0] (grad_w)", grad_w), ("out[1] (grad_b)", grad_b)],
+               [("x", x), ("grad_y", grad_y)])
+    (sh, sw) = _spatial2d(_kernel_stride(stride, out_spatial), ndim, 1)
+    (ph, pw) = _spatial2d(padding, ndim, 0)
     return _KernelCall(_correlation.correlate2d_backward_kernel,
                        (_as_4d(x, ndim), _as_4d(grad_y, ndim), _as_4d(grad_w, ndim),
                         grad_b, sh, sw, ph, pw), (grad_w, grad_b))
@@ -501,7 +605,7 @@ def correlate2d_backward_input_mirrored(grad_y, w, x_shape, stride=1,
     more often. Parameters and return value as for
     :func:`correlate2d_backward_input`.
     """
-    checked = _check_backward_input(grad_y, w, x_shape, stride, padding, ndim=2)
+    checked = _check_backward_input(grad_y, w, x_shape, stride, padding, 2, out)
     return _backward_input_mirrored_call(*checked, ndim=2, out=out).run(
         effective_n_threads(n_threads))
 
@@ -558,7 +662,7 @@ def _pool_geometry(spatial, size, stride, ndim):
         if k > s:
             raise ValueError(
                 f"pool size {size} is larger than the input {tuple(spatial)}")
-    out = tuple(output_size(s, k, st) for s, k, st in zip(spatial, size, stride))
+    out = tuple(_output_size(s, k, st) for s, k, st in zip(spatial, size, stride))
     return size, stride, out
 
 
@@ -567,13 +671,30 @@ def _max_pool(x, size, stride, n_threads, ndim, out=None, relu=False):
         effective_n_threads(n_threads))
 
 
+def _check_plane(spatial, name):
+    """argmax indexes a plane with int32 (half the memory of int64, and the
+    fused kernels' layout): refuse planes it cannot index."""
+    plane = math.prod(spatial)
+    if plane > _MAX_PLANE:
+        raise ValueError(
+            f"max pooling indexes each plane of {name} with int32, and a "
+            f"plane of {tuple(spatial)} has {plane} elements, more than "
+            f"{_MAX_PLANE}: split it (pool it in pieces)")
+
+
+_MAX_PLANE = np.iinfo(np.int32).max
+
+
 def _max_pool_call(x, size, stride, ndim, out=None, relu=False):
+    _check_plane(np.shape(x)[2:], "x")   # before a copy of such a plane
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
     shape = x.shape[:2] + out_spatial
     y, argmax = (None, None) if out is None else out
     y = _output(y, shape, x.dtype, "out[0] (y)")
     argmax = _output(argmax, shape, np.int32, "out[1] (argmax)")
+    if out is not None:
+        _apart([("out[0] (y)", y), ("out[1] (argmax)", argmax)], [("x", x)])
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
     return _KernelCall(_pooling.max_pool2d_forward,
                        (_as_4d(x, ndim), _as_4d(y, ndim), _as_4d(argmax, ndim),
@@ -599,6 +720,7 @@ def _max_pool_backward_call(grad_y, argmax, x_shape, ndim, out=None,
                 f"{relu_output.shape}")
         relu_output = _as_4d(relu_output, ndim)
     x_shape = _shape(x_shape, "x_shape", ndim)
+    _check_plane(x_shape[2:], "x_shape")
     argmax = np.asarray(argmax)
     if argmax.dtype.kind not in "iu":
         raise TypeError(f"argmax must be an integer array, got dtype {argmax.dtype}")
@@ -616,8 +738,11 @@ def _max_pool_backward_call(grad_y, argmax, x_shape, ndim, out=None,
             raise ValueError(
                 f"argmax values must index the input plane [0, {plane}), "
                 f"got values in [{argmax.min()}, {argmax.max()}]")
-    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+    argmax = _readable(argmax.astype(np.int32, copy=False))
     grad_x = _output(out, x_shape, grad_y.dtype)
+    if out is not None:
+        _apart([("out", grad_x)], [("grad_y", grad_y), ("argmax", argmax),
+                                   ("relu_output", relu_output)])
 
     def check(n_bad):
         # the kernel skips and counts indices outside the plane
@@ -639,6 +764,8 @@ def _avg_pool_call(x, size, stride, ndim, out=None):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
     y = _output(out, x.shape[:2] + out_spatial, x.dtype)
+    if out is not None:
+        _apart([("out", y)], [("x", x)])
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
     return _KernelCall(_pooling.avg_pool2d_forward,
                        (_as_4d(x, ndim), _as_4d(y, ndim), kh, kw, sh, sw), y)
@@ -658,6 +785,8 @@ def _avg_pool_backward_call(grad_y, x_shape, size, stride, ndim, out=None):
             f"grad_y must have the pooled shape {x_shape[:2] + out_spatial}, "
             f"got {grad_y.shape}")
     grad_x = _output(out, x_shape, grad_y.dtype)
+    if out is not None:
+        _apart([("out", grad_x)], [("grad_y", grad_y)])
     (kh, kw), (sh, sw) = _spatial2d(size, ndim, 1), _spatial2d(stride, ndim, 1)
     return _KernelCall(_pooling.avg_pool2d_backward,
                        (_as_4d(grad_y, ndim), _as_4d(grad_x, ndim), kh, kw, sh, sw),
@@ -939,6 +1068,8 @@ def _linear_call(x, w, bias=None, out=None):
     units = w.shape[0]
     bias = _check_bias(bias, units, x, "(U,)")
     y = _output(out, (x.shape[0], units), x.dtype)
+    if out is not None:
+        _apart([("out", y)], [("x", x), ("w", w), ("bias", bias)])
     return _KernelCall(_dense.dense_forward,
                        (x, w, bias, y, _row_offsets(*x.shape)), y)
 
@@ -967,6 +1098,8 @@ def _linear_backward_input_call(grad_y, w, out=None):
             f"grad_y has {grad_y.shape[1]} columns but w (U, D) = {w.shape} "
             f"has {w.shape[0]} units")
     grad_x = _output(out, (grad_y.shape[0], w.shape[1]), w.dtype)
+    if out is not None:
+        _apart([("out", grad_x)], [("grad_y", grad_y), ("w", w)])
     return _KernelCall(_dense.dense_backward_input,
                        (grad_y, w, grad_x, _row_offsets(*grad_y.shape)), grad_x)
 
@@ -1004,6 +1137,9 @@ def _linear_backward_weight_call(x, grad_y, out=None):
     grad_w, grad_b = (None, None) if out is None else out
     grad_w = _output(grad_w, (units, x.shape[1]), x.dtype, "out[0] (grad_w)")
     grad_b = _output(grad_b, (units,), x.dtype, "out[1] (grad_b)")
+    if out is not None:
+        _apart([("out[0] (grad_w)", grad_w), ("out[1] (grad_b)", grad_b)],
+               [("x", x), ("grad_y", grad_y)])
     return _KernelCall(_dense.dense_backward_weight, (x, grad_y, grad_w, grad_b),
                        (grad_w, grad_b))
 
@@ -1022,13 +1158,14 @@ def _flat_float(a, name):
     if a.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a)
+    return _readable(a)
 
 
 def relu(x, n_threads=None, out=None):
     """``max(x, 0)`` elementwise, any shape; NaN stays NaN.
 
-    ``out`` may be ``x`` itself (in place).
+    ``out`` may be ``x`` itself (in place); an ``out`` that overlaps ``x``
+    otherwise raises ValueError.
     """
     return _relu_call(x, out).run(effective_n_threads(n_threads))
 
@@ -1036,12 +1173,15 @@ def relu(x, n_threads=None, out=None):
 def _relu_call(x, out=None):
     x = _flat_float(x, "x")
     y = _output(out, x.shape, x.dtype)
+    if out is not None and not _same_memory(y, x):
+        _apart([("out", y)], [("x", x)])
     return _KernelCall(_activations.relu_forward, (x.reshape(-1), y.reshape(-1)), y)
 
 
 def relu_backward(grad_y, y, n_threads=None, out=None):
     """Gradient through :func:`relu`: grad_y where the output y is positive,
-    zero elsewhere. ``out`` may be ``grad_y`` itself."""
+    zero elsewhere. ``out`` may be ``grad_y`` (or ``y``) itself; an ``out``
+    that overlaps them otherwise raises ValueError."""
     return _relu_backward_call(grad_y, y, out).run(effective_n_threads(n_threads))
 
 
@@ -1053,6 +1193,12 @@ def _relu_backward_call(grad_y, y, out=None):
         raise ValueError(
             f"grad_y {grad_y.shape} and y {y.shape} must have the same shape")
     grad_x = _output(out, y.shape, y.dtype)
+    if out is not None:
+        # element by element, each read before it is written: the very
+        # arrays of an input may be the output, a shifted view may not
+        _apart([("out", grad_x)],
+               [(name, a) for name, a in (("grad_y", grad_y), ("y", y))
+                if not _same_memory(grad_x, a)])
     return _KernelCall(_activations.relu_backward,
                        (grad_y.reshape(-1), y.reshape(-1), grad_x.reshape(-1)), grad_x)
 
@@ -1083,15 +1229,14 @@ def take_samples(x, index, n_threads=None, out=None):
     IndexError
         When a value of ``index`` lies outside [0, N); nothing is written.
     """
-    if not (type(x) is np.ndarray and x.dtype in _FLOAT_DTYPES
-            and x.flags.c_contiguous and x.ndim):
+    if not (type(x) is np.ndarray and x.dtype in _FLOAT_DTYPES and x.ndim):
         x = np.asarray(x)
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(
                 f"x must be a float32 or float64 array, got dtype {x.dtype}")
         if x.ndim == 0:
             raise ValueError("x must have a first axis of samples, got a scalar")
-        x = np.ascontiguousarray(x)
+    x = _readable(x)
     if not (type(index) is np.ndarray and index.dtype in _INDEX_DTYPES):
         index = np.asarray(index)
         if index.dtype.kind not in "iu" and index.size:   # [] is float64
@@ -1100,9 +1245,12 @@ def take_samples(x, index, n_threads=None, out=None):
         index = index.astype(np.intp)
     if index.ndim != 1:
         raise ValueError(f"index must be 1-D, got shape {index.shape}")
+    index = _readable(index)
     batch = _output(out, (len(index),) + x.shape[1:], x.dtype)
+    if out is not None:
+        _apart([("out", batch)], [("x", x), ("index", index)])
     row = math.prod(x.shape[1:])
-    _batch.take_rows(x.reshape(len(x), row), np.ascontiguousarray(index),
+    _batch.take_rows(x.reshape(len(x), row), index,
                      batch.reshape(len(index), row), effective_n_threads(n_threads))
     return batch
 
@@ -1155,18 +1303,25 @@ def softmax_cross_entropy(logits, target, out=None):
             f"target must be {n} integer class indices, got shape "
             f"{target.shape} and dtype {target.dtype}")
     if target.dtype not in _INDEX_DTYPES:
-        target = target.astype(np.intp)
+        target = target.astype(np.intp)   # wider values wrap to negative
+    target = _readable(target)
     grad = _output(out, logits.shape, logits.dtype)   # the kernel checks target's range
-    loss = _loss.softmax_cross_entropy(logits, np.ascontiguousarray(target), grad)
+    if out is not None:
+        _apart([("out", grad)], [("logits", logits), ("target", target)])
+    loss = _loss.softmax_cross_entropy(logits, target, grad)
     return loss, grad
 
 
 # ----------------------------------------------------------------- updates
 
 def _check_update(params, **others):
+    """params and the arrays updated with it (``others``, by name), all
+    1-D, contiguous, aligned, of one float dtype and apart from each other;
+    all but ``grads`` writeable."""
     if not isinstance(params, np.ndarray) or params.ndim != 1 or not (
-            params.flags.c_contiguous and params.flags.writeable):
-        raise ValueError("params must be a writeable 1-D contiguous array")
+            params.flags.c_contiguous and params.flags.writeable
+            and params.flags.aligned):
+        raise ValueError("params must be a writeable, aligned, 1-D contiguous array")
     if params.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"params must be float32 or float64, got {params.dtype}")
     for name, a in others.items():
@@ -1175,16 +1330,33 @@ def _check_update(params, **others):
                 f"params has dtype {params.dtype} but {name} has dtype "
                 f"{a.dtype}; all must share one float dtype")
         if not isinstance(a, np.ndarray) or a.shape != params.shape or not (
-                a.flags.c_contiguous and (name == "grads" or a.flags.writeable)):
+                a.flags.c_contiguous and a.flags.aligned
+                and (name == "grads" or a.flags.writeable)):
             raise ValueError(
-                f"{name} must be a contiguous{'' if name == 'grads' else ', writeable'} "
+                f"{name} must be a contiguous, aligned"
+                f"{'' if name == 'grads' else ', writeable'} "
                 f"array of params' shape {params.shape}")
+    arrays = [("params", params)] + list(others.items())
+    _apart(arrays, [])
+
+
+def _real(value, name, low, high=math.inf, high_included=True):
+    """``value`` as a float in [low, high] (or [low, high)), else a
+    ValueError naming it; NaN is never in range."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not (low <= value <= high) or (value == high and not high_included):
+        closing = "]" if high_included else ")"
+        raise ValueError(f"{name} must lie in [{low}, {high}{closing}, got {value}")
+    return value
 
 
 def _check_n_penalized(n_penalized, size):
     if n_penalized is None:
         return size
-    n_penalized = _integer(n_penalized, "n_penalized", 0)
+    n_penalized = _integer(n_penalized, "n_penalized", 0, maximum=math.inf)
     if n_penalized > size:
         raise ValueError(
             f"n_penalized must be at most the number of parameters {size}, "
@@ -1210,6 +1382,9 @@ def sgd_update(params, grads, velocity, learning_rate, momentum=0.9,
     """
     _check_update(params, grads=grads, velocity=velocity)
     n_penalized = _check_n_penalized(n_penalized, params.size)
+    learning_rate = _real(learning_rate, "learning_rate", 0)
+    momentum = _real(momentum, "momentum", 0)
+    l2 = _real(l2, "l2", 0)
     _optim.sgd_step(params, grads, velocity, learning_rate, momentum,
                     bool(nesterov), l2, n_penalized,
                     effective_n_threads(n_threads))
@@ -1228,8 +1403,13 @@ def adam_update(params, grads, first_moment, second_moment, step,
     """
     _check_update(params, grads=grads, first_moment=first_moment,
                   second_moment=second_moment)
-    step = _integer(step, "step", 1)
+    step = _integer(step, "step", 1, maximum=math.inf)
     n_penalized = _check_n_penalized(n_penalized, params.size)
+    learning_rate = _real(learning_rate, "learning_rate", 0)
+    beta_1 = _real(beta_1, "beta_1", 0, 1, high_included=False)
+    beta_2 = _real(beta_2, "beta_2", 0, 1, high_included=False)
+    epsilon = _real(epsilon, "epsilon", 0)
+    l2 = _real(l2, "l2", 0)
     step_size = (learning_rate * math.sqrt(1 - beta_2 ** step)
                  / (1 - beta_1 ** step))
     _optim.adam_step(params, grads, first_moment, second_moment, step_size,
@@ -1309,7 +1489,8 @@ def prepare(function, *args, **kwargs):
     ``f(*args, **kwargs, n_threads=n_threads)`` computes, but checks the
     arguments only here: each run calls the kernel directly, on the same
     arrays. The arrays' values may change between runs, their shapes must
-    not, and the results are written into the same arrays on every run
+    not (a run raises ValueError if one was reshaped in place), and the
+    results are written into the same arrays on every run
     (``out``, or arrays allocated here). For a caller that repeats one
     computation on arrays of its own, such as a network's buffers batch
     after batch, where the checks cost more than a small kernel.
@@ -1337,12 +1518,18 @@ def prepare(function, *args, **kwargs):
         raise ValueError(f"prepare does not take {function!r}")
     if "n_threads" in kwargs:
         raise TypeError("prepare takes n_threads when the call runs, not here")
-    for a in _arrays(args + tuple(kwargs.values())):
+    arrays = list(_arrays(args + tuple(kwargs.values())))
+    for a in arrays:
         if not (type(a) is np.ndarray and a.dtype in _AS_THE_KERNELS_READ
-                and a.flags.c_contiguous):
+                and a.flags.c_contiguous and a.flags.aligned):
             raise ValueError(
                 "prepare needs every array as the kernel reads it (C-contiguous, "
-                "float32 or float64, int32 indices), not a copy of it; got "
-                f"{type(a).__name__} {getattr(a, 'dtype', '')} "
+                "aligned, float32 or float64, int32 indices), not a copy of it; "
+                f"got {type(a).__name__} {getattr(a, 'dtype', '')} "
                 f"{getattr(a, 'shape', '')}")
-    return build(*args, **kwargs)
+    call = build(*args, **kwargs)
+    # the caller's arrays and the results it gets back, each once: their
+    # shapes can change in place, their memory cannot
+    watched = {id(a): a for a in arrays + list(_arrays((call.result,)))}
+    call.shapes = tuple((a, a.shape) for a in watched.values())
+    return call
