@@ -364,11 +364,107 @@ def _correlate_call(x, w, bias, stride, padding, ndim, out=None):
     y = _output(out, (x.shape[0], n_filters) + out_spatial, dtype)
     if out is not None:
         _apart([("out", y)], [("x", x), ("w", w), ("bias", bias)])
+    trim = _Trim.of(x.shape[2:], w.shape[2:], stride, padding, out_spatial)
+    if trim is not None:
+        return trim.forward_call(x, w, bias, y, stride)
     (sh, sw) = _spatial2d(_kernel_stride(stride, out_spatial), ndim, 1)
     (ph, pw) = _spatial2d(padding, ndim, 0)
     return _KernelCall(_correlation.correlate2d_forward,
                        (_as_4d(x, ndim), _as_4d(w, ndim), bias, _as_4d(y, ndim),
                         sh, sw, ph, pw), y)
+
+
+class _Trim:
+    """A correlation whose padding reaches past the kernel has windows that
+    read padding only. The kernels' frames hold the padded input, so they
+    would grow with the padding, not with what the windows read; such a
+    call runs instead on the region that the windows reading the input
+    cover, padded explicitly once (``region``, zero outside the input), and
+    the other windows' outputs are the bias alone (their gradients zero).
+    Per spatial axis: ``outputs``, the slice of those windows' outputs;
+    ``shape``, the region's size; ``into`` and ``taken``, where the input
+    sits in the region and which part of it does. ``empty`` when no
+    window reads an input value."""
+
+    @classmethod
+    def of(cls, spatial, kernel, stride, padding, out_spatial):
+        """The trim of a call, or None when every window reads some input
+        (padding below the kernel size on every axis)."""
+        for k, p in zip(kernel, padding):
+            if p >= k:
+                return cls(spatial, kernel, stride, padding, out_spatial)
+        return None
+
+    def __init__(self, spatial, kernel, stride, padding, out_spatial):
+        self.outputs, self.shape, self.into, self.taken = [], [], [], []
+        self.empty = False
+        for size, k, s, p, o in zip(spatial, kernel, stride, padding, out_spatial):
+            first = max(0, -(-(p - k + 1) // s))    # ends past the padding
+            last = min(o - 1, (p + size - 1) // s)  # starts before its end
+            self.empty |= first > last
+            start, end = first * s, last * s + k    # padded coordinates
+            low, high = max(start, p), min(end, p + size)
+            self.outputs.append(slice(first, last + 1))
+            self.shape.append(max(end - start, k))
+            self.into.append(slice(low - start, high - start))
+            self.taken.append(slice(low - p, high - p))
+        whole = (slice(None),) * 2
+        self.outputs, self.into, self.taken = (
+            whole + tuple(v) for v in (self.outputs, self.into, self.taken))
+        self.shape = tuple(self.shape)
+
+    def _region(self, x):
+        region = np.zeros(x.shape[:2] + self.shape, dtype=x.dtype)
+        return region, lambda: np.copyto(region[self.into], x[self.taken])
+
+    def forward_call(self, x, w, bias, y, stride):
+        per_filter = bias.reshape((-1,) + (1,) * (y.ndim - 2))
+        if self.empty:
+            return _KernelCall(lambda n_threads: np.copyto(y, per_filter), (), y)
+        region, fill = self._region(x)
+        inner = _correlate_call(region, w, bias, stride, 0, y.ndim - 2)
+
+        def run(n_threads):
+            fill()
+            inner.run(n_threads)
+            np.copyto(y, per_filter)
+            y[self.outputs] = inner.result
+        return _KernelCall(run, (), y)
+
+    def backward_input_call(self, grad_y, w, grad_x, stride):
+        if self.empty:
+            return _KernelCall(lambda n_threads: grad_x.fill(0), (), grad_x)
+        part = np.empty_like(grad_y[self.outputs])
+        inner = _correlate_backward_input_call(
+            part, w, grad_x.shape[:2] + self.shape, stride, 0, grad_x.ndim - 2)
+
+        def run(n_threads):
+            np.copyto(part, grad_y[self.outputs])
+            inner.run(n_threads)
+            grad_x.fill(0)
+            grad_x[self.taken] = inner.result[self.into]
+        return _KernelCall(run, (), grad_x)
+
+    def backward_kernel_call(self, x, grad_y, grad_w, grad_b, stride):
+        # every window's gradient reaches the bias, read or not
+        positions = (0,) + tuple(range(2, grad_y.ndim))
+        if self.empty:
+            def run(n_threads):
+                grad_w.fill(0)
+                np.sum(grad_y, axis=positions, out=grad_b)
+            return _KernelCall(run, (), (grad_w, grad_b))
+        region, fill = self._region(x)
+        part = np.empty_like(grad_y[self.outputs])
+        inner = _correlate_backward_kernel_call(
+            region, part, grad_w.shape, stride, 0, x.ndim - 2,
+            (grad_w, np.empty_like(grad_b)))
+
+        def run(n_threads):
+            fill()
+            np.copyto(part, grad_y[self.outputs])
+            inner.run(n_threads)
+            np.sum(grad_y, axis=positions, out=grad_b)
+        return _KernelCall(run, (), (grad_w, grad_b))
 
 
 def _check_grad_y(grad_y, expected_shape, dtype, ndim):
@@ -425,6 +521,10 @@ def _correlate_backward_input_call(grad_y, w, x_shape, stride, padding, ndim,
                                    out=None):
     grad_y, w, x_shape, stride, padding = _check_backward_input(
         grad_y, w, x_shape, stride, padding, ndim, out)
+    trim = _Trim.of(x_shape[2:], w.shape[2:], stride, padding, grad_y.shape[2:])
+    if trim is not None:
+        return trim.backward_input_call(grad_y, w, _output(out, x_shape, w.dtype),
+                                        stride)
     if (x_shape[1] >= _MIRRORED_MIN_CHANNELS
             and _mirrored_is_plain_correlation(stride, padding, w.shape[2:])):
         return _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding,
@@ -458,6 +558,9 @@ def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding, ndim,
     if out is not None:
         _apart([("out[0] (grad_w)", grad_w), ("out[1] (grad_b)", grad_b)],
                [("x", x), ("grad_y", grad_y)])
+    trim = _Trim.of(x.shape[2:], w_shape[2:], stride, padding, out_spatial)
+    if trim is not None:
+        return trim.backward_kernel_call(x, grad_y, grad_w, grad_b, stride)
     (sh, sw) = _spatial2d(_kernel_stride(stride, out_spatial), ndim, 1)
     (ph, pw) = _spatial2d(padding, ndim, 0)
     return _KernelCall(_correlation.correlate2d_backward_kernel,
