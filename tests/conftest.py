@@ -436,6 +436,17 @@ LARGE_CONV_CASES = [
     ConvCase(2, 1, 25, spatial=(40,), kernel=(5,), stride=(2,), padding=(1,)),
 ]
 
+# ================================================================= markers
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "large_memory: arrays of gigabytes, up to about 6 GB resident and a "
+        "minute on two cores (tests/test_large_tensors.py); each test skips "
+        "when /proc/meminfo shows too little memory available. Deselect with "
+        "-m 'not large_memory'.")
+
+
 # ========================================================= parametrisation
 
 _PARAMETRISATIONS = {
