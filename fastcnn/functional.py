@@ -785,7 +785,9 @@ def _check_plane(spatial, name):
             f"{_MAX_PLANE}: split it (pool it in pieces)")
 
 
-_MAX_PLANE = np.iinfo(np.int32).max
+# The 2x2 kernel's last block in a plane also computes (and drops) up to 16
+# windows past its end, whose indices must stay within int32 as well.
+_MAX_PLANE = np.iinfo(np.int32).max - 32
 
 
 def _max_pool_call(x, size, stride, ndim, out=None, relu=False):
