@@ -37,8 +37,25 @@ def env_flag(name):
 DEBUG = env_flag("FASTCNN_DEBUG")
 
 
+def sanitized(compiler):
+    """True when the configured compile or link command (CFLAGS, LDFLAGS)
+    turns on a sanitizer."""
+    commands = getattr(compiler, "compiler_so", []) + getattr(compiler, "linker_so", [])
+    return any(arg.startswith("-fsanitize=") for arg in commands)
+
+
 def openmp_flags(compiler):
-    """Compile and link flags for OpenMP, or None when the compiler lacks it."""
+    """Compile and link flags for OpenMP, or None when the compiler lacks it.
+
+    The probe is compiled and linked exactly as build_ext builds the
+    extensions: the compiler's configured commands (so CFLAGS and LDFLAGS
+    too) and a shared object linked by its linker_so. It is then loaded and
+    run in a separate interpreter, which finds runtime libraries that link
+    but do not load (libomp outside the loader's path on macOS). Not when a
+    sanitizer is on: a sanitized object loads only into a process started
+    with the sanitizer's runtime, which this interpreter is not; the link
+    is the test then.
+    """
     if env_flag("FASTCNN_NO_OPENMP"):
         return None
     if compiler.compiler_type == "msvc":
@@ -50,24 +67,33 @@ def openmp_flags(compiler):
         candidates = [(["-fopenmp"], ["-fopenmp"])]
     source = textwrap.dedent("""
         #include <omp.h>
-        int main(void) {
+        #ifdef _WIN32
+        __declspec(dllexport)
+        #endif
+        int fcnn_openmp_probe(void) {
             int n = 0;
             #pragma omp parallel reduction(+:n)
             n += 1;
-            return n > 0 ? 0 : 1;
+            return n > 0 && omp_get_max_threads() > 0 ? 0 : 1;
         }
     """)
+    load = ("import ctypes, sys\n"
+            "sys.exit(ctypes.CDLL(sys.argv[1]).fcnn_openmp_probe())\n")
+    run = compiler.compiler_type != "msvc" and not sanitized(compiler)
     tmp = tempfile.mkdtemp()
     try:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(source)
-        for compile_flags, link_flags in candidates:
+        for i, (compile_flags, link_flags) in enumerate(candidates):
             try:
-                objs = compiler.compile([src], output_dir=tmp, extra_postargs=compile_flags)
-                compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=link_flags)
-                if compiler.compiler_type != "msvc":
-                    subprocess.run([os.path.join(tmp, "probe")], check=True)
+                objs = compiler.compile([src], output_dir=os.path.join(tmp, str(i)),
+                                        extra_postargs=compile_flags)
+                probe = compiler.shared_object_filename(f"probe{i}", output_dir=tmp)
+                compiler.link_shared_object(objs, probe, extra_postargs=link_flags)
+                if run:
+                    subprocess.run([sys.executable, "-c", load, probe], check=True,
+                                   timeout=60)
                 return compile_flags, link_flags
             except Exception:
                 continue
