@@ -24,7 +24,9 @@ threads, a negative int counts back from all cores (-1: all). Results are
 bitwise identical for any number of threads.
 """
 import functools
+import inspect
 import math
+import numbers
 import operator
 
 import numpy as np
@@ -150,6 +152,15 @@ def _output(out, shape, dtype, name="out"):
     flags = out.flags
     if not (flags.c_contiguous and flags.writeable and flags.aligned):
         raise ValueError(f"{name} must be a writeable, aligned, C-contiguous array")
+    return out
+
+
+def _pair(out, names):
+    """The two arrays of an ``out`` that takes a pair (None: none given)."""
+    if out is None:
+        return None, None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"out must be a tuple of two arrays {names}, got {out!r:.80}")
     return out
 
 
@@ -552,7 +563,7 @@ def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding, ndim,
                                                   padding, ndim)
     grad_y = _check_grad_y(grad_y, (x.shape[0], w_shape[0]) + out_spatial,
                            x.dtype, ndim)
-    grad_w, grad_b = (None, None) if out is None else out
+    grad_w, grad_b = _pair(out, "(grad_w, grad_b)")
     grad_w = _output(grad_w, w_shape, x.dtype, "out[0] (grad_w)")
     grad_b = _output(grad_b, (w_shape[0],), x.dtype, "out[1] (grad_b)")
     if out is not None:
@@ -795,7 +806,7 @@ def _max_pool_call(x, size, stride, ndim, out=None, relu=False):
     x = _float_array(x, "x", ndim + 2, _SPATIAL[ndim])
     size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
     shape = x.shape[:2] + out_spatial
-    y, argmax = (None, None) if out is None else out
+    y, argmax = _pair(out, "(y, argmax)")
     y = _output(y, shape, x.dtype, "out[0] (y)")
     argmax = _output(argmax, shape, np.int32, "out[1] (argmax)")
     if out is not None:
@@ -1239,7 +1250,7 @@ def _linear_backward_weight_call(x, grad_y, out=None):
         raise ValueError(
             f"x has {x.shape[0]} samples but grad_y has {grad_y.shape[0]}")
     units = grad_y.shape[1]
-    grad_w, grad_b = (None, None) if out is None else out
+    grad_w, grad_b = _pair(out, "(grad_w, grad_b)")
     grad_w = _output(grad_w, (units, x.shape[1]), x.dtype, "out[0] (grad_w)")
     grad_b = _output(grad_b, (units,), x.dtype, "out[1] (grad_b)")
     if out is not None:
@@ -1251,6 +1262,11 @@ def _linear_backward_weight_call(x, grad_y, out=None):
 
 def linear_backward(x, w, grad_y, n_threads=None):
     """Gradients through :func:`linear`: ``(grad_x, grad_w, grad_b)``."""
+    x, w = _check_linear(x, w)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} features but w (U, D) = {w.shape} expects "
+            f"{w.shape[1]}")
     grad_x = linear_backward_input(grad_y, w, n_threads)
     grad_w, grad_b = linear_backward_weight(x, grad_y, n_threads)
     return grad_x, grad_w, grad_b
@@ -1366,6 +1382,10 @@ def log_softmax(logits):
     """``log(softmax(logits))`` along the last axis, computed stably (the
     row maximum is subtracted before exponentiating)."""
     logits = _flat_float(logits, "logits")
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ValueError(
+            f"logits must have at least one class along its last axis, got "
+            f"shape {logits.shape}")
     shifted = logits - logits.max(axis=-1, keepdims=True)
     shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     return shifted
@@ -1419,39 +1439,39 @@ def softmax_cross_entropy(logits, target, out=None):
 
 # ----------------------------------------------------------------- updates
 
-def _check_update(params, **others):
-    """params and the arrays updated with it (``others``, by name), all
-    1-D, contiguous, aligned, of one float dtype and apart from each other;
-    all but ``grads`` writeable."""
+def _check_update(params, grads, **state):
+    """params and the optimizer state updated in place with it (``state``,
+    by name) checked: writeable, 1-D, C-contiguous, aligned, of one float
+    dtype, apart from each other and from grads. grads, only read, is
+    returned as the kernel reads it (a copy if need be)."""
     if not isinstance(params, np.ndarray) or params.ndim != 1 or not (
             params.flags.c_contiguous and params.flags.writeable
             and params.flags.aligned):
         raise ValueError("params must be a writeable, aligned, 1-D contiguous array")
     if params.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"params must be float32 or float64, got {params.dtype}")
-    for name, a in others.items():
+    grads = np.asarray(grads)
+    for name, a in [("grads", grads)] + list(state.items()):
         if isinstance(a, np.ndarray) and a.dtype != params.dtype:
             raise TypeError(
                 f"params has dtype {params.dtype} but {name} has dtype "
                 f"{a.dtype}; all must share one float dtype")
-        if not isinstance(a, np.ndarray) or a.shape != params.shape or not (
-                a.flags.c_contiguous and a.flags.aligned
-                and (name == "grads" or a.flags.writeable)):
-            raise ValueError(
-                f"{name} must be a contiguous, aligned"
-                f"{'' if name == 'grads' else ', writeable'} "
-                f"array of params' shape {params.shape}")
-    arrays = [("params", params)] + list(others.items())
-    _apart(arrays, [])
+        if not isinstance(a, np.ndarray) or a.shape != params.shape:
+            raise ValueError(f"{name} must be an array of params' shape {params.shape}")
+        if name != "grads" and not (a.flags.c_contiguous and a.flags.aligned
+                                    and a.flags.writeable):
+            raise ValueError(f"{name} must be a writeable, aligned, contiguous array")
+    grads = _readable(grads)
+    _apart([("params", params)] + list(state.items()), [("grads", grads)])
+    return grads
 
 
 def _real(value, name, low, high=math.inf, high_included=True):
     """``value`` as a float in [low, high] (or [low, high)), else a
     ValueError naming it; NaN is never in range."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
     if not (low <= value <= high) or (value == high and not high_included):
         closing = "]" if high_included else ")"
         raise ValueError(f"{name} must lie in [{low}, {high}{closing}, got {value}")
@@ -1485,7 +1505,7 @@ def sgd_update(params, grads, velocity, learning_rate, momentum=0.9,
     nesterov : bool
     n_penalized : int or None
     """
-    _check_update(params, grads=grads, velocity=velocity)
+    grads = _check_update(params, grads, velocity=velocity)
     n_penalized = _check_n_penalized(n_penalized, params.size)
     learning_rate = _real(learning_rate, "learning_rate", 0)
     momentum = _real(momentum, "momentum", 0)
@@ -1506,8 +1526,8 @@ def adam_update(params, grads, first_moment, second_moment, step,
     ``lr_t = learning_rate sqrt(1 - beta_2^step) / (1 - beta_1^step)`` and
     ``step`` counts from 1.
     """
-    _check_update(params, grads=grads, first_moment=first_moment,
-                  second_moment=second_moment)
+    grads = _check_update(params, grads, first_moment=first_moment,
+                          second_moment=second_moment)
     step = _integer(step, "step", 1, maximum=math.inf)
     n_penalized = _check_n_penalized(n_penalized, params.size)
     learning_rate = _real(learning_rate, "learning_rate", 0)
@@ -1577,14 +1597,36 @@ def _builders():
 
 _BUILDERS = _builders()
 _AS_THE_KERNELS_READ = _FLOAT_DTYPES + (np.dtype(np.int32),)
+# the parameters of those functions that take arrays (out: one or a pair)
+_ARRAY_PARAMETERS = ("x", "w", "bias", "grad_y", "y", "argmax", "relu_output", "out")
 
 
-def _arrays(values):
-    for value in values:
-        if isinstance(value, tuple):
-            yield from _arrays(value)
-        elif value is not None and not isinstance(value, (int, float, str)):
-            yield value
+def _prepared_arrays(function, args, kwargs):
+    """The arrays of a call to prepare, by parameter name, each checked to
+    be one the kernel reads as it is: any other would be copied during
+    validation, and later runs would compute on the stale copy."""
+    bound = inspect.signature(function).bind(*args, **kwargs)
+    if "n_threads" in bound.arguments:
+        raise TypeError("prepare takes n_threads when the call runs, not here")
+    arrays = []
+    for name, value in bound.arguments.items():
+        if name not in _ARRAY_PARAMETERS or value is None:
+            continue
+        pair = name == "out" and isinstance(value, tuple)
+        for i, a in enumerate(value if pair else (value,)):
+            if a is None:
+                continue
+            if not (type(a) is np.ndarray and a.dtype in _AS_THE_KERNELS_READ
+                    and a.flags.c_contiguous and a.flags.aligned):
+                label = f"{name}[{i}]" if pair else name
+                raise ValueError(
+                    f"prepare needs {label} as the kernel reads it (a C-contiguous, "
+                    "aligned NumPy array, float32 or float64, int32 indices), "
+                    "not a copy of it; got "
+                    f"{type(a).__name__} {getattr(a, 'dtype', '')} "
+                    f"{getattr(a, 'shape', '')}")
+            arrays.append(a)
+    return arrays
 
 
 def prepare(function, *args, **kwargs):
@@ -1621,20 +1663,11 @@ def prepare(function, *args, **kwargs):
     build = _BUILDERS.get(function)
     if build is None:
         raise ValueError(f"prepare does not take {function!r}")
-    if "n_threads" in kwargs:
-        raise TypeError("prepare takes n_threads when the call runs, not here")
-    arrays = list(_arrays(args + tuple(kwargs.values())))
-    for a in arrays:
-        if not (type(a) is np.ndarray and a.dtype in _AS_THE_KERNELS_READ
-                and a.flags.c_contiguous and a.flags.aligned):
-            raise ValueError(
-                "prepare needs every array as the kernel reads it (C-contiguous, "
-                "aligned, float32 or float64, int32 indices), not a copy of it; "
-                f"got {type(a).__name__} {getattr(a, 'dtype', '')} "
-                f"{getattr(a, 'shape', '')}")
+    arrays = _prepared_arrays(function, args, kwargs)
     call = build(*args, **kwargs)
     # the caller's arrays and the results it gets back, each once: their
     # shapes can change in place, their memory cannot
-    watched = {id(a): a for a in arrays + list(_arrays((call.result,)))}
+    results = call.result if isinstance(call.result, tuple) else (call.result,)
+    watched = {id(a): a for a in arrays + list(results)}
     call.shapes = tuple((a, a.shape) for a in watched.values())
     return call
