@@ -3,6 +3,9 @@
 Environment switches:
     FASTCNN_NO_OPENMP=1   build without OpenMP (kernels run on one thread)
     FASTCNN_DEBUG=1       bounds and wraparound checks on, no -O3: for tests
+    FASTCNN_OPT_LEVEL=N   gcc/clang -ON instead of -O3 (0, 1, 2, 3, s or g), e.g.
+                          1 for sanitizer builds (.ci/sanitizers), which take
+                          3 to 4 times as long to compile at -O3
 """
 import os
 import shutil
@@ -35,6 +38,9 @@ def env_flag(name):
 
 
 DEBUG = env_flag("FASTCNN_DEBUG")
+OPT_LEVEL = os.environ.get("FASTCNN_OPT_LEVEL", "").strip() or "3"
+if OPT_LEVEL not in {"0", "1", "2", "3", "s", "g"}:
+    sys.exit(f"FASTCNN_OPT_LEVEL must be 0, 1, 2, 3, s or g, not {OPT_LEVEL!r}")
 
 
 def sanitized(compiler):
@@ -119,7 +125,7 @@ class BuildExt(build_ext):
         else:
             # -fno-math-errno: sqrt need not set errno, so loops calling it
             # vectorise (the kernels never read errno)
-            opt = (["-O0", "-g"] if DEBUG else ["-O3"]) + ["-fno-math-errno"]
+            opt = (["-O0", "-g"] if DEBUG else [f"-O{OPT_LEVEL}"]) + ["-fno-math-errno"]
         for ext in self.extensions:
             ext.extra_compile_args = opt + compile_flags + ext.extra_compile_args
             ext.extra_link_args = link_flags + ext.extra_link_args
