@@ -1510,9 +1510,11 @@ def sgd_update(params, grads, velocity, learning_rate, momentum=0.9,
     learning_rate = _real(learning_rate, "learning_rate", 0)
     momentum = _real(momentum, "momentum", 0)
     l2 = _real(l2, "l2", 0)
+    n_threads = effective_n_threads(n_threads)
+    if params.size == 0:
+        return   # nothing to update (the kernels index element 0)
     _optim.sgd_step(params, grads, velocity, learning_rate, momentum,
-                    bool(nesterov), l2, n_penalized,
-                    effective_n_threads(n_threads))
+                    bool(nesterov), l2, n_penalized, n_threads)
 
 
 def adam_update(params, grads, first_moment, second_moment, step,
@@ -1537,9 +1539,12 @@ def adam_update(params, grads, first_moment, second_moment, step,
     l2 = _real(l2, "l2", 0)
     step_size = (learning_rate * math.sqrt(1 - beta_2 ** step)
                  / (1 - beta_1 ** step))
+    n_threads = effective_n_threads(n_threads)
+    if params.size == 0:
+        return   # nothing to update (the kernels index element 0)
     _optim.adam_step(params, grads, first_moment, second_moment, step_size,
                      beta_1, beta_2, epsilon, l2, n_penalized,
-                     effective_n_threads(n_threads))
+                     n_threads)
 
 
 # ------------------------------------------------------- prepared calls
