@@ -64,7 +64,7 @@ class Layer:
         # positions): its input is the caller's batch, and its input's
         # gradient is never needed
         self.first = position == 0
-        self.prepared_calls = {}
+        self.forget_calls()
 
     def where(self):
         return f"layers[{self.position}] {type(self.spec).__name__}"
@@ -108,7 +108,21 @@ class Layer:
         for name in list(vars(self)):
             if name.startswith("buf_") or name in ("x", "y"):
                 setattr(self, name, None)
+        self.forget_calls()
+
+    def forget_calls(self):
+        """Drop the prepared calls and the views they were prepared on."""
         self.prepared_calls = {}
+        self.output_views = {}
+
+    def output_rows(self, n):
+        """The first n samples of buf_y, the same view object while the
+        buffer is: the next layer's calls, prepared on it, are then kept
+        (prepared) even when this layer's own call is made anew."""
+        view = self.output_views.get(n)
+        if view is None:
+            view = self.output_views[n] = self.buf_y[:n]
+        return view
 
     def prepared(self, name, arrays, build):
         """What ``build()`` returns (a functional call prepared with
@@ -169,7 +183,7 @@ class Conv(Layer):
         self.x = x
         return self.prepared("forward", (x,), lambda: F.prepare(
             self._forward, x, self.weight, self.bias, self.stride,
-            self.padding, out=self.buf_y[:len(x)])).run(n_threads)
+            self.padding, out=self.output_rows(len(x)))).run(n_threads)
 
     def backward(self, grad_y, need_grad_x, n_threads):
         x = self.x
@@ -235,11 +249,11 @@ class Pool(Layer):
         if self.is_max:
             self.y, self.argmax = self.prepared("forward", (x,), lambda: F.prepare(
                 self._forward, x, self.size, self.stride,
-                out=(self.buf_y[:n], self.buf_argmax[:n]), relu=self.relu)
+                out=(self.output_rows(n), self.buf_argmax[:n]), relu=self.relu)
             ).run(n_threads)
             return self.y
         return self.prepared("forward", (x,), lambda: F.prepare(
-            self._forward, x, self.size, self.stride, out=self.buf_y[:n])
+            self._forward, x, self.size, self.stride, out=self.output_rows(n))
         ).run(n_threads)
 
     def backward(self, grad_y, need_grad_x, n_threads):
@@ -275,7 +289,7 @@ class ReLU(Layer):
 
     def forward(self, x, n_threads):
         self.y = self.prepared("forward", (x,), lambda: F.prepare(
-            F.relu, x, out=x if self.in_place else self.buf_y[:len(x)])
+            F.relu, x, out=x if self.in_place else self.output_rows(len(x)))
         ).run(n_threads)
         return self.y
 
@@ -322,7 +336,7 @@ class Dense(Layer):
         def build():
             rows = x.reshape(len(x), -1)
             return rows, F.prepare(F.linear, rows, self.weight, self.bias,
-                                   out=self.buf_y[:len(x)])
+                                   out=self.output_rows(len(x)))
         self.x, call = self.prepared("forward", (x,), build)
         return call.run(n_threads)
 
@@ -513,7 +527,7 @@ class Network:
             storage = (layers[i - 1].buf_y.reshape(-1) if i in over_input
                        else shared[turns[i]] if i in turns else None)
             layer.allocate(capacity, self.dtype, storage)
-            layer.prepared_calls = {}
+            layer.forget_calls()
         self.capacity, self.training = capacity, training
 
     def release(self):
@@ -535,9 +549,14 @@ class Network:
                 key = (layer.position, layer.name, "forward")
                 profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
         if not self.training:
-            # a prediction's input is the caller's: keep no call made on it
+            # A prediction's input is the caller's: keep no call made on it
+            # or on a view of it (Flatten's), only those on the network's
+            # own buffers, which the next prediction of as many samples
+            # then runs again unchecked.
             for layer in self.layers:
                 layer.prepared_calls = {}
+                if layer.owns_output:
+                    break
         return x
 
     def backward(self, grad, n_threads):

@@ -1602,6 +1602,8 @@ def _builders():
 
 _BUILDERS = _builders()
 _AS_THE_KERNELS_READ = _FLOAT_DTYPES + (np.dtype(np.int32),)
+_PARAMETER_NAMES = {function: tuple(inspect.signature(function).parameters)
+                    for function in _BUILDERS}
 # the parameters of those functions that take arrays (out: one or a pair)
 _ARRAY_PARAMETERS = ("x", "w", "bias", "grad_y", "y", "argmax", "relu_output", "out")
 
@@ -1610,11 +1612,12 @@ def _prepared_arrays(function, args, kwargs):
     """The arrays of a call to prepare, by parameter name, each checked to
     be one the kernel reads as it is: any other would be copied during
     validation, and later runs would compute on the stale copy."""
-    bound = inspect.signature(function).bind(*args, **kwargs)
-    if "n_threads" in bound.arguments:
+    # by name as the function would bind them (the builder refuses the rest)
+    named = list(zip(_PARAMETER_NAMES[function], args)) + list(kwargs.items())
+    if any(name == "n_threads" for name, _ in named):
         raise TypeError("prepare takes n_threads when the call runs, not here")
     arrays = []
-    for name, value in bound.arguments.items():
+    for name, value in named:
         if name not in _ARRAY_PARAMETERS or value is None:
             continue
         pair = name == "out" and isinstance(value, tuple)

@@ -91,8 +91,7 @@ def test_prepare_refuses_what_it_would_have_to_copy(rng):
         fcf.prepare(fcf.correlate2d, x, np.ascontiguousarray(w[:, :2]))
 
 
-def test_network_prepares_each_call_once_per_batch_shape_and_not_for_predictions(
-        monkeypatch):
+def test_network_prepares_each_call_once_per_batch_shape(monkeypatch):
     from sklearn.datasets import load_digits
     X, y = load_digits(return_X_y=True)
     layers = [Conv2D(4, 3, padding=1), ReLU(), MaxPool2D(2), Conv2D(4, 3),
@@ -112,9 +111,22 @@ def test_network_prepares_each_call_once_per_batch_shape_and_not_for_predictions
     prepared.clear()
     clf.partial_fit(X[:32 * 6 + 5], y[:32 * 6 + 5])
     assert len(prepared) == 2 * counts[0]  # and again for a last batch of 5
-    runs = len(prepared)
-    clf.predict(X[:50])
-    predictor = clf.network_._idle_predictors[0]
-    assert all(not layer.prepared_calls for layer in predictor.layers)
     assert all(not layer.prepared_calls for layer in clf.network_.layers)
-    assert len(prepared) > runs      # predictions validate their calls
+    # A prediction keeps the calls on the predictor's own buffers, none on
+    # the caller's array: the next one of as many samples prepares only
+    # the first layer's call again.
+    runs = len(prepared)
+    X_predict = np.ascontiguousarray(X[:50], dtype=np.float32)
+    expected = clf.predict(X_predict)
+    first = len(prepared) - runs
+    predictor = clf.network_._idle_predictors[0]
+    for layer in predictor.layers:
+        for _, arrays, _ in layer.prepared_calls.values():
+            assert not any(np.shares_memory(a, X_predict) for a in arrays)
+    assert not predictor.layers[0].prepared_calls
+    X_predict[...] = X[50:100]
+    np.testing.assert_array_equal(clf.predict(X_predict), clf.predict(X[50:100].copy()))
+    assert not np.array_equal(clf.predict(X_predict), expected)
+    prepared.clear()
+    clf.predict(X_predict)
+    assert 0 < len(prepared) == 1 < first
