@@ -21,7 +21,7 @@ from sklearn.utils.validation import (check_array, check_consistent_length,
 from . import functional as F
 from . import layers as L
 from ._network import Network, layer_output_shape
-from ._threads import effective_n_threads
+from ._threads import ThreadGovernor, effective_n_threads
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 # Memory for the activations of one prediction batch: small enough that a
@@ -189,9 +189,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         1: one line per epoch (loss, validation score, seconds, images/s);
         2: also a progress bar within each epoch.
     n_threads : int or None, default=None
-        Threads for the kernels. None: the physical cores, within the limits
-        of ``OMP_NUM_THREADS`` and threadpoolctl; negative values count back
-        from all cores (-1: all).
+        Threads for the kernels. None: up to the physical cores, within the
+        limits of ``OMP_NUM_THREADS`` and threadpoolctl, and while training
+        as many of them as run fastest at the moment (on a busy machine,
+        one thread can be much faster than several); an int: that many;
+        negative values count back from all cores (-1: all).
     dtype : {'float32', 'float64'}, default='float32'
         Precision of the weights and computations.
     input_shape : tuple of int or None, default=None
@@ -612,12 +614,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         network.allocate(batch_size, training=True)
         batch = np.empty((batch_size,) + X.shape[1:], dtype=network.dtype)
         # the batch and the loss's gradient are the same arrays every step
-        # (slices only for a last, smaller batch), so that the network's
-        # layers run the calls they prepared for them (Layer.prepared)
+        # (and the same slices of them for a last, smaller batch), so that
+        # the network's layers run the calls they prepared for them
+        # (Layer.prepared)
         grad_scores = np.empty((batch_size,) + network.output_shape,
                                dtype=network.dtype)
+        last = n_samples % batch_size or batch_size
+        batches = {batch_size: (batch, grad_scores),
+                   last: (batch[:last], grad_scores[:last])}
         params = network.params
-        optimizer, optimizer_state = self._optimizer(network, n_threads)
+        optimizer, optimizer_state = self._optimizer(network)
+        governor = self._governor(n_threads)
         # the weights and optimizer state of the last recorded epoch, put
         # back when training diverges or is interrupted
         last_good = _Snapshot(params, optimizer_state)
@@ -638,9 +645,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 for batch_start in range(0, n_samples, batch_size):
                     index = order[batch_start:batch_start + batch_size]
                     n = len(index)
-                    tick = clock()
+                    n_threads = governor.threads()
+                    tick = step_start = clock()
                     xb = F.take_samples(X, index, n_threads,
-                                        out=batch if n == batch_size else batch[:n])
+                                        out=batches[n][0])
                     yb = y_index[index]
                     if timings is not None:
                         timings["batch copy"] = timings.get("batch copy", 0.0) + clock() - tick
@@ -648,7 +656,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     tick = clock()
                     loss, grad = F.softmax_cross_entropy(
                         logits, yb,
-                        out=grad_scores if n == batch_size else grad_scores[:n])
+                        out=batches[n][1])
                     l2 = self.alpha / n
                     if self.alpha:
                         weights = params[:network.n_weights]
@@ -659,7 +667,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                         timings["loss"] = timings.get("loss", 0.0) + clock() - tick
                     network.backward(grad, n_threads)
                     tick = clock()
-                    optimizer(l2)
+                    optimizer(l2, n_threads)
+                    if n == batch_size:
+                        governor.record(clock() - step_start, n)
                     if timings is not None:
                         timings["optimizer"] = timings.get("optimizer", 0.0) + clock() - tick
                     total_loss += loss * n
@@ -739,9 +749,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         done = f"after epoch {self.n_iter_}" if self.n_iter_ else "before an epoch completed"
         warnings.warn(f"fit was interrupted {done}: {kept}", UserWarning)
 
-    def _optimizer(self, network, n_threads):
-        """A function taking one step on the network's gradients, with state
-        kept on the estimator so that partial_fit and warm_start continue."""
+    def _governor(self, n_threads):
+        """The thread count of each training step: with n_threads=None, the
+        count the machine runs fastest now, at most n_threads' resolution
+        (kept across partial_fit calls); a given n_threads is kept as is."""
+        if self.n_threads is not None:
+            return ThreadGovernor(n_threads, least=n_threads)
+        governor = getattr(self, "_thread_governor", None)
+        if governor is None or governor.most != n_threads:
+            governor = self._thread_governor = ThreadGovernor(n_threads)
+        return governor
+
+    def _optimizer(self, network):
+        """A function taking one step on the network's gradients (given the
+        L2 penalty and the threads), with state kept on the estimator so
+        that partial_fit and warm_start continue."""
         params, grads = network.params, network.grads
         state = self._optimizer_state
         if (state is None or state["solver"] != self.solver
@@ -753,13 +775,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         buffers, n_weights = state["buffers"], network.n_weights
 
         if self.solver == "adam":
-            def step(l2):
+            def step(l2, n_threads):
                 state["step"] += 1
                 F.adam_update(params, grads, buffers[0], buffers[1], state["step"],
                               self.learning_rate_init, self.beta_1, self.beta_2,
                               self.epsilon, l2, n_weights, n_threads)
         else:
-            def step(l2):
+            def step(l2, n_threads):
                 F.sgd_update(params, grads, buffers[0], self.learning_rate_init,
                              self.momentum, self.nesterovs_momentum, l2,
                              n_weights, n_threads)

@@ -44,6 +44,8 @@ class Layer:
     weight_shape = None
     bias_shape = None
     fan_in = 0
+    # prepared calls kept per pass: the full batch's and a last batch's
+    KEPT_CALLS = 2
     # What the backward pass touches, for Network.allocate's buffer plan:
     # whether it writes the input's gradient into a buffer (buf_grad_x)
     # rather than in place or as a view of grad_y; whether it reads the
@@ -129,14 +131,18 @@ class Layer:
         F.prepare, or a view), kept under ``name`` while the same array
         objects come back in ``arrays``: a training step passes each layer
         the same buffers as the step before, so their checks are done once.
-        Other arrays (a batch of another size) get a new one."""
+        Other arrays get a new one; the last KEPT_CALLS are kept, so that an
+        epoch's last, smaller batch does not cost the next epoch's first
+        batch its calls."""
         # the ids of arrays that are kept alive here are theirs alone
         ids = tuple(map(id, arrays))
-        kept = self.prepared_calls.get(name)
-        if kept is not None and kept[0] == ids:
-            return kept[2]
+        kept = self.prepared_calls.setdefault(name, {})
+        if ids in kept:
+            return kept[ids][1]
         value = build()
-        self.prepared_calls[name] = (ids, arrays, value)
+        kept[ids] = (arrays, value)
+        if len(kept) > self.KEPT_CALLS:
+            del kept[next(iter(kept))]
         return value
 
 

@@ -1,5 +1,6 @@
 """How many threads a kernel call gets."""
 import functools
+import math
 import numbers
 import os
 
@@ -63,3 +64,137 @@ def effective_n_threads(n_threads=None):
     if n_threads < 0:
         return max(1, (os.cpu_count() or 1) + 1 + int(n_threads))
     return int(n_threads)
+
+
+
+def scheduler_times():
+    """(seconds run, seconds waited runnable for a CPU) of the calling
+    thread, from Linux's /proc/thread-self/schedstat; None elsewhere."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stat:
+            ran, waited = stat.read().split()[:2]
+        return int(ran) * 1e-9, int(waited) * 1e-9
+    except (OSError, ValueError):
+        return None
+
+
+class ThreadGovernor:
+    """Chooses, step by step, how many threads a training step gets, within
+    [least, most]: the count whose recent steps were fastest.
+
+    On a busy machine a parallel region lasts as long as its slowest
+    thread, and a thread the scheduler has set aside for its time slice
+    stalls every region of the step: a training step of the digits net has
+    taken 300 ms at two threads where it takes 0.3 ms at one. Since results
+    do not depend on the thread count, the count can follow the machine.
+
+    It starts at ``least`` and now and then runs a step at a neighbouring
+    count (half or double), a probe; a probe faster than the current
+    count's recent steps makes its count the current one. A probe costs
+    what it is slower than the current count, and the next probe waits
+    until the steps since have taken ``1 / overhead`` times that: probing
+    costs about ``overhead`` of the time on any machine. A probe upwards
+    waits, besides, while the calling thread itself has spent more than
+    CONTENDED of its time since the last look waiting for a CPU
+    (``scheduler_times``): a probe up on a machine that is short of CPUs
+    for even one thread is the costly kind, and never wins. It looks again
+    every RETRY_SECONDS of steps. A step ``SLOWDOWN`` times
+    slower than the current count's best makes the next step a probe
+    downwards: load that arrives is seen at once.
+
+    Parameters
+    ----------
+    most : int
+        The thread count resolved from ``n_threads``.
+    least : int
+        ``least = most`` fixes the count.
+    overhead : float
+        The share of time probing may cost.
+    scheduler_times : callable
+        Returns (seconds run, seconds waited for a CPU) of the calling
+        thread so far, or None if unknown.
+    """
+
+    WINDOW = 3          # recent steps kept of the current count
+    SLOWDOWN = 3.0      # a step this much past the current count's best: probe down
+    MARGIN = 1.05       # a probe must be this much faster to win
+    MIN_GAP_STEPS = 4   # steps between probes at least
+    RETRY_SECONDS = 0.05  # of steps, before looking at the waits again
+    CONTENDED = 0.1     # share of time waiting for a CPU that forbids probing up
+
+    def __init__(self, most, least=1, overhead=0.02,
+                 scheduler_times=scheduler_times):
+        self.most, self.least = most, min(least, most)
+        self.overhead = overhead
+        self.scheduler_times = scheduler_times
+        self.last_times = scheduler_times()
+        self.current = self.least
+        self.recent = []        # seconds per sample of the current count's steps
+        self.best = None        # the current count's best pace
+        self.probe = None       # the count on trial this step, if any
+        self.probe_steps = 0    # steps run as probes (for the tests)
+        self.urgent = False     # probe down next step
+        self.direction = 1      # of the next probe, where both ways are open
+        self.credit = 0.0       # seconds of steps since the last probe
+        self.debt = 0.0         # seconds those must reach before the next
+        self.steps = 0          # steps since the last probe
+
+    def threads(self):
+        """The thread count for the next step."""
+        if self.probe is None and self.least < self.most:
+            self.probe = self._next_probe()
+        return self.current if self.probe is None else self.probe
+
+    def record(self, seconds, n_samples):
+        """What the step run at ``threads()`` took, for n_samples."""
+        if self.least == self.most:
+            return
+        pace = seconds / max(1, n_samples)
+        if self.probe is None:
+            self.recent = self.recent[1 - self.WINDOW:] + [pace]
+            self.credit += seconds
+            self.steps += 1
+            if self.best is not None and pace > self.SLOWDOWN * self.best:
+                # the probe is measured against this step, not the faster
+                # ones before it
+                self.urgent = self.current > self.least
+                self.recent = [pace]
+            self.best = pace if self.best is None else min(self.best, pace)
+            return
+        probe, self.probe = self.probe, None
+        self.probe_steps += 1
+        now = min(self.recent) if self.recent else math.inf
+        self.credit = 0.0
+        self.steps = 0
+        if pace * self.MARGIN < now:
+            self.direction = 1 if probe > self.current else -1
+            self.current, self.recent, self.best = probe, [pace], pace
+            self.debt = 0.0
+            return
+        self.direction = -self.direction
+        self.debt = max(0.0, pace - now) * n_samples / self.overhead
+
+    def _next_probe(self):
+        down = max(self.least, self.current // 2)
+        up = min(self.most, self.current * 2)
+        if self.urgent:
+            self.urgent = False
+            return down
+        if self.steps < self.MIN_GAP_STEPS or self.credit < self.debt:
+            return None
+        if down == self.current or (self.direction > 0 and up != self.current):
+            if not self._contended():
+                return up
+            self.debt = self.credit + self.RETRY_SECONDS
+            return None if down == self.current else down
+        return down
+
+    def _contended(self):
+        """Whether the calling thread waited for a CPU more than CONTENDED
+        of the time since the last look."""
+        times, last = self.scheduler_times(), self.last_times
+        self.last_times = times
+        if times is None or last is None:
+            return False
+        ran, waited = times[0] - last[0], times[1] - last[1]
+        return waited > self.CONTENDED * (ran + waited)

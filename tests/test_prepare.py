@@ -111,6 +111,9 @@ def test_network_prepares_each_call_once_per_batch_shape(monkeypatch):
     prepared.clear()
     clf.partial_fit(X[:32 * 6 + 5], y[:32 * 6 + 5])
     assert len(prepared) == 2 * counts[0]  # and again for a last batch of 5
+    prepared.clear()
+    clf.set_params(max_iter=3, warm_start=True).fit(X[:32 * 6 + 5], y[:32 * 6 + 5])
+    assert len(prepared) == 2 * counts[0]  # later epochs prepare nothing new
     assert all(not layer.prepared_calls for layer in clf.network_.layers)
     # A prediction keeps the calls on the predictor's own buffers, none on
     # the caller's array: the next one of as many samples prepares only
@@ -121,7 +124,8 @@ def test_network_prepares_each_call_once_per_batch_shape(monkeypatch):
     first = len(prepared) - runs
     predictor = clf.network_._idle_predictors[0]
     for layer in predictor.layers:
-        for _, arrays, _ in layer.prepared_calls.values():
+        for arrays, _ in (c for kept in layer.prepared_calls.values()
+                          for c in kept.values()):
             assert not any(np.shares_memory(a, X_predict) for a in arrays)
     assert not predictor.layers[0].prepared_calls
     X_predict[...] = X[50:100]

@@ -11,6 +11,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import fastcnn
+from fastcnn._threads import ThreadGovernor
 from fastcnn._kernels.correlation import N_REDUCTION_BLOCKS
 from fastcnn._kernels.openmp_helpers import omp_max_threads, openmp_enabled
 
@@ -214,3 +215,156 @@ def test_omp_num_threads_1_limits_the_default_to_one_thread():
 def test_default_without_limits_is_the_physical_core_count():
     effective, omp_limit, physical = _effective_n_threads_in_subprocess({})
     assert effective == min(physical, omp_limit)
+
+
+# ------------------------------------------------------- libgomp's spinning
+
+def _cpu_while_sleeping_in_subprocess(environment_changes):
+    """Milliseconds of CPU the process uses during a 100 ms sleep right
+    after a 2-thread kernel call: the idle OpenMP thread's spinning."""
+    env = dict(os.environ)
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        env.pop(name, None)
+    env.update(environment_changes)
+    package_root = str(Path(fastcnn.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    script = (
+        "import os, time, numpy as np\n"
+        "import fastcnn.functional as F\n"
+        "x = np.ones((64, 4, 16, 16), np.float32)\n"
+        "w = np.ones((8, 4, 3, 3), np.float32)\n"
+        "F.correlate2d(x, w, n_threads=2)\n"
+        "start = time.process_time()\n"
+        "time.sleep(0.1)\n"
+        "print((time.process_time() - start) * 1e3, 'GOMP_SPINCOUNT' in os.environ)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+    cpu, inherited = result.stdout.split()
+    return float(cpu), inherited == "True"
+
+
+@needs_openmp
+def test_idle_openmp_threads_stop_spinning_soon():
+    cpu, inherited = _cpu_while_sleeping_in_subprocess({})
+    assert cpu < 10, f"{cpu:.1f} ms of CPU while the process slept 100 ms"
+    assert not inherited   # child processes do not get the setting
+
+
+@needs_openmp
+def test_a_users_spin_setting_is_left_to_rule():
+    # about 27 s of spinning: the thread spins through the whole sleep
+    cpu, inherited = _cpu_while_sleeping_in_subprocess({"GOMP_SPINCOUNT": "1000000000"})
+    assert cpu > 20, f"only {cpu:.1f} ms of CPU: the user's GOMP_SPINCOUNT was overridden"
+    assert inherited
+
+
+# ----------------------------------------------------------- ThreadGovernor
+
+class _Machine:
+    """Steps whose seconds per sample depend on the thread count, and the
+    calling thread's run-queue waits, as a fake scheduler_times."""
+
+    def __init__(self, pace, waiting=0.0):
+        self.pace, self.waiting = dict(pace), waiting
+        self.ran = self.waited = 0.0
+
+    def scheduler_times(self):
+        return self.ran, self.waited
+
+    def run(self, governor, steps, n=64):
+        used = []
+        for _ in range(steps):
+            count = governor.threads()
+            seconds = self.pace[count] * n
+            self.ran += seconds * (1 - self.waiting)
+            self.waited += seconds * self.waiting
+            governor.record(seconds, n)
+            used.append(count)
+        return used
+
+
+def _governor(machine, most=2, **kw):
+    return ThreadGovernor(most, scheduler_times=machine.scheduler_times, **kw)
+
+
+def test_governor_settles_on_the_faster_count_on_a_quiet_machine():
+    machine = _Machine({1: 1.8e-6, 2: 1e-6})
+    governor = _governor(machine)
+    used = machine.run(governor, 2000)
+    assert used[-1] == 2 and used.count(2) > 0.97 * len(used)
+    # probes down cost 0.8 of a step each: about 2% of the time at most
+    extra = sum(machine.pace[c] - machine.pace[2] for c in used) / (len(used) * machine.pace[2])
+    assert extra < 0.03
+
+
+def test_governor_keeps_one_thread_where_more_are_much_slower():
+    # the collapse seen on a loaded machine: 300 ms steps at two threads
+    machine = _Machine({1: 0.3e-3 / 64, 2: 300e-3 / 64})
+    governor = _governor(machine)
+    used = machine.run(governor, 5000)
+    # one probe up (its cost then bars another for 50 times as long)
+    assert used.count(2) == 1
+    seconds = sum(machine.pace[c] for c in used) * 64
+    assert seconds < 1.05 * 5000 * 0.3e-3 + 0.3
+
+
+def test_governor_does_not_probe_up_while_its_thread_waits_for_a_cpu():
+    machine = _Machine({1: 0.3e-3 / 64, 2: 300e-3 / 64}, waiting=0.5)
+    used = machine.run(_governor(machine), 5000)
+    assert used.count(2) == 0
+
+
+def test_governor_leaves_a_count_that_turns_slow_at_once():
+    machine = _Machine({1: 1.8e-6, 2: 1e-6})
+    governor = _governor(machine)
+    machine.run(governor, 200)
+    assert governor.current == 2
+    machine.pace[2] = 1000e-6       # load arrives
+    used = machine.run(governor, 5)
+    assert governor.current == 1 and used.count(2) <= 1
+    machine.pace[2] = 1e-6          # and leaves
+    machine.run(governor, 5000)
+    assert governor.current == 2
+
+
+def test_governor_explores_halves_and_doubles_on_larger_machines():
+    machine = _Machine({1: 8e-6, 2: 4.2e-6, 4: 2.5e-6, 8: 3e-6})
+    governor = _governor(machine, most=8)
+    used = machine.run(governor, 3000)
+    assert governor.current == 4 and set(used) <= {1, 2, 4, 8}
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_a_fixed_thread_count_never_changes(n_threads):
+    machine = _Machine({n: 1e-6 * n for n in range(1, 7)})
+    governor = _governor(machine, most=n_threads, least=n_threads)
+    assert set(machine.run(governor, 500)) == {n_threads}
+
+
+def test_training_whatever_the_governor_picks_is_bitwise_the_same(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    import fastcnn._classifier as classifier_module
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300] / 16, y[:300]
+
+    def fit(n_threads):
+        return fastcnn.CNNClassifier(
+            filters=(4,), hidden_layer_sizes=(16,), input_shape=(1, 8, 8),
+            batch_size=32, max_iter=3, random_state=0, n_threads=n_threads).fit(X, y)
+
+    single = fit(1)
+
+    class Flipping(ThreadGovernor):
+        """Counts cycling through 2, 1, 3, whatever the steps take."""
+        def threads(self):
+            self.calls = getattr(self, "calls", 0) + 1
+            return (2, 1, 3)[self.calls % 3]
+
+    monkeypatch.setattr(classifier_module, "ThreadGovernor", Flipping)
+    flipped = fit(None)
+    assert flipped._thread_governor.calls >= 3 * 10
+    for got, want in zip(flipped.coefs_ + flipped.intercepts_,
+                         single.coefs_ + single.intercepts_):
+        assert np.array_equal(got, want)
