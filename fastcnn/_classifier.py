@@ -359,6 +359,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _validate_X(self, X, reset, dtype):
         """X as a C-ordered array of shape (n, *input_shape_) and ``dtype``."""
+        if not reset:
+            checked = self._validate_float_ndarray(X, dtype)
+            if checked is not None:
+                return checked
         if not hasattr(X, "ndim") and not issparse(X) and not isinstance(X, str):
             X = np.asarray(X)    # lists and other array-likes
         ndim = getattr(X, "ndim", 2)
@@ -386,6 +390,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     f"X has samples of shape {X.shape[1:]}, but "
                     f"{type(self).__name__} is expecting samples of shape "
                     f"{self.input_shape_} ({self.n_features_in_} features) as input.")
+        return np.ascontiguousarray(X.reshape((len(X),) + self.input_shape_))
+
+    def _validate_float_ndarray(self, X, dtype):
+        """What _validate_X returns, for a fitted estimator and the common
+        case of a finite float NumPy array of the fitted shape, checked
+        without scikit-learn's general validation, which is most of the
+        time of a one-row prediction; None for anything else, which takes
+        the general way (and gets its errors)."""
+        if (type(X) is not np.ndarray or X.dtype.kind != "f" or X.size == 0
+                or hasattr(self, "feature_names_in_")):
+            return None
+        shape = X.shape[1:]
+        if shape != self.input_shape_ and shape != (self.n_features_in_,):
+            return None
+        X = X.astype(dtype, copy=False)
+        # a finite sum has finite terms; an infinite one may only overflow
+        if not math.isfinite(X.sum()):
+            return None
         return np.ascontiguousarray(X.reshape((len(X),) + self.input_shape_))
 
     def _resolve_input_shape(self, shape):
@@ -823,10 +845,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         per_sample = max(1, self.network_.per_sample_bytes())
         capacity = int(max(1, min(_MAX_PREDICT_BATCH, _PREDICT_BUFFER_BYTES // per_sample)))
         network = self.network_.borrow_predictor(capacity)
+        # the kernels split a batch by samples: more threads would only wait
+        n_threads = min(n_threads, len(X))
         try:
             scores = np.empty((len(X), len(self.classes_)), dtype=network.dtype)
             for start in range(0, len(X), capacity):
-                chunk = np.ascontiguousarray(X[start:start + capacity])
+                chunk = X[start:start + capacity]   # copied in by forward
                 scores[start:start + len(chunk)] = network.forward(chunk, n_threads)
         finally:
             self.network_.return_predictor(network)

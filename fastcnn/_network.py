@@ -13,6 +13,7 @@ biases, and their gradients in another of the same layout: the optimizer
 updates everything in one pass, and the L2 penalty covers exactly the
 leading ``n_weights`` entries.
 """
+import math
 import time
 
 import numpy as np
@@ -458,6 +459,7 @@ class Network:
         self._bind()
         self.capacity = 0
         self.training = False
+        self.input_buffer, self.input_views = None, {}
         self.profile = None
         self._idle_predictors = []
 
@@ -534,17 +536,33 @@ class Network:
                        else shared[turns[i]] if i in turns else None)
             layer.allocate(capacity, self.dtype, storage)
             layer.forget_calls()
+        # a prediction's input is copied in (see forward)
+        self.input_buffer = (None if training else
+                             np.empty((capacity,) + self.input_shape, self.dtype))
+        self.input_views = {}
         self.capacity, self.training = capacity, training
 
     def release(self):
         """Drop every batch buffer (they are rebuilt on the next allocate)."""
         for layer in self.layers:
             layer.drop_buffers()
+        self.input_buffer, self.input_views = None, {}
         self.capacity = 0
 
     def forward(self, x, n_threads):
         """Scores (N, n_outputs) for a batch ``x`` of at most ``capacity``
         samples, C-contiguous, of the network's dtype."""
+        if not self.training:
+            # A prediction's input is the caller's, whose values and shape
+            # may change before the next: the first layer reads a copy in
+            # the network's own buffer, so that every layer's prepared call
+            # is kept and run unchecked by the next prediction of as many
+            # samples. (Training passes the same batch array every step.)
+            view = self.input_views.get(len(x))
+            if view is None:
+                view = self.input_views[len(x)] = self.input_buffer[:len(x)]
+            np.copyto(view, x)
+            x = view
         profile = self.profile
         for layer in self.layers:
             if profile is None:
@@ -554,15 +572,6 @@ class Network:
                 x = layer.forward(x, n_threads)
                 key = (layer.position, layer.name, "forward")
                 profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
-        if not self.training:
-            # A prediction's input is the caller's: keep no call made on it
-            # or on a view of it (Flatten's), only those on the network's
-            # own buffers, which the next prediction of as many samples
-            # then runs again unchecked.
-            for layer in self.layers:
-                layer.prepared_calls = {}
-                if layer.owns_output:
-                    break
         return x
 
     def backward(self, grad, n_threads):
@@ -609,9 +618,11 @@ class Network:
 
     def per_sample_bytes(self, training=False):
         """Bytes of buffers one sample needs in a batch."""
-        total = sum(int(np.prod(layer.output_shape)) for layer in self.layers)
+        total = sum(math.prod(layer.output_shape) for layer in self.layers)
         if training:
-            total += sum(int(np.prod(layer.input_shape)) for layer in self.layers)
+            total += sum(math.prod(layer.input_shape) for layer in self.layers)
+        else:
+            total += math.prod(self.input_shape)   # the input's copy
         return total * self.dtype.itemsize
 
     # Pickling keeps the specifications and the flat parameters; views and

@@ -451,6 +451,42 @@ def test_predict_bad_input(small_digits):
     assert clf.predict(X).shape == (len(X),)
 
 
+def test_one_bad_row_gets_the_same_errors_as_a_batch(small_digits):
+    # one-row predictions of float arrays take a quicker validation; what
+    # it does not accept goes the general way, with its errors
+    X, y = small_digits
+    clf = CNNClassifier(**SMALL, input_shape=(1, 8, 8)).fit(X, y)
+    row = X[:1].astype(np.float32)
+    for bad, match in [(np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity")]:
+        broken = row.copy()
+        broken[0, 7] = bad
+        for method in (clf.predict, clf.predict_proba):
+            with pytest.raises(ValueError, match=match):
+                method(broken)
+    with pytest.raises(ValueError, match="63 features"):
+        clf.predict(row[:, :63])
+    with pytest.raises(ValueError, match="0 sample"):
+        clf.predict(row[:0])
+    with pytest.raises(ValueError, match="(?i)complex"):
+        clf.predict(row.astype(np.complex64))
+    # a huge but finite row overflows the quick check's sum: still predicted
+    huge = np.full((1, 64), np.finfo(np.float32).max, dtype=np.float32)
+    assert clf.predict(huge).shape == (1,)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predictions_agree_whichever_way_x_is_validated(small_digits, dtype):
+    X, y = small_digits
+    clf = CNNClassifier(**SMALL, input_shape=(1, 8, 8), dtype=dtype).fit(X, y)
+    general = clf.predict_proba(X.tolist())           # a list: the general way
+    for quick in (X, X.astype(np.float32), X.astype(np.float16),
+                  X.reshape(-1, 1, 8, 8), np.asfortranarray(X), X[::-1][::-1]):
+        np.testing.assert_allclose(clf.predict_proba(quick), general,
+                                   rtol=1e-3 if quick.dtype == np.float16 else 0)
+    for i in range(3):   # one row at a time, as when serving
+        np.testing.assert_array_equal(clf.predict_proba(X[i:i + 1]), general[i:i + 1])
+
+
 BAD_PARAMS = [
     ("solver", "lbfgs", "solver"),
     ("learning_rate_init", 0, "learning_rate_init"),
