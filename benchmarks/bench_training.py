@@ -86,8 +86,9 @@ def _rss_child_if_asked():
                   Flatten(), Dense(120), ReLU(), Dense(84), ReLU()]
         import warnings
         warnings.simplefilter("ignore")   # max_iter=1: no convergence
+        # all of X, as PyTorch's twin, without a validation split's copy
         CNNClassifier(layers=lenet5, batch_size=64, max_iter=1, alpha=0.0,
-                      random_state=0).fit(X, y)
+                      early_stopping=False, random_state=0).fit(X, y)
     with open("/proc/self/status") as status:
         # VmHWM, not getrusage's ru_maxrss: a child started by fork + exec
         # inherits its parent's maximum there

@@ -74,7 +74,10 @@ def main(argv=None):
         print(error, file=sys.stderr)
         return 1
     n_threads = effective_n_threads(args.threads)
+    # the stated epochs, all of them on all the training images: neither
+    # stopping rule nor validation split
     clf = CNNClassifier(**architecture, solver=args.solver, max_iter=epochs,
+                        n_iter_no_change=epochs, early_stopping=False,
                         batch_size=batch_size, learning_rate_init=learning_rate,
                         random_state=args.seed, n_threads=n_threads,
                         verbose=0 if args.quiet else 1)

@@ -514,6 +514,8 @@ BAD_PARAMS = [
     ("tol", -1, "tol"),
     ("verbose", -1, "verbose"),
     ("shuffle", "yes", "shuffle"),
+    ("early_stopping", "yes", "early_stopping"),
+    ("early_stopping", None, "early_stopping"),
     ("max_iter", 2.0, "max_iter"),
     ("learning_rate_init", np.nan, "learning_rate_init"),
 ]
@@ -586,7 +588,8 @@ def _fit_then_diverge(X, y, lr, **params):
     return clf, state
 
 
-@pytest.mark.parametrize("lr, batch_size", [(1e30, "auto"), (1e8, 20)])
+# one batch per epoch (all 120 samples) and six
+@pytest.mark.parametrize("lr, batch_size", [(1e30, 120), (1e8, 20)])
 def test_divergence_keeps_last_good_weights(small_digits, lr, batch_size):
     X, y = small_digits
     clf, (params, curve, n_iter, t) = _fit_then_diverge(X, y, lr, batch_size=batch_size)
@@ -600,16 +603,16 @@ def test_divergence_keeps_last_good_weights(small_digits, lr, batch_size):
 
 def test_divergence_detected_with_one_batch_per_epoch(small_digits):
     X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), solver="sgd", max_iter=2,
-                        filters=(4,), hidden_layer_sizes=(16,), random_state=0).fit(X, y)
+    one_batch = dict(input_shape=(1, 8, 8), solver="sgd", filters=(4,),
+                     hidden_layer_sizes=(16,), batch_size=len(X), random_state=0)
+    clf = CNNClassifier(max_iter=2, **one_batch).fit(X, y)
     clf.set_params(warm_start=True, learning_rate_init=1e8, max_iter=50)
     with pytest.raises(TrainingDivergedError, match="learning_rate_init"):
         clf.fit(X, y)
     # the weights kept are those of the last completed epoch: replaying that
     # many epochs without divergence gives the same bits
     good_epochs = clf.n_iter_ - 2
-    replay = CNNClassifier(input_shape=(1, 8, 8), solver="sgd", max_iter=2,
-                           filters=(4,), hidden_layer_sizes=(16,), random_state=0).fit(X, y)
+    replay = CNNClassifier(max_iter=2, **one_batch).fit(X, y)
     if good_epochs:
         replay.set_params(warm_start=True, learning_rate_init=1e8,
                           max_iter=good_epochs).fit(X, y)
@@ -768,6 +771,60 @@ def test_without_early_stopping(small_digits):
     assert clf.validation_scores_ is None
     assert clf.best_validation_score_ is None
     assert clf.best_loss_ == min(clf.loss_curve_)
+
+
+def _tiled_digits(X, y, n):
+    repeats = -(-n // len(X))
+    return np.tile(X, (repeats, 1))[:n], np.tile(y, repeats)[:n]
+
+
+@pytest.mark.parametrize("n_samples, holds_out", [(10_000, False), (10_001, True)])
+def test_auto_early_stopping_above_10000_samples(small_digits, n_samples, holds_out):
+    """early_stopping='auto' (the default) holds out validation data only
+    for a fit on more than 10000 samples, as HistGradientBoosting's 'auto'."""
+    X, y = _tiled_digits(*small_digits, n_samples)
+    clf = CNNClassifier(input_shape=(1, 8, 8), filters=(2,), hidden_layer_sizes=(),
+                        batch_size=1000, max_iter=1, random_state=0)
+    assert clf.early_stopping == "auto"
+    clf.fit(X, y)
+    assert (clf.validation_scores_ is not None) == holds_out
+    assert (clf.best_loss_ is None) == holds_out
+    # the held-out tenth is not trained on
+    assert clf.t_ == (n_samples - -(-n_samples // 10) if holds_out else n_samples)
+
+
+@pytest.mark.parametrize("early_stopping", [True, "auto"])
+def test_partial_fit_never_holds_out(small_digits, early_stopping):
+    X, y = small_digits
+    clf = CNNClassifier(input_shape=(1, 8, 8), early_stopping=early_stopping, **SMALL)
+    clf.partial_fit(X, y, classes=np.arange(10))
+    clf.partial_fit(X, y)
+    assert clf.t_ == 2 * len(X)
+    assert clf.validation_scores_ is None
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    # and after a fit that held data out, partial_fit trains on all of X
+    clf = CNNClassifier(input_shape=(1, 8, 8), early_stopping=True, **SMALL).fit(X, y)
+    t = clf.t_
+    clf.partial_fit(X, y)
+    assert clf.t_ == t + len(X)
+
+
+@pytest.mark.parametrize("n_samples, batches", [(120, [32, 32, 32, 24]), (20, [20])])
+def test_auto_batch_size_is_32(small_digits, monkeypatch, n_samples, batches):
+    X, y = small_digits[0][:n_samples], small_digits[1][:n_samples]
+    sizes = []
+    original = network_module.Network.forward
+
+    def forward(self, x, *args, **kwargs):
+        sizes.append(len(x))
+        return original(self, x, *args, **kwargs)
+    monkeypatch.setattr(network_module.Network, "forward", forward)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)   # no clipping warning
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        CNNClassifier(input_shape=(1, 8, 8), **{**SMALL, "max_iter": 1}).fit(X, y)
+    # the batches, then the check of the epoch's last step on its last batch
+    assert sizes == batches + batches[-1:]
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
