@@ -102,7 +102,7 @@ _rss_child_if_asked()
 sys.path.insert(0, HERE)
 from _common import NETWORKS, load_digits_split, load_fashion, load_mnist1d  # noqa: E402
 
-from fastcnn import CNNClassifier  # noqa: E402
+from fastcnn import CNNClassifier, profile_training  # noqa: E402
 from fastcnn import layers as L  # noqa: E402
 from fastcnn._network import Network  # noqa: E402
 
@@ -230,11 +230,9 @@ def profile(name, n_threads):
     X, _, y, _ = loader()
     run = FastcnnRun(NETWORKS[network], X, y, batch_size)
     run.train(n_images, n_threads)                # warm up
-    timings = {}
-    run.clf._profile = timings
-    run.train(n_images, n_threads)
-    del run.clf._profile
-    n_batches = -(-n_images // batch_size)
+    with profile_training() as timed:
+        run.train(n_images, n_threads)
+    timings, n_batches = timed.seconds, timed.steps
     total = sum(timings.values())
     print(f"\nprofile {name}, {n_threads} thread{'s' * (n_threads > 1)}: "
           f"{1e3 * total / n_batches:.3f} ms per batch of {batch_size}")

@@ -895,22 +895,22 @@ def build_correlation(g, spec, forms, which):
         if forms["bias"] or b.faulty("bias"):
             b.array("bias", (g.f,))
         b.named.setdefault("bias", None)
-        out = b.out(g.y_shape, aliases=("x", "w", "bias"))
+        b.out(g.y_shape, aliases=("x", "w", "bias"))
         args = [b.named["x"], b.named["w"], b.named["bias"]]
     elif which == "backward":
         b.array("x", g.x_shape), b.array("w", w_shape), b.array("grad_y", g.y_shape)
-        args, out = [b.named["x"], b.named["w"], b.named["grad_y"]], None
+        args = [b.named["x"], b.named["w"], b.named["grad_y"]]
     elif which in ("backward_input", "mirrored"):
         b.array("grad_y", g.y_shape), b.array("w", w_shape)
         x_shape = b.param("x_shape", forms["shape"], g.x_shape)
         b.shape_fault |= b.faulty("x_shape")   # grad_y may be named instead
-        out = b.out(g.x_shape, aliases=("grad_y", "w"))
+        b.out(g.x_shape, aliases=("grad_y", "w"))
         args = [b.named["grad_y"], b.named["w"], x_shape]
     else:
         b.array("x", g.x_shape), b.array("grad_y", g.y_shape)
         w_shape = b.param("w_shape", forms["shape"], g.w_shape)
         b.shape_fault |= b.faulty("w_shape")
-        out = b.out_pair([g.w_shape, (g.f,)], ["float", "float"], aliases=("x", "grad_y"))
+        b.out_pair([g.w_shape, (g.f,)], ["float", "float"], aliases=("x", "grad_y"))
         args = [b.named["x"], b.named["grad_y"], w_shape]
     kwargs = dict(geometry)
     if which != "backward":

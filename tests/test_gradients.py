@@ -3,7 +3,6 @@ central finite differences of the forward kernels, and through the adjoint
 identity <A x, g> = <x, A^T g> of the linear maps they transpose. All in
 float64."""
 import numpy as np
-import pytest
 
 import fastcnn.functional as fcf
 

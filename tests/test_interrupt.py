@@ -17,6 +17,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import fastcnn._network as network_module
+import fastcnn._training as training_module
 from fastcnn import CNNClassifier
 
 pytestmark = pytest.mark.filterwarnings(
@@ -140,7 +141,7 @@ def test_interrupt_in_the_epoch_report(data, monkeypatch, scripted_scores, capsy
     X, y = data
     params = dict(PARAMS, early_stopping=early_stopping, verbose=1)
     reference = CNNClassifier(max_iter=3, **params).fit(X, y)
-    calls = interrupt_on_call(monkeypatch, CNNClassifier, "_report", 3)
+    calls = interrupt_on_call(monkeypatch, training_module.TrainingRun, "_report", 3)
     clf = CNNClassifier(max_iter=10, **params)
     message = interrupted_fit(clf, X, y, calls, 3)
     assert clf.n_iter_ == 3
@@ -207,7 +208,7 @@ def test_interrupt_in_the_report_of_partial_fit(data, monkeypatch, capsys):
     X, y = data
     params = dict(PARAMS, verbose=1)
     reference = CNNClassifier(**params).partial_fit(X, y, classes=np.unique(y))
-    interrupt_on_call(monkeypatch, CNNClassifier, "_report", 1)
+    interrupt_on_call(monkeypatch, training_module.TrainingRun, "_report", 1)
     clf = CNNClassifier(**params)
     with pytest.warns(UserWarning, match="interrupted") as record:
         clf.partial_fit(X, y, classes=np.unique(y))

@@ -345,7 +345,7 @@ def test_a_fixed_thread_count_never_changes(n_threads):
 def test_training_whatever_the_governor_picks_is_bitwise_the_same(monkeypatch):
     from sklearn.datasets import load_digits
 
-    import fastcnn._classifier as classifier_module
+    import fastcnn._training as training_module
     X, y = load_digits(return_X_y=True)
     X, y = X[:300] / 16, y[:300]
 
@@ -362,7 +362,7 @@ def test_training_whatever_the_governor_picks_is_bitwise_the_same(monkeypatch):
             self.calls = getattr(self, "calls", 0) + 1
             return (2, 1, 3)[self.calls % 3]
 
-    monkeypatch.setattr(classifier_module, "ThreadGovernor", Flipping)
+    monkeypatch.setattr(training_module, "ThreadGovernor", Flipping)
     flipped = fit(None)
     assert flipped._thread_governor.calls >= 3 * 10
     for got, want in zip(flipped.coefs_ + flipped.intercepts_,
