@@ -8,13 +8,36 @@ Buffers are allocated for a batch capacity once and reused: a smaller batch
 C-contiguous. Every computation goes through :mod:`fastcnn.functional` with
 ``out=``, so a training step allocates nothing of the size of a batch.
 
-All parameters of a network live in one flat array, weights first and then
-biases, and their gradients in another of the same layout: the optimizer
-updates everything in one pass, and the L2 penalty covers exactly the
-leading ``n_weights`` entries.
+The layer contract
+------------------
+A runtime class is a subclass of :class:`Layer` that names the
+specifications it runs (``SPECS``) and declares, besides its shapes:
+
+- ``parameters``: a tuple of :class:`Parameter` (name, shape, initialiser,
+  whether the L2 penalty applies). The network binds ``layer.<name>`` and
+  ``layer.grad_<name>`` to views of its flat arrays.
+- ``states``: a tuple of :class:`State`, non-trainable arrays (running
+  statistics) bound as ``layer.<name>``: kept by pickling, by warm_start
+  and by the snapshots a fit goes back to, never touched by the optimizer.
+- ``TRAINING_DIFFERS``: whether its forward pass computes something else
+  in training than in inference; ``layer.training`` says which it runs.
+- ``DRAWS_RANDOM``: whether it needs random numbers; it then gets
+  ``layer.random``, a numpy Generator seeded from the estimator's
+  ``random_state`` when the network is initialised, and draws from it in
+  Python, never inside a kernel's threads, so that a fit is reproducible
+  and the same for any number of threads.
+- ``dataflow``: a :class:`Dataflow`, what its passes read and where they may
+  write. :func:`plan_buffers`, the one place where buffers are shared,
+  decides from these declarations alone which arrays each layer writes.
+
+All parameters of a network live in one flat array, the L2-penalised ones
+(weights) first and then the others (biases), and their gradients in
+another of the same layout: the optimizer updates everything in one pass,
+and the L2 penalty covers exactly the leading ``n_weights`` entries.
 """
 import math
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,39 +53,125 @@ def _describe(shape):
     return "(C, H, W) = " if len(shape) == 3 else "(C, L) = " if len(shape) == 2 else ""
 
 
+# ------------------------------------------------------- declarations
+
+def zeros(rng, shape, output):
+    """All zeros; draws nothing from ``rng``."""
+    return np.zeros(shape)
+
+
+def he_glorot_uniform(rng, shape, output):
+    """Uniform in ``±sqrt(6 / fan)``, drawn in float64: He's fan (fan_in,
+    for a layer that feeds a ReLU) in hidden layers, Glorot's (fan_in +
+    fan_out) in the output layer, which feeds the softmax. fan_in is the
+    product of the shape's trailing axes, fan_out its first."""
+    fan_in = math.prod(shape[1:])
+    fan = fan_in + shape[0] if output else fan_in
+    bound = np.sqrt(6.0 / fan)
+    return rng.uniform(-bound, bound, shape)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A trainable array of a layer.
+
+    ``init(rng, shape, output)`` returns its initial values (an array, or a
+    scalar to broadcast); ``rng`` is the estimator's RandomState, shared by
+    every initialiser in layer order, and ``output`` whether the layer is
+    the network's last with parameters. ``l2_penalty``: whether ``alpha``
+    penalises it.
+    """
+    name: str
+    shape: tuple
+    init: object
+    l2_penalty: bool
+
+
+@dataclass(frozen=True)
+class State:
+    """A non-trainable array of a layer (a running statistic), initialised
+    as a Parameter is."""
+    name: str
+    shape: tuple
+    init: object
+
+
+# What a pass does with its result: writes it into an array of its own
+# (BUFFER), may write it over the array it reads (OVER_INPUT: an
+# elementwise kernel that accepts out= its own input; the plan decides
+# whether it does), or returns a view of what it reads (VIEW, no kernel).
+BUFFER, OVER_INPUT, VIEW = "buffer", "over input", "view"
+
+
+@dataclass(frozen=True)
+class Dataflow:
+    """What a layer's passes read and write, for :func:`plan_buffers`.
+
+    output : BUFFER, OVER_INPUT or VIEW
+        The forward pass's result, with respect to the layer's input.
+    grad_input : BUFFER, OVER_INPUT or VIEW
+        The backward pass's result, the input's gradient, with respect to
+        the gradient it receives (the output's).
+    backward_reads : frozenset of 'input', 'output'
+        The activations the backward pass reads besides the gradient it
+        receives (and the layer's own parameters and private buffers).
+
+    A declaration that claims less than the passes do lets the plan
+    overwrite what a later step reads: ``tests/test_layer_contract.py``
+    checks every layer's against what its passes actually read.
+    """
+    output: str = BUFFER
+    grad_input: str = BUFFER
+    backward_reads: frozenset = frozenset({"input"})
+
+
+# ------------------------------------------------------------- layers
+
+_RUNTIME = {}
+
+
 class Layer:
-    """A layer at run time; subclasses fill in shapes and passes.
+    """A layer at run time; subclasses fill in shapes, declarations and
+    passes (see the module's docstring for the contract).
 
     Attributes
     ----------
     input_shape, output_shape : tuple
         Shape of one sample, without the batch axis.
-    weight_shape, bias_shape : tuple or None
-        Shapes of the parameters (None: the layer has none).
-    fan_in : int
-        Inputs feeding one output, for the initialisation.
+    parameters, states : tuple of Parameter, tuple of State
+    training : bool
+        Whether the buffers are for training (set by Network.allocate).
+    buf_y, buf_grad_x : arrays or None
+        The output's and the input gradient's arrays that the plan gives
+        the layer (None: it writes over what it reads, or returns a view).
+    in_place, grad_in_place : bool
+        Whether the plan lets the forward pass write over its input, and
+        the backward pass over the gradient it receives.
     """
-    weight_shape = None
-    bias_shape = None
-    fan_in = 0
+    #: the specification classes this runtime class runs
+    SPECS = ()
+    TRAINING_DIFFERS = False
+    DRAWS_RANDOM = False
+    dataflow = Dataflow()
+    parameters = ()
+    states = ()
     # prepared calls kept per pass: the full batch's and a last batch's
     KEPT_CALLS = 2
-    # What the backward pass touches, for Network.allocate's buffer plan:
-    # whether it writes the input's gradient into a buffer (buf_grad_x)
-    # rather than in place or as a view of grad_y; whether it reads the
-    # layer's input, or its output; whether the output is an array of the
-    # layer's own (buf_y) rather than its input or a view of it.
-    writes_grad_x = False
-    backward_reads_input = True
-    backward_reads_output = False
-    owns_output = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for spec in cls.SPECS:
+            _RUNTIME[spec] = cls
 
     def __init__(self, spec, input_shape, position):
         self.spec = spec
         self.position = position
         self.input_shape = tuple(input_shape)
         self.output_shape = self.input_shape
-        self.weight = self.bias = self.grad_weight = self.grad_bias = None
+        self.training = False
+        self.random = None
+        self.in_place = self.grad_in_place = False
+        self.buf_y = self.buf_grad_x = None
         # first to run (Network may run layers in another order than their
         # positions): its input is the caller's batch, and its input's
         # gradient is never needed
@@ -87,24 +196,16 @@ class Layer:
                 f"shape {self.input_shape}")
         return ndim
 
-    def allocate(self, capacity, dtype, grad_x_storage=None):
-        """Buffers for batches of up to ``capacity`` samples. When training,
-        a layer that writes_grad_x gets ``grad_x_storage``, a flat array of
-        at least capacity * prod(input_shape) values, which other layers
-        use too (see Network.allocate)."""
-
-    def grad_x_buffer(self, capacity, storage):
-        if storage is None:
-            return None
-        return storage[:capacity * int(np.prod(self.input_shape))].reshape(
-            (capacity,) + self.input_shape)
+    def allocate(self, capacity, dtype):
+        """The layer's private buffers for batches of up to ``capacity``
+        samples (its output and input gradient are given by the network)."""
 
     def forward(self, x, n_threads):
         raise NotImplementedError
 
     def backward(self, grad_y, need_grad_x, n_threads):
-        """Parameter gradients into grad_weight/grad_bias; returns the
-        gradient with respect to the input when need_grad_x."""
+        """Parameter gradients into grad_<name>; returns the gradient with
+        respect to the input when need_grad_x."""
         raise NotImplementedError
 
     def drop_buffers(self):
@@ -147,8 +248,14 @@ class Layer:
         return value
 
 
+def _weight_and_bias(weight_shape):
+    """The parameters of a convolution or dense layer."""
+    return (Parameter("weight", weight_shape, he_glorot_uniform, l2_penalty=True),
+            Parameter("bias", weight_shape[:1], zeros, l2_penalty=False))
+
+
 class Conv(Layer):
-    writes_grad_x = owns_output = True
+    SPECS = (L.Conv2D, L.Conv1D)
 
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
@@ -171,8 +278,8 @@ class Conv(Layer):
                     in zip(spatial, kernel, self.stride, padding))
         self.output_shape = (spec.filters,) + out
         self.weight_shape = (spec.filters, channels) + kernel
-        self.bias_shape = (spec.filters,)
         self.fan_in = channels * int(np.prod(kernel))
+        self.parameters = _weight_and_bias(self.weight_shape)
         if ndim == 2:
             self._forward = F.correlate2d
             self._backward_input = F.correlate2d_backward_input
@@ -181,10 +288,6 @@ class Conv(Layer):
             self._forward = F.correlate1d
             self._backward_input = F.correlate1d_backward_input
             self._backward_kernel = F.correlate1d_backward_kernel
-
-    def allocate(self, capacity, dtype, grad_x_storage=None):
-        self.buf_y = np.empty((capacity,) + self.output_shape, dtype=dtype)
-        self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
 
     def forward(self, x, n_threads):
         self.x = x
@@ -204,10 +307,9 @@ class Conv(Layer):
         return None
 
 
-class Pool(Layer):
-    # max pooling routes through argmax, average pooling by shape alone
-    writes_grad_x = owns_output = True
-    backward_reads_input = False
+class Pooling(Layer):
+    """The windows and shapes of max and average pooling."""
+    dataflow = Dataflow(backward_reads=frozenset())
 
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
@@ -223,21 +325,21 @@ class Pool(Layer):
         out = tuple(F.output_size(s, k, st) for s, k, st
                     in zip(spatial, self.size, self.stride))
         self.output_shape = self.input_shape[:1] + out
-        self.is_max = isinstance(spec, (L.MaxPool2D, L.MaxPool1D))
-        self.relu = False
-        two_d = ndim == 2
-        if self.is_max:
-            self._forward = F.max_pool2d if two_d else F.max_pool1d
-            self._backward = F.max_pool2d_backward if two_d else F.max_pool1d_backward
-        else:
-            self._forward = F.avg_pool2d if two_d else F.avg_pool1d
-            self._backward = F.avg_pool2d_backward if two_d else F.avg_pool1d_backward
 
-    def allocate(self, capacity, dtype, grad_x_storage=None):
-        shape = (capacity,) + self.output_shape
-        self.buf_y = np.empty(shape, dtype=dtype)
-        self.buf_argmax = np.empty(shape, dtype=np.int32) if self.is_max else None
-        self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
+
+class MaxPool(Pooling):
+    """The gradient is routed through the index of each window's maximum."""
+    SPECS = (L.MaxPool2D, L.MaxPool1D)
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        self.relu = False
+        two_d = len(self.input_shape) == 3
+        self._forward = F.max_pool2d if two_d else F.max_pool1d
+        self._backward = F.max_pool2d_backward if two_d else F.max_pool1d_backward
+
+    def allocate(self, capacity, dtype):
+        self.buf_argmax = np.empty((capacity,) + self.output_shape, dtype=np.int32)
 
     @property
     def name(self):
@@ -248,51 +350,57 @@ class Pool(Layer):
         pooling then returns relu(y), and its backward pass lets through
         only the gradients where that is positive (functional's relu and
         relu_output), the two layers' bits in one pass each way."""
-        self.relu = self.backward_reads_output = True
+        self.relu = True
+        self.dataflow = replace(self.dataflow, backward_reads=frozenset({"output"}))
 
     def forward(self, x, n_threads):
         n = len(x)
         self.x_shape = x.shape
-        if self.is_max:
-            self.y, self.argmax = self.prepared("forward", (x,), lambda: F.prepare(
-                self._forward, x, self.size, self.stride,
-                out=(self.output_rows(n), self.buf_argmax[:n]), relu=self.relu)
-            ).run(n_threads)
-            return self.y
+        self.y, self.argmax = self.prepared("forward", (x,), lambda: F.prepare(
+            self._forward, x, self.size, self.stride,
+            out=(self.output_rows(n), self.buf_argmax[:n]), relu=self.relu)
+        ).run(n_threads)
+        return self.y
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        return self.prepared("backward", (grad_y, self.argmax, self.y), lambda: F.prepare(
+            self._backward, grad_y, self.argmax, self.x_shape,
+            out=self.buf_grad_x[:self.x_shape[0]],
+            relu_output=self.y if self.relu else None)).run(n_threads)
+
+
+class AvgPool(Pooling):
+    """The gradient depends on the shapes alone."""
+    SPECS = (L.AvgPool2D, L.AvgPool1D)
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        two_d = len(self.input_shape) == 3
+        self._forward = F.avg_pool2d if two_d else F.avg_pool1d
+        self._backward = F.avg_pool2d_backward if two_d else F.avg_pool1d_backward
+
+    def forward(self, x, n_threads):
+        self.x_shape = x.shape
         return self.prepared("forward", (x,), lambda: F.prepare(
-            self._forward, x, self.size, self.stride, out=self.output_rows(n))
+            self._forward, x, self.size, self.stride, out=self.output_rows(len(x)))
         ).run(n_threads)
 
     def backward(self, grad_y, need_grad_x, n_threads):
         if not need_grad_x:
             return None
-        n = self.x_shape[0]
-        if self.is_max:
-            return self.prepared("backward", (grad_y, self.argmax, self.y), lambda: F.prepare(
-                self._backward, grad_y, self.argmax, self.x_shape,
-                out=self.buf_grad_x[:n], relu_output=self.y if self.relu else None)
-            ).run(n_threads)
         return self.prepared("backward", (grad_y,), lambda: F.prepare(
             self._backward, grad_y, self.x_shape, self.size, self.stride,
-            out=self.buf_grad_x[:n])).run(n_threads)
+            out=self.buf_grad_x[:self.x_shape[0]])).run(n_threads)
 
 
 class ReLU(Layer):
-    """In place on its input, except as the first layer (whose input is the
-    caller's batch, which must not change)."""
-    backward_reads_output = True    # the sign of y
-
-    @property
-    def in_place(self):
-        return not self.first
-
-    @property
-    def owns_output(self):
-        return not self.in_place
-
-    def allocate(self, capacity, dtype, grad_x_storage=None):
-        self.buf_y = (None if self.in_place else
-                      np.empty((capacity,) + self.input_shape, dtype=dtype))
+    """Elementwise both ways: in place on its input, and on the gradient it
+    receives, wherever the plan allows."""
+    SPECS = (L.ReLU,)
+    dataflow = Dataflow(output=OVER_INPUT, grad_input=OVER_INPUT,
+                        backward_reads=frozenset({"output"}))    # the sign of y
 
     def forward(self, x, n_threads):
         self.y = self.prepared("forward", (x,), lambda: F.prepare(
@@ -303,12 +411,16 @@ class ReLU(Layer):
     def backward(self, grad_y, need_grad_x, n_threads):
         if not need_grad_x:
             return None
-        # grad_y is the next layer's buffer, free to overwrite now
         return self.prepared("backward", (grad_y, self.y), lambda: F.prepare(
-            F.relu_backward, grad_y, self.y, out=grad_y)).run(n_threads)
+            F.relu_backward, grad_y, self.y,
+            out=grad_y if self.grad_in_place else self.buf_grad_x[:len(grad_y)])
+        ).run(n_threads)
 
 
 class Flatten(Layer):
+    SPECS = (L.Flatten,)
+    dataflow = Dataflow(output=VIEW, grad_input=VIEW, backward_reads=frozenset())
+
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
         self.output_shape = (int(np.prod(self.input_shape)),)
@@ -325,19 +437,14 @@ class Flatten(Layer):
 
 
 class Dense(Layer):
-    writes_grad_x = owns_output = True
+    SPECS = (L.Dense,)
 
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
-        features = int(np.prod(self.input_shape))
+        self.fan_in = int(np.prod(self.input_shape))
         self.output_shape = (spec.units,)
-        self.weight_shape = (spec.units, features)
-        self.bias_shape = (spec.units,)
-        self.fan_in = features
-
-    def allocate(self, capacity, dtype, grad_x_storage=None):
-        self.buf_y = np.empty((capacity,) + self.output_shape, dtype=dtype)
-        self.buf_grad_x = self.grad_x_buffer(capacity, grad_x_storage)
+        self.weight_shape = (spec.units, self.fan_in)
+        self.parameters = _weight_and_bias(self.weight_shape)
 
     def forward(self, x, n_threads):
         def build():
@@ -363,13 +470,6 @@ class Dense(Layer):
         return grad_x
 
 
-_RUNTIME = {
-    L.Conv2D: Conv, L.Conv1D: Conv,
-    L.MaxPool2D: Pool, L.MaxPool1D: Pool, L.AvgPool2D: Pool, L.AvgPool1D: Pool,
-    L.ReLU: ReLU, L.Flatten: Flatten, L.Dense: Dense,
-}
-
-
 def _runtime_layer(spec, input_shape, position):
     runtime = _RUNTIME.get(type(spec))
     if runtime is None:
@@ -385,9 +485,9 @@ def _execution_order(specs):
     a maximum, and the values and gradients are the same (where the window's
     maximum is not positive both give 0 and a zero gradient). The ReLU then
     works on the pooled values, inside the pooling's own passes
-    (Pool.fuse_relu), and the output of the layer before the pooling is
+    (MaxPool.fuse_relu), and the output of the layer before the pooling is
     left for nothing but the pooling to read, so that its buffer can take
-    the pooling's input gradient (Network.allocate)."""
+    the pooling's input gradient (plan_buffers)."""
     order = list(range(len(specs)))
     i = 0
     while i + 1 < len(order):
@@ -402,8 +502,8 @@ def _execution_order(specs):
 
 def _fuses_relu(previous, layer):
     """Whether ``layer`` is a ReLU that the max pooling run just before it
-    takes on (Pool.fuse_relu)."""
-    return type(layer) is ReLU and type(previous) is Pool and previous.is_max
+    takes on (MaxPool.fuse_relu)."""
+    return type(layer) is ReLU and type(previous) is MaxPool
 
 
 def layer_output_shape(spec, input_shape, position=0):
@@ -411,6 +511,127 @@ def layer_output_shape(spec, input_shape, position=0):
     ``input_shape`` exactly as in a network."""
     return _runtime_layer(spec, input_shape, position).output_shape
 
+
+# --------------------------------------------------------- the buffer plan
+
+# Where a layer's output or input gradient goes (Placement): an array of
+# its own, over what the pass reads, a view of it, over the layer's input
+# (the gradient, written over the activation array it came from), or one
+# of two arrays that input gradients take turns in.
+OWN, OVER_READ, AS_VIEW, OVER_ACTIVATION, SHARED = (
+    "own", "over what it reads", "view", "over its input activation", "shared")
+_CALLER = 0     # the group of the network's input: the caller's array
+
+
+@dataclass(frozen=True)
+class Placement:
+    output: str
+    grad_input: str = None      # None: no input gradient is computed
+    turn: int = None            # which shared array, for SHARED
+    group: int = None           # the activation array, for OVER_ACTIVATION
+
+
+@dataclass(frozen=True)
+class BufferPlan:
+    """placements: one per layer, in execution order. groups[t]: the array
+    holding the t-th activation (the network's input is 0; the output of
+    layer t - 1 is t when it has an array of its own, else its input's
+    group). turn_sizes: values per sample of each shared gradient array."""
+    placements: tuple
+    groups: tuple
+    turn_sizes: tuple
+
+
+def plan_buffers(layers, training, share=True):
+    """Which array each layer's output and input gradient is written into:
+    the one place where buffers are shared, decided from the layers'
+    Dataflow declarations alone.
+
+    An activation array holds the output of the layer that owns it and of
+    the layers after it that work over their input or return views of it.
+    Sharing rules, each applied only when ``share``:
+
+    - A forward pass that may run over its input (OVER_INPUT) does so
+      unless the input is the caller's array, or a backward pass reads an
+      activation of that array from before the overwrite.
+    - An input gradient that may be written over the gradient received
+      (OVER_INPUT) is: nothing reads that gradient afterwards.
+    - An input gradient otherwise goes over the layer's input activation
+      when no backward pass still to run (this layer's and those before
+      it) reads an activation of that array, and the gradient received is
+      elsewhere; or else into one of two shared arrays, taking turns, so
+      that it never lands on the one it reads.
+
+    Without ``share`` every output and input gradient that is not a view
+    has an array of its own (tests compare against this, bit for bit).
+    The first layer computes no input gradient; without ``training``
+    nothing does.
+    """
+    outputs, groups = _plan_outputs(layers, training, share)
+    grads, turn_sizes = (_plan_grads(layers, groups, share) if training
+                         else ([(None, None, None)] * len(layers), ()))
+    placements = tuple(Placement(output, grad, turn, group)
+                       for output, (grad, turn, group) in zip(outputs, grads))
+    return BufferPlan(placements, tuple(groups), tuple(turn_sizes))
+
+
+def _read_in_backward(layers, groups, group, last_reader, last_activation):
+    """Whether the backward pass of a layer up to ``last_reader`` reads an
+    activation up to ``last_activation`` that ``group`` holds."""
+    for t in range(last_activation + 1):
+        if groups[t] != group:
+            continue
+        if t <= last_reader and t < len(layers) and \
+                "input" in layers[t].dataflow.backward_reads:
+            return True
+        if 1 <= t <= last_reader + 1 and "output" in layers[t - 1].dataflow.backward_reads:
+            return True
+    return False
+
+
+def _plan_outputs(layers, training, share):
+    outputs, groups = [], [_CALLER]
+    for i, layer in enumerate(layers):
+        kind, group = layer.dataflow.output, groups[i]
+        if kind == VIEW:
+            place = AS_VIEW
+        elif (kind == OVER_INPUT and share and group != _CALLER and not (
+                training and _read_in_backward(layers, groups, group, i, i))):
+            place = OVER_READ
+        else:
+            place, group = OWN, i + 1
+        outputs.append(place)
+        groups.append(group)
+    return outputs, groups
+
+
+def _plan_grads(layers, groups, share):
+    """(grad_input, turn, group) per layer, decided in backward order, and
+    the shared arrays' sizes per sample."""
+    grads = [(None, None, None)] * len(layers)
+    turn_sizes, turns_used = [0, 0], 0
+    received = None     # where the gradient a layer receives lies
+    for i in range(len(layers) - 1, 0, -1):
+        kind, group = layers[i].dataflow.grad_input, groups[i]
+        if kind == VIEW:
+            grads[i] = (AS_VIEW, None, None)
+        elif kind == OVER_INPUT and share:
+            grads[i] = (OVER_READ, None, None)
+        elif not share:
+            grads[i], received = (OWN, None, None), ("own", i)
+        elif (group != _CALLER and received != ("group", group)
+              and not _read_in_backward(layers, groups, group, i, i + 1)):
+            grads[i], received = (OVER_ACTIVATION, None, group), ("group", group)
+        else:
+            turn = turns_used % 2
+            turns_used += 1
+            size = math.prod(layers[i].input_shape)
+            turn_sizes[turn] = max(turn_sizes[turn], size)
+            grads[i], received = (SHARED, turn, None), ("shared", turn)
+    return grads, turn_sizes[:min(turns_used, 2)]
+
+
+# ------------------------------------------------------------ the network
 
 class Network:
     """A sequence of runtime layers over one flat parameter array.
@@ -426,9 +647,11 @@ class Network:
     Attributes
     ----------
     params, grads : 1-D arrays
-        All parameters (weights first, then biases) and their gradients.
+        All parameters (the L2-penalised ones first) and their gradients.
     n_weights : int
-        Number of leading entries of ``params`` that are weights.
+        Number of leading entries of ``params`` that the L2 penalty covers.
+    state : 1-D array
+        The layers' non-trainable state.
     profile : dict or None
         When a dict, forward and backward seconds are added up per layer
         under keys ``(position, name, 'forward' | 'backward')``.
@@ -450,97 +673,95 @@ class Network:
             self.layers.append(layer)
             shape = layer.output_shape
         self.output_shape = shape
-        with_params = [layer for layer in self.layers if layer.weight_shape]
-        weight_sizes = [int(np.prod(layer.weight_shape)) for layer in with_params]
-        bias_sizes = [int(np.prod(layer.bias_shape)) for layer in with_params]
-        self.n_weights = sum(weight_sizes)
-        self.params = np.zeros(self.n_weights + sum(bias_sizes), dtype=self.dtype)
+        declared = [p for layer in self.layers for p in layer.parameters]
+        self.n_weights = sum(math.prod(p.shape) for p in declared if p.l2_penalty)
+        self.params = np.zeros(sum(math.prod(p.shape) for p in declared), dtype=self.dtype)
         self.grads = np.zeros_like(self.params)
+        self.state = np.zeros(sum(math.prod(s.shape) for layer in self.layers
+                                  for s in layer.states), dtype=self.dtype)
         self._bind()
         self.capacity = 0
         self.training = False
+        self.share_buffers = True
         self.input_buffer, self.input_views = None, {}
         self.profile = None
         self._idle_predictors = []
 
     def _bind(self):
-        """Point every layer's parameter attributes at its part of the flat
-        arrays."""
-        weight_at, bias_at = 0, self.n_weights
+        """Point every layer's parameter, gradient and state attributes at
+        their parts of the flat arrays: the penalised parameters first, in
+        layer order, then the others."""
+        def view(array, at, shape):
+            return array[at:at + math.prod(shape)].reshape(shape)
+        at = 0
+        for penalised in (True, False):
+            for layer in self.layers:
+                for p in layer.parameters:
+                    if p.l2_penalty is penalised:
+                        setattr(layer, p.name, view(self.params, at, p.shape))
+                        setattr(layer, "grad_" + p.name, view(self.grads, at, p.shape))
+                        at += math.prod(p.shape)
+        at = 0
         for layer in self.layers:
-            if not layer.weight_shape:
-                continue
-            w_size = int(np.prod(layer.weight_shape))
-            b_size = int(np.prod(layer.bias_shape))
-            layer.weight = self.params[weight_at:weight_at + w_size].reshape(layer.weight_shape)
-            layer.grad_weight = self.grads[weight_at:weight_at + w_size].reshape(layer.weight_shape)
-            layer.bias = self.params[bias_at:bias_at + b_size]
-            layer.grad_bias = self.grads[bias_at:bias_at + b_size]
-            weight_at += w_size
-            bias_at += b_size
+            for s in layer.states:
+                setattr(layer, s.name, view(self.state, at, s.shape))
+                at += math.prod(s.shape)
 
     @property
     def parametric_layers(self):
-        return [layer for layer in self.layers if layer.weight_shape]
+        return [layer for layer in self.layers if layer.parameters]
+
+    @property
+    def drawing_layers(self):
+        return [layer for layer in self.layers if layer.DRAWS_RANDOM]
 
     def initialize(self, rng):
-        """He-uniform weights for the hidden layers (they feed ReLUs),
-        Glorot-uniform for the output layer, zero biases; drawn in float64
-        from ``rng`` (a numpy RandomState) in layer order."""
+        """Every parameter and state from its initialiser, in layer order
+        and then declaration order, all drawing from ``rng`` (a numpy
+        RandomState); then a Generator for each layer that draws random
+        numbers, seeded from ``rng``."""
         with_params = self.parametric_layers
-        for i, layer in enumerate(with_params):
-            if i == len(with_params) - 1:
-                fan_out = layer.weight_shape[0]
-                bound = np.sqrt(6.0 / (layer.fan_in + fan_out))
-            else:
-                bound = np.sqrt(6.0 / layer.fan_in)
-            layer.weight[...] = rng.uniform(-bound, bound, layer.weight_shape)
-            layer.bias[...] = 0
+        output = with_params[-1] if with_params else None
+        for layer in self.layers:
+            for declared in layer.parameters + layer.states:
+                getattr(layer, declared.name)[...] = declared.init(
+                    rng, declared.shape, layer is output)
+        for layer in self.drawing_layers:
+            layer.random = np.random.default_rng(
+                rng.randint(0, 2**32, size=4, dtype=np.uint64))
 
-    def allocate(self, capacity, training):
-        """Buffers for batches of up to ``capacity`` samples.
-
-        Input gradients get no buffers of their own. A layer whose backward
-        pass reads neither its input nor what the layer before it needs
-        (pooling after a convolution: _execution_order puts it before the
-        ReLU) writes its input's gradient over that input, the output of
-        the layer before, which the backward pass no longer needs. The other
-        layers that write an input gradient take turns, in order, between
-        two shared arrays, each as large as the largest gradient it holds:
-        the backward pass needs two at a time, the one a layer reads (from
-        the layer after it) and the one it writes. ReLU works in place on
-        the gradient it receives and Flatten reshapes it, so they keep the
-        turn of the layer after them.
-        """
-        if capacity == self.capacity and training == self.training:
+    def allocate(self, capacity, training, share_buffers=True):
+        """Buffers for batches of up to ``capacity`` samples, shared as
+        :func:`plan_buffers` decides (``share_buffers=False``: none is)."""
+        if (capacity, training, share_buffers) == (
+                self.capacity, self.training, self.share_buffers):
             return
-        layers = self.layers
-        over_input, turns = set(), {}
-        sizes = [0, 0]
-        for i, layer in enumerate(layers):
-            if not training or layer.first or not layer.writes_grad_x:
-                continue
-            before = layers[i - 1]
-            if (not layer.backward_reads_input and before.owns_output
-                    and not before.backward_reads_output):
-                over_input.add(i)
+        plan = plan_buffers(self.layers, training, share_buffers)
+        shared = [np.empty(capacity * size, dtype=self.dtype) for size in plan.turn_sizes]
+        for i, (layer, place) in enumerate(zip(self.layers, plan.placements)):
+            layer.training = training
+            layer.in_place = place.output == OVER_READ
+            layer.buf_y = (np.empty((capacity,) + layer.output_shape, dtype=self.dtype)
+                           if place.output == OWN else None)
+            layer.grad_in_place = place.grad_input == OVER_READ
+            grad_shape = (capacity,) + layer.input_shape
+            if place.grad_input == OWN:
+                layer.buf_grad_x = np.empty(grad_shape, dtype=self.dtype)
+            elif place.grad_input == SHARED:
+                layer.buf_grad_x = shared[place.turn][:math.prod(grad_shape)].reshape(grad_shape)
+            elif place.grad_input == OVER_ACTIVATION:
+                # layers allocate in order: the array's owner has its output
+                owner = self.layers[place.group - 1]
+                layer.buf_grad_x = owner.buf_y.reshape(grad_shape)
             else:
-                turn = len(turns) % 2
-                turns[i] = turn
-                size = capacity * int(np.prod(layer.input_shape))
-                sizes[turn] = max(sizes[turn], size)
-        shared = [np.empty(size, dtype=self.dtype) for size in sizes] if turns else None
-        for i, layer in enumerate(layers):
-            # layers allocate in order, so the one before has its output
-            storage = (layers[i - 1].buf_y.reshape(-1) if i in over_input
-                       else shared[turns[i]] if i in turns else None)
-            layer.allocate(capacity, self.dtype, storage)
+                layer.buf_grad_x = None
+            layer.allocate(capacity, self.dtype)
             layer.forget_calls()
         # a prediction's input is copied in (see forward)
         self.input_buffer = (None if training else
                              np.empty((capacity,) + self.input_shape, self.dtype))
         self.input_views = {}
-        self.capacity, self.training = capacity, training
+        self.capacity, self.training, self.share_buffers = capacity, training, share_buffers
 
     def release(self):
         """Drop every batch buffer (they are rebuilt on the next allocate)."""
@@ -589,8 +810,9 @@ class Network:
                 profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
 
     def inference_copy(self):
-        """A network sharing these parameters with buffers of its own, so
-        that predictions running at the same time never share buffers."""
+        """A network sharing these parameters and state with buffers of its
+        own, so that predictions running at the same time never share
+        buffers."""
         twin = Network.__new__(Network)
         twin.__setstate__(self.__getstate__(), share_params=True)
         return twin
@@ -625,16 +847,23 @@ class Network:
             total += math.prod(self.input_shape)   # the input's copy
         return total * self.dtype.itemsize
 
-    # Pickling keeps the specifications and the flat parameters; views and
-    # buffers are rebuilt on loading.
+    # Pickling keeps the specifications, the flat parameters and state, and
+    # the random generators; views and buffers are rebuilt on loading.
+    # (Pickles made before the state and generators existed have neither.)
     def __getstate__(self):
         return {"specs": self.specs, "input_shape": self.input_shape,
-                "dtype": self.dtype.str, "params": self.params}
+                "dtype": self.dtype.str, "params": self.params,
+                "state": self.state,
+                "random": [layer.random for layer in self.drawing_layers]}
 
     def __setstate__(self, state, share_params=False):
         self.__init__(state["specs"], state["input_shape"], state["dtype"])
+        saved_state = state.get("state", self.state)
         if share_params:
-            self.params = state["params"]
+            self.params, self.state = state["params"], saved_state
             self._bind()
         else:
             self.params[...] = state["params"]
+            self.state[...] = saved_state
+        for layer, random in zip(self.drawing_layers, state.get("random", ())):
+            layer.random = random

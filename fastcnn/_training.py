@@ -107,24 +107,23 @@ def profile_training():
 # -------------------------------------------------- snapshots, Ctrl-C
 
 class Snapshot:
-    """A copy of the parameters and the optimizer's state, to go back to."""
+    """A copy of the network's parameters and non-trainable state and of
+    the optimizer's state, to go back to."""
 
-    def __init__(self, params, optimizer_state):
-        self.params, self.state = params, optimizer_state
-        self.saved_params = params.copy()
-        self.saved_buffers = [b.copy() for b in optimizer_state["buffers"]]
+    def __init__(self, network, optimizer_state):
+        self.state = optimizer_state
+        self.arrays = [network.params, network.state] + optimizer_state["buffers"]
+        self.saved = [a.copy() for a in self.arrays]
         self.saved_step = optimizer_state["step"]
 
     def save(self):
-        np.copyto(self.saved_params, self.params)
-        for saved, buffer in zip(self.saved_buffers, self.state["buffers"]):
-            np.copyto(saved, buffer)
+        for saved, array in zip(self.saved, self.arrays):
+            np.copyto(saved, array)
         self.saved_step = self.state["step"]
 
     def restore(self):
-        np.copyto(self.params, self.saved_params)
-        for saved, buffer in zip(self.saved_buffers, self.state["buffers"]):
-            np.copyto(buffer, saved)
+        for saved, array in zip(self.saved, self.arrays):
+            np.copyto(array, saved)
         self.state["step"] = self.saved_step
 
 
@@ -291,9 +290,10 @@ class TrainingRun:
         self.governor = thread_governor(estimator, effective_n_threads(estimator.n_threads))
         # the weights and optimizer state of the last recorded epoch, put
         # back when training diverges or is interrupted
-        self.last_good = Snapshot(network.params, state)
+        self.last_good = Snapshot(network, state)
         self.order = np.arange(n_samples, dtype=index_dtype(n_samples))
-        self.best = None    # (epoch, weights) of the best validation score
+        # (epoch, parameters, state) of the best validation score
+        self.best = None
 
     def _start_records(self):
         """The records of the stopping rule this fit uses (warm_start may
@@ -343,7 +343,8 @@ class TrainingRun:
         # interrupt before it puts back the last recorded epoch.
         with InterruptDeferred():
             if self._record_epoch(epoch_loss, score):
-                self.best = (self.estimator.n_iter_, self.network.params.copy())
+                self.best = (self.estimator.n_iter_, self.network.params.copy(),
+                             self.network.state.copy())
             self.last_good.save()
         if self.estimator.verbose:
             self._report(epoch_loss, seconds)
@@ -445,6 +446,7 @@ class TrainingRun:
         estimator = self.estimator
         if self.best is not None:
             np.copyto(self.network.params, self.best[1])
+            np.copyto(self.network.state, self.best[2])
         if stopped_by == "interrupt":
             self._warn_interrupted()
         elif stopped_by is None and not self.incremental:

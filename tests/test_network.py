@@ -162,7 +162,7 @@ def _run_step(network, x, target):
 @pytest.mark.parametrize("spatial", [2, 1])
 def test_relu_before_max_pooling_runs_after_it_with_the_same_bits(spatial, monkeypatch):
     """ReLU then max pooling runs as pooling then ReLU (network_module's
-    _execution_order), the ReLU inside the pooling's passes (Pool.fuse_relu):
+    _execution_order), the ReLU inside the pooling's passes (MaxPool.fuse_relu):
     the scores, loss and gradients are bitwise those of the order as
     written, also where a window holds only negative values, zeros or
     ties."""

@@ -1,0 +1,323 @@
+"""The layer contract of fastcnn._network: the buffer plan against what the
+passes actually read, and a layer of the tests' own that declares a
+parameter outside the L2 penalty, state, a training mode and random numbers."""
+import hashlib
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import fastcnn.functional as F
+import fastcnn._network as network_module
+from fastcnn import CNNClassifier
+from fastcnn._network import (Dataflow, Layer, Network, Parameter, ReLU,
+                              State, he_glorot_uniform, zeros)
+from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
+                            Flatten, LayerSpec, MaxPool1D, MaxPool2D)
+from fastcnn.layers import ReLU as ReLUSpec
+
+# ------------------------------------------------ the buffer plan
+
+
+def _random_specs(rng, ndim):
+    """A layer sequence as users write them: spatial layers, then flat
+    ones, then the output layer (not every one fits its input)."""
+    conv, max_pool, avg_pool = ((Conv2D, MaxPool2D, AvgPool2D) if ndim == 2
+                                else (Conv1D, MaxPool1D, AvgPool1D))
+    specs = []
+    for _ in range(rng.integers(0, 6)):
+        kind = rng.integers(0, 4)
+        if kind == 0:
+            kernel = int(rng.integers(1, 4))
+            padding = ("same" if kernel % 2 and rng.random() < 0.3
+                       else int(rng.integers(0, 2)))
+            specs.append(conv(int(rng.integers(1, 4)), kernel,
+                              stride=int(rng.integers(1, 3)), padding=padding))
+        elif kind == 1:
+            specs.append(ReLUSpec())
+        else:
+            pool = max_pool if kind == 2 else avg_pool
+            specs.append(pool(int(rng.integers(1, 3)),
+                              stride=None if rng.random() < 0.5 else 1))
+    for _ in range(rng.integers(0, 4)):
+        specs.append([Flatten(), ReLUSpec(), Dense(int(rng.integers(1, 5)))][rng.integers(0, 3)])
+    return specs + [Dense(3)]
+
+
+def _valid_networks(count, seed):
+    rng = np.random.default_rng(seed)
+    found = []
+    while len(found) < count:
+        ndim = int(rng.integers(1, 3))
+        input_shape = (2, 7, 6) if ndim == 2 else (2, 13)
+        specs = _random_specs(rng, ndim)
+        try:
+            Network(specs, input_shape, np.float64)
+        except ValueError:
+            continue
+        found.append((specs, input_shape))
+    return found
+
+
+def _digest(array):
+    return hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+class _Recorded:
+    """A prepared call that logs a digest of every array it reads before it
+    runs, and of what it returns after."""
+
+    def __init__(self, log, function, args, kwargs, call):
+        self.log, self.function, self.call = log, function, call
+        self.reads = [a for a in list(args) + [v for k, v in kwargs.items() if k != "out"]
+                      if isinstance(a, np.ndarray)]
+
+    def run(self, n_threads):
+        self.log.append((self.function.__name__, "reads",
+                         [_digest(a) for a in self.reads]))
+        result = self.call.run(n_threads)
+        results = result if isinstance(result, tuple) else (result,)
+        self.log.append((self.function.__name__, "returns",
+                         [_digest(a) for a in results if isinstance(a, np.ndarray)]))
+        return result
+
+
+def _poison(network, value):
+    for layer in network.layers:
+        for name, array in vars(layer).items():
+            if name.startswith("buf_") and array is not None and array.dtype.kind == "f":
+                array[...] = value
+
+
+def _steps(network, log, batches, target, poison):
+    """Two training steps, then a prediction; the log of every kernel call
+    and what the passes return."""
+    for x in batches:
+        scores = network.forward(x, 2)
+        _, grad = F.softmax_cross_entropy(scores, target[:len(x)])
+        log.append(("loss", "returns", [_digest(scores), _digest(grad)]))
+        network.backward(grad, 2)
+        log.append(("grads", "returns", [_digest(network.grads)]))
+    network.allocate(len(batches[0]), training=False)
+    _poison(network, poison)
+    log.append(("predict", "returns", [_digest(network.forward(batches[0], 2))]))
+
+
+def first_difference(specs, input_shape, monkeypatch):
+    """Runs a network with its planned buffer sharing and the same network
+    with none, every buffer poisoned with a different value: the first
+    kernel call whose inputs or results differ bitwise between the two
+    (None: none does). A value read after another step overwrote it, or
+    before any step wrote it, makes them differ."""
+    logs = []
+    original = F.prepare
+    for share, poison in ((True, np.nan), (False, 1e300)):
+        log = []
+        monkeypatch.setattr(F, "prepare", lambda f, *a, **k: _Recorded(
+            log, f, a, k, original(f, *a, **k)))
+        network = Network(specs, input_shape, np.float64)
+        network.initialize(np.random.RandomState(0))
+        network.allocate(5, training=True, share_buffers=share)
+        _poison(network, poison)
+        rng = np.random.default_rng(1)
+        batches = [rng.standard_normal((5,) + input_shape),
+                   rng.standard_normal((3,) + input_shape)]
+        _steps(network, log, batches, rng.integers(0, 3, size=5), poison)
+        logs.append(log)
+    monkeypatch.setattr(F, "prepare", original)
+    shared, alone = logs
+    assert len(shared) == len(alone)
+    for step, (a, b) in enumerate(zip(shared, alone)):
+        if a != b:
+            return f"step {step}: {a[0]} {a[1]} differ"
+    return None
+
+
+def _assert_nothing_shared(network):
+    arrays = [a for layer in network.layers for name, a in vars(layer).items()
+              if name.startswith("buf_") and a is not None]
+    for i, a in enumerate(arrays):
+        for b in arrays[i + 1:]:
+            assert not np.shares_memory(a, b)
+
+
+NETWORKS = _valid_networks(150, seed=0)
+
+
+def test_random_sequences_cover_every_kind_of_sharing():
+    places = set()
+    for specs, input_shape in NETWORKS:
+        plan = network_module.plan_buffers(Network(specs, input_shape, np.float64).layers,
+                                           training=True)
+        places |= {p.output for p in plan.placements}
+        places |= {p.grad_input for p in plan.placements}
+    assert {network_module.OVER_READ, network_module.OVER_ACTIVATION,
+            network_module.SHARED, network_module.AS_VIEW} <= places
+
+
+def test_no_buffer_is_overwritten_while_a_later_step_reads_it(monkeypatch):
+    """Every kernel call of many layer sequences reads bitwise what it
+    reads in the same network without shared buffers, over two training
+    steps of different batch sizes and a prediction."""
+    for specs, input_shape in NETWORKS:
+        alone = Network(specs, input_shape, np.float64)
+        alone.allocate(5, training=True, share_buffers=False)
+        _assert_nothing_shared(alone)
+        assert first_difference(specs, input_shape, monkeypatch) is None, specs
+
+
+def test_the_check_catches_a_declaration_that_claims_too_little(monkeypatch):
+    # A ReLU that claimed its backward pass did not read its output would
+    # let the average pooling after it write its input gradient over that
+    # output, the ReLU's own, before the ReLU's backward pass reads it.
+    specs = [Conv2D(2, 3, padding=1), ReLUSpec(), AvgPool2D(2), Dense(3)]
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is None
+    monkeypatch.setattr(ReLU, "dataflow", Dataflow(
+        output=network_module.OVER_INPUT, grad_input=network_module.OVER_INPUT,
+        backward_reads=frozenset()))
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is not None
+
+
+# ------------------------------------- a layer with everything declared
+
+@dataclass(frozen=True)
+class Jitter(LayerSpec):
+    """Test layer: ``y = x * gain[c] * mask`` in training, with a random
+    mask of ±1 drawn each step, and ``y = x * gain[c]`` in inference; it
+    counts the training steps it ran."""
+
+
+class _JitterLayer(Layer):
+    SPECS = (Jitter,)
+    TRAINING_DIFFERS = True
+    DRAWS_RANDOM = True
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        channels = self.input_shape[0]
+        self.parameters = (
+            Parameter("gain", (channels,), lambda rng, shape, output:
+                      1 + 0.1 * rng.standard_normal(shape), l2_penalty=False),)
+        self.states = (State("steps", (1,), zeros),)
+
+    def forward(self, x, n_threads):
+        gain = self.gain.reshape((-1,) + (1,) * (x.ndim - 2))
+        self.x = x
+        if self.training:
+            self.mask = self.random.choice([-1.0, 1.0], size=x.shape)
+            self.steps += 1
+            gain = gain * self.mask
+        out = self.output_rows(len(x))
+        np.multiply(x, gain, out=out)
+        return out
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        axes = (0,) + tuple(range(2, grad_y.ndim))
+        self.grad_gain[...] = (grad_y * self.x * self.mask).sum(axis=axes)
+        if not need_grad_x:
+            return None
+        gain = self.gain.reshape((-1,) + (1,) * (grad_y.ndim - 2)) * self.mask
+        grad_x = self.buf_grad_x[:len(grad_y)]
+        np.multiply(grad_y, gain, out=grad_x)
+        return grad_x
+
+
+JITTER_NET = [Conv1D(3, 3, padding=1), Jitter(), Dense(4), Dense(3)]
+
+
+def test_parameters_outside_the_penalty_follow_the_penalised_ones():
+    network = Network(JITTER_NET, (2, 9), np.float64)
+    conv, jitter, dense, output = network.parametric_layers
+    assert network.n_weights == conv.weight.size + dense.weight.size + output.weight.size
+    rest = network.params[network.n_weights:]
+    assert np.shares_memory(jitter.gain, rest) and np.shares_memory(conv.bias, rest)
+    assert np.shares_memory(jitter.grad_gain, network.grads)
+    network.initialize(np.random.RandomState(0))
+    # drawn in layer order, then declaration order, from the one RandomState
+    rng = np.random.RandomState(0)
+    np.testing.assert_array_equal(conv.weight, he_glorot_uniform(rng, conv.weight.shape, False))
+    np.testing.assert_array_equal(jitter.gain, 1 + 0.1 * rng.standard_normal(3))
+    np.testing.assert_array_equal(dense.weight, he_glorot_uniform(rng, dense.weight.shape, False))
+    np.testing.assert_array_equal(output.weight, he_glorot_uniform(rng, output.weight.shape, True))
+    assert jitter.steps[0] == 0
+
+
+def test_gradient_of_a_declared_parameter_matches_finite_differences(central_differences):
+    network = Network(JITTER_NET, (2, 9), np.float64)
+    network.initialize(np.random.RandomState(0))
+    network.allocate(4, training=True)
+    rng = np.random.default_rng(1)
+    x, target = rng.standard_normal((4, 2, 9)), rng.integers(0, 3, size=4)
+    jitter = network.layers[1]
+    state = jitter.random.bit_generator.state
+
+    def loss():
+        jitter.random.bit_generator.state = state     # the same mask each time
+        return F.softmax_cross_entropy(network.forward(x, 1), target)
+    network.backward(loss()[1], 1)
+    numeric = central_differences(lambda: loss()[0], network.params, 1e-6)
+    np.testing.assert_allclose(network.grads, numeric, rtol=1e-4, atol=1e-7)
+
+
+def _fit(n_threads, **params):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 2, 9))
+    y = (X[:, 0].sum(axis=1) > 0).astype(int)
+    clf = CNNClassifier(layers=JITTER_NET[:-1], input_shape=(2, 9), max_iter=3,
+                        random_state=0, n_threads=n_threads, batch_size=16, **params)
+    return clf.fit(X, y), X, y
+
+
+def test_random_numbers_are_reproducible_and_thread_independent():
+    runs = [_fit(n)[0] for n in (1, 2, 1)]
+    for clf in runs[1:]:
+        np.testing.assert_array_equal(clf.network_.params, runs[0].network_.params)
+    # 4 steps an epoch, and the check of the loss after each epoch's last
+    assert runs[0].network_.layers[1].steps[0] == 3 * 4 + 3
+
+
+def test_inference_does_not_draw_or_count(monkeypatch):
+    clf, X, _ = _fit(1)
+    jitter = clf.network_.layers[1]
+    steps, state = jitter.steps.copy(), jitter.random.bit_generator.state
+    proba = clf.predict_proba(X)
+    assert jitter.steps == steps and jitter.random.bit_generator.state == state
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def test_state_and_random_numbers_survive_pickling_and_warm_start():
+    clf, X, y = _fit(1)
+    loaded = pickle.loads(pickle.dumps(clf))
+    jitter, twin = clf.network_.layers[1], loaded.network_.layers[1]
+    np.testing.assert_array_equal(twin.steps, jitter.steps)
+    assert twin.random.bit_generator.state == jitter.random.bit_generator.state
+    for model in (clf, loaded):
+        model.set_params(warm_start=True, max_iter=1).fit(X, y)
+    np.testing.assert_array_equal(loaded.network_.params, clf.network_.params)
+    np.testing.assert_array_equal(loaded.network_.state, clf.network_.state)
+    assert jitter.steps[0] == 3 * 4 + 3 + 4 + 1     # warm_start kept counting
+
+
+def test_layers_that_declare_no_training_mode_compute_the_same_in_both():
+    for specs, input_shape in NETWORKS[:40]:
+        network = Network(specs, input_shape, np.float64)
+        network.initialize(np.random.RandomState(0))
+        assert not any(layer.TRAINING_DIFFERS or layer.DRAWS_RANDOM
+                       for layer in network.layers)
+        x = np.random.default_rng(0).standard_normal((4,) + input_shape)
+        network.allocate(4, training=True)
+        trained = network.forward(x.copy(), 1).copy()
+        network.allocate(4, training=False)
+        np.testing.assert_array_equal(network.forward(x, 1), trained)
+
+
+@pytest.mark.parametrize("name", ["parameters", "states"])
+def test_builtin_declarations_are_tuples_of_their_kind(name):
+    kinds = {"parameters": Parameter, "states": State}
+    network = Network([Conv2D(2, 3), ReLUSpec(), MaxPool2D(2), Flatten(), Dense(3)],
+                      (1, 8, 8), np.float32)
+    for layer in network.layers:
+        assert all(isinstance(d, kinds[name]) for d in getattr(layer, name))
+    assert [p.name for p in network.layers[0].parameters] == ["weight", "bias"]
+    assert [p.init for p in network.layers[0].parameters] == [he_glorot_uniform, zeros]
