@@ -32,6 +32,8 @@ def test_forward_matches_numpy_reference(conv_case, dtype, gemm_kernel, rng, ref
     ((3, 64, 16, 16), (128, 64, 3, 3), 1),   # one sample per frame: in place
     ((64, 6, 14, 14), (16, 6, 5, 5), 0),     # in place at 1 thread, interleaved at 2
     ((20, 64, 14, 14), (64, 64, 3, 3), 1),
+    ((3, 64, 12, 10), (128, 64, 3, 3), 2),    # in place, padding KW - 1
+    ((2, 48, 9, 13), (96, 48, 5, 5), 1),      # in place, odd width
 ], ids=str)
 def test_forward_paths_chosen_by_cost_match_reference(x_shape, w_shape, padding,
                                                       gemm_kernel, rng, ref, assert_close):
