@@ -141,8 +141,7 @@ cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
     innermost makes the patches of one output row, for every sample of the
     group, a single run: output (i, j) of sample s reads element k at
     G*base[k] + i*sh*sw*Wq*G + j*G + s (interleaved_offsets), so a matrix
-    product reads them in place, with no column outside a window. The frame
-    is walked in order; x one value of each sample in turn.
+    product reads them in place, with no column outside a window.
     """
     cdef Py_ssize_t sample = C * H * W, c, h, r, w, w0, s
     cdef floating *row
@@ -150,14 +149,29 @@ cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
     for c in range(C):
         for h in range(H):
             row = x + (c * H + h) * W
-            if G == 1 and sw == 1:
-                # a plain padded copy: one run a row, which the compiler
-                # vectorises (the general loop below moves a value at a time)
-                d = frame + (c * Hp + h + ph) * Wq + pw
-                if into_frame:
-                    copy_run(d, row, W)
-                else:
-                    copy_run(row, d, W)
+            if sw == 1 and G < 8:
+                # One phase and few samples: each sample's row is one run,
+                # read (or written) in order, G apart in the frame; one
+                # sample is a plain padded copy, which the compiler
+                # vectorises. The general loop below moves a value of each
+                # sample in turn, G a position: a run of the frame when G is
+                # large, too short a loop when it is small (the kernel
+                # gradient's frames of 2 to 6 samples on 16 x 16 to 28 x 28
+                # images took 5-10% longer).
+                d = frame + ((c * Hp + h + ph) * Wq + pw) * G
+                if G == 1:
+                    if into_frame:
+                        copy_run(d, row, W)
+                    else:
+                        copy_run(row, d, W)
+                    continue
+                for s in range(G):
+                    if into_frame:
+                        for w in range(W):
+                            d[w * G + s] = row[s * sample + w]
+                    else:
+                        for w in range(W):
+                            row[s * sample + w] = d[w * G + s]
                 continue
             for r in range(sw):
                 # the first input column whose padded position is in phase r
