@@ -1,4 +1,11 @@
 """Networks and data shared by the benchmarks (not part of the package)."""
+import ctypes
+import os
+import subprocess
+import tempfile
+import threading
+import time
+
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -26,6 +33,12 @@ NETWORKS = {
     # the main job's digits CNN: 16 and 32 filters 3x3 same, pool 2, dense 10
     "digits": [Conv2D(16, 3, padding="same"), ReLU(), MaxPool2D(2),
                Conv2D(32, 3, padding="same"), ReLU(), MaxPool2D(2), Flatten()],
+    # VGG-style blocks on 3 x 32 x 32 images (CIFAR-10's size): two 3x3 same
+    # convolutions per block, max pooling between blocks, dense 256
+    "vgg-cifar": [Conv2D(32, 3, padding=1), ReLU(), Conv2D(32, 3, padding=1), ReLU(),
+                  MaxPool2D(2),
+                  Conv2D(64, 3, padding=1), ReLU(), Conv2D(64, 3, padding=1), ReLU(),
+                  MaxPool2D(2), Flatten(), Dense(256), ReLU()],
 }
 
 
@@ -55,3 +68,98 @@ def load_mnist1d(seed=42):
     X_train = data["x"][:, np.newaxis].astype(np.float32)
     X_test = data["x_test"][:, np.newaxis].astype(np.float32)
     return X_train, X_test, data["y"], data["y_test"]
+
+
+def load_synthetic_cifar(seed=0, n_train=2560, n_test=1000):
+    """Synthetic data of CIFAR-10's shape, (n, 3, 32, 32) float32, 10 classes:
+    each class a fixed random smooth pattern, each image its class's pattern
+    plus unit Gaussian noise (learnable, nothing downloaded; only its shape
+    matters to the speed)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((10, 3, 8, 8)).astype(np.float32)
+    patterns = coarse.repeat(4, axis=2).repeat(4, axis=3)
+
+    def draw(n):
+        y = rng.integers(0, 10, n)
+        X = patterns[y] + rng.standard_normal((n, 3, 32, 32), dtype=np.float32)
+        return X, y
+    X_train, y_train = draw(n_train)
+    X_test, y_test = draw(n_test)
+    return X_train, X_test, y_train, y_test
+
+
+def training_flops(network):
+    """Floating-point operations of one training image through a
+    fastcnn._network.Network: 2 per multiply-add of each convolution and
+    dense layer, forward, kernel gradient and input gradient (none for the
+    first layer, whose input needs no gradient). Pooling, activations, the
+    loss and the optimizer are not counted."""
+    total = 0
+    for layer in network.layers:
+        weight_shape = getattr(layer, "weight_shape", None)
+        if weight_shape is None:
+            continue
+        positions = int(np.prod(layer.output_shape[1:])) if len(layer.output_shape) > 1 else 1
+        macs = positions * int(np.prod(weight_shape))
+        total += 2 * macs * (2 if layer.first else 3)
+    return total
+
+
+_FMA_LOOP = r"""
+#include <immintrin.h>
+/* 16 independent chains of 16-lane float32 FMAs: more chains than both FMA
+ * pipes' latency needs, so the loop runs at the FMA units' throughput. */
+__attribute__((target("avx512f")))
+float fma_loop(long iterations, float m, float c)
+{
+    __m512 vm = _mm512_set1_ps(m), vc = _mm512_set1_ps(c), acc[16];
+    for (int j = 0; j < 16; ++j) acc[j] = _mm512_set1_ps((float)j);
+    for (long i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j) acc[j] = _mm512_fmadd_ps(acc[j], vm, vc);
+    }
+    __m512 s = acc[0];
+    for (int j = 1; j < 16; ++j) s = _mm512_add_ps(s, acc[j]);
+    return _mm512_reduce_add_ps(s);
+}
+"""
+_FMA_FLOPS_PER_ITERATION = 16 * 16 * 2
+
+
+def fma_peak_gflops(n_threads, seconds=0.3):
+    """Float32 peak of this machine: a loop of independent AVX-512 FMAs
+    (_FMA_LOOP, compiled here with the system's cc), run on n_threads
+    threads at once, GFLOP/s over the wall time. None when no C compiler
+    or no AVX-512."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source, library = os.path.join(tmp, "fma.c"), os.path.join(tmp, "fma.so")
+        with open(source, "w") as f:
+            f.write(_FMA_LOOP)
+        try:
+            subprocess.run(["cc", "-O2", "-shared", "-fPIC", source, "-o", library],
+                           check=True, capture_output=True)
+            loop = ctypes.CDLL(library).fma_loop
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    with open("/proc/cpuinfo") as f:
+        if "avx512f" not in f.read():
+            return None
+    loop.restype = ctypes.c_float
+    loop.argtypes = [ctypes.c_long, ctypes.c_float, ctypes.c_float]
+    iterations = 1 << 20
+    start = time.perf_counter()
+    loop(iterations, 0.999999, 1e-7)
+    iterations = max(1, int(iterations * seconds / (time.perf_counter() - start)))
+    best = 0.0
+    for _ in range(3):
+        # ctypes releases the GIL, so the threads' loops run at once
+        threads = [threading.Thread(target=loop, args=(iterations, 0.999999, 1e-7))
+                   for _ in range(n_threads)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        best = max(best, n_threads * iterations * _FMA_FLOPS_PER_ITERATION / elapsed / 1e9)
+    return best

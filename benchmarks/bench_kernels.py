@@ -135,6 +135,9 @@ CASES = [
     ConvCase(64, 64, (16, 16), 128, 3, 1, 1),
     MaxPoolCase(64, 32, (28, 28), 2),
     ConvCase(100, 25, (40,), 25, 3, 1, 1),
+    # the VGG-style net's second layer (bench_training.py's vgg-cifar): a
+    # sample's frame and outputs pass the frame budget, one sample a frame
+    ConvCase(128, 32, (32, 32), 32, 3, 1, 1),
 ]
 
 

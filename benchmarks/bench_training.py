@@ -1,7 +1,7 @@
 """Whole-network training and inference speed, fastcnn against PyTorch's CPU
 build, side by side in one run.
 
-    python benchmarks/bench_training.py [--only lenet5-64,lenet5-256,fourconv,mnist1d,digits]
+    python benchmarks/bench_training.py [--only lenet5-64,lenet5-256,fourconv,mnist1d,digits,vgg-cifar]
                                         [--threads 1,2] [--repeats 5] [--no-torch]
                                         [--no-memory] [--profile]
 
@@ -17,6 +17,13 @@ batches of 1000 (``predict_proba`` / ``model(x)`` under ``no_grad``). Each
 figure is the median of ``--repeats`` runs, with the thread counts and the
 two libraries interleaved within each repeat; below the table, each
 library's training speedup from the fewest to the most threads.
+Below that, each network's arithmetic: floating-point operations per
+training step (2 per multiply-add of the convolutions and dense layers:
+forward, kernel gradient, and input gradient except the first layer's;
+pooling, activations, loss and optimizer not counted), and each library's
+training GFLOP/s as a share of the machine's float32 peak, measured at the
+start at each thread count by a loop of independent AVX-512 FMAs (16 chains,
+compiled with the system's cc; fma_peak_gflops in _common.py).
 Peak memory is the maximum RSS (VmHWM) of a separate process that loads
 Fashion-MNIST and fits LeNet-5 (batch 64) for one epoch over all of it, one
 process per library, each importing only its own library and numpy.
@@ -26,7 +33,9 @@ milliseconds per layer, the loss, the optimizer step, and the shuffling and
 batch copies, per batch, at each thread count of ``--threads``.
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist package, MNIST-1D
-from the mnist1d package's local generator; a network whose data is missing
+from the mnist1d package's local generator, the VGG-style net's 3 x 32 x 32
+images from a seeded generator (load_synthetic_cifar: ten smooth class
+patterns plus noise, 2560 training images); a network whose data is missing
 is skipped. PyTorch is optional (``pip install torch==2.13.0``).
 """
 import argparse
@@ -100,7 +109,9 @@ def _rss_child_if_asked():
 
 _rss_child_if_asked()
 sys.path.insert(0, HERE)
-from _common import NETWORKS, load_digits_split, load_fashion, load_mnist1d  # noqa: E402
+from _common import (NETWORKS, fma_peak_gflops, load_digits_split,  # noqa: E402
+                     load_fashion, load_mnist1d, load_synthetic_cifar,
+                     training_flops)
 
 from fastcnn import CNNClassifier, profile_training  # noqa: E402
 from fastcnn import layers as L  # noqa: E402
@@ -113,6 +124,7 @@ BENCHMARKS = {
     "fourconv": ("fourconv", 128, load_fashion, 128 * 12),
     "mnist1d": ("mnist1d", 100, load_mnist1d, 4000),
     "digits": ("digits", 64, load_digits_split, 1347),
+    "vgg-cifar": ("vgg-cifar", 128, load_synthetic_cifar, 128 * 8),
 }
 N_CLASSES = 10
 INFERENCE_BATCH = 1000
@@ -262,11 +274,15 @@ def main():
         except ImportError:
             print("PyTorch not installed: fastcnn figures only")
     threads = [int(t) for t in args.threads.split(",")]
+    peak = {t: fma_peak_gflops(t) for t in threads}
+    print("float32 peak (AVX-512 FMA loop): " + (", ".join(
+        f"{t} thread{'s' * (t > 1)} {peak[t]:.0f} GFLOP/s" for t in threads)
+        if None not in peak.values() else "not measured (no cc or no AVX-512)"))
     print(f"threads {threads}, medians of {args.repeats}; ratio = fastcnn / PyTorch")
     header = "| network | batch | threads | train img/s fastcnn | PyTorch | ratio | infer img/s fastcnn | PyTorch | ratio |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    memory, scaling = [], []
+    memory, scaling, arithmetic = [], [], []
     for name in args.only.split(","):
         network, batch_size, loader, n_images = BENCHMARKS[name]
         try:
@@ -303,6 +319,16 @@ def main():
                       f"{f_train / t_train:.2f}x | {f_infer:,.0f} | {t_infer:,.0f} | {f_infer / t_infer:.2f}x |")
             else:
                 print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | | | {f_infer:,.0f} | | |")
+        step_flops = batch_size * training_flops(runs["fastcnn"].clf.network_)
+        shares = []
+        for n_threads in threads:
+            for library in runs:
+                gflops = step_flops / batch_size * train[library, n_threads] / 1e9
+                share = (f" = {100 * gflops / peak[n_threads]:.0f}% of peak"
+                         if peak[n_threads] else "")
+                shares.append(f"{library} {n_threads}t {gflops:.0f} GFLOP/s{share}")
+        arithmetic.append(f"{name}: {step_flops / 1e9:.3f} GFLOP per training step "
+                          f"of {batch_size}; " + ", ".join(shares))
         if len(threads) > 1:
             low, high = min(threads), max(threads)
             speedups = ", ".join(
@@ -312,6 +338,9 @@ def main():
         if not args.no_memory and name == "lenet5-64":
             memory.append((name, peak_rss_mib("fastcnn"),
                            peak_rss_mib("torch") if has_torch else float("nan")))
+    if arithmetic:
+        print()
+        print("\n".join(arithmetic))
     if scaling:
         print()
         print("\n".join(scaling))

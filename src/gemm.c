@@ -168,6 +168,11 @@ void fcnn_thread_scratch_trim(void)
 
 /* ---------------------------------------------------------------- packing */
 
+/* Rows of B packed per block when its columns are the contiguous runs:
+ * 64 rows of a panel, 8 KiB in float32, stay in L1 while every column
+ * fills them. */
+#define FCNN_PACK_BLOCK 64
+
 #define FCNN_DEFINE_PACK(SUFFIX, T, MR, NR)                                    \
 void fcnn_pack_a_##SUFFIX(ptrdiff_t M, ptrdiff_t K, const T *src,             \
                           ptrdiff_t rs, ptrdiff_t cs, T *dst)                 \
@@ -188,6 +193,28 @@ void fcnn_pack_b_##SUFFIX(ptrdiff_t K, ptrdiff_t N, const T *src,             \
 {                                                                             \
     for (ptrdiff_t j0 = 0; j0 < N; j0 += NR) {                                \
         ptrdiff_t cols = N - j0 < NR ? N - j0 : NR;                           \
+        if (cs != 1 && (rs < 0 ? -rs : rs) < (cs < 0 ? -cs : cs)) {           \
+            /* B's columns are the runs (a transposed source, such as a     \
+             * dense layer's weights): read a block of each column whole    \
+             * while the panel's rows it fills stay in L1. Reading a row of \
+             * B at a time instead reads NR values cs apart, often a        \
+             * multiple of 4 KiB, all in one cache set. */                   \
+            for (ptrdiff_t k0 = 0; k0 < K; k0 += FCNN_PACK_BLOCK) {           \
+                ptrdiff_t kb = K - k0 < FCNN_PACK_BLOCK ? K - k0              \
+                                                        : FCNN_PACK_BLOCK;    \
+                T *d = dst + k0 * NR;                                         \
+                ptrdiff_t c = 0;                                              \
+                for (; c < cols; ++c) {                                       \
+                    const T *s = src + k0 * rs + (j0 + c) * cs;               \
+                    for (ptrdiff_t k = 0; k < kb; ++k)                        \
+                        d[k * NR + c] = s[k * rs];                            \
+                }                                                             \
+                for (; c < NR; ++c)                                           \
+                    for (ptrdiff_t k = 0; k < kb; ++k) d[k * NR + c] = 0;     \
+            }                                                                 \
+            dst += K * NR;                                                    \
+            continue;                                                         \
+        }                                                                     \
         for (ptrdiff_t k = 0; k < K; ++k) {                                   \
             const T *s = src + k * rs + j0 * cs;                              \
             ptrdiff_t c = 0;                                                  \

@@ -32,6 +32,8 @@ def test_forward_matches_numpy_reference(conv_case, dtype, gemm_kernel, rng, ref
     ((3, 64, 16, 16), (128, 64, 3, 3), 1),   # one sample per frame: in place
     ((64, 6, 14, 14), (16, 6, 5, 5), 0),     # in place at 1 thread, interleaved at 2
     ((20, 64, 14, 14), (64, 64, 3, 3), 1),
+    ((3, 64, 12, 10), (128, 64, 3, 3), 2),    # in place, padding KW - 1
+    ((2, 48, 9, 13), (96, 48, 5, 5), 1),      # in place, odd width
 ], ids=str)
 def test_forward_paths_chosen_by_cost_match_reference(x_shape, w_shape, padding,
                                                       gemm_kernel, rng, ref, assert_close):
@@ -48,6 +50,45 @@ def test_forward_paths_chosen_by_cost_match_reference(x_shape, w_shape, padding,
     geometry = ((1, 1), (padding, padding))
     assert_close(outputs[0], ref.correlate(x, w, bias, *geometry),
                  scale=ref.correlate(*_abs(x, w, bias), *geometry))
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((3, 3, 32, 32), (64, 3, 3, 3)),     # forward frame of one sample; C < 8
+    ((3, 32, 32, 32), (32, 32, 3, 3)),   # kernel gradient's frame of one sample
+    ((2, 3, 33, 31), (64, 3, 3, 3)),     # odd sizes: panels end mid-row
+], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_frames_of_one_sample_match_reference(x_shape, w_shape, dtype, gemm_kernel,
+                                              rng, ref, assert_close):
+    """Layers whose scratch per sample passes the frame budget work one
+    sample at a time: its frame is a plain padded copy, the forward's
+    products write y directly, and the kernel gradient packs the output
+    gradient a plane row at a time. Every thread count gives the same bits."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype)
+    geometry = ((1, 1), (1, 1))
+    y_ref = ref.correlate(x, w, bias, *geometry)
+    grad_y = rng.standard_normal(y_ref.shape).astype(dtype)
+    results = [(fcf.correlate2d(x, w, bias, padding=1, n_threads=n),
+                fcf.correlate2d_backward_input(grad_y, w, x.shape, padding=1, n_threads=n),
+                *fcf.correlate2d_backward_kernel(x, grad_y, w.shape, padding=1,
+                                                 n_threads=n))
+               for n in (1, 2, 3)]
+    for other in results[1:]:
+        for a, b in zip(other, results[0]):
+            np.testing.assert_array_equal(a, b)
+    y, grad_x, grad_w, grad_b = results[0]
+    assert_close(y, y_ref, scale=ref.correlate(*_abs(x, w, bias), *geometry))
+    assert_close(grad_x, ref.correlate_backward_input(grad_y, w, x.shape, *geometry),
+                 scale=ref.correlate_backward_input(*_abs(grad_y, w), x.shape, *geometry))
+    expected_w, expected_b = ref.correlate_backward_kernel(x, grad_y, w.shape, *geometry)
+    scale_w, scale_b = ref.correlate_backward_kernel(*_abs(x, grad_y), w.shape, *geometry)
+    assert_close(grad_w, expected_w, scale=scale_w)
+    assert_close(grad_b, expected_b, scale=scale_b)
+    naive = np.empty_like(y)
+    correlation_kernels.correlate2d_forward_naive(x, w, bias, naive, 1, 1, 1, 1)
+    assert_close(y, naive, scale=ref.correlate(*_abs(x, w, bias), *geometry))
 
 
 def test_forward_without_bias_matches_scipy(conv_case, gemm_kernel, rng, ref,
