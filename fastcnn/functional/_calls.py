@@ -48,16 +48,9 @@ class KernelCall:
         return self.result
 
 
-class _Preparing:
-    __slots__ = ()
-
-    def __repr__(self):
-        return "PREPARING"
-
-
 #: The n_threads with which prepare() calls a function: it then returns its
 #: validated KernelCall instead of running it.
-PREPARING = _Preparing()
+PREPARING = object()
 
 
 def run_unless_preparing(call, n_threads):

@@ -229,8 +229,8 @@ def _correlate_backward_input_call(grad_y, w, x_shape, stride, padding, ndim,
         grad_y, w, x_shape, stride, padding, ndim, out)
     trim = _Trim.of(x_shape[2:], w.shape[2:], stride, padding, grad_y.shape[2:])
     if trim is not None:
-        return trim.backward_input_call(grad_y, w, output_array(out, x_shape, w.dtype),
-                                        stride)
+        grad_x = output_array(out, x_shape, w.dtype)
+        return trim.backward_input_call(grad_y, w, grad_x, stride)
     if (x_shape[1] >= _MIRRORED_MIN_CHANNELS
             and _mirrored_is_plain_correlation(stride, padding, w.shape[2:])):
         return _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding,
