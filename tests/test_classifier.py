@@ -1015,12 +1015,12 @@ def _record_kernel_threads(monkeypatch):
     layers run calls prepared with functional.prepare, the fit loop calls
     functions."""
     seen = set()
-    run = fastcnn.functional._KernelCall.run
+    run = fastcnn.functional._calls.KernelCall.run
 
     def run_spy(self, n_threads):
         seen.add(n_threads)
         return run(self, n_threads)
-    monkeypatch.setattr(fastcnn.functional._KernelCall, "run", run_spy)
+    monkeypatch.setattr(fastcnn.functional._calls.KernelCall, "run", run_spy)
     for name in ("adam_update", "take_samples"):
         original = getattr(fastcnn.functional, name)
 

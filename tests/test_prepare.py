@@ -10,7 +10,7 @@ from fastcnn import CNNClassifier
 from fastcnn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 GEOMETRIES = ["strided-padded", "unit-stride-padded-8-channels", "unit-stride-unpadded"]
-PREPARED_NAMES = sorted(f.__name__ for f in fcf._BUILDERS
+PREPARED_NAMES = sorted(f.__name__ for f in fcf._calls.PREPARABLE
                         if f.__name__.startswith(("correlate", "max_pool", "avg_pool")))
 
 

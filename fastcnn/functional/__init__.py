@@ -1,0 +1,60 @@
+"""Convolution and pooling on arrays: the documented API over the kernels.
+
+Arrays are channels-first. Images are ``(N, C, H, W)`` with kernels
+``(F, C, KH, KW)``; signals (time series) are ``(N, C, L)`` with kernels
+``(F, C, K)``. Each function validates its input (shapes, dtypes, parameters),
+allocates its output and runs a compiled OpenMP kernel. float32 in gives
+float32 out, float64 gives float64; other dtypes, or two float dtypes mixed,
+raise TypeError. Non-contiguous input is copied to C order once; read-only
+input is accepted as it is.
+
+"Convolution" here means correlation, as in every deep-learning library::
+
+    y[n, f, i, j] = b[f] + sum_{c, a, b} w[f, c, a, b] x[n, c, i*sh + a - ph, j*sw + b - pw]
+
+with zero padding ``(ph, pw)`` and stride ``(sh, sw)``, so that the output
+has ``(H - KH + 2*ph) // sh + 1`` rows (likewise columns).
+
+A computation repeated on the same arrays (a network's buffers, batch after
+batch) can be validated once with :func:`prepare` and then run directly.
+
+Every function takes ``n_threads``: None uses the physical cores within the
+limits set by ``OMP_NUM_THREADS`` or threadpoolctl, a positive int that many
+threads, a negative int counts back from all cores (-1: all). Results are
+bitwise identical for any number of threads.
+
+The package mirrors src/: one module per compiled kernel module
+(_correlation, _pooling, _dense, _activations, _loss, _optim, _batch),
+the argument checks they share in _checks, and in _calls the kernel call
+each function validates its arguments into, which prepare() keeps.
+"""
+from ._activations import relu, relu_backward
+from ._batch import take_samples
+from ._calls import prepare
+from ._checks import output_size
+from ._correlation import (correlate1d, correlate1d_backward,
+                           correlate1d_backward_input,
+                           correlate1d_backward_kernel, correlate2d,
+                           correlate2d_backward, correlate2d_backward_input,
+                           correlate2d_backward_input_mirrored,
+                           correlate2d_backward_kernel)
+from ._dense import (linear, linear_backward, linear_backward_input,
+                     linear_backward_weight)
+from ._loss import log_softmax, softmax, softmax_cross_entropy
+from ._optim import adam_update, sgd_update
+from ._pooling import (avg_pool1d, avg_pool1d_backward, avg_pool2d,
+                       avg_pool2d_backward, max_pool1d, max_pool1d_backward,
+                       max_pool2d, max_pool2d_backward)
+
+__all__ = [
+    "correlate2d", "correlate2d_backward", "correlate2d_backward_input",
+    "correlate2d_backward_kernel", "correlate2d_backward_input_mirrored",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "correlate1d", "correlate1d_backward", "correlate1d_backward_input",
+    "correlate1d_backward_kernel", "max_pool1d", "max_pool1d_backward",
+    "avg_pool1d", "avg_pool1d_backward", "output_size",
+    "linear", "linear_backward", "linear_backward_input",
+    "linear_backward_weight", "relu", "relu_backward", "log_softmax",
+    "softmax", "softmax_cross_entropy", "sgd_update", "adam_update",
+    "take_samples", "prepare",
+]
