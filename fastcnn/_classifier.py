@@ -21,7 +21,7 @@ from ._training import holds_out_validation, train
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 # Memory for the activations of one prediction batch: small enough that a
 # layer's output is still in the last-level cache when the next layer reads
-# it (LeNet-5 predicts about twice as fast in batches of 16 MiB as of 64).
+# it.
 _PREDICT_BUFFER_BYTES = 16 * 2**20
 _MAX_PREDICT_BATCH = 4096
 
@@ -39,23 +39,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     threads given the same ``random_state``.
 
     The defaults are chosen to fit small data sets in well under a second
-    and large ones without training long past their best. On the 8x8
-    digits (75% for training, 10 splits) they reach 0.988 mean test
-    accuracy in about 0.4 s on 2 cores, about 22 epochs; MLPClassifier's
-    training settings (batch 200, tol 1e-4, n_iter_no_change 10) with
-    filters (32, 64) reach 0.989 in 75-99 epochs and about 2.3 s. On
-    Fashion-MNIST they hold out a tenth of the images and stop 6 epochs
-    after the best validation score (0.912 test accuracy, 11 epochs, about
-    25 s). ``benchmarks/bench_defaults.py`` measures them.
+    and large ones without training long past their best: where
+    MLPClassifier's training settings (batch 200, tol 1e-4,
+    n_iter_no_change 10) run several times as many epochs on the digits for
+    the same test accuracy, and on Fashion-MNIST the training loss keeps
+    falling long after the test accuracy has peaked.
+    ``benchmarks/bench_defaults.py`` measures them against those settings.
 
     Parameters
     ----------
     filters : tuple of int, default=(16, 32)
         Output channels of each convolution block. ``()`` gives none.
         Two blocks of 16 and 32 channels cost under half the time per epoch
-        of (32, 64) (2.2-3.5 s against 7-8.6 s on Fashion-MNIST) for a few
-        tenths of a percent of accuracy on digits; widen them for harder
-        images.
+        of (32, 64) for little accuracy on small images; widen them for
+        harder images.
     kernel_size : int or tuple of int, default=3
         Kernel of every convolution (per axis when a tuple).
     pool_size : int, tuple of int or None, default=2
@@ -71,9 +68,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         above are ignored.
     solver : {'adam', 'sgd'}, default='adam'
     learning_rate_init : float, default=0.003
-        Adam's customary 0.001 makes these small networks take about 1.7x
-        the epochs to reach the stopping rule (37 against 22 on digits) for
-        no better accuracy; 0.003 is still stable with batches of 32.
+        Adam's customary 0.001 makes these small networks take more epochs
+        to reach the stopping rule for no better accuracy; 0.003 is still
+        stable with batches of 32.
     momentum : float, default=0.9
         SGD momentum, in [0, 1].
     nesterovs_momentum : bool, default=True
@@ -81,11 +78,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Adam's parameters.
     batch_size : int or 'auto', default='auto'
         'auto' is ``min(32, n_samples)``. MLPClassifier's 200 gives a small
-        data set a handful of steps per epoch (7 on 1347 digits), so the
-        stopping rule waits through many cheap but unproductive epochs; 32,
-        the usual batch of CNN recipes, takes fewer epochs than 64 (22
-        against 29 on digits) and costs about a third more per image than
-        200 on Fashion-MNIST.
+        data set a handful of steps per epoch, so the stopping rule waits
+        through many cheap but unproductive epochs; 32, the usual batch of
+        CNN recipes, needs fewer epochs than larger batches at some cost
+        per image on large data sets.
     max_iter : int, default=200
         Epochs (passes over the training data).
     alpha : float, default=0.0001
@@ -101,8 +97,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``n_iter_no_change`` consecutive epochs (the rule of MLPClassifier).
         A CNN drives the training loss of small image sets towards zero,
         ever more slowly: MLPClassifier's 1e-4 trains the default network
-        36 epochs on digits instead of 22, for 0.989 mean test accuracy
-        instead of 0.988. As an accuracy (early stopping), 1e-3 is 0.1%.
+        many more epochs for no better test accuracy. As an accuracy (early
+        stopping), 1e-3 is 0.1%.
     early_stopping : bool or 'auto', default='auto'
         Hold out ``validation_fraction`` of the training data (stratified)
         and stop when its accuracy stops improving; the weights of the best

@@ -84,8 +84,8 @@ class ThreadGovernor:
 
     On a busy machine a parallel region lasts as long as its slowest
     thread, and a thread the scheduler has set aside for its time slice
-    stalls every region of the step: a training step of the digits net has
-    taken 300 ms at two threads where it takes 0.3 ms at one. Since results
+    stalls every region of the step: a small network's step can take a
+    thousand times longer at two threads than at one. Since results
     do not depend on the thread count, the count can follow the machine.
 
     It starts at ``least`` and now and then runs a step at a neighbouring
