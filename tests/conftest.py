@@ -20,9 +20,7 @@ from _helpers.cases import (
     CONV1D_CASES, CONV2D_CASES, FLOAT_DTYPES, KERNEL_GRADIENT_CASES, LARGE_CONV_CASES,
     POOL1D_CASES, POOL2D_CASES, TINY_CONV_CASES, TINY_POOL_CASES)
 from _helpers.checks import assert_close, central_differences, guarded_copy
-from _helpers.kernel_calls import (
-    CORRELATION_GEOMETRIES, CORRELATION_KERNEL_NAMES, KERNEL_NAMES, POOLING_KERNEL_NAMES,
-    make_kernel_call)
+from _helpers.kernel_calls import KERNEL_NAMES, POOLING_KERNEL_NAMES, make_kernel_call
 
 # ================================================================= markers
 
@@ -47,9 +45,7 @@ _PARAMETRISATIONS = {
     "pool_case": POOL2D_CASES + POOL1D_CASES,
     "tiny_pool_case": TINY_POOL_CASES,
     "kernel_name": KERNEL_NAMES,
-    "correlation_kernel_name": CORRELATION_KERNEL_NAMES,
     "pooling_kernel_name": POOLING_KERNEL_NAMES,
-    "correlation_geometry": list(CORRELATION_GEOMETRIES),
 }
 
 

@@ -485,6 +485,24 @@ class Build:
         float inputs of one float dtype; out= arrays of the right kind,
         apart from the inputs and from each other."""
         c = self.contract
+        self._check_input_dtypes()
+        self.dtype = self.float_dtype() if not c.must else None
+        inputs = {n: a for n, a in self.named.items()
+                  if isinstance(a, np.ndarray) and n != "out"}
+        outs = [(label, a, shape, kind) for label, a, shape, kind in self.outs
+                if a is not None]
+        for label, a, shape, kind in outs:
+            self._check_out(label, a, shape, kind, inputs)
+        self._check_outs_apart(outs)
+        if self.shape_fault:   # a mismatch may be reported by any partner
+            for n in self.named:
+                c.allow(n)
+        self.args, self.kwargs = list(args), dict(kwargs)
+        return self
+
+    def _check_input_dtypes(self):
+        """Float inputs of a float dtype, all the same; integer indices."""
+        c = self.contract
         dtypes = {n: np.asarray(self.named[n]).dtype for n in self.floats}
         for n, d in dtypes.items():
             if d not in FLOATS:
@@ -496,38 +514,37 @@ class Build:
         if len({d for d in dtypes.values() if d in FLOATS}) > 1:
             for n in self.floats:
                 c.refuse(n)
-        self.dtype = self.float_dtype() if not c.must else None
-        inputs = {n: a for n, a in self.named.items()
-                  if isinstance(a, np.ndarray) and n != "out"}
-        outs = [(label, a, shape, kind) for label, a, shape, kind in self.outs
-                if a is not None]
-        for label, a, shape, kind in outs:
-            dtype = self.float_dtype() if kind == "float" else np.dtype(kind)
-            if not isinstance(a, np.ndarray):
-                c.refuse(label)
-                continue
-            if a.shape != shape or a.dtype != dtype:
-                c.refuse(label)
-            if not a.flags.writeable:
-                c.refuse(label)
-            elif not (a.flags.c_contiguous and a.flags.aligned):
+
+    def _check_out(self, label, a, shape, kind, inputs):
+        """One out= array: of the right shape and dtype, writeable,
+        contiguous and aligned, apart from the inputs (an in-place
+        argument may be the very same memory)."""
+        c = self.contract
+        dtype = self.float_dtype() if kind == "float" else np.dtype(kind)
+        if not isinstance(a, np.ndarray):
+            c.refuse(label)
+            return
+        if a.shape != shape or a.dtype != dtype:
+            c.refuse(label)
+        if not a.flags.writeable:
+            c.refuse(label)
+        elif not (a.flags.c_contiguous and a.flags.aligned):
+            c.allow(label, ValueError)
+        for n, b in inputs.items():
+            if np.shares_memory(a, b) and not (
+                    n in self.inplace and same_memory(a, b)):
                 c.allow(label, ValueError)
-            for n, b in inputs.items():
-                if np.shares_memory(a, b) and not (
-                        n in self.inplace and same_memory(a, b)):
-                    c.allow(label, ValueError)
-                    c.allow(n, ValueError)
+                c.allow(n, ValueError)
+
+    def _check_outs_apart(self, outs):
+        """The out= arrays of one call share no memory."""
+        c = self.contract
         for i, (label, a, _, _) in enumerate(outs):
             for other, b in [(o[0], o[1]) for o in outs[i + 1:]]:
                 if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) \
                         and np.shares_memory(a, b):
                     c.refuse(label, ValueError)
                     c.refuse(other, ValueError)
-        if self.shape_fault:   # a mismatch may be reported by any partner
-            for n in self.named:
-                c.allow(n)
-        self.args, self.kwargs = list(args), dict(kwargs)
-        return self
 
 
 # ======================================================= comparisons

@@ -14,6 +14,7 @@ import fastcnn
 from fastcnn._threads import ThreadGovernor
 from fastcnn._kernels.correlation import N_REDUCTION_BLOCKS
 from fastcnn._kernels.openmp_helpers import omp_max_threads, openmp_enabled
+from _helpers.kernel_calls import CORRELATION_GEOMETRIES, CORRELATION_KERNEL_NAMES
 
 THREAD_COUNTS = [2, 3, 4]  # more threads than the machine's cores is allowed
 # One sample; exactly one reduction block per sample; one block with two
@@ -42,7 +43,26 @@ def test_n_reduction_blocks_is_as_documented():
     assert N_REDUCTION_BLOCKS == 16
 
 
+def _distinct_correlation_runs():
+    """Every correlation function at every geometry of CORRELATION_GEOMETRIES,
+    less the pairs that run exactly the kernels of pairs kept:
+    correlate{1,2}d_backward runs backward_input, then backward_kernel, on
+    the same arguments and thread count; correlate2d_backward_input at 8+
+    channels, stride 1 and padding <= kernel - 1 is the mirrored correlation,
+    correlate2d_backward_input_mirrored at that geometry."""
+    for name in CORRELATION_KERNEL_NAMES:
+        if name.endswith("_backward"):
+            continue
+        for geometry in CORRELATION_GEOMETRIES:
+            if (name, geometry) == ("correlate2d_backward_input",
+                                    "unit-stride-padded-8-channels"):
+                continue
+            yield pytest.param(name, geometry, id=f"{name}-{geometry}")
+
+
 @pytest.mark.parametrize("batch", BATCH_SIZES)
+@pytest.mark.parametrize("correlation_kernel_name, correlation_geometry",
+                         list(_distinct_correlation_runs()))
 def test_correlation_bitwise_identical_for_any_thread_count(
         correlation_kernel_name, correlation_geometry, batch, dtype, gemm_kernel,
         make_kernel_call):

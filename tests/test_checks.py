@@ -1,9 +1,12 @@
-"""The input contract of fastcnn.functional: accepted layouts and dtypes, and
-the error (type and message) for every kind of bad input."""
+"""The argument checks of fastcnn.functional: accepted layouts and dtypes,
+the error (type and message) for every kind of bad input, and the ``out=``
+parameter of every function that has one (returned, filled, and refused
+when of the wrong shape, dtype, layout or type)."""
 import numpy as np
 import pytest
 
 import fastcnn.functional as fcf
+from _helpers.arrays import abs64, f64, normal
 
 # ---------------------------------------------------------------- layouts
 
@@ -398,3 +401,283 @@ def test_zero_dimensional_array_stride_is_an_int():
     w = np.ones((1, 1, 2, 2))
     expected = fcf.correlate2d(x, w, stride=2)
     np.testing.assert_array_equal(fcf.correlate2d(x, w, stride=np.array(2)), expected)
+
+
+# ============================================================ out= arrays
+
+class Output:
+    """One output of a function: its reference value, the magnitude bounding
+    its rounding error (None: must be exact) and its dtype."""
+
+    def __init__(self, expected, scale, dtype):
+        self.expected, self.scale, self.dtype = np.asarray(expected), scale, np.dtype(dtype)
+
+    @property
+    def shape(self):
+        return self.expected.shape
+
+
+def _conv(rng, dtype, ref, x_shape, w_shape, stride, padding):
+    x, w, b = (normal(rng, s, dtype) for s in (x_shape, w_shape, w_shape[:1]))
+    y_shape = ref.correlate(x, w, b, stride, padding).shape
+    return x, w, b, normal(rng, y_shape, dtype)
+
+
+# (x shape, w shape, stride, padding): the transposed product for the input
+# gradient, and the mirrored correlation (8+ channels, stride 1).
+CONV_GEOMETRY = {
+    2: ((2, 3, 7, 6), (4, 3, 3, 2), (2, 1), (1, 0)),
+    1: ((2, 3, 11), (4, 3, 3), 2, 1),
+}
+CONV_GEOMETRY_MIRRORED = {
+    2: ((2, 9, 6, 5), (3, 9, 3, 2), 1, 1),
+    1: ((2, 9, 10), (3, 9, 3), 1, 2),
+}
+POOL_GEOMETRY = {2: ((2, 3, 7, 8), (3, 2), (2, 3)), 1: ((2, 3, 13), 3, 2)}
+
+
+def _make_out_case(name, rng, dtype, ref):
+    """call(out) -> the function's result, and its Outputs."""
+    function_name = name.split(":")[0]
+    op = function_name.replace("1d", "").replace("2d", "")
+    fn = getattr(fcf, function_name)
+    if op in _ELEMENTWISE_OUT_CASES:
+        return _ELEMENTWISE_OUT_CASES[op](fn, rng, dtype)
+    ndim = 1 if "1d" in name else 2
+    if op.startswith("correlate"):
+        return _correlation_out_case(name, op, fn, ndim, rng, dtype, ref)
+    return _pooling_out_case(name, op, fn, ndim, rng, dtype, ref)
+
+
+def _linear_out_case(fn, rng, dtype):
+    x, w, b = (normal(rng, s, dtype) for s in [(13, 21), (10, 21), (10,)])
+    return (lambda out: fn(x, w, b, out=out),
+            [Output(f64(x) @ f64(w).T + f64(b), abs64(x) @ abs64(w).T + abs64(b), dtype)])
+
+
+def _linear_backward_input_out_case(fn, rng, dtype):
+    g, w = normal(rng, (13, 10), dtype), normal(rng, (10, 21), dtype)
+    return (lambda out: fn(g, w, out=out),
+            [Output(f64(g) @ f64(w), abs64(g) @ abs64(w), dtype)])
+
+
+def _linear_backward_weight_out_case(fn, rng, dtype):
+    x, g = normal(rng, (13, 21), dtype), normal(rng, (13, 10), dtype)
+    return (lambda out: fn(x, g, out=out),
+            [Output(f64(g).T @ f64(x), abs64(g).T @ abs64(x), dtype),
+             Output(f64(g).sum(0), abs64(g).sum(0), dtype)])
+
+
+def _relu_out_case(fn, rng, dtype):
+    x = normal(rng, (6, 7), dtype)
+    return lambda out: fn(x, out=out), [Output(np.maximum(x, 0), None, dtype)]
+
+
+def _relu_backward_out_case(fn, rng, dtype):
+    g, y = normal(rng, (6, 7), dtype), np.maximum(normal(rng, (6, 7), dtype), 0)
+    return lambda out: fn(g, y, out=out), [Output(np.where(y > 0, g, 0), None, dtype)]
+
+
+_ELEMENTWISE_OUT_CASES = {
+    "linear": _linear_out_case,
+    "linear_backward_input": _linear_backward_input_out_case,
+    "linear_backward_weight": _linear_backward_weight_out_case,
+    "relu": _relu_out_case,
+    "relu_backward": _relu_backward_out_case,
+}
+
+
+def _correlation_out_case(name, op, fn, ndim, rng, dtype, ref):
+    geometry = CONV_GEOMETRY_MIRRORED if "mirrored" in name else CONV_GEOMETRY
+    x_shape, w_shape, stride, padding = geometry[ndim]
+    if name.endswith(":strided"):
+        stride = 2
+    x, w, b, g = _conv(rng, dtype, ref, x_shape, w_shape, stride, padding)
+    kw = dict(stride=stride, padding=padding)
+    if op == "correlate":
+        return (lambda out: fn(x, w, b, **kw, out=out),
+                [Output(ref.correlate(x, w, b, stride, padding),
+                        ref.correlate(abs64(x), abs64(w), abs64(b), stride, padding), dtype)])
+    if op.startswith("correlate_backward_input"):
+        return (lambda out: fn(g, w, x_shape, **kw, out=out),
+                [Output(ref.correlate_backward_input(g, w, x_shape, stride, padding),
+                        ref.correlate_backward_input(abs64(g), abs64(w), x_shape, stride,
+                                                     padding), dtype)])
+    if op == "correlate_backward_kernel":
+        expected = ref.correlate_backward_kernel(x, g, w_shape, stride, padding)
+        scale = ref.correlate_backward_kernel(abs64(x), abs64(g), w_shape, stride, padding)
+        return (lambda out: fn(x, g, w_shape, **kw, out=out),
+                [Output(e, s, dtype) for e, s in zip(expected, scale)])
+    raise AssertionError(name)
+
+
+def _pooling_out_case(name, op, fn, ndim, rng, dtype, ref):
+    x_shape, size, stride = POOL_GEOMETRY[ndim]
+    count = int(np.prod(x_shape))
+    x = (rng.permutation(count).reshape(x_shape) * 0.25 - count / 8).astype(dtype)  # no ties
+    y, argmax = ref.max_pool(x, size, stride)
+    g = normal(rng, y.shape, dtype)
+    if op == "max_pool":
+        return (lambda out: fn(x, size, stride, out=out),
+                [Output(y, None, dtype), Output(argmax, None, np.int32)])
+    if op == "max_pool_backward":
+        return (lambda out: fn(g, argmax.astype(np.int32), x_shape, out=out),
+                [Output(ref.max_pool_backward(g, argmax, x_shape),
+                        ref.max_pool_backward(abs64(g), argmax, x_shape), dtype)])
+    if op == "avg_pool":
+        return (lambda out: fn(x, size, stride, out=out),
+                [Output(ref.avg_pool(x, size, stride), ref.avg_pool(abs64(x), size, stride),
+                        dtype)])
+    if op == "avg_pool_backward":
+        return (lambda out: fn(g, x_shape, size, stride, out=out),
+                [Output(ref.avg_pool_backward(g, x_shape, size, stride),
+                        ref.avg_pool_backward(abs64(g), x_shape, size, stride), dtype)])
+    raise AssertionError(name)
+
+
+OUT_CASES = [
+    "linear", "linear_backward_input", "linear_backward_weight", "relu", "relu_backward",
+    "correlate2d", "correlate1d",
+    "correlate2d_backward_input", "correlate2d_backward_input:mirrored-path",
+    "correlate2d_backward_input_mirrored:mirrored",
+    "correlate2d_backward_input_mirrored:mirrored:strided",
+    "correlate1d_backward_input", "correlate1d_backward_input:mirrored-path",
+    "correlate2d_backward_kernel", "correlate1d_backward_kernel",
+    "max_pool2d", "max_pool1d", "max_pool2d_backward", "max_pool1d_backward",
+    "avg_pool2d", "avg_pool1d", "avg_pool2d_backward", "avg_pool1d_backward",
+]
+
+
+def _pack(outs):
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _fresh_outs(outputs):
+    return [np.empty(o.shape, o.dtype) for o in outputs]
+
+
+def _each_replaced(outputs, make):
+    """For each output position k: (k, out argument with position k replaced
+    by make(output k), the others valid)."""
+    for k, output in enumerate(outputs):
+        outs = _fresh_outs(outputs)
+        outs[k] = make(output)
+        yield k, _pack(outs)
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_out_is_returned_and_filled(case, dtype, rng, ref, assert_close):
+    call, outputs = _make_out_case(case, rng, dtype, ref)
+    for _ in range(2):   # twice: a reused out must be overwritten, not added to
+        outs = [np.full(o.shape, np.nan if o.dtype.kind == "f" else -7, o.dtype)
+                for o in outputs]
+        result = call(_pack(outs))
+        results = result if isinstance(result, tuple) else (result,)
+        assert len(results) == len(outs)
+        for got, out, output in zip(results, outs, outputs):
+            assert got is out
+            if output.scale is None:
+                np.testing.assert_array_equal(got, output.expected.astype(output.dtype))
+            else:
+                assert_close(got, output.expected, scale=output.scale)
+    # and the same values without out=
+    fresh = call(None)
+    fresh = fresh if isinstance(fresh, tuple) else (fresh,)
+    for got, out in zip(fresh, outs):
+        assert got is not out
+        np.testing.assert_array_equal(got, out)
+
+
+def _wrong_shapes(shape):
+    yield shape[:-1] + (shape[-1] + 1,)                 # one too many
+    yield shape[:2] + (1,) + shape[2:]                  # an extra axis (a 4-D out for 1-D)
+    yield (int(np.prod(shape)),)                        # flattened
+    if len(shape) > 1:
+        yield shape[::-1] if shape[::-1] != shape else shape + (1,)
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_out_wrong_shape_raises_value_error(case, rng, ref):
+    call, outputs = _make_out_case(case, rng, np.float64, ref)
+    for k, output in enumerate(outputs):
+        for shape in _wrong_shapes(output.shape):
+            if shape == output.shape:
+                continue
+            outs = _fresh_outs(outputs)
+            outs[k] = np.empty(shape, output.dtype)
+            with pytest.raises(ValueError, match="shape"):
+                call(_pack(outs))
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_out_wrong_dtype_raises_type_error(case, dtype, rng, ref):
+    call, outputs = _make_out_case(case, rng, dtype, ref)
+    other_float = np.float32 if dtype == np.float64 else np.float64
+    for k, output in enumerate(outputs):
+        wrong = ([other_float, np.int32] if output.dtype.kind == "f"
+                 else [np.int64, np.uint32, dtype])
+        for wrong_dtype in wrong:
+            outs = _fresh_outs(outputs)
+            outs[k] = np.empty(output.shape, wrong_dtype)
+            with pytest.raises(TypeError, match="dtype"):
+                call(_pack(outs))
+
+
+def _non_contiguous(output):
+    """Views of output's shape and dtype that are not C-contiguous."""
+    shape, dtype = output.shape, output.dtype
+    strided = np.empty(tuple(2 * s for s in shape), dtype)[tuple(slice(None, None, 2)
+                                                               for _ in shape)]
+    views = [strided]
+    if len(shape) >= 2:
+        views.append(np.empty(shape[::-1], dtype).T)                         # transposed
+        views.append(np.empty(shape[:-1] + (shape[-1] + 3,), dtype)[..., 1:-2])  # sliced
+    for view in views:
+        assert view.shape == shape and not view.flags.c_contiguous
+    return views
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_out_not_contiguous_raises_value_error(case, rng, ref):
+    call, outputs = _make_out_case(case, rng, np.float64, ref)
+    for k, output in enumerate(outputs):
+        for view in _non_contiguous(output):
+            outs = _fresh_outs(outputs)
+            outs[k] = view
+            with pytest.raises(ValueError, match="contiguous"):
+                call(_pack(outs))
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_out_read_only_raises_value_error(case, rng, ref):
+    call, outputs = _make_out_case(case, rng, np.float64, ref)
+
+    def read_only(output):
+        a = np.zeros(output.shape, output.dtype)
+        a.flags.writeable = False
+        return a
+    for k, out in _each_replaced(outputs, read_only):
+        with pytest.raises(ValueError, match="writeable"):
+            call(out)
+        assert not (out if len(outputs) == 1 else out[k]).any()   # nothing written
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_out_list_raises_type_error(case, rng, ref):
+    call, outputs = _make_out_case(case, rng, np.float64, ref)
+    for _, out in _each_replaced(outputs, lambda o: np.zeros(o.shape, o.dtype).tolist()):
+        with pytest.raises(TypeError, match="NumPy array"):
+            call(out)
+
+
+def test_correlate1d_out_has_the_signal_shape(rng, ref):
+    x_shape, w_shape, stride, padding = CONV_GEOMETRY[1]
+    x, w, b, _ = _conv(rng, np.float64, ref, x_shape, w_shape, stride, padding)
+    expected = ref.correlate(x, w, b, stride, padding)
+    assert expected.ndim == 3
+    out = np.empty(expected.shape)
+    assert fcf.correlate1d(x, w, b, stride, padding, out=out) is out
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError):    # the internal image layout is not accepted
+        fcf.correlate1d(x, w, b, stride, padding,
+                        out=np.empty(expected.shape[:2] + (1,) + expected.shape[2:]))

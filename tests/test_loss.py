@@ -1,0 +1,146 @@
+"""Softmax cross-entropy of fastcnn.functional: values, stability, gradient, and the targets it accepts.
+
+Every value is checked against a plain NumPy (or SciPy) reference written
+here, computed in float64, never against fastcnn itself.
+"""
+import numpy as np
+import pytest
+import scipy.special
+
+import fastcnn.functional as fcf
+from _helpers.arrays import f64
+
+# ================================================ 5. softmax cross-entropy
+
+def _cross_entropy_ref(logits, target):
+    z = f64(logits)
+    n = z.shape[0]
+    log_p = z - scipy.special.logsumexp(z, axis=1, keepdims=True)
+    loss = -log_p[np.arange(n), target].mean()
+    onehot = np.zeros_like(z)
+    onehot[np.arange(n), target] = 1
+    return loss, (np.exp(log_p) - onehot) / n
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 3), (64, 10), (33, 257)], ids=str)
+def test_softmax_cross_entropy_matches_reference(shape, dtype, rng):
+    n, k = shape
+    logits = (3 * rng.standard_normal(shape)).astype(dtype)
+    target = rng.integers(0, k, n)
+    saved = logits.copy()
+    loss, grad = fcf.softmax_cross_entropy(logits, target)
+    np.testing.assert_array_equal(logits, saved)
+    ref_loss, ref_grad = _cross_entropy_ref(logits, target)
+    assert isinstance(loss, float)
+    assert grad.dtype == dtype and grad.shape == shape
+    eps = np.finfo(dtype).eps
+    assert abs(loss - ref_loss) <= 16 * eps * max(1.0, abs(ref_loss))
+    np.testing.assert_allclose(grad, ref_grad, rtol=16 * eps, atol=16 * eps / n)
+    # every row of the gradient sums to zero, the target entry is negative
+    np.testing.assert_allclose(f64(grad).sum(axis=1), 0, atol=16 * eps * k / n)
+    assert (grad[np.arange(n), target] <= 0).all()
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits(dtype):
+    logits = np.array([[1000, -1000, 0],
+                       [-1000, -1000, -1000],
+                       [1000, 1000, -1000],
+                       [-1000, 1000, -1000]], dtype=dtype)
+    target = np.array([0, 2, 2, 0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow is fine
+        loss, grad = fcf.softmax_cross_entropy(logits, target)
+        p = fcf.softmax(logits)
+        log_p = fcf.log_softmax(logits)
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    assert np.isfinite(p).all() and np.isfinite(log_p).all()
+    # per row: 0, log 3, 2000 + log 2, 2000
+    expected = np.mean([0, np.log(3), 2000 + np.log(2), 2000])
+    assert loss == pytest.approx(expected, rel=1e-6 if dtype == np.float32 else 1e-13)
+    expected_p = np.array([[1, 0, 0], [1 / 3] * 3, [0.5, 0.5, 0], [0, 1, 0]])
+    np.testing.assert_allclose(p, expected_p, atol=4 * np.finfo(dtype).eps)
+    onehot = np.eye(3)[target]
+    np.testing.assert_allclose(grad, (expected_p - onehot) / 4, atol=4 * np.finfo(dtype).eps)
+
+
+def test_softmax_cross_entropy_gradient_matches_finite_differences(rng, central_differences):
+    logits = 2 * rng.standard_normal((4, 6))
+    target = np.array([5, 0, 3, 3])
+    _, grad = fcf.softmax_cross_entropy(logits, target)
+    numeric = central_differences(
+        lambda: fcf.softmax_cross_entropy(logits, target)[0], logits, 1e-5)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 9), (50, 1000)], ids=str)
+def test_softmax_rows_sum_to_one(shape, dtype, rng):
+    logits = (30 * rng.standard_normal(shape)).astype(dtype)
+    p = fcf.softmax(logits)
+    log_p = fcf.log_softmax(logits)
+    assert p.dtype == dtype and log_p.dtype == dtype and p.shape == shape
+    assert ((p >= 0) & (p <= 1)).all()
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(f64(p).sum(axis=1), 1, rtol=0,
+                               atol=8 * eps * shape[1] ** 0.5 + 4 * eps)
+    reference = scipy.special.log_softmax(f64(logits), axis=1)
+    np.testing.assert_allclose(log_p, reference, rtol=8 * eps,
+                               atol=8 * eps * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("target", [
+    np.array([0, 3, 1]),                 # 3 is out of range for K = 3
+    np.array([0, -1, 1]),                # negative
+    np.array([[0], [1], [2]]),           # (N, 1)
+    np.array([0, 1]),                    # too short
+    np.array([0, 1, 2, 0]),              # too long
+    np.array([0.0, 1.0, 2.0]),           # float dtype
+    np.array([True, False, True]),       # bool dtype
+    np.array(1),                         # scalar
+], ids=["too-large", "negative", "column", "short", "long", "float", "bool", "scalar"])
+def test_softmax_cross_entropy_rejects_bad_target(target):
+    with pytest.raises(ValueError):
+        fcf.softmax_cross_entropy(np.zeros((3, 3)), target)
+
+
+def test_softmax_cross_entropy_rejects_bad_logits():
+    with pytest.raises(ValueError):
+        fcf.softmax_cross_entropy(np.zeros(3), np.array([0, 1, 2]))
+    with pytest.raises(ValueError):
+        fcf.softmax_cross_entropy(np.zeros((2, 3, 4)), np.array([0, 1]))
+    with pytest.raises(TypeError):
+        fcf.softmax_cross_entropy(np.zeros((2, 3), dtype=np.int64), np.array([0, 1]))
+
+
+def test_softmax_cross_entropy_rejects_empty_batch():
+    with pytest.raises(ValueError):
+        fcf.softmax_cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
+
+
+
+@pytest.mark.parametrize("bad", [-1, 3, np.iinfo(np.int64).max])
+def test_softmax_cross_entropy_rejects_targets_outside_the_classes(bad):
+    logits = np.zeros((4, 3))
+    target = np.array([0, 1, bad, 2], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"target values must lie in \[0, 3\)"):
+        fcf.softmax_cross_entropy(logits, target)
+    big = np.array([0, 1, 2, 2**63], dtype=np.uint64)  # wraps to negative as intp
+    with pytest.raises(ValueError, match=r"target values must lie in \[0, 3\)"):
+        fcf.softmax_cross_entropy(logits, big)
+
+
+def test_int32_indices_are_taken_as_they_are(rng):
+    """int32 targets and sample indices (what the estimator keeps for large
+    training sets) give what intp ones give, and are checked the same way."""
+    logits = rng.standard_normal((6, 4))
+    target = np.array([3, 0, 1, 3, 2, 0])
+    loss, grad = fcf.softmax_cross_entropy(logits, target.astype(np.intp))
+    loss32, grad32 = fcf.softmax_cross_entropy(logits, target.astype(np.int32))
+    assert loss32 == loss
+    np.testing.assert_array_equal(grad32, grad)
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match=r"target values must lie in \[0, 4\)"):
+            fcf.softmax_cross_entropy(logits[:2], np.array([0, bad], dtype=np.int32))
+    x = rng.standard_normal((10, 3))
+    out = np.full((2, 3), -7.0)
+    with pytest.raises(IndexError, match=r"\[0, 10\)"):
+        fcf.take_samples(x, np.array([1, -1], dtype=np.int32), out=out)
+    assert np.all(out == -7.0)
