@@ -50,8 +50,26 @@ def _axes_id(values):
 
 # ============================================================== test cases
 
+class _SpatialCase:
+    """What correlation and pooling cases share: a batch n of c channels
+    over the spatial axes of ``spatial``."""
+
+    @property
+    def ndim(self):
+        return len(self.spatial)
+
+    @property
+    def functions(self):
+        """The fastcnn functions for this case's number of spatial axes."""
+        return FUNCTIONS[self.ndim]
+
+    @property
+    def x_shape(self):
+        return (self.n, self.c) + self.spatial
+
+
 @dataclasses.dataclass(frozen=True)
-class ConvCase:
+class ConvCase(_SpatialCase):
     """Geometry of one correlation: batch n, channels c, filters f, and per
     spatial axis the input size, kernel size, stride and padding."""
     n: int
@@ -70,19 +88,6 @@ class ConvCase:
         return (f"{self.ndim}d-n{self.n}c{self.c}f{self.f}-in{_axes_id(self.spatial)}"
                 f"-k{_axes_id(self.kernel)}-s{_axes_id(self.stride)}"
                 f"-p{_axes_id(self.padding)}")
-
-    @property
-    def ndim(self):
-        return len(self.spatial)
-
-    @property
-    def functions(self):
-        """The fastcnn functions for this case's number of spatial axes."""
-        return FUNCTIONS[self.ndim]
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c) + self.spatial
 
     @property
     def w_shape(self):
@@ -110,7 +115,7 @@ class ConvCase:
 
 
 @dataclasses.dataclass(frozen=True)
-class PoolCase:
+class PoolCase(_SpatialCase):
     """Geometry of one pooling: batch n, channels c, and per spatial axis the
     input size, window size and stride (None: the window size)."""
     n: int
@@ -126,18 +131,6 @@ class PoolCase:
         stride = "default" if self.stride is None else _axes_id(self.stride)
         return (f"{self.ndim}d-n{self.n}c{self.c}-in{_axes_id(self.spatial)}"
                 f"-k{_axes_id(self.size)}-s{stride}")
-
-    @property
-    def ndim(self):
-        return len(self.spatial)
-
-    @property
-    def functions(self):
-        return FUNCTIONS[self.ndim]
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c) + self.spatial
 
     @property
     def effective_stride(self):
