@@ -22,8 +22,12 @@ from setuptools.command.build_ext import build_ext
 
 KERNELS = {
     # extension module -> sources: one concern per compiled file
-    "fastcnn._kernels.correlation": ["src/correlation.pyx", "src/gemm.c"],
-    "fastcnn._kernels.dense": ["src/dense.pyx", "src/gemm.c"],
+    "fastcnn._kernels.gemm": ["src/gemm.pyx", "src/gemm/scratch.c", "src/gemm/pack.c",
+                              "src/gemm/kernel_generic.c", "src/gemm/kernel_avx512.c",
+                              "src/gemm/dot.c", "src/gemm/driver.c"],
+    # these two cimport gemm: they call its functions through that module
+    "fastcnn._kernels.correlation": ["src/correlation.pyx"],
+    "fastcnn._kernels.dense": ["src/dense.pyx"],
     "fastcnn._kernels.pooling": ["src/pooling.pyx"],
     "fastcnn._kernels.activations": ["src/activations.pyx"],
     "fastcnn._kernels.optim": ["src/optim.pyx"],
@@ -153,6 +157,6 @@ directives = {
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=directives,
-                          build_dir="build/cython", include_path=["src"]),
+                          build_dir="build/cython", include_path=["src", "."]),
     cmdclass={"build_ext": BuildExt},
 )

@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from . import CNNClassifier, datasets
-from ._kernels.correlation import gemm_kernel_name
+from ._kernels.gemm import gemm_kernel_name
 from ._threads import effective_n_threads
 from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 

@@ -9,7 +9,7 @@ cols[n] the (K, P) matrix of input patches (im2col):
     to the input    dcols[n]  = w^T (K, F) . grad_y[n]  then added back
                                 where each patch was read: W^T delta
     to the kernel   grad_w   += grad_y[n] (F, P) . cols[n]^T
-The patch matrix is never built: the product (gemm.h) reads row k = (c, a, b)
+The patch matrix is never built: the product (gemm) reads row k = (c, a, b)
 of cols in place from a frame of the input, at an offset fixed per k.
   - Padded-width frame (forward at stride 1, large images): one sample in a
     zero frame (C, Hp, Wp); outputs are computed over the frame's width and
@@ -20,7 +20,7 @@ of cols in place from a frame of the input, at an offset fixed per k.
     (interleave_group). The patches of one output row, for all G samples,
     are then a single run of Wo*G values with no column outside a window,
     and the products run per output row over the whole group.
-The kernel gradient also has row products (gemm.h's fcnn_dot), for layers
+The kernel gradient also has row products (gemm's dot), for layers
 whose few filters would leave the product's panels mostly empty.
 fastcnn.functional uses the mirrored correlation (a forward call) for the
 input gradient where that is faster.
@@ -42,30 +42,15 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
-from gemm cimport *
+from fastcnn._kernels.gemm cimport *
+# the one selection, under the names this module has always offered
+from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
 # The kernel gradient is summed over the batch in this many blocks of
 # samples (fewer when the batch is smaller). It fixes the order of the sum
 # independently of the thread count; it also bounds how many threads share
 # that reduction, so it is well above the core counts this package targets.
 N_REDUCTION_BLOCKS = 16
-
-
-def select_gemm_kernel(bint avx512):
-    """Use the AVX-512 micro-kernel (when the CPU has it) or the portable one.
-
-    Returns the name of the kernel in use afterwards.
-    """
-    fcnn_gemm_select(avx512)
-    return gemm_kernel_name()
-
-
-def gemm_kernel_name():
-    """``'avx512'`` or ``'generic'``: the matrix-product micro-kernel in use."""
-    return fcnn_gemm_kernel_name().decode()
-
-
-fcnn_gemm_select(1)
 
 
 # ------------------------------------------------------- patch extraction
@@ -92,12 +77,12 @@ cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
 
 cdef Py_ssize_t *alloc_offsets(Py_ssize_t K, Py_ssize_t per_thread,
                                Py_ssize_t n_threads) except NULL:
-    """One block, freed with fcnn_free, holding K patch offsets, then for
+    """One block, freed with aligned_free, holding K patch offsets, then for
     each thread per_thread offsets (those of its group's size), then for
     each thread the group size its frame is laid out for, zero
     (clear_on_new_layout)."""
     cdef Py_ssize_t n_items = K + n_threads * (per_thread + 1)
-    cdef Py_ssize_t *p = <Py_ssize_t *> fcnn_malloc(n_items * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *p = <Py_ssize_t *> aligned_malloc(n_items * sizeof(Py_ssize_t))
     if p == NULL:
         raise MemoryError(
             f"could not allocate {n_items * sizeof(Py_ssize_t)} bytes of scratch")
@@ -447,11 +432,11 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                                 for p in range(p0, p_end):
                                     dst[p] = src[p * cnt]
                             p0 = p_end
-            fcnn_thread_scratch_trim()
+            thread_scratch_trim()
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
-        fcnn_free(a_panels)
-        fcnn_free(offsets)
+        aligned_free(a_panels)
+        aligned_free(offsets)
 
 
 def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
@@ -537,11 +522,11 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                                 dst[j] += src[j]
                     interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
                                      sw, Wq, frame, False)
-            fcnn_thread_scratch_trim()
+            thread_scratch_trim()
         scratch_error(failed, per_thread, &grad_x[0, 0, 0, 0])
     finally:
-        fcnn_free(a_panels)
-        fcnn_free(offsets)
+        aligned_free(a_panels)
+        aligned_free(offsets)
 
 
 cdef void pack_grad_interleaved(const floating *gy, Py_ssize_t G,
@@ -592,7 +577,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
       better than the filters fill panels. grad_w[f, k] for k = (c, a, b)
       sums products of two contiguous rows: output row i of grad_y[n, f]
       and the Wo input values from (c, i*sh + a, b) of the padded sample.
-      gemm.h's fcnn_dot reads both in place.
+      gemm's dot reads both in place.
     - The interleaved product otherwise: the group's samples interleaved as
       in the forward (interleave_group), so that for output row i the
       patches of every sample form the rows of A (K, Wo*G), read in place;
@@ -698,7 +683,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                              b_panels + i * round_up(F, NR) * Wo * cnt, NULL,
                              part, F, 1, NULL)
                     n = n + cnt
-            fcnn_thread_scratch_trim()
+            thread_scratch_trim()
         scratch_error(failed, per_thread, gw)
         with nogil:
             # Blocks added in block order, whatever thread computed them: into
@@ -721,8 +706,8 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                     total = total + partials[blk * partial_size + F * K + f]
                 grad_b[f] = total
     finally:
-        fcnn_free(partials)
-        fcnn_free(offsets)
+        aligned_free(partials)
+        aligned_free(offsets)
 
 
 def correlate2d_forward_naive(const floating[:, :, :, ::1] x,

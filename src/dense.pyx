@@ -6,7 +6,7 @@ Layout (C-contiguous): x (N, D), w (U, D), bias (U,), y and grad_y (N, U).
     to the input     grad_x = grad_y . w
     to the weights   grad_w = grad_y^T . x,   grad_b = grad_y summed over n
 
-The products run on gemm.h. Each splits the columns of its output between
+The products run on the gemm module. Each splits the columns of its output between
 threads, and each thread packs its own share of the packed operand into
 scratch of its own (gemm.pxd's thread_alloc); every
 element is summed by one thread, in the same order for any number of
@@ -18,10 +18,10 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stddef cimport ptrdiff_t
 
-from gemm cimport *
+from fastcnn._kernels.gemm cimport *
+# the one selection, under the names this module has always offered
+from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
-# This module holds its own copy of gemm.c, hence its own kernel choice.
-fcnn_gemm_select(1)
 
 # Below this many multiply-adds a product runs on one thread: waking a
 # second one costs more than it saves.
@@ -66,7 +66,7 @@ cdef int times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 for i in range(M):
                     for j in range(j0, j0 + cols):
                         c[i * N + j] += bias[j]
-        fcnn_thread_scratch_trim()
+        thread_scratch_trim()
     return scratch_error(failed, cols_per_block * K, a)
 
 
@@ -122,7 +122,7 @@ def dense_backward_weight(const floating[:, ::1] x,
                 pack_b(N, cols, &x[0, 0] + j0, D, 1, mine)
                 gemm(U, cols, N, gy_packed, NULL, mine, NULL, &grad_w[0, 0] + j0,
                      D, 0, NULL)
-            fcnn_thread_scratch_trim()
+            thread_scratch_trim()
         scratch_error(failed, cols_per_block * N, &x[0, 0])
         with nogil:
             for u in range(U):
@@ -131,11 +131,5 @@ def dense_backward_weight(const floating[:, ::1] x,
                 for u in range(U):
                     grad_b[u] += grad_y[n, u]
     finally:
-        fcnn_free(gy_packed)
+        aligned_free(gy_packed)
 
-
-def select_gemm_kernel(bint avx512):
-    """This module's micro-kernel: AVX-512 when asked and available, else
-    the portable one (tests run both). Returns the name of the one in use."""
-    fcnn_gemm_select(avx512)
-    return fcnn_gemm_kernel_name().decode()

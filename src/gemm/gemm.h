@@ -1,13 +1,9 @@
 /*
- * Packed-panel matrix product for the correlation kernels.
+ * Packed-panel matrix product of the gemm extension module.
  *
  *     C (M x N)  =  A (M x K) . B (K x N)       (or C += ..., see `accumulate`)
  *
- * A is packed into panels of MR rows: panel p holds A[p*MR + r, k] at
- * [p*K*MR + k*MR + r]; B into panels of NR columns: panel q holds
- * B[k, q*NR + c] at [q*K*NR + k*NR + c]. Rows and columns past M and N are
- * zero in the panels, so the micro-kernel never branches on edges inside its
- * loop; the edge is handled once, when C is written.
+ * The panel layout is in layout.h.
  *
  * Every product is single-threaded: the Cython callers parallelise over
  * samples with OpenMP, so the order of every sum depends only on the shapes,
@@ -21,29 +17,14 @@
 
 #include <stddef.h>
 
-#define FCNN_MR_F32 8
-#define FCNN_NR_F32 32
-#define FCNN_MR_F64 8
-#define FCNN_NR_F64 16
+#include "gemm/layout.h"
+#include "gemm/scratch.h"
 
 /* Selects the micro-kernel (0: portable C, 1: AVX-512 when the CPU has it).
  * Returns the kernel actually in use afterwards. */
 int fcnn_gemm_select(int want_avx512);
 /* Name of the micro-kernel in use: "avx512" or "generic". */
 const char *fcnn_gemm_kernel_name(void);
-
-/* 64-byte aligned allocation; NULL on failure. Free with fcnn_free. */
-void *fcnn_malloc(size_t n_bytes);
-void fcnn_free(void *p);
-/* The calling thread's scratch, at least n_bytes, 64-byte aligned; NULL on
- * failure. Never free it: it stays the thread's until the thread exits or
- * fcnn_thread_scratch_trim unmaps it, and is the same memory on the next
- * call, which may be to another kernel, so nothing may be left in it
- * between calls. */
-void *fcnn_thread_scratch(size_t n_bytes);
-/* Called by each thread when its kernel call is done: unmaps the thread's
- * scratch if it is too large to keep (over 32 MiB). */
-void fcnn_thread_scratch_trim(void);
 
 /* Pack A[i, k] = src[i*rs + k*cs], 0 <= i < M, 0 <= k < K. */
 void fcnn_pack_a_f32(ptrdiff_t M, ptrdiff_t K, const float *src,
