@@ -13,22 +13,22 @@ import pytest
 
 import fastcnn
 import fastcnn.functional as fcf
-from fastcnn._kernels import dense as dense_kernels
+from fastcnn._kernels import gemm as gemm_kernels
 from _helpers.arrays import abs64, check_thread_independence, f64, normal
 
 # ================================================================ helpers
 
 @pytest.fixture(params=["generic", "avx512"])
 def dense_gemm(request):
-    """Runs the test under each micro-kernel of the dense module (which has
-    its own copy of gemm.c, hence its own switch); AVX-512 afterwards."""
-    active = dense_kernels.select_gemm_kernel(request.param == "avx512")
+    """Runs the test under each micro-kernel of the matrix product; AVX-512
+    afterwards."""
+    active = gemm_kernels.select_gemm_kernel(request.param == "avx512")
     try:
         if active != request.param:
             pytest.skip(f"no {request.param} micro-kernel on this CPU (got {active!r})")
         yield active
     finally:
-        dense_kernels.select_gemm_kernel(True)
+        gemm_kernels.select_gemm_kernel(True)
 
 
 
