@@ -6,7 +6,11 @@ gradients, and the buffers its forward and backward passes write into.
 Buffers are allocated for a batch capacity once and reused: a smaller batch
 (the last of an epoch) uses the leading samples of each buffer, which stay
 C-contiguous. Every computation goes through :mod:`fastcnn.functional` with
-``out=``, so a training step allocates nothing of the size of a batch.
+``out=``, so a training step allocates nothing of the size of a batch;
+each layer keeps the calls it prepared (``functional.prepare``) while the
+same buffers come back, so a step validates nothing twice. A ReLU before
+max pooling runs inside the pooling's passes, after it: the same values
+and gradients, on a quarter of the values.
 
 The layer contract
 ------------------

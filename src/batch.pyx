@@ -3,8 +3,8 @@ buffer the caller owns.
 
 A training step starts by copying its batch out of the training set. The
 rows sit at random places in a large array, so the copy waits on memory
-rather than on arithmetic, and two threads waiting at once halve it
-(LeNet-5's batch of 64 Fashion-MNIST images: 3136 bytes a row).
+rather than on arithmetic, and threads waiting at once overlap their
+waits.
 """
 from cython cimport floating
 from cython.parallel cimport prange

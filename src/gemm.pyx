@@ -1,7 +1,16 @@
 """The matrix product (src/gemm/), built once: one micro-kernel selection
 and one scratch block per thread for the whole process. Other extensions
 cimport the functions declared in fastcnn/_kernels/gemm.pxd and call them
-through this module; from Python, the micro-kernel selection.
+through this module, one call per product; from Python, the micro-kernel
+selection.
+
+A packed-panel product: an AVX-512 micro-kernel (8 x 32 float32, 8 x 16
+float64) when the CPU has it, a portable one otherwise; beside it, sums of
+products of rows (dot, tiles of 4 x 6 vector accumulators) for products
+whose two operands both run along the summed axis. NumPy's BLAS is not
+used: the kernels need a single-threaded product inside their own OpenMP
+loops, and OpenBLAS may be pinned to AVX2 kernels
+(OPENBLAS_CORETYPE=Haswell).
 """
 from cython cimport floating
 from libc.stddef cimport ptrdiff_t

@@ -4,6 +4,9 @@ Layout: x (N, C, H, W), y (N, C, Ho, Wo), C-contiguous. Windows of
 (kh, kw) at stride (sh, sw), no padding; Ho = (H - kh) // sh + 1.
 Threads split the N*C planes; every plane's gradient is summed by one
 thread in a fixed order, so results do not depend on the thread count.
+The 2x2, stride-2 max pool (pooling.h) computes output rows in fixed
+blocks of 8 windows, one vector loop each even on 4 x 4 planes: a short
+row's block runs into the next rows, which overwrite it.
 The caller (fastcnn.functional) validates shapes and allocates outputs.
 """
 from cython cimport floating
