@@ -294,8 +294,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if shape != self.input_shape_ and shape != (self.n_features_in_,):
             return None
         X = X.astype(dtype, copy=False)
-        # a finite sum has finite terms; an infinite one may only overflow
-        if not math.isfinite(X.sum()):
+        # A finite sum has finite terms; an infinite or NaN one may only have
+        # overflowed, which the general way then sorts out (without the
+        # sum's warnings).
+        with np.errstate(all="ignore"):
+            total = X.sum()
+        if not math.isfinite(total):
             return None
         return np.ascontiguousarray(X.reshape((len(X),) + self.input_shape_))
 

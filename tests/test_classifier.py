@@ -436,9 +436,12 @@ def test_one_bad_row_gets_the_same_errors_as_a_batch(small_digits):
         clf.predict(row[:0])
     with pytest.raises(ValueError, match="(?i)complex"):
         clf.predict(row.astype(np.complex64))
-    # a huge but finite row overflows the quick check's sum: still predicted
+    # a huge but finite row overflows the quick check's sum: still predicted,
+    # and without a warning about that sum
     huge = np.full((1, 64), np.finfo(np.float32).max, dtype=np.float32)
-    assert clf.predict(huge).shape == (1,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert clf.predict(huge).shape == (1,)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
