@@ -33,6 +33,11 @@ kernel gradient sums over the batch in N_REDUCTION_BLOCKS fixed blocks of
 samples, each with its own partial sum, and adds the blocks in block order,
 so the result is bitwise the same for any number of threads.
 
+Each public function is a driver (scratch sizes, allocation, the parallel
+region) over small nogil helpers, one per path and step; the frames and the
+split of the batch into groups are in src/frames.pxd. interleave_group stays
+here, out of line: inlined into the drivers it made the kernels slower.
+
 The caller (fastcnn.functional) validates every shape, dtype and parameter
 and allocates the outputs: these functions do no bounds checking.
 """
@@ -43,6 +48,7 @@ from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
 from fastcnn._kernels.gemm cimport *
+from frames cimport *
 # the one selection, under the names this module has always offered
 from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
@@ -51,64 +57,6 @@ from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 # independently of the thread count; it also bounds how many threads share
 # that reduction, so it is well above the core counts this package targets.
 N_REDUCTION_BLOCKS = 16
-
-
-# ------------------------------------------------------- patch extraction
-
-cdef inline void copy_run(floating *dst, const floating *src,
-                          Py_ssize_t n) noexcept nogil:
-    """dst[:n] = src[:n]. Rows of small images are a few values long, where
-    a call to memcpy costs more than the copy."""
-    cdef Py_ssize_t t
-    for t in range(n):
-        dst[t] = src[t]
-
-
-cdef void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
-                     Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
-                     floating *dst) noexcept nogil:
-    """One sample inside a zero frame of (ph, pw): (C, H + 2ph, W + 2pw)."""
-    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw, c, h
-    memset(dst, 0, C * Hp * Wp * sizeof(floating))
-    for c in range(C):
-        for h in range(H):
-            copy_run(dst + (c * Hp + h + ph) * Wp + pw, x + (c * H + h) * W, W)
-
-
-cdef Py_ssize_t *alloc_offsets(Py_ssize_t K, Py_ssize_t per_thread,
-                               Py_ssize_t n_threads) except NULL:
-    """One block, freed with aligned_free, holding K patch offsets, then for
-    each thread per_thread offsets (those of its group's size), then for
-    each thread the group size its frame is laid out for, zero
-    (clear_on_new_layout)."""
-    cdef Py_ssize_t n_items = K + n_threads * (per_thread + 1)
-    cdef Py_ssize_t *p = <Py_ssize_t *> aligned_malloc(n_items * sizeof(Py_ssize_t))
-    if p == NULL:
-        raise MemoryError(
-            f"could not allocate {n_items * sizeof(Py_ssize_t)} bytes of scratch")
-    memset(p + K + n_threads * per_thread, 0, n_threads * sizeof(Py_ssize_t))
-    return p
-
-
-cdef void interleaved_offsets(Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t KH,
-                              Py_ssize_t KW, Py_ssize_t sw, Py_ssize_t Wq,
-                              Py_ssize_t *base) noexcept nogil:
-    """base[k] = ((c*Hp + a)*sw + b % sw)*Wq + b // sw for k = (c, a, b).
-
-    In a frame of G interleaved samples (interleave_group) element k of
-    every patch sits G * base[k] after the patch's first element."""
-    cdef Py_ssize_t c, a, b
-    for c in range(C):
-        for a in range(KH):
-            for b in range(KW):
-                base[(c * KH + a) * KW + b] = ((c * Hp + a) * sw + b % sw) * Wq + b // sw
-
-
-cdef Py_ssize_t largest(const Py_ssize_t *values, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, top = values[0]
-    for i in range(1, n):
-        top = max(top, values[i])
-    return top
 
 
 cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
@@ -174,60 +122,19 @@ cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
                     w += sw
 
 
-cdef inline void clear_on_new_layout(floating *frame, Py_ssize_t n_items,
-                                     Py_ssize_t G,
-                                     Py_ssize_t *layout) noexcept nogil:
-    """Zeroes a thread's frame (n_items values) when it is about to hold a
-    group of another size than last time (*layout, 0 at first, so also on
-    a thread's first use): where the padding falls depends on the group's
-    size, and only the samples' own values are written again. Each thread
-    clears its own frame, in parallel, in its own cache."""
-    if layout[0] != G:
-        memset(frame, 0, n_items * sizeof(floating))
-        layout[0] = G
-
-
-cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
-                                     floating scale) noexcept nogil:
-    """Sum of v[0:n] * scale in eight interleaved partial sums combined
-    pairwise: a fixed order (so fixed bits) without one long chain of
-    dependent adds. scale = 1 gives the plain sum (multiplying by 1 is exact);
-    scale = 0 gives 0 exactly when every value is finite, NaN otherwise."""
-    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef floating s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef Py_ssize_t p = 0
-    while p + 8 <= n:
-        s0 = s0 + v[p] * scale
-        s1 = s1 + v[p + 1] * scale
-        s2 = s2 + v[p + 2] * scale
-        s3 = s3 + v[p + 3] * scale
-        s4 = s4 + v[p + 4] * scale
-        s5 = s5 + v[p + 5] * scale
-        s6 = s6 + v[p + 6] * scale
-        s7 = s7 + v[p + 7] * scale
-        p += 8
-    while p < n:
-        s0 = s0 + v[p] * scale
-        p += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
-cdef void patch_offsets(Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
-                        Py_ssize_t KH, Py_ssize_t KW,
-                        Py_ssize_t *offsets) noexcept nogil:
-    """offsets[k] = (c*Hp + a)*Wp + b: where element k = (c, a, b) of every
-    patch sits relative to the patch's corner in a padded (C, Hp, Wp) sample."""
-    cdef Py_ssize_t c, a, b
-    for c in range(C):
-        for a in range(KH):
-            for b in range(KW):
-                offsets[(c * KH + a) * KW + b] = (c * Hp + a) * Wp + b
-
-
-cdef enum:
-    # Bytes of scratch (frames, product outputs) one thread fills for a group
-    # of samples: they stay in L2 from one step to the next.
-    FRAME_BYTES = 256 * 1024
+cdef Py_ssize_t *alloc_offsets(Py_ssize_t K, Py_ssize_t per_thread,
+                               Py_ssize_t n_threads) except NULL:
+    """One block, freed with aligned_free, holding K patch offsets, then for
+    each thread per_thread offsets (those of its group's size), then for
+    each thread the group size its frame is laid out for, zero
+    (clear_on_new_layout)."""
+    cdef Py_ssize_t n_items = K + n_threads * (per_thread + 1)
+    cdef Py_ssize_t *p = <Py_ssize_t *> aligned_malloc(n_items * sizeof(Py_ssize_t))
+    if p == NULL:
+        raise MemoryError(
+            f"could not allocate {n_items * sizeof(Py_ssize_t)} bytes of scratch")
+    memset(p + K + n_threads * per_thread, 0, n_threads * sizeof(Py_ssize_t))
+    return p
 
 
 cdef enum:
@@ -264,44 +171,124 @@ cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     return wasted <= wasted_interleaved + COPY_COST * (C * H * W + F * Ho * Wo)
 
 
-cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t sample_items,
-                                         Py_ssize_t N, int n_threads,
-                                         Py_ssize_t NR,
-                                         Py_ssize_t itemsize) noexcept nogil:
-    """The most samples an interleaved frame holds: enough for output rows
-    (Wo columns a sample) of about four panels of NR, with the scratch of
-    sample_items values a sample within FRAME_BYTES; then made as small as
-    it can be for the same number of groups per thread. Each thread splits
-    its own share of the batch (N / n_threads samples, give or take one)
-    into groups that differ by at most one sample (group_start), so the
-    threads' shares never differ by more than one sample: 64 samples in
-    groups of up to 11 once gave one thread 33 and the other 31."""
-    cdef Py_ssize_t share = (N + n_threads - 1) // n_threads
-    cdef Py_ssize_t g = (4 * NR + Wo - 1) // Wo, n_groups
-    g = min(g, share, FRAME_BYTES // (sample_items * itemsize))
-    g = g if g > 1 else 1
-    n_groups = (share + g - 1) // g
-    return (share + n_groups - 1) // n_groups
+ctypedef struct Dims:
+    # The shapes of one call: x (N, C, H, W), w (F, C, KH, KW), y (N, F, Ho, Wo);
+    # strides and padding; the padded sample (Hp, Wp); interleaved frames'
+    # Wq columns per phase, Wrow per padded row; K = C*KH*KW and P = Ho*Wo.
+    Py_ssize_t N, C, H, W, F, KH, KW, Ho, Wo
+    Py_ssize_t sh, sw, ph, pw
+    Py_ssize_t Hp, Wp, Wq, Wrow, K, P
 
 
-cdef inline Py_ssize_t thread_groups(Py_ssize_t N, Py_ssize_t n_threads,
-                                     Py_ssize_t t, Py_ssize_t G) noexcept nogil:
-    """How many groups of at most G samples thread t's share of the N
-    samples, [N*t // n_threads, N*(t+1) // n_threads), makes (0 for none)."""
-    return (N * (t + 1) // n_threads - N * t // n_threads + G - 1) // G
+cdef inline Dims dims_of(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                         Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW,
+                         Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t sh,
+                         Py_ssize_t sw, Py_ssize_t ph,
+                         Py_ssize_t pw) noexcept nogil:
+    cdef Dims d
+    d.N = N; d.C = C; d.H = H; d.W = W; d.F = F; d.KH = KH; d.KW = KW
+    d.Ho = Ho; d.Wo = Wo; d.sh = sh; d.sw = sw; d.ph = ph; d.pw = pw
+    d.Hp = H + 2 * ph
+    d.Wp = W + 2 * pw
+    d.Wq = (d.Wp + sw - 1) // sw
+    d.Wrow = sw * d.Wq
+    d.K = C * KH * KW
+    d.P = Ho * Wo
+    return d
 
 
-cdef inline Py_ssize_t group_start(Py_ssize_t N, Py_ssize_t n_threads,
-                                   Py_ssize_t t, Py_ssize_t groups,
-                                   Py_ssize_t g) noexcept nogil:
-    """Where group g of thread t's share starts when the share is split into
-    `groups` groups (thread_groups), the first share % groups of them one
-    sample larger: group g is [group_start(g), group_start(g+1)). Sizes
-    change once, so a frame is laid out anew (clear_on_new_layout) at most
-    twice a call."""
-    cdef Py_ssize_t first = N * t // n_threads
-    cdef Py_ssize_t share = N * (t + 1) // n_threads - first
-    return first + g * (share // groups) + min(g, share % groups)
+# ---------------------------------------------------------------- forward
+
+cdef void forward_in_place_group(const floating *xn, floating *yn, bint pad,
+                                 Dims d, const floating *a_panels,
+                                 const floating *bias,
+                                 const Py_ssize_t *offsets, floating *frame,
+                                 Py_ssize_t frame_size, floating *out,
+                                 Py_ssize_t *layout) noexcept nogil:
+    """Sample xn into yn over the padded width: one product of Ho*Wp columns
+    from xn itself, or from its copy in the frame when pad (padding, or the
+    product would read past the end of x), then the outputs copied into yn
+    without each row's KW - 1 extra columns."""
+    cdef Py_ssize_t F = d.F, Ho = d.Ho, Wo = d.Wo, Wp = d.Wp
+    cdef Py_ssize_t P_wide = Ho * Wp, f, i
+    # zero once per call: the tail of the frame past the sample is read,
+    # and pad_sample rewrites only the rest
+    clear_on_new_layout(frame, frame_size, 1, layout)
+    if pad:
+        pad_sample(xn, d.C, d.H, d.W, d.ph, d.pw, frame)
+        xn = frame
+    gemm(F, P_wide, d.K, a_panels, NULL, xn, offsets, out, P_wide, 0, bias)
+    for f in range(F):
+        for i in range(Ho):
+            copy_run(yn + (f * Ho + i) * Wo, out + f * P_wide + i * Wp, Wo)
+
+
+cdef void scatter_group_outputs(const floating *out, floating *yn,
+                                Py_ssize_t cnt, Py_ssize_t F,
+                                Py_ssize_t P) noexcept nogil:
+    """out (F, Ho, Wo, cnt) -> yn[s, f, i, j] in tiles of 16 positions: a
+    tile's reads stay in cache, and each sample gets one run of writes
+    (writing a position of every sample in turn would hit addresses F*P
+    apart, often a multiple of 4 KiB)."""
+    cdef Py_ssize_t f, s, p, p0, p_end
+    cdef const floating *src
+    cdef floating *dst
+    for f in range(F):
+        p0 = 0
+        while p0 < P:
+            p_end = min(p0 + 16, P)
+            for s in range(cnt):
+                src = out + f * P * cnt + s
+                dst = yn + (s * F + f) * P
+                for p in range(p0, p_end):
+                    dst[p] = src[p * cnt]
+            p0 = p_end
+
+
+cdef void forward_interleaved_group(const floating *xn, floating *yn,
+                                    Py_ssize_t cnt, Dims d,
+                                    const floating *a_panels,
+                                    const floating *bias,
+                                    const Py_ssize_t *offsets,
+                                    Py_ssize_t *offs, floating *frame,
+                                    Py_ssize_t frame_size, floating *out,
+                                    Py_ssize_t *layout) noexcept nogil:
+    """cnt samples from xn into yn: interleaved into the frame, one product
+    per output row i over the group's Wo*cnt columns, then out's (f, i, j, s)
+    scattered into yn (a group of one sample is written into yn directly).
+    offs is the thread's own K offsets, for a group of cnt."""
+    cdef Py_ssize_t F = d.F, K = d.K, P = d.P, Ho = d.Ho, Wo = d.Wo
+    cdef Py_ssize_t row_step = d.sh * d.Wrow, k, i
+    clear_on_new_layout(frame, frame_size, cnt, layout)
+    interleave_group(<floating *> xn, cnt, d.C, d.H, d.W, d.ph, d.pw,
+                     d.Hp, d.sw, d.Wq, frame, True)
+    for k in range(K):
+        offs[k] = offsets[k] * cnt
+    if cnt == 1:
+        # one sample: out's layout is y's, so write y itself
+        for i in range(Ho):
+            gemm(F, Wo, K, a_panels, NULL, frame + i * row_step,
+                 offs, yn + i * Wo, P, 0, bias)
+        return
+    for i in range(Ho):
+        gemm(F, Wo * cnt, K, a_panels, NULL, frame + i * row_step * cnt,
+             offs, out + i * Wo * cnt, P * cnt, 0, bias)
+    scatter_group_outputs(out, yn, cnt, F, P)
+
+
+cdef Py_ssize_t forward_frame(Dims d, bint in_place, Py_ssize_t G,
+                              Py_ssize_t NR, Py_ssize_t *offsets) noexcept nogil:
+    """Fills the K patch offsets of the forward's frame and returns the
+    frame's length: in place, the padded sample and the tail the product
+    reads past it (up to round_up(Ho*Wp, NR) columns past the last offset,
+    zero); interleaved, G samples and the round_up(Wo*G, NR) columns the
+    last row's product reads."""
+    if in_place:
+        patch_offsets(d.C, d.Hp, d.Wp, d.KH, d.KW, offsets)
+        return max(d.C * d.Hp * d.Wp, offsets[d.K - 1] + round_up(d.Ho * d.Wp, NR))
+    interleaved_offsets(d.C, d.Hp, d.KH, d.KW, d.sw, d.Wq, offsets)
+    return (max(d.C * d.Hp * d.Wrow, largest(offsets, d.K) + (d.Ho - 1) * d.sh * d.Wrow) * G
+            + round_up(d.Wo * G, NR))
 
 
 def correlate2d_forward(const floating[:, :, :, ::1] x,
@@ -321,63 +308,41 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     - At stride 1, when that wastes less (in_place_is_cheaper), one sample
       in a zero frame (C, Hp, Wp): row k starts at offset (c*Hp + a)*Wp + b,
       and the outputs are computed over the padded width (Ho, Wp); the
-      KW - 1 extra columns of each output row are dropped when copied into y.
+      KW - 1 extra columns of each output row are dropped when copied into y
+      (forward_in_place_group).
     - Otherwise (strides, small images) a group of samples interleaved
       (interleave_group): one product per output row i, whose Wo*G columns
       are all outputs, then transposed from (f, i, j, s) into y (a group
-      of one sample is written into y directly).
+      of one sample is written into y directly; forward_interleaved_group).
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
-    cdef Py_ssize_t W = x.shape[3], F = w.shape[0], KH = w.shape[2]
-    cdef Py_ssize_t KW = w.shape[3], Ho = y.shape[2], Wo = y.shape[3]
-    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
-    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Dims d = dims_of(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
+                          w.shape[2], w.shape[3], y.shape[2], y.shape[3], sh, sw, ph, pw)
+    cdef Py_ssize_t N = d.N, K = d.K, CHW = d.C * d.H * d.W
     cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
-    cdef Py_ssize_t P_wide = Ho * Wp
-    # interleaved frames: Wq columns per phase, Wrow per padded row
-    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
     cdef Py_ssize_t G_interleaved = interleaved_group(
-        Wo, C * Hp * Wrow + F * P, N, n_threads, NR, sizeof(floating))
+        d.Wo, d.C * d.Hp * d.Wrow + d.F * d.P, N, n_threads, NR, sizeof(floating))
     cdef bint in_place = (sh == 1 and sw == 1 and in_place_is_cheaper(
-        C, H, W, F, K, Ho, Wo, Wp, NR, G_interleaved, ph > 0 or pw > 0))
+        d.C, d.H, d.W, d.F, K, d.Ho, d.Wo, d.Wp, NR, G_interleaved, ph > 0 or pw > 0))
     cdef Py_ssize_t G = 1 if in_place else G_interleaved
-    cdef Py_ssize_t frame_size, out_size, per_thread, g, n, s, cnt, f, i, k, p, p0, p_end
-    cdef Py_ssize_t t, groups
-    cdef Py_ssize_t reads_past = 0
-    cdef const floating *xn
-    cdef const floating *src
-    cdef floating *dst
+    cdef Py_ssize_t g, n, cnt, t, groups
     cdef floating *frame = NULL
-    cdef floating *out = NULL
-    cdef Py_ssize_t *offs = NULL
     cdef floating *a_panels = NULL
     cdef int failed = 0
     cdef int *failure = &failed   # parallel() makes every name it assigns private
     cdef Py_ssize_t *offsets = alloc_offsets(K, K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t *frame_layout = group_offsets + n_threads * K
-    if in_place:
-        patch_offsets(C, Hp, Wp, KH, KW, offsets)
-        # the product reads up to round_up(P_wide, NR) columns past the
-        # last offset; the frame is that long, its tail zero
-        frame_size = max(C * Hp * Wp, offsets[K - 1] + round_up(P_wide, NR))
-        reads_past = frame_size - C * Hp * Wp
-        out_size = F * P_wide
-    else:
-        interleaved_offsets(C, Hp, KH, KW, sw, Wq, offsets)
-        # the last row's product reads round_up(Wo*G, NR) columns
-        frame_size = max(C * Hp * Wrow, largest(offsets, K) + (Ho - 1) * sh * Wrow) * G
-        frame_size += round_up(Wo * G, NR)
-        out_size = F * P * G
-    per_thread = frame_size + out_size
+    cdef Py_ssize_t frame_size = forward_frame(d, in_place, G, NR, offsets)
+    cdef Py_ssize_t reads_past = frame_size - d.C * d.Hp * d.Wp
+    cdef Py_ssize_t out_size = d.F * d.Ho * d.Wp if in_place else d.F * d.P * G
+    cdef Py_ssize_t per_thread = frame_size + out_size
     try:
-        a_panels = alloc(round_up(F, MR) * K, &y[0, 0, 0, 0])
+        a_panels = alloc(round_up(d.F, MR) * K, &y[0, 0, 0, 0])
         with nogil:
-            pack_a(F, K, &w[0, 0, 0, 0], K, 1, a_panels)
+            pack_a(d.F, K, &w[0, 0, 0, 0], K, 1, a_panels)
         with nogil, parallel(num_threads=n_threads):
             frame = thread_alloc(per_thread, &y[0, 0, 0, 0], failure)
-            out = frame + frame_size
             for t in prange(n_threads, schedule='static'):
                 if frame == NULL:
                     continue
@@ -386,57 +351,62 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                     n = group_start(N, n_threads, t, groups, g)
                     cnt = group_start(N, n_threads, t, groups, g + 1) - n
                     if in_place:
-                        # zero once per call: the tail of the frame past the
-                        # sample is read, and pad_sample rewrites only the rest
-                        clear_on_new_layout(frame, frame_size, 1,
-                                            &frame_layout[threadid()])
-                        xn = &x[n, 0, 0, 0]
-                        # the product reads round_up(P_wide, NR) columns from each
-                        # offset: past the end of x for the last sample
-                        if ph or pw or (n + 1) * C * H * W + reads_past > N * C * H * W:
-                            pad_sample(xn, C, H, W, ph, pw, frame)
-                            xn = frame
-                        gemm(F, P_wide, K, a_panels, NULL, xn, &offsets[0], out,
-                             P_wide, 0, &bias[0])
-                        for f in range(F):
-                            for i in range(Ho):
-                                copy_run(&y[n, f, i, 0], out + f * P_wide + i * Wp, Wo)
-                        continue
-                    clear_on_new_layout(frame, frame_size, cnt,
-                                        &frame_layout[threadid()])
-                    interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph, pw,
-                                     Hp, sw, Wq, frame, True)
-                    offs = group_offsets + threadid() * K
-                    for k in range(K):
-                        offs[k] = offsets[k] * cnt
-                    if cnt == 1:
-                        # one sample: out's layout is y's, so write y itself
-                        for i in range(Ho):
-                            gemm(F, Wo, K, a_panels, NULL, frame + i * sh * Wrow,
-                                 offs, &y[n, 0, i, 0], P, 0, &bias[0])
-                        continue
-                    for i in range(Ho):
-                        gemm(F, Wo * cnt, K, a_panels, NULL, frame + i * sh * Wrow * cnt,
-                             offs, out + i * Wo * cnt, P * cnt, 0, &bias[0])
-                    # out (F, Ho, Wo, cnt) -> y[n + s, f, i, j] in tiles of 16
-                    # positions: a tile's reads stay in cache, and each sample gets
-                    # one run of writes (writing a position of every sample in turn
-                    # would hit addresses F*P apart, often a multiple of 4 KiB)
-                    for f in range(F):
-                        p0 = 0
-                        while p0 < P:
-                            p_end = min(p0 + 16, P)
-                            for s in range(cnt):
-                                src = out + f * P * cnt + s
-                                dst = &y[n + s, f, 0, 0]
-                                for p in range(p0, p_end):
-                                    dst[p] = src[p * cnt]
-                            p0 = p_end
+                        # the product reads round_up(Ho*Wp, NR) columns from
+                        # each offset: past the end of x for the last sample
+                        forward_in_place_group(
+                            &x[n, 0, 0, 0], &y[n, 0, 0, 0],
+                            ph > 0 or pw > 0 or (n + 1) * CHW + reads_past > N * CHW,
+                            d, a_panels, &bias[0], offsets, frame, frame_size,
+                            frame + frame_size, &frame_layout[threadid()])
+                    else:
+                        forward_interleaved_group(
+                            &x[n, 0, 0, 0], &y[n, 0, 0, 0], cnt, d, a_panels,
+                            &bias[0], offsets, group_offsets + threadid() * K,
+                            frame, frame_size, frame + frame_size,
+                            &frame_layout[threadid()])
             thread_scratch_trim()
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
         aligned_free(a_panels)
         aligned_free(offsets)
+
+
+# --------------------------------------------------------- input gradient
+
+cdef void backward_input_group(const floating *gyn, floating *gxn,
+                               Py_ssize_t cnt, Dims d, Py_ssize_t NR,
+                               const floating *a_panels,
+                               const Py_ssize_t *offsets, Py_ssize_t *offs,
+                               floating *gy_frame, floating *dcols,
+                               floating *frame) noexcept nogil:
+    """The input gradient of cnt samples, gyn into gxn: the patch gradients
+    dcols = W^T . grad_y with grad_y interleaved (gy_frame), added into an
+    interleaved frame where each patch was read, copied out into gxn. offs
+    is the thread's own F + K offsets: grad_y's rows, then the patch rows."""
+    cdef Py_ssize_t F = d.F, K = d.K, P = d.P, Ho = d.Ho, Wo = d.Wo
+    cdef Py_ssize_t row_step = d.sh * d.Wrow * cnt, f, k, i, j
+    cdef const floating *src
+    cdef floating *dst
+    # grad_y (F, Ho, Wo, cnt): a frame without padding or phases; the product
+    # also reads the NR values past it (the other buffers are written before
+    # they are read)
+    interleave_group(<floating *> gyn, cnt, F, Ho, Wo, 0, 0, Ho, 1, Wo,
+                     gy_frame, True)
+    memset(gy_frame + F * P * cnt, 0, NR * sizeof(floating))
+    for f in range(F):
+        offs[f] = f * P * cnt
+    for k in range(K):
+        offs[F + k] = offsets[k] * cnt
+    gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt, 0, NULL)
+    memset(frame, 0, d.C * d.Hp * d.Wrow * cnt * sizeof(floating))
+    for k in range(K):
+        for i in range(Ho):
+            src = dcols + (k * Ho + i) * Wo * cnt
+            dst = frame + offs[F + k] + i * row_step
+            for j in range(Wo * cnt):
+                dst[j] += src[j]
+    interleave_group(gxn, cnt, d.C, d.H, d.W, d.ph, d.pw, d.Hp, d.sw, d.Wq,
+                     frame, False)
 
 
 def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
@@ -453,37 +423,29 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     patch row k and output row i, one run of Wo*G values added into an
     interleaved frame of the padded input gradient, where that row's
     patches were read (interleave_group); then the frame's inside copied
-    out into grad_x.
+    out into grad_x (backward_input_group).
     """
-    cdef Py_ssize_t N = grad_y.shape[0], F = grad_y.shape[1]
-    cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
-    cdef Py_ssize_t C = grad_x.shape[1], H = grad_x.shape[2]
-    cdef Py_ssize_t W = grad_x.shape[3], KH = w.shape[2], KW = w.shape[3]
-    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Dims d = dims_of(grad_y.shape[0], grad_x.shape[1], grad_x.shape[2],
+                          grad_x.shape[3], grad_y.shape[1], w.shape[2], w.shape[3],
+                          grad_y.shape[2], grad_y.shape[3], sh, sw, ph, pw)
+    cdef Py_ssize_t N = d.N, F = d.F, K = d.K, P = d.P
     cdef Py_ssize_t MR = panel_rows(&grad_x[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&grad_x[0, 0, 0, 0])
-    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
-    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
-    cdef Py_ssize_t frame_items = C * Hp * Wrow
+    cdef Py_ssize_t frame_items = d.C * d.Hp * d.Wrow
     cdef Py_ssize_t G = interleaved_group(
-        Wo, frame_items + (K + F) * P, N, n_threads, NR, sizeof(floating))
+        d.Wo, frame_items + (K + F) * P, N, n_threads, NR, sizeof(floating))
     # the product reads round_up(P*G, NR) columns of grad_y's last row
     cdef Py_ssize_t gy_size = F * P * G + NR
     cdef Py_ssize_t per_thread = gy_size + K * P * G + frame_items * G
     # per thread: grad_y's rows and the patch rows for its group's size
     cdef Py_ssize_t *offsets = alloc_offsets(K, F + K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
-    cdef Py_ssize_t g, n, cnt, f, k, i, t, j, groups
-    cdef Py_ssize_t *offs = NULL
+    cdef Py_ssize_t g, n, cnt, t, groups
     cdef floating *gy_frame = NULL
-    cdef floating *dcols = NULL
-    cdef floating *frame = NULL
-    cdef floating *dst
-    cdef const floating *src
     cdef floating *a_panels = NULL
     cdef int failed = 0
     cdef int *failure = &failed   # parallel() makes every name it assigns private
-    interleaved_offsets(C, Hp, KH, KW, sw, Wq, offsets)
+    interleaved_offsets(d.C, d.Hp, d.KH, d.KW, sw, d.Wq, offsets)
     try:
         a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
         with nogil:
@@ -491,9 +453,6 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
             pack_a(K, F, &w[0, 0, 0, 0], 1, K, a_panels)
         with nogil, parallel(num_threads=n_threads):
             gy_frame = thread_alloc(per_thread, &grad_x[0, 0, 0, 0], failure)
-            dcols = gy_frame + gy_size
-            frame = dcols + K * P * G
-            offs = group_offsets + threadid() * (F + K)
             for t in prange(n_threads, schedule='static'):
                 if gy_frame == NULL:
                     continue
@@ -501,33 +460,18 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                 for g in range(groups):
                     n = group_start(N, n_threads, t, groups, g)
                     cnt = group_start(N, n_threads, t, groups, g + 1) - n
-                    # grad_y (F, Ho, Wo, cnt): a frame without padding or phases;
-                    # the product also reads the NR values past it (the other
-                    # buffers are written before they are read)
-                    interleave_group(<floating *> &grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
-                                     0, 0, Ho, 1, Wo, gy_frame, True)
-                    memset(gy_frame + F * P * cnt, 0, NR * sizeof(floating))
-                    for f in range(F):
-                        offs[f] = f * P * cnt
-                    for k in range(K):
-                        offs[F + k] = offsets[k] * cnt
-                    gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt,
-                         0, NULL)
-                    memset(frame, 0, frame_items * cnt * sizeof(floating))
-                    for k in range(K):
-                        for i in range(Ho):
-                            src = dcols + (k * Ho + i) * Wo * cnt
-                            dst = frame + offs[F + k] + i * sh * Wrow * cnt
-                            for j in range(Wo * cnt):
-                                dst[j] += src[j]
-                    interleave_group(&grad_x[n, 0, 0, 0], cnt, C, H, W, ph, pw, Hp,
-                                     sw, Wq, frame, False)
+                    backward_input_group(
+                        &grad_y[n, 0, 0, 0], &grad_x[n, 0, 0, 0], cnt, d, NR,
+                        a_panels, offsets, group_offsets + threadid() * (F + K),
+                        gy_frame, gy_frame + gy_size, gy_frame + gy_size + K * P * G)
             thread_scratch_trim()
         scratch_error(failed, per_thread, &grad_x[0, 0, 0, 0])
     finally:
         aligned_free(a_panels)
         aligned_free(offsets)
 
+
+# -------------------------------------------------------- kernel gradient
 
 cdef void pack_grad_interleaved(const floating *gy, Py_ssize_t G,
                                 Py_ssize_t F, Py_ssize_t Ho, Py_ssize_t Wo,
@@ -561,6 +505,149 @@ cdef void pack_grad_interleaved(const floating *gy, Py_ssize_t G,
             q += NR
 
 
+cdef void bias_gradient_group(const floating *gyn, Py_ssize_t cnt, Py_ssize_t F,
+                              Py_ssize_t P, floating *gb) noexcept nogil:
+    """gb[f] += the sum of grad_y[s, f] over the group's cnt samples."""
+    cdef Py_ssize_t s, f
+    for s in range(cnt):
+        for f in range(F):
+            gb[f] += sum_fixed_order(gyn + (s * F + f) * P, P, 1)
+
+
+cdef void kernel_gradient_block_rows(const floating *xn, const floating *gyn,
+                                     Py_ssize_t cnt, Dims d,
+                                     const Py_ssize_t *offsets, floating *frames,
+                                     Py_ssize_t frame_items,
+                                     Py_ssize_t sample_stride,
+                                     floating *part) noexcept nogil:
+    """part (F, K) += the row products of cnt samples: from x itself, or from
+    padded copies in the frames (sample_stride apart either way)."""
+    cdef Py_ssize_t C = d.C, H = d.H, W = d.W, ph = d.ph, pw = d.pw, s
+    if ph > 0 or pw > 0:
+        for s in range(cnt):
+            pad_sample(xn + s * C * H * W, C, H, W, ph, pw, frames + s * frame_items)
+        xn = frames
+    dot(d.F, d.K, cnt, d.Ho, d.Wo, gyn, d.F * d.P, d.P, d.Wo, xn, offsets,
+        sample_stride, d.sh * d.Wp, part, d.K)
+
+
+cdef void kernel_gradient_block_interleaved(const floating *xn, const floating *gyn,
+                                            Py_ssize_t cnt, Dims d, Py_ssize_t NR,
+                                            Py_ssize_t G, const Py_ssize_t *offsets,
+                                            Py_ssize_t *offs, floating *frames,
+                                            Py_ssize_t frame_items,
+                                            floating *b_panels, floating *part,
+                                            Py_ssize_t *layout) noexcept nogil:
+    """part (K, F) += the interleaved products of cnt samples: one per output
+    row i, A the group's patches in the frames, B grad_y's row i
+    (pack_grad_interleaved). offs is the thread's own K offsets."""
+    cdef Py_ssize_t F = d.F, K = d.K, Ho = d.Ho, Wo = d.Wo
+    cdef Py_ssize_t row_step = d.sh * d.Wrow, k, i
+    clear_on_new_layout(frames, frame_items * G, cnt, layout)
+    interleave_group(<floating *> xn, cnt, d.C, d.H, d.W, d.ph, d.pw, d.Hp,
+                     d.sw, d.Wq, frames, True)
+    pack_grad_interleaved(gyn, cnt, F, Ho, Wo, b_panels)
+    for k in range(K):
+        offs[k] = offsets[k] * cnt
+    for i in range(Ho):
+        gemm(K, F, Wo * cnt, frames + i * row_step * cnt, offs,
+             b_panels + i * round_up(F, NR) * Wo * cnt, NULL, part, F, 1, NULL)
+
+
+cdef void reduce_row(floating *partials, Py_ssize_t r, Py_ssize_t n_blocks,
+                     Py_ssize_t partial_size, Py_ssize_t row_len, bint rows,
+                     floating *gw, Py_ssize_t F, Py_ssize_t K) noexcept nogil:
+    """Row r of the blocks' sums (F rows of K, or K rows of F on the
+    interleaved path) added in block order into block 0's, then written to
+    grad_w (transposed on the interleaved path)."""
+    cdef floating *acc = partials + r * row_len
+    cdef const floating *src
+    cdef Py_ssize_t blk, t, f
+    for blk in range(1, n_blocks):
+        src = partials + blk * partial_size + r * row_len
+        for t in range(row_len):
+            acc[t] = acc[t] + src[t]
+    if rows:
+        copy_run(gw + r * K, acc, K)
+    else:
+        for f in range(F):
+            gw[f * K + r] = acc[f]
+
+
+cdef void reduce_bias(const floating *partials, Py_ssize_t n_blocks,
+                      Py_ssize_t partial_size, Py_ssize_t F, Py_ssize_t K,
+                      floating *gb) noexcept nogil:
+    """gb[f] = the blocks' bias sums, added in block order."""
+    cdef Py_ssize_t f, blk
+    cdef floating total
+    for f in range(F):
+        total = partials[F * K + f]
+        for blk in range(1, n_blocks):
+            total = total + partials[blk * partial_size + F * K + f]
+        gb[f] = total
+
+
+ctypedef struct KernelGradPlan:
+    bint rows                 # row products, else interleaved
+    Py_ssize_t frame_items    # values of one sample's frame
+    Py_ssize_t G              # samples summed by one product
+    Py_ssize_t b_size         # B's panels (interleaved), first in the scratch
+    Py_ssize_t sample_stride  # between the samples the row products read
+    Py_ssize_t per_thread     # scratch values: B's panels, then the frames
+
+
+cdef KernelGradPlan kernel_gradient_plan(Dims d, Py_ssize_t NR, Py_ssize_t n_blocks,
+                                         const floating *tag) noexcept nogil:
+    cdef KernelGradPlan p
+    cdef Py_ssize_t CHW = d.C * d.H * d.W
+    cdef bint padded = d.ph > 0 or d.pw > 0
+    # Interleaving copies each sample and its output gradient (C*H*W + F*P
+    # values) where the row products copy nothing: worth it when that is
+    # small against the patch rows (K*P values) and the filters fill the
+    # product's panels (F of round_up(F, NR) columns) better than output
+    # rows fill the row products' vectors (Wo of NR / 2 lanes).
+    p.rows = d.sw == 1 and not (
+        d.F * d.P + CHW <= d.K * d.P and
+        d.F * round_up(d.Wo, NR // 2) >= d.Wo * round_up(d.F, NR))
+    p.frame_items = d.C * d.Hp * d.Wp if p.rows else d.C * d.Hp * d.Wrow
+    # Samples summed by one product. It depends on the shapes only, never on
+    # the thread count, as it sets the order of the sum.
+    p.G = min((d.N + n_blocks - 1) // n_blocks,
+              max(1, FRAME_BYTES // (p.frame_items * sizeof(floating))))
+    p.b_size = 0 if p.rows else round_up(d.F, NR) * d.P * p.G
+    # the row products read samples from frames, or from x itself
+    p.sample_stride = p.frame_items if padded else CHW
+    p.per_thread = p.b_size + (p.G * p.frame_items if padded or not p.rows else 0)
+    return p
+
+
+cdef void kernel_gradient_block(const floating *xb, const floating *gyb,
+                                Py_ssize_t count, Dims d, KernelGradPlan p,
+                                Py_ssize_t NR, const Py_ssize_t *offsets,
+                                Py_ssize_t *offs, floating *b_panels,
+                                floating *part, Py_ssize_t *layout) noexcept nogil:
+    """part += one block's sums: its count samples (from xb, gyb) in groups
+    of at most p.G. The thread's scratch is B's panels, then the frames;
+    offs and layout are the thread's own."""
+    cdef Py_ssize_t n = 0, cnt
+    cdef Py_ssize_t CHW = d.C * d.H * d.W, F = d.F, P = d.P, FP = F * P
+    cdef Py_ssize_t G = p.G, K = d.K, b_size = p.b_size, frame_items = p.frame_items
+    cdef Py_ssize_t sample_stride = p.sample_stride
+    cdef bint rows = p.rows
+    while n < count:
+        cnt = count - n if count - n < G else G
+        bias_gradient_group(gyb + n * FP, cnt, F, P, part + F * K)
+        if rows:
+            kernel_gradient_block_rows(xb + n * CHW, gyb + n * FP, cnt, d, offsets,
+                                       b_panels + b_size, frame_items,
+                                       sample_stride, part)
+        else:
+            kernel_gradient_block_interleaved(
+                xb + n * CHW, gyb + n * FP, cnt, d, NR, G, offsets, offs,
+                b_panels + b_size, frame_items, b_panels, part, layout)
+        n = n + cnt
+
+
 def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                                 const floating[:, :, :, ::1] grad_y,
                                 floating[:, :, :, ::1] grad_w,
@@ -577,71 +664,44 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
       better than the filters fill panels. grad_w[f, k] for k = (c, a, b)
       sums products of two contiguous rows: output row i of grad_y[n, f]
       and the Wo input values from (c, i*sh + a, b) of the padded sample.
-      gemm's dot reads both in place.
+      gemm's dot reads both in place (kernel_gradient_block_rows).
     - The interleaved product otherwise: the group's samples interleaved as
       in the forward (interleave_group), so that for output row i the
       patches of every sample form the rows of A (K, Wo*G), read in place;
       grad_w^T (K, F) += A . B with B grad_y's row i, transposed
-      (pack_grad_interleaved). Only values inside windows enter the sum.
+      (pack_grad_interleaved). Only values inside windows enter the sum
+      (kernel_gradient_block_interleaved).
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
-    cdef Py_ssize_t W = x.shape[3], F = grad_y.shape[1]
-    cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
-    cdef Py_ssize_t KH = grad_w.shape[2], KW = grad_w.shape[3]
-    cdef Py_ssize_t K = C * KH * KW, P = Ho * Wo
+    cdef Dims d = dims_of(x.shape[0], x.shape[1], x.shape[2], x.shape[3],
+                          grad_y.shape[1], grad_w.shape[2], grad_w.shape[3],
+                          grad_y.shape[2], grad_y.shape[3], sh, sw, ph, pw)
+    cdef Py_ssize_t N = d.N, F = d.F, K = d.K
     cdef Py_ssize_t NR = panel_cols(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t n_blocks = min(N, N_REDUCTION_BLOCKS)
-    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
-    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, Wrow = sw * Wq
-    cdef bint padded = ph > 0 or pw > 0
-    # Interleaving copies each sample and its output gradient (C*H*W + F*P
-    # values) where the row products copy nothing: worth it when that is
-    # small against the patch rows (K*P values) and the filters fill the
-    # product's panels (F of round_up(F, NR) columns) better than output
-    # rows fill the row products' vectors (Wo of NR / 2 lanes).
-    cdef bint rows = sw == 1 and not (
-        F * P + C * H * W <= K * P and
-        F * round_up(Wo, NR // 2) >= Wo * round_up(F, NR))
-    cdef Py_ssize_t frame_items = C * Hp * Wp if rows else C * Hp * Wrow
-    # Samples summed by one product. It depends on the shapes only, never on
-    # the thread count, as it sets the order of the sum.
-    cdef Py_ssize_t G = min((N + n_blocks - 1) // n_blocks,
-                            max(1, FRAME_BYTES // (frame_items * sizeof(floating))))
+    cdef KernelGradPlan plan = kernel_gradient_plan(d, NR, n_blocks,
+                                                    &grad_w[0, 0, 0, 0])
     # per block: grad_w (F, K), grad_w^T (K, F) on the interleaved path,
     # then grad_b (F)
     cdef Py_ssize_t partial_size = F * K + F
-    cdef Py_ssize_t b_size = 0 if rows else round_up(F, NR) * P * G
-    cdef Py_ssize_t frames_size = G * frame_items if padded or not rows else 0
-    # the row products read samples from frames, or from x itself
-    cdef Py_ssize_t sample_stride = frame_items if padded else C * H * W
-    cdef Py_ssize_t per_thread = b_size + frames_size
-    cdef Py_ssize_t blk, n, end, cnt, s, f, i, k, t
-    cdef const floating *xn
-    cdef const floating *gy
-    cdef Py_ssize_t *offs = NULL
+    cdef Py_ssize_t per_thread = plan.per_thread
+    cdef Py_ssize_t blk, n, r
     cdef floating *b_panels = NULL
-    cdef floating *frames = NULL
     cdef floating *part
-    cdef floating total
     cdef floating *gw = &grad_w[0, 0, 0, 0]
     cdef floating *partials = NULL
-    cdef floating *acc
-    cdef const floating *src
-    cdef Py_ssize_t n_rows = F if rows else K, row_len = K if rows else F, r
     cdef Py_ssize_t *offsets = alloc_offsets(K, K, n_threads)
     cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t *frame_layout = group_offsets + n_threads * K
-    if rows:
-        patch_offsets(C, Hp, Wp, KH, KW, offsets)
+    if plan.rows:
+        patch_offsets(d.C, d.Hp, d.Wp, d.KH, d.KW, offsets)
     else:
-        interleaved_offsets(C, Hp, KH, KW, sw, Wq, offsets)
+        interleaved_offsets(d.C, d.Hp, d.KH, d.KW, sw, d.Wq, offsets)
     cdef int failed = 0
     cdef int *failure = &failed   # parallel() makes every name it assigns private
     try:
         partials = alloc(n_blocks * partial_size, gw)
         with nogil, parallel(num_threads=n_threads):
             b_panels = thread_alloc(per_thread, gw, failure)
-            frames = b_panels + b_size
             # Every buffer is cleared by the thread that uses it: the block's
             # partial sums here; padded frames by pad_sample, interleaved
             # ones by clear_on_new_layout; B's panels are written whole.
@@ -651,60 +711,19 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                 part = partials + blk * partial_size
                 memset(part, 0, partial_size * sizeof(floating))
                 n = blk * N // n_blocks
-                end = (blk + 1) * N // n_blocks
-                while n < end:
-                    cnt = end - n if end - n < G else G
-                    for s in range(cnt):
-                        gy = &grad_y[n + s, 0, 0, 0]
-                        for f in range(F):
-                            part[F * K + f] += sum_fixed_order(gy + f * P, P, 1)
-                    if rows:
-                        xn = &x[n, 0, 0, 0]
-                        if padded:
-                            for s in range(cnt):
-                                pad_sample(&x[n + s, 0, 0, 0], C, H, W, ph, pw,
-                                           frames + s * frame_items)
-                            xn = frames
-                        dot(F, K, cnt, Ho, Wo, &grad_y[n, 0, 0, 0], F * P, P,
-                            Wo, xn, &offsets[0], sample_stride, sh * Wp, part, K)
-                        n = n + cnt
-                        continue
-                    clear_on_new_layout(frames, frame_items * G, cnt,
-                                        &frame_layout[threadid()])
-                    interleave_group(<floating *> &x[n, 0, 0, 0], cnt, C, H, W, ph,
-                                     pw, Hp, sw, Wq, frames, True)
-                    pack_grad_interleaved(&grad_y[n, 0, 0, 0], cnt, F, Ho, Wo,
-                                          b_panels)
-                    offs = group_offsets + threadid() * K
-                    for k in range(K):
-                        offs[k] = offsets[k] * cnt
-                    for i in range(Ho):
-                        gemm(K, F, Wo * cnt, frames + i * sh * Wrow * cnt, offs,
-                             b_panels + i * round_up(F, NR) * Wo * cnt, NULL,
-                             part, F, 1, NULL)
-                    n = n + cnt
+                kernel_gradient_block(
+                    &x[n, 0, 0, 0], &grad_y[n, 0, 0, 0], (blk + 1) * N // n_blocks - n,
+                    d, plan, NR, offsets, group_offsets + threadid() * K, b_panels,
+                    part, &frame_layout[threadid()])
             thread_scratch_trim()
         scratch_error(failed, per_thread, gw)
         with nogil:
-            # Blocks added in block order, whatever thread computed them: into
-            # block 0's sums, one row of their layout at a time (F rows of K,
-            # or K rows of F on the interleaved path, written out transposed)
-            for r in prange(n_rows, num_threads=n_threads, schedule='static'):
-                acc = partials + r * row_len
-                for blk in range(1, n_blocks):
-                    src = partials + blk * partial_size + r * row_len
-                    for t in range(row_len):
-                        acc[t] = acc[t] + src[t]
-                if rows:
-                    copy_run(gw + r * K, acc, K)
-                else:
-                    for f in range(F):
-                        gw[f * K + r] = acc[f]
-            for f in range(F):
-                total = partials[F * K + f]
-                for blk in range(1, n_blocks):
-                    total = total + partials[blk * partial_size + F * K + f]
-                grad_b[f] = total
+            # blocks added in block order, whatever thread computed them
+            for r in prange(F if plan.rows else K, num_threads=n_threads,
+                            schedule='static'):
+                reduce_row(partials, r, n_blocks, partial_size,
+                           K if plan.rows else F, plan.rows, gw, F, K)
+            reduce_bias(partials, n_blocks, partial_size, F, K, &grad_b[0])
     finally:
         aligned_free(partials)
         aligned_free(offsets)
