@@ -54,6 +54,8 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 import fastcnn.functional as F
+from _helpers.cases import ConvCase
+from _helpers.references import output_spatial
 
 # ============================================================ settings
 
@@ -632,17 +634,12 @@ def window(offset, stride, out):
                                for o, s, n in zip(offset, stride, out))
 
 
-def out_size(spatial, kernel, stride, padding):
-    return tuple((s - k + 2 * p) // st + 1
-                 for s, k, st, p in zip(spatial, kernel, stride, padding))
-
-
 def ref_correlate(x, w, bias, stride, padding):
     """y[n, f, i, j] = b[f] + sum_{c,a,b} w[f,c,a,b] x[n, c, i*sh+a-ph, j*sw+b-pw]
     with x zero outside: for each kernel offset, the strided slice of the
     zero-padded input it meets, contracted with its weights."""
     xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
-    out = out_size(x.shape[2:], w.shape[2:], stride, padding)
+    out = output_spatial(x.shape[2:], w.shape[2:], stride, padding)
     y = np.zeros((x.shape[0], w.shape[0]) + out)
     for offset in np.ndindex(*w.shape[2:]):
         y += np.einsum("nc...,fc->nf...", xp[window(offset, stride, out)],
@@ -683,7 +680,7 @@ def pool_windows(x, size, stride):
     """Every window of x, its values in row-major order along a last axis
     (N, C, *out, prod(size)), and the index of each in its plane (*out, K)."""
     spatial = x.shape[2:]
-    out = out_size(spatial, size, stride, (0,) * len(size))
+    out = output_spatial(spatial, size, stride, (0,) * len(size))
     origin = np.ix_(*[np.arange(n) * s for n, s in zip(out, stride)])
     values, where = [], []
     for offset in np.ndindex(*size):
@@ -763,32 +760,6 @@ def ref_adam(p, g, m, v, step, lr, b1, b2, eps, l2, n_penalized):
 
 # ======================================================== geometries
 
-class Conv(NamedTuple):
-    n: int
-    c: int
-    f: int
-    spatial: tuple
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-
-    @property
-    def ndim(self):
-        return len(self.spatial)
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c) + self.spatial
-
-    @property
-    def w_shape(self):
-        return (self.f, self.c) + self.kernel
-
-    @property
-    def y_shape(self):
-        return (self.n, self.f) + out_size(self.spatial, self.kernel, self.stride,
-                                           self.padding)
-
 
 @st.composite
 def conv_geometries(draw, ndim):
@@ -801,7 +772,7 @@ def conv_geometries(draw, ndim):
     longest = 8 if ndim == 2 else 24
     spatial = tuple(draw(st.integers(max(1, k - 2 * p), k + longest))
                     for k, p in zip(kernel, padding))
-    return Conv(draw(st.integers(1, 3)), draw(st.integers(1, 9)),
+    return ConvCase(draw(st.integers(1, 3)), draw(st.integers(1, 9)),
                 draw(st.integers(1, 5)), spatial, kernel, stride, padding)
 
 
@@ -822,7 +793,7 @@ class Pool(NamedTuple):
 
     @property
     def y_shape(self):
-        return (self.n, self.c) + out_size(self.spatial, self.size, self.steps,
+        return (self.n, self.c) + output_spatial(self.spatial, self.size, self.steps,
                                            (0,) * len(self.size))
 
 
