@@ -89,8 +89,7 @@ cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
                 # vectorises. The general loop below moves a value of each
                 # sample in turn, G a position: a run of the frame when G is
                 # large, too short a loop when it is small (the kernel
-                # gradient's frames of 2 to 6 samples on 16 x 16 to 28 x 28
-                # images took 5-10% longer).
+                # gradient's frames of a few samples).
                 d = frame + ((c * Hp + h + ph) * Wq + pw) * G
                 if G == 1:
                     if into_frame:
@@ -140,8 +139,8 @@ cdef Py_ssize_t *alloc_offsets(Py_ssize_t K, Py_ssize_t per_thread,
 cdef enum:
     # Multiply-adds of the product that cost about what copying one value
     # costs: the vector kernel does 32 float32 multiply-adds a cycle, a copy
-    # that transposes about one value. (At 16, the four-conv net's 14 x 14
-    # layer, 64 x 32 x 3 x 3, went interleaved and lost 15%.)
+    # that transposes about one value; a lower cost sends layers with many
+    # filters and small frames to the interleaved path, which then loses.
     COPY_COST = 32
 
 
