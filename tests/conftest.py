@@ -3,9 +3,10 @@
 What they hand out is defined in the importable helper modules of
 tests/_helpers (tests/ is on sys.path through pyproject.toml's
 ``pythonpath``): the references (_helpers.references), the test geometries
-(_helpers.cases), one call of every kernel (_helpers.kernel_calls) and the
-assertions (_helpers.checks). Test modules may import those directly or
-take the fixtures below.
+(_helpers.cases), one call of every kernel (_helpers.kernel_calls), the
+assertions (_helpers.checks) and the estimator's small configuration
+(_helpers.estimators). Test modules may import those directly or take the
+fixtures below.
 """
 import sys
 import types
@@ -13,7 +14,9 @@ import zlib
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
+import fastcnn._network as network_module
 from fastcnn._kernels import correlation as correlation_kernels
 from _helpers import references
 from _helpers.cases import (
@@ -127,3 +130,28 @@ def guarded_copy_fixture():
         pytest.skip("guard pages need mprotect (POSIX)")
     return guarded_copy
 
+
+# ====================================================== estimator fixtures
+
+@pytest.fixture(scope="module")
+def digits():
+    """The first 300 digits, flat (n, 64), scaled to [0, 1] (exact in
+    float32: multiples of 1/16)."""
+    X, y = load_digits(return_X_y=True)
+    return X[:300] / 16.0, y[:300]
+
+
+@pytest.fixture(scope="module")
+def small_digits(digits):
+    X, y = digits
+    return X[:120], y[:120]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Makes any forward or backward pass of a network an error: a
+    ValueError raised under this fixture was raised before training."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the input was validated")
+    monkeypatch.setattr(network_module.Network, "forward", refuse)
+    monkeypatch.setattr(network_module.Network, "backward", refuse)

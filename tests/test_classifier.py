@@ -1,4 +1,11 @@
-"""Tests of fastcnn.CNNClassifier as a scikit-learn estimator.
+"""Tests of fastcnn._classifier: CNNClassifier as a scikit-learn estimator.
+
+scikit-learn's own checks, the forms X may take, model selection,
+persistence, the validation of X, predictions in batches, dtypes and the
+fitted attributes. What the estimator delegates is tested by module: the
+training loop in test_training.py and test_interrupt.py, labels in
+test_labels.py, hyperparameters in test_parameters.py, layer specifications
+in test_layers.py, thread counts in test_threads.py.
 
 Every fit here is tiny (a few hundred 8x8 digits, one small convolution,
 a handful of epochs), so the whole module runs in seconds. Equality checks
@@ -13,7 +20,6 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.datasets import load_digits
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import (GridSearchCV, cross_val_score,
                                      train_test_split)
 from sklearn.pipeline import Pipeline
@@ -23,16 +29,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import fastcnn
 import fastcnn._classifier as classifier_module
 import fastcnn._network as network_module
-from fastcnn import CNNClassifier, TrainingDivergedError
-from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
-                            Flatten, MaxPool1D, MaxPool2D, ReLU)
+from fastcnn import CNNClassifier
+from fastcnn.layers import Conv1D, Conv2D, Dense, MaxPool1D, MaxPool2D, ReLU
+from _helpers.estimators import SMALL, fit_proba
 
 # Most fits below stop at a deliberately small max_iter.
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning")
-
-#: a small, fast configuration; input_shape is added where X is flat
-SMALL = dict(filters=(4,), hidden_layer_sizes=(16,), max_iter=3, random_state=0)
 
 #: every fitted attribute the class docstring lists (feature_names_in_ only
 #: exists for X with string column names, which needs pandas)
@@ -42,38 +45,7 @@ FITTED_ATTRIBUTES = ["classes_", "n_features_in_", "input_shape_", "network_",
                      "t_"]
 
 
-# ================================================================= data
-
-@pytest.fixture(scope="module")
-def digits():
-    """The first 300 digits, flat (n, 64), scaled to [0, 1] (exact in
-    float32: multiples of 1/16)."""
-    X, y = load_digits(return_X_y=True)
-    return X[:300] / 16.0, y[:300]
-
-
-@pytest.fixture(scope="module")
-def small_digits(digits):
-    X, y = digits
-    return X[:120], y[:120]
-
-
-def fit_proba(X, y, **params):
-    clf = CNNClassifier(**{**SMALL, **params}).fit(X, y)
-    return clf, clf.predict_proba(X)
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    """Makes any forward or backward pass of a network an error: a
-    ValueError raised under this fixture was raised before training."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("training started before the input was validated")
-    monkeypatch.setattr(network_module.Network, "forward", refuse)
-    monkeypatch.setattr(network_module.Network, "backward", refuse)
-
-
-# ============================================== 1. scikit-learn's checks
+# ============================================= 1. scikit-learn's checks
 
 @parametrize_with_checks([CNNClassifier(filters=(8,), hidden_layer_sizes=(16,),
                                         max_iter=50, random_state=0)])
@@ -81,7 +53,7 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-# ===================================================== 2. input forms
+# ======================================================= 2. input forms
 
 def test_image_forms_give_identical_predictions(small_digits):
     X, y = small_digits
@@ -191,45 +163,7 @@ def test_input_integer_dtypes(small_digits, dtype):
     np.testing.assert_array_equal(proba_list, expected)
 
 
-# ========================================================= 3. targets
-
-@pytest.mark.parametrize("kind", ["str", "bool", "int32", "float", "object"])
-def test_label_types(small_digits, kind):
-    X, y = small_digits
-    y3 = y % 3
-    labels = {
-        "str": np.array(["b", "c", "a"])[y3],
-        "bool": y3 > 0,
-        "int32": y3.astype(np.int32),
-        "float": y3.astype(np.float64),
-        "object": np.array(["b", "c", "a"], dtype=object)[y3],
-    }[kind]
-    clf = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, labels)
-    np.testing.assert_array_equal(clf.classes_, np.unique(labels))
-    assert clf.classes_.dtype == np.unique(labels).dtype
-    pred = clf.predict(X)
-    assert pred.dtype == clf.classes_.dtype
-    assert set(pred.tolist()) <= set(clf.classes_.tolist())
-    proba = clf.predict_proba(X)
-    assert proba.shape == (len(X), len(clf.classes_))
-    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
-    # columns follow classes_: predict is the argmax column
-    np.testing.assert_array_equal(pred, clf.classes_[proba.argmax(axis=1)])
-    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba),
-                               rtol=1e-5, atol=1e-6)
-
-
-def test_string_labels_same_model_as_integer_labels(small_digits):
-    X, y = small_digits
-    names = np.array([f"digit{d}" for d in range(10)])
-    _, p_int = fit_proba(X, y, input_shape=(1, 8, 8))
-    clf, p_str = fit_proba(X, names[y], input_shape=(1, 8, 8))
-    # sorted string classes happen to follow the digits' order here
-    np.testing.assert_array_equal(clf.classes_, names)
-    np.testing.assert_array_equal(p_str, p_int)
-
-
-# ================================================ 4. model selection
+# =================================================== 3. model selection
 
 def test_pipeline_scores_well():
     X, y = load_digits(return_X_y=True)
@@ -277,7 +211,7 @@ def test_grid_search_serial_and_parallel_agree(digits):
     assert all(len(scores) == 1 for scores in by_rate.values())
 
 
-# ====================================================== 5. persistence
+# ======================================================= 4. persistence
 
 def test_clone_keeps_params_and_is_unfitted(small_digits):
     X, y = small_digits
@@ -318,36 +252,7 @@ def test_pickle_unfitted_estimator(small_digits):
                                   clf.fit(X, y).predict_proba(X))
 
 
-ALL_SPECS = [Conv2D(4, 3, padding="same"), Conv2D(2, (3, 1), stride=(1, 2), padding=(1, 0)),
-             Conv1D(2, 3, stride=2), MaxPool2D(2), MaxPool1D(2, stride=1),
-             AvgPool2D((2, 1)), AvgPool1D(3), ReLU(), Flatten(), Dense(5)]
-
-
-@pytest.mark.parametrize("spec", ALL_SPECS, ids=repr)
-def test_layer_specs_pickle_compare_and_hash(spec):
-    loaded = pickle.loads(pickle.dumps(spec))
-    assert loaded == spec
-    assert hash(loaded) == hash(spec)
-    assert {spec: 1}[loaded] == 1
-    with pytest.raises(AttributeError):     # frozen
-        spec.__setattr__("x", 1)
-
-
-def test_layer_specs_compare_by_value():
-    assert Conv2D(4, 3) == Conv2D(4, 3)
-    assert Conv2D(4, 3) != Conv2D(5, 3)
-    assert Dense(3) != Dense(4)
-    assert MaxPool2D(2) != AvgPool2D(2)
-    assert len({ReLU(), ReLU(), Flatten()}) == 2
-
-
-def test_layer_spec_with_list_argument_is_hashable():
-    spec = Conv2D(4, [3, 3])
-    hash(spec)
-    assert spec == Conv2D(4, (3, 3))
-
-
-# ==================================================== 6. bad input
+# ========================================================= 5. bad input
 
 def test_nan_in_X(small_digits, no_training):
     X, y = small_digits
@@ -367,18 +272,6 @@ def test_inf_in_X(small_digits, no_training):
         CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
     with pytest.raises(ValueError, match="infinity"):
         CNNClassifier(**SMALL).fit(X.reshape(-1, 1, 8, 8), y)
-
-
-def test_y_of_wrong_length(small_digits, no_training):
-    X, y = small_digits
-    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
-        CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y[:-1])
-
-
-def test_one_class(small_digits, no_training):
-    X, y = small_digits
-    with pytest.raises(ValueError, match="only one class"):
-        CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, np.full(len(X), 7))
 
 
 def test_fewer_than_two_samples(small_digits, no_training):
@@ -457,75 +350,6 @@ def test_predictions_agree_whichever_way_x_is_validated(small_digits, dtype):
         np.testing.assert_array_equal(clf.predict_proba(X[i:i + 1]), general[i:i + 1])
 
 
-BAD_PARAMS = [
-    ("solver", "lbfgs", "solver"),
-    ("learning_rate_init", 0, "learning_rate_init"),
-    ("learning_rate_init", -1, "learning_rate_init"),
-    ("momentum", 2, "momentum"),
-    ("batch_size", 0, "batch_size"),
-    ("batch_size", "big", "batch_size"),
-    ("max_iter", 0, "max_iter"),
-    ("alpha", -1, "alpha"),
-    ("validation_fraction", 1.0, "validation_fraction"),
-    ("n_iter_no_change", 0, "n_iter_no_change"),
-    ("dtype", "float16", "dtype"),
-    ("padding", "full", "padding"),
-    ("filters", (0,), "filters"),
-    ("kernel_size", 0, "kernel_size"),
-    ("layers", [object()], re.escape("layers[0]")),
-    ("layers", "conv", "layers"),
-    ("n_threads", 0, "n_threads"),
-    ("input_shape", (0, 8, 8), "input_shape"),
-    ("pool_size", 0, "pool_size"),
-    ("hidden_layer_sizes", (0,), "hidden_layer_sizes"),
-    ("beta_1", 1.0, "beta_1"),
-    ("beta_2", -0.1, "beta_2"),
-    ("epsilon", 0, "epsilon"),
-    ("tol", -1, "tol"),
-    ("verbose", -1, "verbose"),
-    ("shuffle", "yes", "shuffle"),
-    ("early_stopping", "yes", "early_stopping"),
-    ("early_stopping", None, "early_stopping"),
-    ("max_iter", 2.0, "max_iter"),
-    ("learning_rate_init", np.nan, "learning_rate_init"),
-]
-
-
-@pytest.mark.parametrize("name, value, match", BAD_PARAMS,
-                         ids=[f"{n}={v!r}" for n, v, _ in BAD_PARAMS])
-def test_bad_hyperparameter(small_digits, no_training, name, value, match):
-    X, y = small_digits
-    clf = CNNClassifier(**{**SMALL, "input_shape": (1, 8, 8), name: value})
-    with pytest.raises(ValueError, match=match):
-        clf.fit(X, y)
-    assert not hasattr(clf, "network_")
-
-
-@pytest.mark.parametrize("name", ["alpha", "learning_rate_init"])
-def test_infinite_hyperparameter_rejected_before_training(small_digits, no_training, name):
-    X, y = small_digits
-    with pytest.raises(ValueError, match=name):
-        CNNClassifier(**{**SMALL, "input_shape": (1, 8, 8), name: np.inf}).fit(X, y)
-
-
-@pytest.mark.parametrize("make, match", [
-    (lambda: Conv2D(0, 3), "filters"),
-    (lambda: Conv2D(4, 0), "kernel_size"),
-    (lambda: Conv2D(4, 2, padding="same"), "odd"),
-    (lambda: Conv2D(4, 3, stride=0), "stride"),
-    (lambda: Conv2D(4, 3, padding=-1), "padding"),
-    (lambda: Conv1D(4, (3, 3)), "kernel_size"),
-    (lambda: MaxPool2D(0), "pool_size"),
-    (lambda: AvgPool1D(2, stride=0), "stride"),
-    (lambda: Dense(0), "units"),
-    (lambda: Dense(2.5), "units"),
-], ids=["conv-filters", "conv-kernel", "even-same", "stride", "padding",
-        "conv1d-tuple", "pool", "pool-stride", "dense", "dense-float"])
-def test_layer_specs_validate_on_construction(make, match):
-    with pytest.raises(ValueError, match=match):
-        make()
-
-
 def test_layer_kernel_larger_than_input(small_digits, no_training):
     X, y = small_digits
     clf = CNNClassifier(layers=[Conv2D(4, 9)], input_shape=(1, 8, 8),
@@ -544,368 +368,7 @@ def test_simple_kernel_too_large_for_valid_padding(small_digits, no_training):
                       **SMALL).fit(X, y)
 
 
-# ====================================================== 7. divergence
-
-def _fit_then_diverge(X, y, lr, **params):
-    clf = CNNClassifier(input_shape=(1, 8, 8), solver="sgd", max_iter=2,
-                        filters=(4,), hidden_layer_sizes=(16,), random_state=0,
-                        **params).fit(X, y)
-    state = (clf.network_.params.copy(), list(clf.loss_curve_), clf.n_iter_, clf.t_)
-    clf.set_params(warm_start=True, learning_rate_init=lr)
-    with pytest.raises(TrainingDivergedError, match="learning_rate_init") as info:
-        clf.fit(X, y)
-    assert isinstance(info.value, ValueError)
-    return clf, state
-
-
-# one batch per epoch (all 120 samples) and six
-@pytest.mark.parametrize("lr, batch_size", [(1e30, 120), (1e8, 20)])
-def test_divergence_keeps_last_good_weights(small_digits, lr, batch_size):
-    X, y = small_digits
-    clf, (params, curve, n_iter, t) = _fit_then_diverge(X, y, lr, batch_size=batch_size)
-    np.testing.assert_array_equal(clf.network_.params, params)
-    assert clf.loss_curve_ == curve
-    assert clf.n_iter_ == n_iter and clf.t_ == t
-    proba = clf.predict_proba(X)
-    assert np.isfinite(proba).all()
-    assert clf.predict(X).shape == (len(X),)
-
-
-def test_divergence_detected_with_one_batch_per_epoch(small_digits):
-    X, y = small_digits
-    one_batch = dict(input_shape=(1, 8, 8), solver="sgd", filters=(4,),
-                     hidden_layer_sizes=(16,), batch_size=len(X), random_state=0)
-    clf = CNNClassifier(max_iter=2, **one_batch).fit(X, y)
-    clf.set_params(warm_start=True, learning_rate_init=1e8, max_iter=50)
-    with pytest.raises(TrainingDivergedError, match="learning_rate_init"):
-        clf.fit(X, y)
-    # the weights kept are those of the last completed epoch: replaying that
-    # many epochs without divergence gives the same bits
-    good_epochs = clf.n_iter_ - 2
-    replay = CNNClassifier(max_iter=2, **one_batch).fit(X, y)
-    if good_epochs:
-        replay.set_params(warm_start=True, learning_rate_init=1e8,
-                          max_iter=good_epochs).fit(X, y)
-    np.testing.assert_array_equal(clf.network_.params, replay.network_.params)
-    # the model it leaves predicts finite probabilities on what it was checked on
-    assert np.isfinite(clf.predict_proba(X)).all()
-
-
-def test_warm_start_continues_after_divergence(small_digits):
-    X, y = small_digits
-    clf, (params, curve, n_iter, t) = _fit_then_diverge(X, y, 1e30)
-    clf.set_params(learning_rate_init=0.001)
-    clf.fit(X, y)
-    assert clf.n_iter_ == n_iter + 2
-    assert np.isfinite(clf.network_.params).all()
-
-
-# ================================================ 8. KeyboardInterrupt
-
-def _interrupt_on_call(monkeypatch, k):
-    original = network_module.Network.forward
-    calls = [0]
-
-    def forward(self, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] == k:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-    monkeypatch.setattr(network_module.Network, "forward", forward)
-    return calls
-
-
-INTERRUPTED = dict(input_shape=(1, 8, 8), filters=(4,), hidden_layer_sizes=(16,),
-                   batch_size=40, random_state=0)   # 3 batches per epoch on 120
-
-
-# each epoch makes 4 forward calls: 3 batches and the check of its last step
-@pytest.mark.parametrize("k", [9, 10, 11, 12])   # within epoch 3
-def test_keyboard_interrupt_keeps_last_epoch(small_digits, monkeypatch, k):
-    X, y = small_digits
-    reference = CNNClassifier(max_iter=2, **INTERRUPTED).fit(X, y)
-    calls = _interrupt_on_call(monkeypatch, k)
-    clf = CNNClassifier(max_iter=10, **INTERRUPTED)
-    with pytest.warns(UserWarning, match="interrupted"):
-        clf.fit(X, y)
-    assert calls[0] == k
-    monkeypatch.undo()
-    assert clf.n_iter_ == 2
-    assert len(clf.loss_curve_) == 2
-    assert clf.loss_curve_ == reference.loss_curve_
-    np.testing.assert_array_equal(clf.network_.params, reference.network_.params)
-    np.testing.assert_array_equal(clf.predict_proba(X), reference.predict_proba(X))
-
-
-def test_warm_start_after_interrupt_matches_uninterrupted(small_digits, monkeypatch):
-    X, y = small_digits
-    reference = CNNClassifier(max_iter=2, **INTERRUPTED).fit(X, y)
-    reference.set_params(warm_start=True, max_iter=1).fit(X, y)
-    _interrupt_on_call(monkeypatch, 10)
-    clf = CNNClassifier(max_iter=10, **INTERRUPTED)
-    with pytest.warns(UserWarning, match="interrupted"):
-        clf.fit(X, y)
-    monkeypatch.undo()
-    clf.set_params(warm_start=True, max_iter=1).fit(X, y)
-    np.testing.assert_array_equal(clf.network_.params, reference.network_.params)
-
-
-# =================================================== 9. reproducibility
-
-def test_results_identical_for_any_thread_count(small_digits):
-    X, y = small_digits
-    runs = []
-    for n_threads in (1, 2, 4, 1, 2):
-        clf = CNNClassifier(input_shape=(1, 8, 8), batch_size=40, n_threads=n_threads,
-                            **SMALL).fit(X, y)
-        runs.append((clf.network_.params.copy(), clf.loss_curve_, clf.predict_proba(X)))
-    params, curve, proba = runs[0]
-    for other_params, other_curve, other_proba in runs[1:]:
-        np.testing.assert_array_equal(other_params, params)
-        assert other_curve == curve
-        np.testing.assert_array_equal(other_proba, proba)
-
-
-def test_different_random_state_gives_different_weights(small_digits):
-    X, y = small_digits
-    a = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
-    b = CNNClassifier(input_shape=(1, 8, 8), **{**SMALL, "random_state": 1}).fit(X, y)
-    assert not np.array_equal(a.network_.params, b.network_.params)
-    assert a.loss_curve_ != b.loss_curve_
-
-
-# ======================================================= 10. partial_fit
-
-def test_partial_fit(small_digits):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), filters=(4,), hidden_layer_sizes=(16,),
-                        random_state=0)
-    with pytest.raises(ValueError, match="classes"):
-        clf.partial_fit(X, y)
-    assert not hasattr(clf, "network_")
-    clf.partial_fit(X[:60], y[:60], classes=np.arange(10))
-    np.testing.assert_array_equal(clf.classes_, np.arange(10))
-    assert clf.n_iter_ == 1 and clf.t_ == 60
-    params = clf.network_.params.copy()
-    clf.partial_fit(X[60:], y[60:])
-    assert clf.n_iter_ == 2 and clf.t_ == 120
-    assert len(clf.loss_curve_) == 2
-    assert not np.array_equal(clf.network_.params, params)
-    clf.partial_fit(X, y)
-    assert clf.n_iter_ == 3
-    assert clf.predict_proba(X).shape == (len(X), 10)
-
-
-def test_partial_fit_classes_not_all_seen(small_digits):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), **SMALL)
-    clf.partial_fit(X[:30], y[:30] % 2, classes=[0, 1, 2])
-    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
-    assert clf.predict_proba(X).shape == (len(X), 3)
-
-
-def test_partial_fit_unknown_label_and_wrong_features(small_digits):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), **SMALL)
-    clf.partial_fit(X, y, classes=np.arange(10))
-    params = clf.network_.params.copy()
-    with pytest.raises(ValueError, match="not in classes"):
-        clf.partial_fit(X, np.where(y == 3, 42, y))
-    with pytest.raises(ValueError, match="X has 10 features"):
-        clf.partial_fit(X[:, :10], y)
-    np.testing.assert_array_equal(clf.network_.params, params)
-    assert clf.n_iter_ == 1
-
-
-# ==================================================== 11. early stopping
-
-def test_early_stopping_attributes(digits):
-    X, y = digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), early_stopping=True,
-                        **{**SMALL, "max_iter": 6}).fit(X, y)
-    assert len(clf.validation_scores_) == clf.n_iter_ == 6
-    assert clf.best_validation_score_ == max(clf.validation_scores_)
-    assert all(0 <= s <= 1 for s in clf.validation_scores_)
-    assert clf.best_loss_ is None
-    assert len(clf.loss_curve_) == clf.n_iter_
-    # the weights of the best epoch are kept: those of a fit stopped there
-    best = int(np.argmax(clf.validation_scores_)) + 1
-    stopped = CNNClassifier(input_shape=(1, 8, 8), early_stopping=True,
-                            **{**SMALL, "max_iter": best}).fit(X, y)
-    np.testing.assert_array_equal(clf.network_.params, stopped.network_.params)
-
-
-def test_without_early_stopping(small_digits):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
-    assert clf.validation_scores_ is None
-    assert clf.best_validation_score_ is None
-    assert clf.best_loss_ == min(clf.loss_curve_)
-
-
-def _tiled_digits(X, y, n):
-    repeats = -(-n // len(X))
-    return np.tile(X, (repeats, 1))[:n], np.tile(y, repeats)[:n]
-
-
-@pytest.mark.parametrize("n_samples, holds_out", [(10_000, False), (10_001, True)])
-def test_auto_early_stopping_above_10000_samples(small_digits, n_samples, holds_out):
-    """early_stopping='auto' (the default) holds out validation data only
-    for a fit on more than 10000 samples, as HistGradientBoosting's 'auto'."""
-    X, y = _tiled_digits(*small_digits, n_samples)
-    clf = CNNClassifier(input_shape=(1, 8, 8), filters=(2,), hidden_layer_sizes=(),
-                        batch_size=1000, max_iter=1, random_state=0)
-    assert clf.early_stopping == "auto"
-    clf.fit(X, y)
-    assert (clf.validation_scores_ is not None) == holds_out
-    assert (clf.best_loss_ is None) == holds_out
-    # the held-out tenth is not trained on
-    assert clf.t_ == (n_samples - -(-n_samples // 10) if holds_out else n_samples)
-
-
-@pytest.mark.parametrize("early_stopping", [True, "auto"])
-def test_partial_fit_never_holds_out(small_digits, early_stopping):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), early_stopping=early_stopping, **SMALL)
-    clf.partial_fit(X, y, classes=np.arange(10))
-    clf.partial_fit(X, y)
-    assert clf.t_ == 2 * len(X)
-    assert clf.validation_scores_ is None
-    assert clf.best_loss_ == min(clf.loss_curve_)
-    # and after a fit that held data out, partial_fit trains on all of X
-    clf = CNNClassifier(input_shape=(1, 8, 8), early_stopping=True, **SMALL).fit(X, y)
-    t = clf.t_
-    clf.partial_fit(X, y)
-    assert clf.t_ == t + len(X)
-
-
-@pytest.mark.parametrize("n_samples, batches", [(120, [32, 32, 32, 24]), (20, [20])])
-def test_auto_batch_size_is_32(small_digits, monkeypatch, n_samples, batches):
-    X, y = small_digits[0][:n_samples], small_digits[1][:n_samples]
-    sizes = []
-    original = network_module.Network.forward
-
-    def forward(self, x, *args, **kwargs):
-        sizes.append(len(x))
-        return original(self, x, *args, **kwargs)
-    monkeypatch.setattr(network_module.Network, "forward", forward)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)   # no clipping warning
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        CNNClassifier(input_shape=(1, 8, 8), **{**SMALL, "max_iter": 1}).fit(X, y)
-    # the batches, then the check of the epoch's last step on its last batch
-    assert sizes == batches + batches[-1:]
-
-
-@pytest.mark.parametrize("early_stopping", [False, True])
-def test_huge_tol_stops_early(small_digits, early_stopping):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), tol=10, n_iter_no_change=2,
-                        early_stopping=early_stopping, **{**SMALL, "max_iter": 30})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        clf.fit(X, y)
-    assert clf.n_iter_ < 30
-    assert clf.n_iter_ <= 2 + 2   # at most one epoch more than documented
-    assert len(clf.loss_curve_) == clf.n_iter_
-
-
-@pytest.mark.parametrize("n_iter_no_change", [1, 3])
-def test_huge_tol_stops_like_mlp_classifier(small_digits, n_iter_no_change):
-    """Stopping follows MLPClassifier's rule: more than n_iter_no_change
-    epochs in a row without an improvement of tol (the first epoch sets the
-    best loss), so n_iter_no_change + 2 epochs when nothing counts as one."""
-    from sklearn.neural_network import MLPClassifier
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), tol=10, n_iter_no_change=n_iter_no_change,
-                        **{**SMALL, "max_iter": 30}).fit(X, y)
-    mlp = MLPClassifier(tol=10, n_iter_no_change=n_iter_no_change, max_iter=30,
-                        random_state=0).fit(X, y)
-    assert clf.n_iter_ == mlp.n_iter_ == n_iter_no_change + 2
-
-
-def test_max_iter_reached_warns(small_digits):
-    X, y = small_digits
-    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
-        CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
-
-
-# ======================================================= 12. warm start
-
-def test_warm_start_continues(small_digits):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), warm_start=True,
-                        **{**SMALL, "max_iter": 2}).fit(X, y)
-    params, curve = clf.network_.params.copy(), list(clf.loss_curve_)
-    network = clf.network_
-    clf.fit(X, y)
-    assert clf.n_iter_ == 4
-    assert clf.t_ == 4 * len(X)
-    assert len(clf.loss_curve_) == 4 and clf.loss_curve_[:2] == curve
-    assert clf.network_ is network               # not rebuilt
-    assert not np.array_equal(clf.network_.params, params)
-    # not re-initialised: a cold fit with the same seed starts elsewhere
-    cold = CNNClassifier(input_shape=(1, 8, 8), **{**SMALL, "max_iter": 2}).fit(X, y)
-    assert not np.array_equal(clf.network_.params, cold.network_.params)
-    # without warm_start, fit starts over
-    clf.set_params(warm_start=False).fit(X, y)
-    assert clf.n_iter_ == 2
-    np.testing.assert_array_equal(clf.network_.params, cold.network_.params)
-
-
-def test_warm_start_with_different_classes(small_digits):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), warm_start=True, **SMALL).fit(X, y)
-    params = clf.network_.params.copy()
-    with pytest.raises(ValueError, match="same classes"):
-        clf.fit(X, y % 5)
-    np.testing.assert_array_equal(clf.network_.params, params)
-
-
-@pytest.mark.parametrize("first", [False, True])
-def test_warm_start_toggling_early_stopping(small_digits, first):
-    X, y = small_digits
-    clf = CNNClassifier(input_shape=(1, 8, 8), early_stopping=first,
-                        **{**SMALL, "max_iter": 2}).fit(X, y)
-    clf.set_params(warm_start=True, early_stopping=not first)
-    try:
-        clf.fit(X, y)
-    except ValueError:
-        return      # a clear refusal would be acceptable
-    assert clf.n_iter_ == 4
-    if not first:
-        assert len(clf.validation_scores_) >= 2
-
-
-# ========================================================== 13. verbose
-
-def test_verbose_1(small_digits, capsys):
-    X, y = small_digits
-    CNNClassifier(input_shape=(1, 8, 8), verbose=1, **SMALL).fit(X, y)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert len(lines) == 3
-    for i, line in enumerate(lines, start=1):
-        assert f"Epoch {i}" in line
-        assert "loss" in line and "s," in line and "images/s" in line
-    assert "[" not in "".join(lines)
-
-
-def test_verbose_2_progress_bar(small_digits, capsys):
-    X, y = small_digits
-    CNNClassifier(input_shape=(1, 8, 8), verbose=2, batch_size=40, **SMALL).fit(X, y)
-    out = capsys.readouterr().out
-    assert "[" in out and "=" in out
-    assert "images/s" in out
-    assert out.count("Epoch 3 [") == 3      # one update per batch
-
-
-def test_verbose_0_is_silent(small_digits, capsys):
-    X, y = small_digits
-    CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
-    assert capsys.readouterr().out == ""
-
-
-# =================================================== 14. batched predict
+# =================================================== 6. batched predict
 
 @pytest.mark.parametrize("buffer_bytes", [1, 3000])
 def test_batched_prediction(small_digits, monkeypatch, buffer_bytes):
@@ -947,7 +410,7 @@ def test_predictions_follow_partial_fit(small_digits):
     np.testing.assert_array_equal(fresh.predict_proba(X), after)
 
 
-# ===================================================== 15. dtype, shapes
+# ===================================================== 7. dtype, shapes
 
 def test_float64(small_digits):
     X, y = small_digits
@@ -987,7 +450,7 @@ def test_coefs_shapes_without_hidden_layers(small_digits):
     assert np.isfinite(clf.predict_proba(X)).all()
 
 
-# ============================================== 16. fitted attributes
+# ================================================= 8. fitted attributes
 
 def test_fitted_attributes(small_digits):
     X, y = small_digits
@@ -1009,47 +472,3 @@ def test_fitted_attributes(small_digits):
 def test_package_exports():
     assert fastcnn.CNNClassifier is CNNClassifier
     assert issubclass(fastcnn.TrainingDivergedError, ValueError)
-
-
-# ============================================ threads seen by the kernels
-
-def _record_kernel_threads(monkeypatch):
-    """The n_threads every kernel call of a fit receives: the network's
-    layers run calls prepared with functional.prepare, the fit loop calls
-    functions."""
-    seen = set()
-    run = fastcnn.functional._calls.KernelCall.run
-
-    def run_spy(self, n_threads):
-        seen.add(n_threads)
-        return run(self, n_threads)
-    monkeypatch.setattr(fastcnn.functional._calls.KernelCall, "run", run_spy)
-    for name in ("adam_update", "take_samples"):
-        original = getattr(fastcnn.functional, name)
-
-        def spy(*args, _original=original, **kwargs):
-            bound = kwargs.get("n_threads")
-            if bound is None:
-                # n_threads may be positional
-                import inspect
-                names = list(inspect.signature(_original).parameters)
-                index = names.index("n_threads")
-                bound = args[index] if len(args) > index else None
-            seen.add(bound)
-            return _original(*args, **kwargs)
-        monkeypatch.setattr(fastcnn.functional, name, spy)
-    return seen
-
-
-def test_threadpool_limits_around_fit_makes_it_single_threaded(small_digits, monkeypatch):
-    from threadpoolctl import threadpool_limits
-    X, y = small_digits
-    seen = _record_kernel_threads(monkeypatch)
-    with threadpool_limits(limits=1):
-        limited = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
-    assert seen == {1}
-    seen.clear()
-    CNNClassifier(input_shape=(1, 8, 8), n_threads=2, **SMALL).fit(X, y)
-    assert seen == {2}
-    reference = CNNClassifier(input_shape=(1, 8, 8), n_threads=3, **SMALL).fit(X, y)
-    np.testing.assert_array_equal(limited.network_.params, reference.network_.params)

@@ -1,9 +1,19 @@
-"""Tests of fastcnn._labels: the encoding of class labels as indices."""
+"""Tests of fastcnn._labels: the encoding of class labels as indices, the
+validation of y, and labels of any type through the estimator (classes_,
+predictions and the columns of predict_proba follow them)."""
 import numpy as np
 import pytest
 
+from fastcnn import CNNClassifier
 from fastcnn._labels import encode_by_counting
+from _helpers.estimators import SMALL, fit_proba
 
+# The estimator's fits below stop at a deliberately small max_iter.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+# ================================================= encoding by counting
 
 @pytest.mark.parametrize("labels", [
     np.array([0, 1, 2, 1, 0, 2]),                       # their own indices
@@ -36,3 +46,55 @@ def test_labels_that_are_their_own_indices_are_not_copied():
     # non-integer labels are not counted
     assert encode_by_counting(labels.astype(np.float64)) is None
     assert encode_by_counting(np.array(["a", "b"])) is None
+
+
+# ================================================== targets of any type
+
+@pytest.mark.parametrize("kind", ["str", "bool", "int32", "float", "object"])
+def test_label_types(small_digits, kind):
+    X, y = small_digits
+    y3 = y % 3
+    labels = {
+        "str": np.array(["b", "c", "a"])[y3],
+        "bool": y3 > 0,
+        "int32": y3.astype(np.int32),
+        "float": y3.astype(np.float64),
+        "object": np.array(["b", "c", "a"], dtype=object)[y3],
+    }[kind]
+    clf = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, labels)
+    np.testing.assert_array_equal(clf.classes_, np.unique(labels))
+    assert clf.classes_.dtype == np.unique(labels).dtype
+    pred = clf.predict(X)
+    assert pred.dtype == clf.classes_.dtype
+    assert set(pred.tolist()) <= set(clf.classes_.tolist())
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), len(clf.classes_))
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    # columns follow classes_: predict is the argmax column
+    np.testing.assert_array_equal(pred, clf.classes_[proba.argmax(axis=1)])
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_string_labels_same_model_as_integer_labels(small_digits):
+    X, y = small_digits
+    names = np.array([f"digit{d}" for d in range(10)])
+    _, p_int = fit_proba(X, y, input_shape=(1, 8, 8))
+    clf, p_str = fit_proba(X, names[y], input_shape=(1, 8, 8))
+    # sorted string classes happen to follow the digits' order here
+    np.testing.assert_array_equal(clf.classes_, names)
+    np.testing.assert_array_equal(p_str, p_int)
+
+
+# ====================================================== invalid targets
+
+def test_y_of_wrong_length(small_digits, no_training):
+    X, y = small_digits
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y[:-1])
+
+
+def test_one_class(small_digits, no_training):
+    X, y = small_digits
+    with pytest.raises(ValueError, match="only one class"):
+        CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, np.full(len(X), 7))

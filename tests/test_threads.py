@@ -1,6 +1,6 @@
 """Threading: results are bitwise identical for any number of threads (and
-from one call to the next), and effective_n_threads resolves n_threads as
-documented."""
+from one call to the next), effective_n_threads resolves n_threads as
+documented, and a threadpoolctl limit around fit reaches every kernel call."""
 import os
 import subprocess
 import sys
@@ -11,10 +11,16 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import fastcnn
+from fastcnn import CNNClassifier
 from fastcnn._threads import ThreadGovernor
 from fastcnn._kernels.correlation import N_REDUCTION_BLOCKS
 from fastcnn._kernels.openmp_helpers import omp_max_threads, openmp_enabled
+from _helpers.estimators import SMALL
 from _helpers.kernel_calls import CORRELATION_GEOMETRIES, CORRELATION_KERNEL_NAMES
+
+# The estimator's fits below stop at a deliberately small max_iter.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning")
 
 THREAD_COUNTS = [2, 3, 4]  # more threads than the machine's cores is allowed
 # One sample; exactly one reduction block per sample; one block with two
@@ -388,3 +394,47 @@ def test_training_whatever_the_governor_picks_is_bitwise_the_same(monkeypatch):
     for got, want in zip(flipped.coefs_ + flipped.intercepts_,
                          single.coefs_ + single.intercepts_):
         assert np.array_equal(got, want)
+
+
+# ----------------------------------------------- threads seen by the kernels
+
+def _record_kernel_threads(monkeypatch):
+    """The n_threads every kernel call of a fit receives: the network's
+    layers run calls prepared with functional.prepare, the fit loop calls
+    functions."""
+    seen = set()
+    run = fastcnn.functional._calls.KernelCall.run
+
+    def run_spy(self, n_threads):
+        seen.add(n_threads)
+        return run(self, n_threads)
+    monkeypatch.setattr(fastcnn.functional._calls.KernelCall, "run", run_spy)
+    for name in ("adam_update", "take_samples"):
+        original = getattr(fastcnn.functional, name)
+
+        def spy(*args, _original=original, **kwargs):
+            bound = kwargs.get("n_threads")
+            if bound is None:
+                # n_threads may be positional
+                import inspect
+                names = list(inspect.signature(_original).parameters)
+                index = names.index("n_threads")
+                bound = args[index] if len(args) > index else None
+            seen.add(bound)
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(fastcnn.functional, name, spy)
+    return seen
+
+
+def test_threadpool_limits_around_fit_makes_it_single_threaded(small_digits, monkeypatch):
+    from threadpoolctl import threadpool_limits
+    X, y = small_digits
+    seen = _record_kernel_threads(monkeypatch)
+    with threadpool_limits(limits=1):
+        limited = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
+    assert seen == {1}
+    seen.clear()
+    CNNClassifier(input_shape=(1, 8, 8), n_threads=2, **SMALL).fit(X, y)
+    assert seen == {2}
+    reference = CNNClassifier(input_shape=(1, 8, 8), n_threads=3, **SMALL).fit(X, y)
+    np.testing.assert_array_equal(limited.network_.params, reference.network_.params)

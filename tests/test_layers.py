@@ -1,0 +1,59 @@
+"""Tests of fastcnn.layers: layer specifications pickle, compare and hash
+by value, and validate their arguments when constructed."""
+import pickle
+
+import pytest
+
+from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
+                            Flatten, MaxPool1D, MaxPool2D, ReLU)
+
+
+# ================================================ pickle, compare, hash
+
+ALL_SPECS = [Conv2D(4, 3, padding="same"), Conv2D(2, (3, 1), stride=(1, 2), padding=(1, 0)),
+             Conv1D(2, 3, stride=2), MaxPool2D(2), MaxPool1D(2, stride=1),
+             AvgPool2D((2, 1)), AvgPool1D(3), ReLU(), Flatten(), Dense(5)]
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=repr)
+def test_layer_specs_pickle_compare_and_hash(spec):
+    loaded = pickle.loads(pickle.dumps(spec))
+    assert loaded == spec
+    assert hash(loaded) == hash(spec)
+    assert {spec: 1}[loaded] == 1
+    with pytest.raises(AttributeError):     # frozen
+        spec.__setattr__("x", 1)
+
+
+def test_layer_specs_compare_by_value():
+    assert Conv2D(4, 3) == Conv2D(4, 3)
+    assert Conv2D(4, 3) != Conv2D(5, 3)
+    assert Dense(3) != Dense(4)
+    assert MaxPool2D(2) != AvgPool2D(2)
+    assert len({ReLU(), ReLU(), Flatten()}) == 2
+
+
+def test_layer_spec_with_list_argument_is_hashable():
+    spec = Conv2D(4, [3, 3])
+    hash(spec)
+    assert spec == Conv2D(4, (3, 3))
+
+
+# =========================================== validation on construction
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Conv2D(0, 3), "filters"),
+    (lambda: Conv2D(4, 0), "kernel_size"),
+    (lambda: Conv2D(4, 2, padding="same"), "odd"),
+    (lambda: Conv2D(4, 3, stride=0), "stride"),
+    (lambda: Conv2D(4, 3, padding=-1), "padding"),
+    (lambda: Conv1D(4, (3, 3)), "kernel_size"),
+    (lambda: MaxPool2D(0), "pool_size"),
+    (lambda: AvgPool1D(2, stride=0), "stride"),
+    (lambda: Dense(0), "units"),
+    (lambda: Dense(2.5), "units"),
+], ids=["conv-filters", "conv-kernel", "even-same", "stride", "padding",
+        "conv1d-tuple", "pool", "pool-stride", "dense", "dense-float"])
+def test_layer_specs_validate_on_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
