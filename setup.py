@@ -23,7 +23,8 @@ from setuptools.command.build_ext import build_ext
 KERNELS = {
     # extension module -> sources: one concern per compiled file
     "fastcnn._kernels.gemm": ["src/gemm.pyx", "src/gemm/scratch.c", "src/gemm/pack.c",
-                              "src/gemm/kernel_generic.c", "src/gemm/kernel_avx512.c",
+                              "src/gemm/pack_avx512.c", "src/gemm/kernel_generic.c",
+                              "src/gemm/kernel_avx512.c",
                               "src/gemm/dot.c", "src/gemm/driver.c"],
     # these two cimport gemm: they call its functions through that module
     "fastcnn._kernels.correlation": ["src/correlation.pyx"],

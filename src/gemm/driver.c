@@ -15,6 +15,8 @@ static fcnn_kernel_f64_t kernel_f64 = fcnn_kernel_generic_f64;
 static fcnn_dot_f32_t dot_f32 = fcnn_dot_generic_f32;
 static fcnn_dot_f64_t dot_f64 = fcnn_dot_generic_f64;
 static int kernel_is_avx512 = 0;
+fcnn_pack_columns_f32_t fcnn_pack_columns_f32 = fcnn_pack_columns_generic_f32;
+fcnn_pack_columns_f64_t fcnn_pack_columns_f64 = fcnn_pack_columns_generic_f64;
 
 int fcnn_gemm_select(int want_avx512)
 {
@@ -22,6 +24,8 @@ int fcnn_gemm_select(int want_avx512)
     kernel_f64 = fcnn_kernel_generic_f64;
     dot_f32 = fcnn_dot_generic_f32;
     dot_f64 = fcnn_dot_generic_f64;
+    fcnn_pack_columns_f32 = fcnn_pack_columns_generic_f32;
+    fcnn_pack_columns_f64 = fcnn_pack_columns_generic_f64;
     kernel_is_avx512 = 0;
 #if FCNN_HAVE_AVX512_KERNEL
     if (want_avx512) {
@@ -31,6 +35,8 @@ int fcnn_gemm_select(int want_avx512)
             kernel_f64 = fcnn_kernel_avx512_f64;
             dot_f32 = fcnn_dot_avx512_f32;
             dot_f64 = fcnn_dot_avx512_f64;
+            fcnn_pack_columns_f32 = fcnn_pack_columns_avx512_f32;
+            fcnn_pack_columns_f64 = fcnn_pack_columns_avx512_f64;
             kernel_is_avx512 = 1;
         }
     }

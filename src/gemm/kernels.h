@@ -1,7 +1,7 @@
 /*
- * The micro-kernels and row-product kernels behind gemm.h, one file per
- * instruction set, and the driver (driver.c) that picks one of each at run
- * time. Internal to the gemm module: hidden from other shared objects, as
+ * The micro-kernels, row-product kernels and column packers behind gemm.h,
+ * one file per instruction set, and the driver (driver.c) that picks one of
+ * each at run time. Internal to the gemm module: hidden from other shared objects, as
  * they would be if they were static in one file.
  */
 #ifndef FASTCNN_GEMM_KERNELS_H
@@ -49,6 +49,30 @@ typedef void (*fcnn_dot_f64_t)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t G,
                                const double *b, const ptrdiff_t *b_offsets,
                                ptrdiff_t b_ss, ptrdiff_t b_hs, double *c,
                                ptrdiff_t ldc);
+
+/* A column packer: one panel of B (layout.h) from cols <= NR columns that
+ * are runs, column c's element k at src[c*cs + k*rs]; the panel's columns
+ * past cols are zero. pack.c calls the selected one, driver.c selects. */
+typedef void (*fcnn_pack_columns_f32_t)(ptrdiff_t K, ptrdiff_t cols,
+                                        const float *src, ptrdiff_t rs,
+                                        ptrdiff_t cs, float *dst);
+typedef void (*fcnn_pack_columns_f64_t)(ptrdiff_t K, ptrdiff_t cols,
+                                        const double *src, ptrdiff_t rs,
+                                        ptrdiff_t cs, double *dst);
+FCNN_INTERNAL extern fcnn_pack_columns_f32_t fcnn_pack_columns_f32;
+FCNN_INTERNAL extern fcnn_pack_columns_f64_t fcnn_pack_columns_f64;
+
+/* pack.c, pack_avx512.c */
+FCNN_INTERNAL void fcnn_pack_columns_generic_f32(ptrdiff_t, ptrdiff_t, const float *,
+                                                 ptrdiff_t, ptrdiff_t, float *);
+FCNN_INTERNAL void fcnn_pack_columns_generic_f64(ptrdiff_t, ptrdiff_t, const double *,
+                                                 ptrdiff_t, ptrdiff_t, double *);
+#if FCNN_HAVE_AVX512_KERNEL
+FCNN_INTERNAL void fcnn_pack_columns_avx512_f32(ptrdiff_t, ptrdiff_t, const float *,
+                                                ptrdiff_t, ptrdiff_t, float *);
+FCNN_INTERNAL void fcnn_pack_columns_avx512_f64(ptrdiff_t, ptrdiff_t, const double *,
+                                                ptrdiff_t, ptrdiff_t, double *);
+#endif
 
 /* kernel_generic.c, kernel_avx512.c */
 FCNN_INTERNAL void fcnn_kernel_generic_f32(ptrdiff_t, const float *, const float *const *,
