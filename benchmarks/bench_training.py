@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -254,7 +255,23 @@ def profile(name, n_threads):
               f"{100 * seconds / total:5.1f}%")
 
 
-def main():
+# --------------------------------------------------------- the benchmark
+
+@dataclass
+class NetworkResult:
+    """One network's figures: median images per second of training and of
+    inference, by (library, n_threads), and the floating-point operations of
+    one training step."""
+    name: str
+    network: str
+    batch_size: int
+    libraries: list
+    train: dict
+    infer: dict
+    step_flops: int
+
+
+def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(BENCHMARKS))
@@ -263,81 +280,125 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    has_torch = False
-    if not args.no_torch:
-        try:
-            import torch
-            has_torch = True
-            print(f"PyTorch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
-        except ImportError:
-            print("PyTorch not installed: fastcnn figures only")
-    threads = [int(t) for t in args.threads.split(",")]
+    return parser.parse_args()
+
+
+def torch_available():
+    """Whether PyTorch imports; prints its version, or that it is missing."""
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch not installed: fastcnn figures only")
+        return False
+    print(f"PyTorch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
+    return True
+
+
+def measure_peaks(threads):
+    """The float32 peak GFLOP/s at each thread count (None where not
+    measured), printed."""
     peak = {t: fma_peak_gflops(t) for t in threads}
     print("float32 peak (AVX-512 FMA loop): " + (", ".join(
         f"{t} thread{'s' * (t > 1)} {peak[t]:.0f} GFLOP/s" for t in threads)
         if None not in peak.values() else "not measured (no cc or no AVX-512)"))
-    print(f"threads {threads}, medians of {args.repeats}; ratio = fastcnn / PyTorch")
+    return peak
+
+
+def print_table_header(threads, repeats):
+    print(f"threads {threads}, medians of {repeats}; ratio = fastcnn / PyTorch")
     header = "| network | batch | threads | train img/s fastcnn | PyTorch | ratio | infer img/s fastcnn | PyTorch | ratio |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    memory, scaling, arithmetic = [], [], []
-    for name in args.only.split(","):
-        network, batch_size, loader, n_images = BENCHMARKS[name]
-        try:
-            X_train, X_test, y_train, _ = loader()
-        except (FileNotFoundError, ImportError) as error:
-            print(f"| {name} | skipped: {str(error).splitlines()[0]} |")
-            continue
-        n_images = min(n_images, len(X_train))
-        X_infer = np.ascontiguousarray(X_test[:max(INFERENCE_BATCH, min(len(X_test), 5000))])
-        runs = {"fastcnn": FastcnnRun(NETWORKS[network], X_train, y_train, batch_size)}
-        if has_torch:
-            runs["torch"] = TorchRun(NETWORKS[network], X_train, y_train, batch_size)
+
+
+def library_runs(specs, X, y, batch_size, has_torch):
+    """Each library's run of the network, fastcnn first."""
+    runs = {"fastcnn": FastcnnRun(specs, X, y, batch_size)}
+    if has_torch:
+        runs["torch"] = TorchRun(specs, X, y, batch_size)
+    return runs
+
+
+def median_rates(runs, threads, n_images, X_infer, repeats):
+    """Median training and inference images per second, by (library,
+    n_threads)."""
+    # Repeats outermost, then thread counts, then libraries: every figure
+    # is a median over the same stretch of time, so a slow spell on this
+    # shared machine does not land on one thread count or one library.
+    train, infer = {}, {}
+    for _ in range(repeats):
         for n_threads in threads:
-            for run in runs.values():              # warm up both
-                run.train(min(n_images, 4 * batch_size), n_threads)
-        # Repeats outermost, then thread counts, then libraries: every figure
-        # is a median over the same stretch of time, so a slow spell on this
-        # shared machine does not land on one thread count or one library.
-        train, infer = {}, {}
-        for _ in range(args.repeats):
-            for n_threads in threads:
-                for library, run in runs.items():
-                    train.setdefault((library, n_threads), []).append(
-                        rate(lambda: run.train(n_images, n_threads), n_images, 1))
-                    infer.setdefault((library, n_threads), []).append(
-                        rate(lambda: run.infer(X_infer, n_threads), len(X_infer), 1))
-        train = {key: statistics.median(values) for key, values in train.items()}
-        infer = {key: statistics.median(values) for key, values in infer.items()}
-        for n_threads in threads:
-            f_train, f_infer = train["fastcnn", n_threads], infer["fastcnn", n_threads]
-            if has_torch:
-                t_train, t_infer = train["torch", n_threads], infer["torch", n_threads]
-                print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | {t_train:,.0f} | "
-                      f"{f_train / t_train:.2f}x | {f_infer:,.0f} | {t_infer:,.0f} | {f_infer / t_infer:.2f}x |")
-            else:
-                print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | | | {f_infer:,.0f} | | |")
-        step_flops = batch_size * training_flops(runs["fastcnn"].clf.network_)
-        shares = []
-        for n_threads in threads:
-            for library in runs:
-                gflops = step_flops / batch_size * train[library, n_threads] / 1e9
-                share = (f" = {100 * gflops / peak[n_threads]:.0f}% of peak"
-                         if peak[n_threads] else "")
-                shares.append(f"{library} {n_threads}t {gflops:.0f} GFLOP/s{share}")
-        arithmetic.append(f"{name}: {step_flops / 1e9:.3f} GFLOP per training step "
-                          f"of {batch_size}; " + ", ".join(shares))
-        if len(threads) > 1:
-            low, high = min(threads), max(threads)
-            speedups = ", ".join(
-                f"{library} {train[library, high] / train[library, low]:.2f}"
-                for library in runs)
-            scaling.append(f"{name}: training {high} threads / {low}: {speedups}")
-        if not args.no_memory and name == "lenet5-64":
-            memory.append((name, peak_rss_mib("fastcnn"),
-                           peak_rss_mib("torch") if has_torch else float("nan")))
+            for library, run in runs.items():
+                train.setdefault((library, n_threads), []).append(
+                    rate(lambda: run.train(n_images, n_threads), n_images, 1))
+                infer.setdefault((library, n_threads), []).append(
+                    rate(lambda: run.infer(X_infer, n_threads), len(X_infer), 1))
+    train = {key: statistics.median(values) for key, values in train.items()}
+    infer = {key: statistics.median(values) for key, values in infer.items()}
+    return train, infer
+
+
+def benchmark(name, threads, repeats, has_torch):
+    """Times one network in each library; None, after a 'skipped' row,
+    when its data is missing."""
+    network, batch_size, loader, n_images = BENCHMARKS[name]
+    try:
+        X_train, X_test, y_train, _ = loader()
+    except (FileNotFoundError, ImportError) as error:
+        print(f"| {name} | skipped: {str(error).splitlines()[0]} |")
+        return None
+    n_images = min(n_images, len(X_train))
+    X_infer = np.ascontiguousarray(X_test[:max(INFERENCE_BATCH, min(len(X_test), 5000))])
+    runs = library_runs(NETWORKS[network], X_train, y_train, batch_size, has_torch)
+    for n_threads in threads:
+        for run in runs.values():              # warm up both
+            run.train(min(n_images, 4 * batch_size), n_threads)
+    train, infer = median_rates(runs, threads, n_images, X_infer, repeats)
+    step_flops = batch_size * training_flops(runs["fastcnn"].clf.network_)
+    return NetworkResult(name, network, batch_size, list(runs), train, infer, step_flops)
+
+
+# ------------------------------------------------------------- reporting
+
+def print_rows(result, threads):
+    """The network's table rows, one per thread count."""
+    network, batch_size = result.network, result.batch_size
+    train, infer = result.train, result.infer
+    for n_threads in threads:
+        f_train, f_infer = train["fastcnn", n_threads], infer["fastcnn", n_threads]
+        if "torch" in result.libraries:
+            t_train, t_infer = train["torch", n_threads], infer["torch", n_threads]
+            print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | {t_train:,.0f} | "
+                  f"{f_train / t_train:.2f}x | {f_infer:,.0f} | {t_infer:,.0f} | {f_infer / t_infer:.2f}x |")
+        else:
+            print(f"| {network} | {batch_size} | {n_threads} | {f_train:,.0f} | | | {f_infer:,.0f} | | |")
+
+
+def arithmetic_line(result, threads, peak):
+    """GFLOP per training step, and each library's GFLOP/s at each thread
+    count as a share of the peak."""
+    shares = []
+    for n_threads in threads:
+        for library in result.libraries:
+            gflops = result.step_flops / result.batch_size * result.train[library, n_threads] / 1e9
+            share = (f" = {100 * gflops / peak[n_threads]:.0f}% of peak"
+                     if peak[n_threads] else "")
+            shares.append(f"{library} {n_threads}t {gflops:.0f} GFLOP/s{share}")
+    return (f"{result.name}: {result.step_flops / 1e9:.3f} GFLOP per training step "
+            f"of {result.batch_size}; " + ", ".join(shares))
+
+
+def scaling_line(result, threads):
+    """Each library's training speedup from the fewest to the most threads."""
+    low, high = min(threads), max(threads)
+    speedups = ", ".join(
+        f"{library} {result.train[library, high] / result.train[library, low]:.2f}"
+        for library in result.libraries)
+    return f"{result.name}: training {high} threads / {low}: {speedups}"
+
+
+def print_summary(arithmetic, scaling, memory):
+    """The lines below the table: arithmetic, scaling, peak memory."""
     if arithmetic:
         print()
         print("\n".join(arithmetic))
@@ -347,6 +408,28 @@ def main():
     for name, mine, theirs in memory:
         print(f"\npeak RSS of a one-epoch fit on all the data ({name}): fastcnn "
               f"{mine:.1f} MiB, PyTorch {theirs:.1f} MiB, ratio {mine / theirs:.3f}")
+
+
+def main():
+    args = parse_arguments()
+    warnings.simplefilter("ignore")
+    has_torch = not args.no_torch and torch_available()
+    threads = [int(t) for t in args.threads.split(",")]
+    peak = measure_peaks(threads)
+    print_table_header(threads, args.repeats)
+    memory, scaling, arithmetic = [], [], []
+    for name in args.only.split(","):
+        result = benchmark(name, threads, args.repeats, has_torch)
+        if result is None:
+            continue
+        print_rows(result, threads)
+        arithmetic.append(arithmetic_line(result, threads, peak))
+        if len(threads) > 1:
+            scaling.append(scaling_line(result, threads))
+        if not args.no_memory and name == "lenet5-64":
+            memory.append((name, peak_rss_mib("fastcnn"),
+                           peak_rss_mib("torch") if has_torch else float("nan")))
+    print_summary(arithmetic, scaling, memory)
     if args.profile:
         for name in args.only.split(","):
             for n_threads in threads:
