@@ -1,0 +1,161 @@
+"""PyTorch twins of fastcnn networks, for the tests that train both from the
+same weights on the same batches and compare their losses step by step.
+
+PyTorch is a benchmark-only dependency: callers skip when it is absent
+(``pytest.importorskip("torch")`` before calling anything here).
+
+A twin is built layer by layer from a :class:`fastcnn._network.Network`
+(its runtime layers, in execution order), by the function ``TWINS`` holds
+for the layer's specification class. Each returns the PyTorch modules of
+the layer and the pairs (fastcnn array, PyTorch tensor) to copy from one
+to the other: the layer's parameters and its non-trainable state. A new
+layer adds one function here and one entry in ``TWINS``.
+"""
+import numpy as np
+
+from fastcnn import functional as F
+from fastcnn import layers as L
+from fastcnn._network import Network
+
+
+def _conv(layer, nn):
+    spec = layer.spec
+    module = (nn.Conv2d if isinstance(spec, L.Conv2D) else nn.Conv1d)(
+        layer.input_shape[0], spec.filters, layer.weight_shape[2:],
+        stride=layer.stride, padding=layer.padding,
+        dilation=getattr(layer, "dilation", 1))
+    return [module], [(layer.weight, module.weight), (layer.bias, module.bias)]
+
+
+def _max_pool(layer, nn):
+    pool = nn.MaxPool2d if isinstance(layer.spec, L.MaxPool2D) else nn.MaxPool1d
+    modules = [pool(layer.size, layer.stride)]
+    if layer.relu:      # a ReLU the pooling took on (MaxPool.fuse_relu)
+        modules.append(nn.ReLU())
+    return modules, []
+
+
+def _avg_pool(layer, nn):
+    pool = nn.AvgPool2d if isinstance(layer.spec, L.AvgPool2D) else nn.AvgPool1d
+    return [pool(layer.size, layer.stride)], []
+
+
+def _relu(layer, nn):
+    return [nn.ReLU()], []
+
+
+def _flatten(layer, nn):
+    return [nn.Flatten()], []
+
+
+def _dense(layer, nn):
+    module = nn.Linear(layer.fan_in, layer.spec.units)
+    modules = [nn.Flatten(), module] if len(layer.input_shape) > 1 else [module]
+    return modules, [(layer.weight, module.weight), (layer.bias, module.bias)]
+
+
+#: specification class -> function(runtime layer, torch.nn) -> (modules, pairs)
+TWINS = {
+    L.Conv2D: _conv, L.Conv1D: _conv,
+    L.MaxPool2D: _max_pool, L.MaxPool1D: _max_pool,
+    L.AvgPool2D: _avg_pool, L.AvgPool1D: _avg_pool,
+    L.ReLU: _relu, L.Flatten: _flatten, L.Dense: _dense,
+}
+
+
+def torch_twin(network):
+    """(model, pairs): a float64 torch.nn.Sequential computing what
+    ``network`` computes, and the (fastcnn array, torch tensor) pairs of
+    its parameters and state, the twin's set to fastcnn's values."""
+    import torch
+    modules, pairs = [], []
+    for layer in network.layers:
+        layer_modules, layer_pairs = TWINS[type(layer.spec)](layer, torch.nn)
+        modules += layer_modules
+        pairs += layer_pairs
+    model = torch.nn.Sequential(*modules).double()
+    with torch.no_grad():
+        for ours, theirs in pairs:
+            theirs.copy_(torch.from_numpy(np.array(ours, dtype=np.float64)))
+    return model, pairs
+
+
+class Trainer:
+    """fastcnn's network trained by hand, as the estimator's training loop
+    does it (forward, softmax cross-entropy, backward, one optimizer step
+    over the flat parameters), and its PyTorch twin trained alike."""
+
+    def __init__(self, specs, input_shape, n_classes, solver, learning_rate,
+                 seed=0, n_threads=2):
+        self.network = Network(list(specs) + [L.Dense(n_classes)], input_shape,
+                               np.float64)
+        self.network.initialize(np.random.RandomState(seed))
+        self.model, self.pairs = torch_twin(self.network)
+        self.solver, self.learning_rate = solver, learning_rate
+        self.n_threads = n_threads
+        # epsilon tiny: fastcnn adds it to sqrt(v) (as scikit-learn does),
+        # PyTorch to sqrt(v / (1 - beta_2^t)); with it negligible both are
+        # the same formula
+        self.epsilon = 1e-30
+        params = self.network.params
+        self.buffers = [np.zeros_like(params) for _ in range(2 if solver == "adam" else 1)]
+        self.step_count = 0
+        import torch
+        if solver == "adam":
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate,
+                                              eps=self.epsilon)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=learning_rate,
+                                             momentum=0.9, nesterov=True)
+
+    def fastcnn_step(self, xb, yb):
+        network, n_threads = self.network, self.n_threads
+        network.allocate(len(xb), training=True)
+        logits = network.forward(np.ascontiguousarray(xb), n_threads)
+        loss, grad = F.softmax_cross_entropy(logits, yb)
+        network.backward(grad, n_threads)
+        self.step_count += 1
+        if self.solver == "adam":
+            F.adam_update(network.params, network.grads, *self.buffers,
+                          self.step_count, self.learning_rate, 0.9, 0.999,
+                          self.epsilon, 0.0, network.n_weights, n_threads)
+        else:
+            F.sgd_update(network.params, network.grads, self.buffers[0],
+                         self.learning_rate, 0.9, True, 0.0, network.n_weights,
+                         n_threads)
+        return loss
+
+    def torch_step(self, xb, yb):
+        import torch
+        self.model.train()
+        self.optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(
+            self.model(torch.from_numpy(xb)), torch.from_numpy(yb.astype(np.int64)))
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def predict_scores(self, X):
+        """Both networks' scores for X in inference mode."""
+        import torch
+        self.network.allocate(len(X), training=False)
+        ours = self.network.forward(np.ascontiguousarray(X), self.n_threads).copy()
+        self.model.eval()
+        with torch.no_grad():
+            theirs = self.model(torch.from_numpy(X)).numpy()
+        return ours, theirs
+
+
+def train_both(specs, X, y, solver, batch_size, steps, learning_rate, seed=0):
+    """Losses of ``steps`` steps of each library on the batches of X in
+    order (cycling), and the trainer (for its final weights and scores)."""
+    n_classes = int(y.max()) + 1
+    trainer = Trainer(specs, X.shape[1:], n_classes, solver, learning_rate, seed)
+    ours, theirs = [], []
+    starts = list(range(0, len(X) - batch_size + 1, batch_size))
+    for step in range(steps):
+        start = starts[step % len(starts)]
+        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        ours.append(trainer.fastcnn_step(xb, yb))
+        theirs.append(trainer.torch_step(xb, yb))
+    return np.array(ours), np.array(theirs), trainer
