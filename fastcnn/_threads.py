@@ -88,8 +88,9 @@ class ThreadGovernor:
     thousand times longer at two threads than at one. Since results
     do not depend on the thread count, the count can follow the machine.
 
-    It starts at ``least`` and now and then runs a step at a neighbouring
-    count (half or double), a probe; a probe faster than the current
+    It starts at ``least`` and, after one step there and now and then
+    afterwards, runs a step at a neighbouring count (half or double), a
+    probe; a probe faster than the current
     count's recent steps makes its count the current one. A probe costs
     what it is slower than the current count, and the next probe waits
     until the steps since have taken ``1 / overhead`` times that: probing
@@ -137,7 +138,9 @@ class ThreadGovernor:
         self.direction = 1      # of the next probe, where both ways are open
         self.credit = 0.0       # seconds of steps since the last probe
         self.debt = 0.0         # seconds those must reach before the next
-        self.steps = 0          # steps since the last probe
+        # steps since the last probe; the first probe comes after one step,
+        # so that a quiet machine runs few steps at ``least``
+        self.steps = self.MIN_GAP_STEPS - 1
 
     def threads(self):
         """The thread count for the next step."""

@@ -324,6 +324,13 @@ def test_governor_settles_on_the_faster_count_on_a_quiet_machine():
     assert extra < 0.03
 
 
+def test_governor_probes_up_after_its_first_step():
+    # a fit of few long steps (a large network's) runs nearly all of them
+    # at the faster count
+    machine = _Machine({1: 1.8e-6, 2: 1e-6})
+    assert machine.run(_governor(machine), 4) == [1, 2, 2, 2]
+
+
 def test_governor_keeps_one_thread_where_more_are_much_slower():
     # the collapse seen on a loaded machine: 300 ms steps at two threads
     machine = _Machine({1: 0.3e-3 / 64, 2: 300e-3 / 64})
