@@ -2,11 +2,12 @@
 
 Cython/OpenMP kernels (``fastcnn.functional``) under a scikit-learn estimator.
 """
-from . import datasets, functional, layers
-from ._classifier import CNNClassifier
+from . import datasets, functional, layers, preprocessing
+from ._classifier import CNNClassifier, InputShapeWarning
 from ._threads import effective_n_threads
 from ._training import TrainingDivergedError, profile_training
 
 __version__ = "0.1.0"
-__all__ = ["CNNClassifier", "TrainingDivergedError", "datasets", "functional",
-           "layers", "effective_n_threads", "profile_training", "__version__"]
+__all__ = ["CNNClassifier", "InputShapeWarning", "TrainingDivergedError",
+           "datasets", "functional", "layers", "preprocessing",
+           "effective_n_threads", "profile_training", "__version__"]

@@ -1,5 +1,6 @@
 """CNNClassifier: a scikit-learn classifier that trains a convolutional network."""
 import math
+import warnings
 
 import numpy as np
 from scipy.sparse import issparse
@@ -24,6 +25,27 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 # it.
 _PREDICT_BUFFER_BYTES = 16 * 2**20
 _MAX_PREDICT_BATCH = 4096
+
+
+class InputShapeWarning(UserWarning):
+    """3-D X whose reading (images or signals) nothing declared."""
+
+
+def _as_array(X):
+    """np.asarray(X), with a clear error for samples of different shapes
+    (series of unequal length, as time-series loaders return them)."""
+    try:
+        return np.asarray(X)
+    except ValueError:
+        shapes = sorted({np.shape(sample) for sample in X}, key=str)
+        if len(shapes) < 2:
+            raise
+    raise ValueError(
+        f"X holds samples of different shapes ({', '.join(map(str, shapes[:3]))}"
+        f"{', ...' if len(shapes) > 3 else ''}): "
+        "every sample must have the same shape. Resample the series to one "
+        "length (scipy.signal.resample) or pad them (numpy.pad, with zeros or "
+        "each series' last value) before fitting.")
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -129,6 +151,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Shape of one sample, ``(C, H, W)`` or ``(C, L)``, for flat X of shape
         ``(n_samples, n_features)``. None: X's own shape; flat X is then a
         one-channel signal of length n_features (never a guessed image).
+        It also says how 3-D X is read: ``(C, L)`` makes X of shape
+        ``(n, C, L)`` signals (the time-series convention, ``(n_cases,
+        n_channels, n_timepoints)``), ``(1, H, W)`` makes ``(n, H, W)``
+        one-channel images. Without it, 3-D X is read as images unless the
+        first spatial layer of ``layers`` is 1-D, with an
+        :class:`~fastcnn.InputShapeWarning` when ``layers`` does not decide.
 
     Attributes
     ----------
@@ -253,7 +281,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if checked is not None:
                 return checked
         if not hasattr(X, "ndim") and not issparse(X) and not isinstance(X, str):
-            X = np.asarray(X)    # lists and other array-likes
+            X = _as_array(X)     # lists and other array-likes
         ndim = getattr(X, "ndim", 2)
         if ndim >= 3:
             if ndim > 4:
@@ -316,6 +344,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if len(shape) == 2:
             return (1, shape[1])              # a one-channel signal
         if len(shape) == 3 and self.layers is None:
+            warnings.warn(
+                f"X of shape {tuple(shape)} is read as one-channel images (1, "
+                f"{shape[1]}, {shape[2]}); for {shape[1]} series (channels) of "
+                f"length {shape[2]}, pass input_shape=({shape[1]}, {shape[2]}); "
+                f"input_shape=(1, {shape[1]}, {shape[2]}) keeps images and "
+                "silences this warning", InputShapeWarning, stacklevel=5)
             return (1,) + tuple(shape[1:])    # (n, H, W): one-channel images
         if len(shape) == 3:
             # with explicit layers, (n, H, W) vs (n, C, L) follows the first

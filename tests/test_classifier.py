@@ -29,7 +29,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import fastcnn
 import fastcnn._classifier as classifier_module
 import fastcnn._network as network_module
-from fastcnn import CNNClassifier
+from fastcnn import CNNClassifier, InputShapeWarning
 from fastcnn.layers import Conv1D, Conv2D, Dense, MaxPool1D, MaxPool2D, ReLU
 from _helpers.estimators import SMALL, fit_proba
 
@@ -106,6 +106,31 @@ def test_signals_C_L(small_digits):
     assert clf1d.input_shape_ == (3, 10)
     assert clf1d.coefs_[0].shape == (4, 3, 3)
     assert clf1d.predict(X).shape == (60,)
+
+
+def test_ambiguous_3d_X_warns_and_input_shape_decides():
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((40, 3, 12))
+    y = np.arange(40) % 2
+    with pytest.warns(InputShapeWarning, match=r"input_shape=\(3, 12\)"):
+        clf = CNNClassifier(**SMALL).fit(X, y)
+    assert clf.input_shape_ == (1, 3, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputShapeWarning)
+        # declared either way, or decided by a 1-D first layer: no warning
+        as_series = CNNClassifier(input_shape=(3, 12), **SMALL).fit(X, y)
+        as_images = CNNClassifier(input_shape=(1, 3, 12), **SMALL).fit(X, y)
+        CNNClassifier(layers=[Conv1D(4, 3)], max_iter=2, random_state=0).fit(X, y)
+        as_series.predict(X)
+    assert as_series.input_shape_ == (3, 12) and as_series.coefs_[0].ndim == 3
+    assert as_images.input_shape_ == (1, 3, 12) and as_images.coefs_[0].ndim == 4
+
+
+def test_series_of_unequal_length_get_a_clear_error(no_training):
+    X = [np.zeros((2, 30)), np.zeros((2, 30)), np.zeros((2, 28))]
+    with pytest.raises(ValueError, match=r"different shapes.*\(2, 28\).*\(2, 30\)"
+                       r".*[Rr]esample.*pad"):
+        CNNClassifier(**SMALL).fit(X, [0, 1, 0])
 
 
 def _variants_float(X):
