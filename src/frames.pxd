@@ -117,8 +117,8 @@ cdef inline Py_ssize_t interleaved_group(Py_ssize_t Wo, Py_ssize_t sample_items,
     it can be for the same number of groups per thread. Each thread splits
     its own share of the batch (N / n_threads samples, give or take one)
     into groups that differ by at most one sample (group_start), so the
-    threads' shares never differ by more than one sample: 64 samples in
-    groups of up to 11 once gave one thread 33 and the other 31."""
+    threads' shares never differ by more than one sample (groups of one
+    fixed size split the batch unevenly when the size does not divide it)."""
     cdef Py_ssize_t share = (N + n_threads - 1) // n_threads
     cdef Py_ssize_t g = (4 * NR + Wo - 1) // Wo, n_groups
     g = min(g, share, FRAME_BYTES // (sample_items * itemsize))
