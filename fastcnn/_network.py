@@ -534,8 +534,8 @@ class Residual(Layer):
                 "same spatial axes with each output size reachable by a "
                 "stride; pass shortcut= explicitly")
         conv = L.Conv2D if len(x_shape) == 3 else L.Conv1D
-        return (conv(y_shape[0], 1, stride=tuple(strides) if len(strides) > 1
-                     else strides[0]),)
+        return (conv(y_shape[0], 1, stride=strides[0] if len(set(strides)) == 1
+                     else tuple(strides)),)
 
     @property
     def TRAINING_DIFFERS(self):     # noqa: N802 (the class attribute of others)

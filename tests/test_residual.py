@@ -76,7 +76,7 @@ def test_blocks_compute_their_layers_plus_their_shortcut(dtype):
     conv_a, _, conv_b = first.main
     block1 = _conv(conv_b, F.relu(_conv(conv_a, x))) + x       # identity
     (conv_c, _), (projection,) = second.main, second.shortcut
-    assert projection.spec == Conv2D(5, 1, stride=(2, 2))
+    assert projection.spec == Conv2D(5, 1, stride=2)
     block2 = F.relu(_conv(conv_c, block1)) + _conv(projection, block1)
     want = F.linear(block2.reshape(6, -1), dense.weight, dense.bias)
     tolerance = 1e-12 if dtype == np.float64 else 1e-5
