@@ -565,7 +565,11 @@ class Residual(Layer):
                                   self.profile)
         if not need_grad_x:
             return None
-        return self._sum("backward", main, side, self.buf_grad_x[:len(grad_y)])
+        # the same view while the paths' gradients are: the calls of the
+        # layer before, prepared on it, are kept
+        grad_x = self.prepared("backward_sum", (main, side),
+                               lambda: self.buf_grad_x[:len(grad_y)])
+        return self._sum("backward", main, side, grad_x)
 
     def _sum(self, kind, a, b, out):
         # np.add with out= allocates nothing, and sums each element alone

@@ -278,3 +278,32 @@ def test_profile_times_the_layers_inside_blocks():
     assert {(2, "Residual"), ((2, "layers", 0), "Conv1D"), ((4, "shortcut", 0), "Conv1D"),
             ((4, "layers", 2), "Conv1D"), (7, "Dense")} <= keys
     assert {kind for *_, kind in network.profile} == {"forward", "backward"}
+
+
+def test_a_training_step_of_blocks_allocates_and_prepares_nothing_new(monkeypatch):
+    """After the first step, a step of a network of blocks prepares no call
+    and allocates nothing of the size of a batch (numpy reports its data
+    buffers to tracemalloc): the paths and sums write into their buffers."""
+    import tracemalloc
+    network = Network(RESNET_1D + [Dense(3)], (2, 64), np.float64)
+    network.initialize(np.random.RandomState(0))
+    network.allocate(64, training=True)
+    x = np.random.default_rng(0).standard_normal((64, 2, 64))
+    grad = np.zeros((64, 3))
+
+    def step():
+        network.forward(x, 2)
+        network.backward(grad, 2)
+    step()
+    prepared = []
+    original = F.prepare
+    monkeypatch.setattr(F, "prepare", lambda f, *a, **k: prepared.append(f) or original(f, *a, **k))
+    tracemalloc.start()
+    try:
+        step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert prepared == []
+    # a batch of the smallest activation (6 x 32 values a sample) is 1.5 x.nbytes
+    assert peak < x.nbytes / 4, peak
