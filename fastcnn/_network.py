@@ -38,6 +38,13 @@ All parameters of a network live in one flat array, the L2-penalised ones
 (weights) first and then the others (biases), and their gradients in
 another of the same layout: the optimizer updates everything in one pass,
 and the L2 penalty covers exactly the leading ``n_weights`` entries.
+
+A residual block (:class:`Residual`) is one layer of its sequence, with
+its own input, output and input gradient placed by the sequence's plan;
+each of its two paths is a sequence of its own, planned and allocated
+with it. ``Network.all_layers`` lists every runtime layer, a block's after
+the block: that is the order of the flat arrays, of ``parametric_layers``
+(the estimator's ``coefs_``) and of the random generators.
 """
 import math
 import time
