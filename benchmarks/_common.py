@@ -11,7 +11,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from fastcnn import datasets
-from fastcnn.layers import (Conv1D, Conv2D, Dense, Flatten, MaxPool2D, ReLU)
+from fastcnn.layers import (Conv1D, Conv2D, Dense, Flatten, MaxPool2D, ReLU,
+                            Residual)
 
 # The hidden layers of each benchmark network; the estimator adds the output
 # Dense(10). The PyTorch twins in bench_training.py follow these exactly.
@@ -39,6 +40,16 @@ NETWORKS = {
                   MaxPool2D(2),
                   Conv2D(64, 3, padding=1), ReLU(), Conv2D(64, 3, padding=1), ReLU(),
                   MaxPool2D(2), Flatten(), Dense(256), ReLU()],
+    # a small 1-D ResNet for MNIST-1D: three blocks of two 3-tap convolutions,
+    # the first with an identity shortcut, the others halving the length
+    # with 1x1 projection shortcuts
+    "resnet1d": [Conv1D(32, 5, padding=2), ReLU(),
+                 Residual([Conv1D(32, 3, padding=1), ReLU(), Conv1D(32, 3, padding=1)]),
+                 ReLU(),
+                 Residual([Conv1D(64, 3, stride=2, padding=1), ReLU(),
+                           Conv1D(64, 3, padding=1)]), ReLU(),
+                 Residual([Conv1D(64, 3, stride=2, padding=1), ReLU(),
+                           Conv1D(64, 3, padding=1)]), ReLU(), Flatten()],
 }
 
 
@@ -91,17 +102,19 @@ def load_synthetic_cifar(seed=0, n_train=2560, n_test=1000):
 def training_flops(network):
     """Floating-point operations of one training image through a
     fastcnn._network.Network: 2 per multiply-add of each convolution and
-    dense layer, forward, kernel gradient and input gradient (none for the
-    first layer, whose input needs no gradient). Pooling, activations, the
-    loss and the optimizer are not counted."""
+    dense layer, those in residual blocks included, forward, kernel gradient
+    and input gradient (none for the first layer, whose input needs no
+    gradient). Pooling, activations, the blocks' sums, the loss and the
+    optimizer are not counted."""
     total = 0
-    for layer in network.layers:
+    for layer in network.all_layers:
         weight_shape = getattr(layer, "weight_shape", None)
         if weight_shape is None:
             continue
         positions = int(np.prod(layer.output_shape[1:])) if len(layer.output_shape) > 1 else 1
         macs = positions * int(np.prod(weight_shape))
-        total += 2 * macs * (2 if layer.first else 3)
+        first = layer.first and not isinstance(layer.position, tuple)
+        total += 2 * macs * (2 if first else 3)
     return total
 
 

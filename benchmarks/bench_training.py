@@ -1,7 +1,7 @@
 """Whole-network training and inference speed, fastcnn against PyTorch's CPU
 build, side by side in one run.
 
-    python benchmarks/bench_training.py [--only lenet5-64,lenet5-256,fourconv,mnist1d,digits,vgg-cifar]
+    python benchmarks/bench_training.py [--only lenet5-64,lenet5-256,fourconv,mnist1d,digits,vgg-cifar,resnet1d]
                                         [--threads 1,2] [--repeats 5] [--no-torch]
                                         [--no-memory] [--profile]
 
@@ -33,7 +33,8 @@ milliseconds per layer, the loss, the optimizer step, and the shuffling and
 batch copies, per batch, at each thread count of ``--threads``.
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist package, MNIST-1D
-from the mnist1d package's local generator, the VGG-style net's 3 x 32 x 32
+(for mnist1d and resnet1d, a small ResNet of three residual blocks) from the
+mnist1d package's local generator, the VGG-style net's 3 x 32 x 32
 images from a seeded generator (load_synthetic_cifar: ten smooth class
 patterns plus noise, 2560 training images); a network whose data is missing
 is skipped. PyTorch is optional (``pip install torch==2.13.0``).
@@ -126,6 +127,7 @@ BENCHMARKS = {
     "mnist1d": ("mnist1d", 100, load_mnist1d, 4000),
     "digits": ("digits", 64, load_digits_split, 1347),
     "vgg-cifar": ("vgg-cifar", 128, load_synthetic_cifar, 128 * 8),
+    "resnet1d": ("resnet1d", 100, load_mnist1d, 4000),
 }
 N_CLASSES = 10
 INFERENCE_BATCH = 1000
@@ -137,8 +139,28 @@ def torch_model(specs, input_shape):
     """The PyTorch twin of fastcnn's specs (+ the output Dense(10))."""
     import torch.nn as nn
     network = Network(list(specs) + [L.Dense(N_CLASSES)], input_shape, np.float32)
+    return _torch_sequence(network.layers, nn)
+
+
+def _torch_block(layer, nn):
+    """A residual block's twin: main(x) + shortcut(x)."""
+    main = _torch_sequence(layer.main, nn)
+    shortcut = _torch_sequence(layer.shortcut, nn)
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main, self.shortcut = main, shortcut
+
+        def forward(self, x):
+            return self.main(x) + self.shortcut(x)
+    return Residual()
+
+
+def _torch_sequence(layers, nn):
+    """nn.Sequential of fastcnn runtime layers' twins (empty: the identity)."""
     modules = []
-    for layer in network.layers:
+    for layer in layers:
         spec = layer.spec
         if isinstance(spec, (L.Conv2D, L.Conv1D)):
             conv = nn.Conv2d if isinstance(spec, L.Conv2D) else nn.Conv1d
@@ -159,6 +181,8 @@ def torch_model(specs, input_shape):
             if len(layer.input_shape) > 1:
                 modules.append(nn.Flatten())
             modules.append(nn.Linear(layer.fan_in, spec.units))
+        elif isinstance(spec, L.Residual):
+            modules.append(_torch_block(layer, nn))
     return nn.Sequential(*modules)
 
 

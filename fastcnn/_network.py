@@ -38,6 +38,13 @@ All parameters of a network live in one flat array, the L2-penalised ones
 (weights) first and then the others (biases), and their gradients in
 another of the same layout: the optimizer updates everything in one pass,
 and the L2 penalty covers exactly the leading ``n_weights`` entries.
+
+A residual block (:class:`Residual`) is one layer of its sequence, with
+its own input, output and input gradient placed by the sequence's plan;
+each of its two paths is a sequence of its own, planned and allocated
+with it. ``Network.all_layers`` lists every runtime layer, a block's after
+the block: that is the order of the flat arrays, of ``parametric_layers``
+(the estimator's ``coefs_``) and of the random generators.
 """
 import math
 import time
@@ -51,6 +58,15 @@ from . import layers as L
 
 def _per_axis(value, ndim):
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * ndim
+
+
+def _position_text(position):
+    """'layers[3]', or for a layer inside a block, its path from the
+    network's list: 'layers[3].layers[1]', 'layers[3].shortcut[0]'."""
+    if not isinstance(position, tuple):
+        return f"layers[{position}]"
+    return f"layers[{position[0]}]" + "".join(
+        f".{kind}[{index}]" for kind, index in zip(position[1::2], position[2::2]))
 
 
 def _describe(shape):
@@ -183,7 +199,11 @@ class Layer:
         self.forget_calls()
 
     def where(self):
-        return f"layers[{self.position}] {type(self.spec).__name__}"
+        return f"{_position_text(self.position)} {type(self.spec).__name__}"
+
+    def nested_layers(self):
+        """The runtime layers this one runs inside itself (a block's)."""
+        return ()
 
     @property
     def name(self):
@@ -474,11 +494,100 @@ class Dense(Layer):
         return grad_x
 
 
+class Residual(Layer):
+    """``layers(x) + shortcut(x)``: each path a sequence of runtime layers
+    of its own, planned (plan_buffers) and run as a network's are, on the
+    block's input; the sum goes into the block's output, and backward the
+    gradient received goes down both paths, whose input gradients are
+    summed into the block's. Both paths read the input in their backward
+    passes, so the block declares it; what a path reads inside itself is in
+    arrays of its own, which nothing outside the block writes."""
+    SPECS = (L.Residual,)
+    dataflow = Dataflow(backward_reads=frozenset({"input"}))
+    # the network's profile dict, which the paths' layers add to (Network.profile)
+    profile = None
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        path = position if isinstance(position, tuple) else (position,)
+        self.main, self.output_shape = _build_sequence(
+            spec.layers, self.input_shape, lambda i: path + ("layers", i))
+        shortcut = self._projection() if spec.shortcut is None else spec.shortcut
+        self.shortcut, shape = _build_sequence(
+            shortcut, self.input_shape, lambda i: path + ("shortcut", i))
+        if shape != self.output_shape:
+            raise ValueError(
+                f"{self.where()}: its shortcut gives samples of shape {shape}, "
+                f"its layers {self.output_shape}; they cannot be added")
+
+    def _projection(self):
+        """The default shortcut: the identity where the shapes are the
+        same, else a 1x1 convolution to the output's channels, with the
+        stride that maps each spatial size of the input to the output's."""
+        x_shape, y_shape = self.input_shape, self.output_shape
+        if x_shape == y_shape:
+            return ()
+        strides = None
+        if len(x_shape) == len(y_shape) and len(x_shape) in (2, 3):
+            strides = [next((s for s in range(1, size + 1)
+                             if F.output_size(size, 1, s) == wanted), None)
+                       for size, wanted in zip(x_shape[1:], y_shape[1:])]
+        if strides is None or None in strides:
+            raise ValueError(
+                f"{self.where()}: its layers turn samples of shape "
+                f"{_describe(x_shape)}{x_shape} into {_describe(y_shape)}{y_shape}, "
+                "which no shortcut adds to them: the identity needs the same "
+                "shape, a projection (a 1x1 convolution of some stride) the "
+                "same spatial axes with each output size reachable by a "
+                "stride; pass shortcut= explicitly")
+        conv = L.Conv2D if len(x_shape) == 3 else L.Conv1D
+        return (conv(y_shape[0], 1, stride=strides[0] if len(set(strides)) == 1
+                     else tuple(strides)),)
+
+    @property
+    def TRAINING_DIFFERS(self):     # noqa: N802 (the class attribute of others)
+        return any(layer.TRAINING_DIFFERS for layer in self.nested_layers())
+
+    def nested_layers(self):
+        return list(_walk(self.main)) + list(_walk(self.shortcut))
+
+    def allocate(self, capacity, dtype):
+        for path in (self.main, self.shortcut):
+            _allocate_sequence(path, capacity, dtype, self.training,
+                               self.share_buffers, inside_block=True)
+
+    def drop_buffers(self):
+        super().drop_buffers()
+        for layer in self.nested_layers():
+            layer.drop_buffers()
+
+    def forward(self, x, n_threads):
+        main = _forward_sequence(self.main, x, n_threads, self.profile)
+        side = _forward_sequence(self.shortcut, x, n_threads, self.profile)
+        return self._sum("forward", main, side, self.output_rows(len(x)))
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        main = _backward_sequence(self.main, grad_y, need_grad_x, n_threads, self.profile)
+        side = _backward_sequence(self.shortcut, grad_y, need_grad_x, n_threads,
+                                  self.profile)
+        if not need_grad_x:
+            return None
+        # the same view while the paths' gradients are: the calls of the
+        # layer before, prepared on it, are kept
+        grad_x = self.prepared("backward_sum", (main, side),
+                               lambda: self.buf_grad_x[:len(grad_y)])
+        return self._sum("backward", main, side, grad_x)
+
+    def _sum(self, kind, a, b, out):
+        # np.add with out= allocates nothing, and sums each element alone
+        return _timed(self.profile, (self.position, self.name, kind), np.add, a, b, out)
+
+
 def _runtime_layer(spec, input_shape, position):
     runtime = _RUNTIME.get(type(spec))
     if runtime is None:
         raise ValueError(
-            f"layers[{position}] must be a layer specification from "
+            f"{_position_text(position)} must be a layer specification from "
             f"fastcnn.layers, got {spec!r}")
     return runtime(spec, input_shape, position)
 
@@ -508,6 +617,63 @@ def _fuses_relu(previous, layer):
     """Whether ``layer`` is a ReLU that the max pooling run just before it
     takes on (MaxPool.fuse_relu)."""
     return type(layer) is ReLU and type(previous) is MaxPool
+
+
+def _build_sequence(specs, input_shape, position_of):
+    """(runtime layers in execution order, output shape) of a sequence of
+    specifications; ``position_of(i)`` is the position of ``specs[i]``."""
+    layers, shape = [], tuple(input_shape)
+    for index, i in enumerate(_execution_order(specs)):
+        layer = _runtime_layer(specs[i], shape, position_of(i))
+        layer.first = index == 0
+        previous = layers[-1] if layers else None
+        if _fuses_relu(previous, layer):
+            previous.fuse_relu()
+            continue
+        layers.append(layer)
+        shape = layer.output_shape
+    return layers, shape
+
+
+def _walk(layers):
+    """Every runtime layer of a sequence, each followed by those it runs
+    inside itself: the one order of parameters, states and generators."""
+    for layer in layers:
+        yield layer
+        yield from layer.nested_layers()
+
+
+def _timed(profile, key, run, *args):
+    """``run(*args)``, its seconds added to ``profile[key]`` (None: no
+    profile)."""
+    if profile is None or key is None:
+        return run(*args)
+    start = time.perf_counter()
+    result = run(*args)
+    profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
+    return result
+
+
+def _profile_key(layer, kind):
+    """A layer's key in Network.profile: (position, name, pass). A block
+    times its sums itself, and its paths' layers under their own keys
+    (position: their path), so that the keys add up to a step's time once."""
+    return None if isinstance(layer, Residual) else (layer.position, layer.name, kind)
+
+
+def _forward_sequence(layers, x, n_threads, profile):
+    for layer in layers:
+        x = _timed(profile, _profile_key(layer, "forward"), layer.forward, x, n_threads)
+    return x
+
+
+def _backward_sequence(layers, grad, need_grad_x, n_threads, profile):
+    """The gradient with respect to the sequence's input (when
+    ``need_grad_x``; else None), from that of its output."""
+    for layer in reversed(layers):
+        grad = _timed(profile, _profile_key(layer, "backward"), layer.backward,
+                      grad, need_grad_x or not layer.first, n_threads)
+    return grad
 
 
 def layer_output_shape(spec, input_shape, position=0):
@@ -635,6 +801,53 @@ def _plan_grads(layers, groups, share):
     return grads, turn_sizes[:min(turns_used, 2)]
 
 
+def _allocate_sequence(layers, capacity, dtype, training, share, inside_block=False):
+    """Give a sequence's layers their buffers as plan_buffers places them
+    (``inside_block``: one of a block's paths, see _path_placements)."""
+    plan = plan_buffers(layers, training, share)
+    placements = plan.placements
+    if inside_block and training and layers:
+        placements = _path_placements(layers, placements)
+    shared = [np.empty(capacity * size, dtype=dtype) for size in plan.turn_sizes]
+    for layer, place in zip(layers, placements):
+        layer.training, layer.share_buffers = training, share
+        layer.in_place = place.output == OVER_READ
+        layer.buf_y = (np.empty((capacity,) + layer.output_shape, dtype=dtype)
+                       if place.output == OWN else None)
+        layer.grad_in_place = place.grad_input == OVER_READ
+        grad_shape = (capacity,) + layer.input_shape
+        if place.grad_input == OWN:
+            layer.buf_grad_x = np.empty(grad_shape, dtype=dtype)
+        elif place.grad_input == SHARED:
+            layer.buf_grad_x = shared[place.turn][:math.prod(grad_shape)].reshape(grad_shape)
+        elif place.grad_input == OVER_ACTIVATION:
+            # layers allocate in order: the array's owner has its output
+            owner = layers[place.group - 1]
+            layer.buf_grad_x = owner.buf_y.reshape(grad_shape)
+        else:
+            layer.buf_grad_x = None
+        layer.allocate(capacity, dtype)
+        layer.forget_calls()
+
+
+def _path_placements(layers, placements):
+    """A block's path, planned as a network is, but for its ends: its first
+    layer computes an input gradient (the block's input has one), into an
+    array of its own; and the gradient it receives is the block's, which
+    the other path reads too, so the last layer that writes a gradient (the
+    layers after it pass views) does not write over it."""
+    placements = list(placements)
+    first = layers[0]
+    placements[0] = replace(placements[0], grad_input=(
+        AS_VIEW if first.dataflow.grad_input == VIEW else OWN))
+    for i in range(len(layers) - 1, -1, -1):
+        if placements[i].grad_input != AS_VIEW:
+            if placements[i].grad_input == OVER_READ:
+                placements[i] = replace(placements[i], grad_input=OWN)
+            break
+    return placements
+
+
 # ------------------------------------------------------------ the network
 
 class Network:
@@ -657,31 +870,22 @@ class Network:
     state : 1-D array
         The layers' non-trainable state.
     profile : dict or None
-        When a dict, forward and backward seconds are added up per layer
-        under keys ``(position, name, 'forward' | 'backward')``.
+        Where the passes' seconds are added up (see the property).
     """
 
     def __init__(self, specs, input_shape, dtype):
         self.specs = list(specs)
         self.input_shape = tuple(input_shape)
         self.dtype = np.dtype(dtype)
-        self.layers = []
-        shape = self.input_shape
-        for index, position in enumerate(_execution_order(self.specs)):
-            layer = _runtime_layer(self.specs[position], shape, position)
-            layer.first = index == 0
-            previous = self.layers[-1] if self.layers else None
-            if _fuses_relu(previous, layer):
-                previous.fuse_relu()
-                continue
-            self.layers.append(layer)
-            shape = layer.output_shape
-        self.output_shape = shape
-        declared = [p for layer in self.layers for p in layer.parameters]
+        self.layers, self.output_shape = _build_sequence(
+            self.specs, self.input_shape, lambda i: i)
+        # with the layers of blocks, in the order of their parameters
+        self.all_layers = list(_walk(self.layers))
+        declared = [p for layer in self.all_layers for p in layer.parameters]
         self.n_weights = sum(math.prod(p.shape) for p in declared if p.l2_penalty)
         self.params = np.zeros(sum(math.prod(p.shape) for p in declared), dtype=self.dtype)
         self.grads = np.zeros_like(self.params)
-        self.state = np.zeros(sum(math.prod(s.shape) for layer in self.layers
+        self.state = np.zeros(sum(math.prod(s.shape) for layer in self.all_layers
                                   for s in layer.states), dtype=self.dtype)
         self._bind()
         self.capacity = 0
@@ -694,30 +898,33 @@ class Network:
     def _bind(self):
         """Point every layer's parameter, gradient and state attributes at
         their parts of the flat arrays: the penalised parameters first, in
-        layer order, then the others."""
+        layer order (a block's layers after the block: its path's, then its
+        shortcut's), then the others."""
         def view(array, at, shape):
             return array[at:at + math.prod(shape)].reshape(shape)
         at = 0
         for penalised in (True, False):
-            for layer in self.layers:
+            for layer in self.all_layers:
                 for p in layer.parameters:
                     if p.l2_penalty is penalised:
                         setattr(layer, p.name, view(self.params, at, p.shape))
                         setattr(layer, "grad_" + p.name, view(self.grads, at, p.shape))
                         at += math.prod(p.shape)
         at = 0
-        for layer in self.layers:
+        for layer in self.all_layers:
             for s in layer.states:
                 setattr(layer, s.name, view(self.state, at, s.shape))
                 at += math.prod(s.shape)
 
     @property
     def parametric_layers(self):
-        return [layer for layer in self.layers if layer.parameters]
+        """The layers with parameters, those in blocks included, in the
+        order of the flat array."""
+        return [layer for layer in self.all_layers if layer.parameters]
 
     @property
     def drawing_layers(self):
-        return [layer for layer in self.layers if layer.DRAWS_RANDOM]
+        return [layer for layer in self.all_layers if layer.DRAWS_RANDOM]
 
     def initialize(self, rng):
         """Every parameter and state from its initialiser, in layer order
@@ -726,7 +933,7 @@ class Network:
         numbers, seeded from ``rng``."""
         with_params = self.parametric_layers
         output = with_params[-1] if with_params else None
-        for layer in self.layers:
+        for layer in self.all_layers:
             for declared in layer.parameters + layer.states:
                 getattr(layer, declared.name)[...] = declared.init(
                     rng, declared.shape, layer is output)
@@ -740,27 +947,7 @@ class Network:
         if (capacity, training, share_buffers) == (
                 self.capacity, self.training, self.share_buffers):
             return
-        plan = plan_buffers(self.layers, training, share_buffers)
-        shared = [np.empty(capacity * size, dtype=self.dtype) for size in plan.turn_sizes]
-        for i, (layer, place) in enumerate(zip(self.layers, plan.placements)):
-            layer.training = training
-            layer.in_place = place.output == OVER_READ
-            layer.buf_y = (np.empty((capacity,) + layer.output_shape, dtype=self.dtype)
-                           if place.output == OWN else None)
-            layer.grad_in_place = place.grad_input == OVER_READ
-            grad_shape = (capacity,) + layer.input_shape
-            if place.grad_input == OWN:
-                layer.buf_grad_x = np.empty(grad_shape, dtype=self.dtype)
-            elif place.grad_input == SHARED:
-                layer.buf_grad_x = shared[place.turn][:math.prod(grad_shape)].reshape(grad_shape)
-            elif place.grad_input == OVER_ACTIVATION:
-                # layers allocate in order: the array's owner has its output
-                owner = self.layers[place.group - 1]
-                layer.buf_grad_x = owner.buf_y.reshape(grad_shape)
-            else:
-                layer.buf_grad_x = None
-            layer.allocate(capacity, self.dtype)
-            layer.forget_calls()
+        _allocate_sequence(self.layers, capacity, self.dtype, training, share_buffers)
         # a prediction's input is copied in (see forward)
         self.input_buffer = (None if training else
                              np.empty((capacity,) + self.input_shape, self.dtype))
@@ -788,30 +975,27 @@ class Network:
                 view = self.input_views[len(x)] = self.input_buffer[:len(x)]
             np.copyto(view, x)
             x = view
-        profile = self.profile
-        for layer in self.layers:
-            if profile is None:
-                x = layer.forward(x, n_threads)
-            else:
-                start = time.perf_counter()
-                x = layer.forward(x, n_threads)
-                key = (layer.position, layer.name, "forward")
-                profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
-        return x
+        return _forward_sequence(self.layers, x, n_threads, self.profile)
 
     def backward(self, grad, n_threads):
         """Fill ``grads`` from the gradient of the loss with respect to the
         scores; the input's own gradient is never computed."""
-        profile = self.profile
-        for layer in reversed(self.layers):
-            need_grad_x = not layer.first
-            if profile is None:
-                grad = layer.backward(grad, need_grad_x, n_threads)
-            else:
-                start = time.perf_counter()
-                grad = layer.backward(grad, need_grad_x, n_threads)
-                key = (layer.position, layer.name, "backward")
-                profile[key] = profile.get(key, 0.0) + time.perf_counter() - start
+        _backward_sequence(self.layers, grad, False, n_threads, self.profile)
+
+    @property
+    def profile(self):
+        """When a dict, forward and backward seconds are added up per layer
+        under keys ``(position, name, 'forward' | 'backward')``; a layer in a
+        block has its path as position (``(3, 'layers', 1)``: the second of
+        ``layers[3]``'s path), and the block's own key times its sums."""
+        return self._profile
+
+    @profile.setter
+    def profile(self, profile):
+        self._profile = profile
+        for layer in self.all_layers:
+            if isinstance(layer, Residual):
+                layer.profile = profile
 
     def inference_copy(self):
         """A network sharing these parameters and state with buffers of its
@@ -844,9 +1028,9 @@ class Network:
 
     def per_sample_bytes(self, training=False):
         """Bytes of buffers one sample needs in a batch."""
-        total = sum(math.prod(layer.output_shape) for layer in self.layers)
+        total = sum(math.prod(layer.output_shape) for layer in self.all_layers)
         if training:
-            total += sum(math.prod(layer.input_shape) for layer in self.layers)
+            total += sum(math.prod(layer.input_shape) for layer in self.all_layers)
         else:
             total += math.prod(self.input_shape)   # the input's copy
         return total * self.dtype.itemsize

@@ -47,7 +47,9 @@ class TrainingProfile:
         Seconds summed over the steps: per layer of the network under the
         keys ``(position, name, 'forward')`` and ``(position, name,
         'backward')`` (position in the ``layers`` list, name of the layer's
-        specification class), and under ``'batch copy'`` (gathering the
+        specification class; a layer inside a residual block has its path
+        as position, ``(3, 'layers', 1)``, and the block's own keys time
+        its sums alone), and under ``'batch copy'`` (gathering the
         batch's samples and labels), ``'loss'`` (softmax cross-entropy and
         L2 penalty) and ``'optimizer'`` (the parameter update).
     steps : int

@@ -21,7 +21,8 @@ import numbers
 from dataclasses import dataclass
 
 __all__ = ["Conv2D", "Conv1D", "MaxPool2D", "MaxPool1D", "AvgPool2D",
-           "AvgPool1D", "ReLU", "Flatten", "Dense", "LayerSpec"]
+           "AvgPool1D", "ReLU", "Flatten", "Dense", "LayerSpec",
+           "Residual"]
 
 
 def _is_int(value):
@@ -172,3 +173,49 @@ class Dense(LayerSpec):
         if not _is_int(self.units) or self.units < 1:
             raise ValueError(
                 f"Dense: units must be a positive int, got {self.units!r}")
+
+
+def _check_specs(name, argument, value, allow_empty):
+    if (not isinstance(value, tuple) or not (value or allow_empty)
+            or not all(isinstance(spec, LayerSpec) for spec in value)):
+        what = "a list" if allow_empty else "a non-empty list"
+        raise ValueError(
+            f"{name}: {argument} must be {what} of fastcnn.layers "
+            f"specifications, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Residual(LayerSpec):
+    """A residual block, ``layers(x) + shortcut(x)`` (He et al., 2016).
+
+    Parameters
+    ----------
+    layers : list of layer specifications
+        The block's path, run in order; it may hold blocks itself.
+    shortcut : list of layer specifications or None, default None
+        The path added to it. None: the identity where ``layers`` keep the
+        input's shape, otherwise a projection, a 1x1 convolution (with a
+        bias) to the output's channels with the stride that maps the
+        input's spatial size to the output's; a ValueError names the block
+        when no stride does, or the shapes differ in their axes. An empty
+        list is the identity.
+
+    Example
+    -------
+    >>> block = Residual([Conv2D(16, 3, stride=2, padding=1), ReLU(),
+    ...                   Conv2D(16, 3, padding=1)])
+    """
+    layers: tuple
+    shortcut: tuple = None
+
+    def __post_init__(self):
+        self._freeze("layers", "shortcut")
+        _check_specs("Residual", "layers", self.layers, allow_empty=False)
+        if self.shortcut is not None:
+            _check_specs("Residual", "shortcut", self.shortcut, allow_empty=True)
+
+    @property
+    def spatial_ndim(self):
+        """That of the first layer of the block's path that has one."""
+        return next((spec.spatial_ndim for spec in self.layers
+                     if spec.spatial_ndim is not None), None)

@@ -14,7 +14,8 @@ from fastcnn import CNNClassifier
 from fastcnn._network import (Dataflow, Layer, Network, Parameter, ReLU,
                               State, he_glorot_uniform, zeros)
 from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
-                            Flatten, LayerSpec, MaxPool1D, MaxPool2D)
+                            Flatten, LayerSpec, MaxPool1D, MaxPool2D,
+                            Residual)
 from fastcnn.layers import ReLU as ReLUSpec
 
 # ------------------------------------------------ the buffer plan
@@ -45,13 +46,13 @@ def _random_specs(rng, ndim):
     return specs + [Dense(3)]
 
 
-def _valid_networks(count, seed):
+def _valid_networks(count, seed, make_specs=None):
     rng = np.random.default_rng(seed)
     found = []
     while len(found) < count:
         ndim = int(rng.integers(1, 3))
         input_shape = (2, 7, 6) if ndim == 2 else (2, 13)
-        specs = _random_specs(rng, ndim)
+        specs = (make_specs or _random_specs)(rng, ndim)
         try:
             Network(specs, input_shape, np.float64)
         except ValueError:
@@ -84,7 +85,7 @@ class _Recorded:
 
 
 def _poison(network, value):
-    for layer in network.layers:
+    for layer in network.all_layers:
         for name, array in vars(layer).items():
             if name.startswith("buf_") and array is not None and array.dtype.kind == "f":
                 array[...] = value
@@ -135,7 +136,7 @@ def first_difference(specs, input_shape, monkeypatch):
 
 
 def _assert_nothing_shared(network):
-    arrays = [a for layer in network.layers for name, a in vars(layer).items()
+    arrays = [a for layer in network.all_layers for name, a in vars(layer).items()
               if name.startswith("buf_") and a is not None]
     for i, a in enumerate(arrays):
         for b in arrays[i + 1:]:
@@ -161,6 +162,49 @@ def test_no_buffer_is_overwritten_while_a_later_step_reads_it(monkeypatch):
     reads in the same network without shared buffers, over two training
     steps of different batch sizes and a prediction."""
     for specs, input_shape in NETWORKS:
+        alone = Network(specs, input_shape, np.float64)
+        alone.allocate(5, training=True, share_buffers=False)
+        _assert_nothing_shared(alone)
+        assert first_difference(specs, input_shape, monkeypatch) is None, specs
+
+
+def _random_path(rng, ndim, depth):
+    """Layers of random sequences and residual blocks of them, nested up to
+    twice, with default shortcuts or explicit ones (identity, a ReLU, or a
+    random path, which rarely fits)."""
+    specs = []
+    for _ in range(rng.integers(1, 4)):
+        if depth < 2 and rng.random() < 0.4:
+            shortcut = [None, None, None, [], [ReLUSpec()],
+                        _random_path(rng, ndim, depth + 1)][rng.integers(0, 6)]
+            specs.append(Residual(_random_path(rng, ndim, depth + 1), shortcut=shortcut))
+        else:
+            specs.append(_random_specs(rng, ndim)[0])
+    return specs
+
+
+def _random_residual_specs(rng, ndim):
+    """A sequence of _random_specs after a path with at least one block."""
+    while True:
+        path = _random_path(rng, ndim, 0)
+        if any(isinstance(spec, Residual) for spec in path):
+            return path + _random_specs(rng, ndim)
+
+
+RESIDUAL_NETWORKS = [(specs, shape) for specs, shape in _valid_networks(
+    60, seed=1, make_specs=_random_residual_specs)]
+
+
+def test_no_buffer_in_residual_blocks_is_overwritten_while_a_later_step_reads_it(
+        monkeypatch):
+    blocks = [layer for specs, shape in RESIDUAL_NETWORKS
+              for layer in Network(specs, shape, np.float64).all_layers
+              if isinstance(layer.spec, Residual)]
+    # nested blocks, projections and explicit shortcuts among them
+    assert sum(isinstance(block.position, tuple) for block in blocks) > 3
+    assert sum(block.spec.shortcut is None and bool(block.shortcut) for block in blocks) > 3
+    assert sum(block.spec.shortcut is not None for block in blocks) > 0
+    for specs, input_shape in RESIDUAL_NETWORKS:
         alone = Network(specs, input_shape, np.float64)
         alone.allocate(5, training=True, share_buffers=False)
         _assert_nothing_shared(alone)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
-                            Flatten, MaxPool1D, MaxPool2D, ReLU)
+                            Flatten, MaxPool1D, MaxPool2D, ReLU, Residual)
 
 torch = pytest.importorskip("torch")
 
@@ -43,6 +43,20 @@ NETWORKS = {
     "conv1d-maxpool-avgpool": (
         [Conv1D(4, 5, stride=2, padding=2), ReLU(), MaxPool1D(3, stride=2),
          Conv1D(6, 3, padding="same"), AvgPool1D(2), ReLU(), Flatten()],
+        (3, 40), 8),
+    "resnet2d-identity-projection-nested": (
+        [Conv2D(4, 3, padding=1), ReLU(),
+         Residual([Conv2D(4, 3, padding=1), ReLU(), Conv2D(4, 3, padding=1)]), ReLU(),
+         Residual([Conv2D(6, 3, stride=2, padding=1), ReLU(),
+                   Residual([Conv2D(6, 3, padding=1)])]), ReLU(),
+         MaxPool2D(2), Flatten()],
+        (2, 12, 12), 8),
+    "resnet1d-identity-projection": (
+        [Conv1D(4, 5, padding=2), ReLU(),
+         Residual([Conv1D(4, 3, padding=1), ReLU(), Conv1D(4, 3, padding=1)]), ReLU(),
+         Residual([Conv1D(6, 3, stride=2, padding=1), ReLU(), Conv1D(6, 3, padding=1)]),
+         ReLU(), Residual([Conv1D(6, 3, padding=1)], shortcut=[Conv1D(6, 1), ReLU()]),
+         Flatten()],
         (3, 40), 8),
 }
 

@@ -63,17 +63,42 @@ TWINS = {
 }
 
 
+def _residual(layer, nn):
+    """A module computing main(x) + shortcut(x), each path a Sequential
+    of its layers' twins (an empty one: the identity)."""
+    main, main_pairs = _sequence_twin(layer.main, nn)
+    shortcut, shortcut_pairs = _sequence_twin(layer.shortcut, nn)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main, self.shortcut = main, shortcut
+
+        def forward(self, x):
+            return self.main(x) + self.shortcut(x)
+    return [Block()], main_pairs + shortcut_pairs
+
+
+TWINS[L.Residual] = _residual
+
+
+def _sequence_twin(layers, nn):
+    """(Sequential, pairs) of runtime layers in execution order."""
+    modules, pairs = [], []
+    for layer in layers:
+        layer_modules, layer_pairs = TWINS[type(layer.spec)](layer, nn)
+        modules += layer_modules
+        pairs += layer_pairs
+    return nn.Sequential(*modules), pairs
+
+
 def torch_twin(network):
     """(model, pairs): a float64 torch.nn.Sequential computing what
     ``network`` computes, and the (fastcnn array, torch tensor) pairs of
     its parameters and state, the twin's set to fastcnn's values."""
     import torch
-    modules, pairs = [], []
-    for layer in network.layers:
-        layer_modules, layer_pairs = TWINS[type(layer.spec)](layer, torch.nn)
-        modules += layer_modules
-        pairs += layer_pairs
-    model = torch.nn.Sequential(*modules).double()
+    model, pairs = _sequence_twin(network.layers, torch.nn)
+    model = model.double()
     with torch.no_grad():
         for ours, theirs in pairs:
             theirs.copy_(torch.from_numpy(np.array(ours, dtype=np.float64)))
