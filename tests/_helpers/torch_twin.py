@@ -63,6 +63,18 @@ TWINS = {
 }
 
 
+def _dropout(layer, nn):
+    # PyTorch draws masks of its own: the twins agree in inference, and in
+    # training only at rate 0
+    module = {L.Dropout: nn.Dropout, L.SpatialDropout1D: nn.Dropout1d,
+              L.SpatialDropout2D: nn.Dropout2d}[type(layer.spec)]
+    return [module(layer.rate)], []
+
+
+TWINS.update({L.Dropout: _dropout, L.SpatialDropout1D: _dropout,
+              L.SpatialDropout2D: _dropout})
+
+
 def torch_twin(network):
     """(model, pairs): a float64 torch.nn.Sequential computing what
     ``network`` computes, and the (fastcnn array, torch tensor) pairs of
