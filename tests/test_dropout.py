@@ -3,6 +3,7 @@ written here, and the layers (Dropout, SpatialDropout1D/2D) in networks and
 in the estimator: their expectation and gradient, inference, and the
 reproducibility of their random masks."""
 import pickle
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -282,6 +283,27 @@ def test_rate_zero_trains_as_the_network_without_it(spec, rng):
         results.append((scores, network.grads.copy()))
     for ours, theirs in zip(*results):
         assert ours.tobytes() == theirs.tobytes()
+
+
+def test_a_training_step_allocates_no_array_of_batch_size(rng):
+    specs = [Conv2D(8, 3, padding=1), SpatialDropout2D(0.3), Dropout(0.3), ReLU(),
+             Dense(3)]
+    network = _training_network(specs, (2, 16, 16), capacity=32)
+    x, target = rng.standard_normal((32, 2, 16, 16)), rng.integers(0, 3, size=32)
+
+    def step():
+        scores = network.forward(x, 2)
+        network.backward(fcf.softmax_cross_entropy(scores, target)[1], 2)
+    step()      # the first step prepares its calls
+    tracemalloc.start()
+    try:
+        step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # numpy reports its arrays to tracemalloc; one mask of uniforms per value
+    # of a batch would be 32 * 8 * 16 * 16 * 8 bytes
+    assert peak < 32 * 8 * 16 * 16 * 8 // 8
 
 
 # ============================================================ in the estimator
