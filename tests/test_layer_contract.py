@@ -379,9 +379,9 @@ def test_no_buffer_is_overwritten_in_sequences_with_dropout(monkeypatch):
 
 
 def test_the_check_catches_a_dropout_reading_its_input_undeclared(monkeypatch):
-    # A dropout layer whose backward pass read its input, declaring that it
-    # reads nothing, would read the input gradient the layer after it
-    # wrote over that input.
+    # A dropout layer whose backward pass read its input while declaring
+    # that it reads nothing: the plan lets its forward pass run over that
+    # input, so the backward pass would read the masked values instead.
     from fastcnn.layers import Dropout
     specs = [Conv2D(2, 3, padding=1), Dropout(0.5), ReLUSpec(), Dense(3)]
     assert first_difference(specs, (2, 6, 6), monkeypatch) is None
