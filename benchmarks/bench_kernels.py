@@ -127,6 +127,32 @@ class MaxPoolCase:
         return f"max_pool {self.size}x{self.size}/{self.size} {dims}"
 
 
+@dataclass(frozen=True)
+class DropoutCase:
+    """Dropout of x (n, c, h, w) at ``rate``. The forward pass includes
+    drawing the mask: fastcnn's uniforms from a numpy Generator into an
+    array allocated once (as the layer draws them), PyTorch's Bernoulli
+    noise. The backward pass multiplies the gradient by the mask of one
+    fixed draw, the same in both, so the two results are compared."""
+    n: int
+    c: int
+    spatial: tuple
+    rate: float
+    ops = POOL_OPS
+
+    @property
+    def x_shape(self):
+        return (self.n, self.c) + self.spatial
+
+    @property
+    def flops(self):
+        return None
+
+    @property
+    def label(self):
+        return f"dropout {self.rate:g} {'x'.join(map(str, self.x_shape))}"
+
+
 CASES = [
     ConvCase(64, 1, (28, 28), 32, 5, 2, 1),
     ConvCase(64, 6, (14, 14), 16, 5, 0, 1),
@@ -138,6 +164,7 @@ CASES = [
     # the VGG-style net's second layer (bench_training.py's vgg-cifar): a
     # sample's frame and outputs pass the frame budget, one sample a frame
     ConvCase(128, 32, (32, 32), 32, 3, 1, 1),
+    DropoutCase(128, 32, (28, 28), 0.5),
 ]
 
 
@@ -154,6 +181,9 @@ class Op:
     torch: Optional[Callable[[], object]]       # threads set globally
     # fastcnn writing into outputs allocated once (out=), as the network does
     fastcnn_out: Optional[Callable[[int], object]] = None
+    # whether the two results must agree (not dropout's forward pass: each
+    # library draws its own mask)
+    comparable: bool = True
 
 
 def random_conv_arrays(case, rng):
@@ -221,6 +251,25 @@ def fastcnn_pool_calls(fc, case, x, grad_y):
         "backward": lambda t: fc.max_pool2d_backward(
             grad_y, argmax, x.shape, n_threads=t),
     }
+
+
+def fastcnn_dropout_calls(fc, case, x, grad_y, mask_uniforms):
+    """({op name: f(n_threads)}, the same writing into outputs allocated
+    once) for a dropout case; the backward pass masks with
+    ``mask_uniforms``."""
+    generator = np.random.default_rng(0)
+    uniforms = np.empty_like(x)
+    y, grad_x = np.empty_like(x), np.empty_like(grad_y)
+
+    def forward(n_threads, out=None):
+        generator.random(out=uniforms, dtype=uniforms.dtype)
+        return fc.dropout(x, uniforms, case.rate, n_threads=n_threads, out=out)
+
+    def backward(n_threads, out=None):
+        return fc.dropout_backward(grad_y, mask_uniforms, case.rate,
+                                   n_threads=n_threads, out=out)
+    return ({"forward": forward, "backward": backward},
+            {"forward": partial(forward, out=y), "backward": partial(backward, out=grad_x)})
 
 
 # ----------------------------------------------------------------- PyTorch
@@ -296,6 +345,18 @@ class TorchBackend:
                 grad_y.sum(dim=(0,) + spatial_dims))
         return calls
 
+    def dropout_calls(self, case, x, grad_y, mask_uniforms):
+        """{op name: f()} for a dropout case: nn.functional.dropout in
+        training, and its backward pass as autograd runs it on the CPU,
+        the gradient times the scaled mask it saved."""
+        t = self.torch
+        x, grad_y = t.from_numpy(x), t.from_numpy(grad_y)
+        scale = np.float32(1 / (1 - case.rate))
+        noise = t.from_numpy(np.where(mask_uniforms >= np.float32(case.rate),
+                                      scale, np.float32(0)))
+        return {"forward": lambda: t.nn.functional.dropout(x, case.rate, training=True),
+                "backward": lambda: grad_y * noise}
+
     def pool_calls(self, case, x, grad_y):
         """{op name: f()} for a max-pooling case."""
         t = self.torch
@@ -334,6 +395,15 @@ def build_ops(case, fc, torch_backend, rng):
         arrays = random_conv_arrays(case, rng)
         fastcnn_calls, fastcnn_out_calls = fastcnn_conv_calls(fc, case, *arrays)
         torch_calls = torch_backend.conv_calls(case, *arrays) if torch_backend else {}
+    elif isinstance(case, DropoutCase):
+        arrays = (rng.standard_normal(case.x_shape, dtype=np.float32),
+                  rng.standard_normal(case.x_shape, dtype=np.float32),
+                  rng.random(case.x_shape, dtype=np.float32))
+        fastcnn_calls, fastcnn_out_calls = fastcnn_dropout_calls(fc, case, *arrays)
+        torch_calls = torch_backend.dropout_calls(case, *arrays) if torch_backend else {}
+        return [Op(name, None, fastcnn_calls[name], torch_calls.get(name),
+                   fastcnn_out_calls[name], comparable=name != "forward")
+                for name in case.ops]
     else:
         x = rng.standard_normal(case.x_shape, dtype=np.float32)
         y_shape = case.x_shape[:2] + tuple(s // case.size for s in case.spatial)
@@ -460,7 +530,7 @@ def measure(op, n_threads, timing):
         call()
     single = [time_once(call) for call in calls]
     problem = (disagreement(single[0][1], single[1][1])
-               if op.torch is not None else None)
+               if op.torch is not None and op.comparable else None)
     repeats = timing.repeats
     if repeats is None:
         slowest = max(seconds for seconds, _ in single)

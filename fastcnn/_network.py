@@ -581,6 +581,72 @@ class Residual(Layer):
     def _sum(self, kind, a, b, out):
         # np.add with out= allocates nothing, and sums each element alone
         return _timed(self.profile, (self.position, self.name, kind), np.add, a, b, out)
+class Dropout(Layer):
+    """Inverted dropout of each value (Dropout) or of each channel of a
+    sample (SpatialDropout1D/2D); the identity in inference and at rate 0.
+
+    A training step draws uniforms from ``self.random`` into a buffer of
+    the layer's own, in Python, before the kernel runs: the mask is then the
+    same for any number of threads, and the same again in a fit from the
+    same random_state. The backward pass reads those uniforms, not the
+    activations, so both passes may work over the arrays they read.
+    """
+    SPECS = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D)
+    TRAINING_DIFFERS = True
+    DRAWS_RANDOM = True
+    dataflow = Dataflow(output=OVER_INPUT, grad_input=OVER_INPUT,
+                        backward_reads=frozenset())
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        channel_wise = spec.spatial_ndim is not None
+        if channel_wise:
+            self.check_spatial_ndim()
+        self.rate = float(spec.rate)
+        # one uniform per channel of a sample, or one per value
+        self.mask_shape = self.input_shape[:1] if channel_wise else self.input_shape
+        self.uniforms = None
+
+    @property
+    def masks(self):
+        """Whether the passes mask (in training, at a rate above 0)."""
+        return self.training and self.rate > 0
+
+    def allocate(self, capacity, dtype):
+        self.buf_uniforms = (np.empty((capacity,) + self.mask_shape, dtype=dtype)
+                             if self.masks else None)
+
+    def drop_buffers(self):
+        super().drop_buffers()
+        self.uniforms = None
+
+    def forward(self, x, n_threads):
+        out = x if self.in_place else self.output_rows(len(x))
+        if not self.masks:
+            if out is not x:
+                np.copyto(out, x)
+            return out
+
+        def build():
+            uniforms = self.buf_uniforms[:len(x)]
+            return uniforms, F.prepare(F.dropout, x, uniforms, self.rate, out=out)
+        self.uniforms, call = self.prepared("forward", (x,), build)
+        self.random.random(out=self.uniforms, dtype=self.uniforms.dtype)
+        return call.run(n_threads)
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        if not self.masks:
+            if self.grad_in_place:
+                return grad_y
+            grad_x = self.buf_grad_x[:len(grad_y)]
+            np.copyto(grad_x, grad_y)
+            return grad_x
+        return self.prepared("backward", (grad_y, self.uniforms), lambda: F.prepare(
+            F.dropout_backward, grad_y, self.uniforms, self.rate,
+            out=grad_y if self.grad_in_place else self.buf_grad_x[:len(grad_y)])
+        ).run(n_threads)
 
 
 def _runtime_layer(spec, input_shape, position):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 __all__ = ["Conv2D", "Conv1D", "MaxPool2D", "MaxPool1D", "AvgPool2D",
            "AvgPool1D", "ReLU", "Flatten", "Dense", "LayerSpec",
-           "Residual"]
+           "Residual", "Dropout", "SpatialDropout1D", "SpatialDropout2D"]
 
 
 def _is_int(value):
@@ -219,3 +219,43 @@ class Residual(LayerSpec):
         """That of the first layer of the block's path that has one."""
         return next((spec.spatial_ndim for spec in self.layers
                      if spec.spatial_ndim is not None), None)
+@dataclass(frozen=True)
+class _Dropout(LayerSpec):
+    rate: float
+
+    def __post_init__(self):
+        rate = self.rate
+        if (not isinstance(rate, numbers.Real) or isinstance(rate, bool)
+                or not 0 <= rate < 1):
+            raise ValueError(
+                f"{type(self).__name__}: rate must be a real number in [0, 1), "
+                f"got {rate!r}")
+
+
+@dataclass(frozen=True)
+class Dropout(_Dropout):
+    """Inverted dropout, any shape: in training each value is zeroed with
+    probability ``rate`` and the others are scaled by ``1 / (1 - rate)``;
+    in inference (prediction) the identity.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+        The fraction of values dropped; 0 drops none.
+    """
+
+
+@dataclass(frozen=True)
+class SpatialDropout2D(_Dropout):
+    """Channel-wise dropout of images ``(C, H, W)``: in training each
+    channel of each sample is zeroed whole with probability ``rate`` and
+    the others are scaled by ``1 / (1 - rate)`` (PyTorch's Dropout2d);
+    in inference the identity. Parameters as for :class:`Dropout`."""
+    spatial_ndim = 2
+
+
+@dataclass(frozen=True)
+class SpatialDropout1D(_Dropout):
+    """Channel-wise dropout of signals ``(C, L)`` (PyTorch's Dropout1d),
+    as :class:`SpatialDropout2D`."""
+    spatial_ndim = 1

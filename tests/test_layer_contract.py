@@ -365,3 +365,81 @@ def test_builtin_declarations_are_tuples_of_their_kind(name):
         assert all(isinstance(d, kinds[name]) for d in getattr(layer, name))
     assert [p.name for p in network.layers[0].parameters] == ["weight", "bias"]
     assert [p.init for p in network.layers[0].parameters] == [he_glorot_uniform, zeros]
+
+
+# ------------------------------------------------ dropout in the sequences
+
+def _with_dropout(rng, specs, ndim):
+    """``specs`` with one to three dropout layers at random places, some
+    channel-wise (those that land on flat values make the network invalid,
+    and it is skipped)."""
+    from fastcnn.layers import Dropout, SpatialDropout1D, SpatialDropout2D
+    spatial = SpatialDropout2D if ndim == 2 else SpatialDropout1D
+    specs = list(specs)
+    for _ in range(rng.integers(1, 4)):
+        kind = Dropout if rng.random() < 0.5 else spatial
+        rate = float(rng.choice([0.0, 0.3, 0.6]))
+        specs.insert(int(rng.integers(0, len(specs))), kind(rate))
+    return specs
+
+
+def _valid_dropout_networks(count, seed):
+    rng = np.random.default_rng(seed)
+    found = []
+    while len(found) < count:
+        ndim = int(rng.integers(1, 3))
+        input_shape = (2, 7, 6) if ndim == 2 else (2, 13)
+        specs = _with_dropout(rng, _random_specs(rng, ndim), ndim)
+        try:
+            Network(specs, input_shape, np.float64)
+        except ValueError:
+            continue
+        found.append((specs, input_shape))
+    return found
+
+
+DROPOUT_NETWORKS = _valid_dropout_networks(80, seed=1)
+
+
+def test_dropout_sequences_take_every_placement_of_the_dropout_layer():
+    places = set()
+    for specs, input_shape in DROPOUT_NETWORKS:
+        network = Network(specs, input_shape, np.float64)
+        plan = network_module.plan_buffers(network.layers, training=True)
+        places |= {(p.output, p.grad_input) for layer, p
+                   in zip(network.layers, plan.placements)
+                   if isinstance(layer, network_module.Dropout)}
+    outputs, grads = {o for o, _ in places}, {g for _, g in places}
+    assert {network_module.OVER_READ, network_module.OWN} <= outputs
+    assert {network_module.OVER_READ, None} <= grads
+
+
+def test_no_buffer_is_overwritten_in_sequences_with_dropout(monkeypatch):
+    """As test_no_buffer_is_overwritten_while_a_later_step_reads_it, with
+    dropout layers, whose masks are the same in both networks (the same
+    random_state)."""
+    for specs, input_shape in DROPOUT_NETWORKS:
+        assert first_difference(specs, input_shape, monkeypatch) is None, specs
+
+
+def test_the_check_catches_a_dropout_reading_its_input_undeclared(monkeypatch):
+    # A dropout layer whose backward pass read its input while declaring
+    # that it reads nothing: the plan lets its forward pass run over that
+    # input, so the backward pass would read the masked values instead.
+    from fastcnn.layers import Dropout
+    specs = [Conv2D(2, 3, padding=1), Dropout(0.5), ReLUSpec(), Dense(3)]
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is None
+    original = network_module.Dropout.backward
+
+    def reads_its_input(self, grad_y, need_grad_x, n_threads):
+        if need_grad_x:
+            self.uniforms[...] = np.abs(self.kept_input).reshape(self.uniforms.shape)
+        return original(self, grad_y, need_grad_x, n_threads)
+    original_forward = network_module.Dropout.forward
+
+    def keeps_its_input(self, x, n_threads):
+        self.kept_input = x
+        return original_forward(self, x, n_threads)
+    monkeypatch.setattr(network_module.Dropout, "forward", keeps_its_input)
+    monkeypatch.setattr(network_module.Dropout, "backward", reads_its_input)
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is not None

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
-                            Flatten, MaxPool1D, MaxPool2D, ReLU, Residual)
+                            Dropout, Flatten, MaxPool1D, MaxPool2D, ReLU,
+                            Residual, SpatialDropout1D, SpatialDropout2D)
 
 torch = pytest.importorskip("torch")
 
-from _helpers.torch_twin import train_both  # noqa: E402
+from _helpers.torch_twin import Trainer, torch_twin, train_both  # noqa: E402
 
 STEPS = 30
 RTOL = 1e-9
@@ -59,6 +60,17 @@ NETWORKS = {
          Flatten()],
         (3, 40), 8),
 }
+# dropout at rate 0, which draws no mask in either library
+NETWORKS.update({
+    "dropout-rate-0": (
+        [Conv2D(4, 3, padding=1), SpatialDropout2D(0.0), ReLU(), MaxPool2D(2),
+         Flatten(), Dense(16), ReLU(), Dropout(0.0)],
+        (2, 12, 12), 8),
+    "spatial-dropout1d-rate-0": (
+        [Conv1D(4, 5, padding=2), ReLU(), SpatialDropout1D(0.0), AvgPool1D(2),
+         Flatten()],
+        (3, 40), 8),
+})
 
 
 @pytest.mark.parametrize("solver, learning_rate", [("sgd", 0.05), ("adam", 0.003)])
@@ -74,3 +86,35 @@ def test_training_loss_follows_pytorch(name, solver, learning_rate):
     scores, torch_scores = trainer.predict_scores(X)
     np.testing.assert_allclose(scores, torch_scores, rtol=1e-9,
                                atol=1e-9 * np.abs(torch_scores).max())
+
+
+#: networks with dropout (PyTorch's masks are not fastcnn's): compared in
+#: inference, after fastcnn trained them with masks
+DROPOUT_NETWORKS = {
+    "conv2d-spatial-dropout-dropout": (
+        [Conv2D(4, 3, padding=1), SpatialDropout2D(0.3), ReLU(), MaxPool2D(2),
+         Flatten(), Dense(16), ReLU(), Dropout(0.5)],
+        (2, 12, 12)),
+    "conv1d-spatial-dropout": (
+        [Conv1D(4, 5, padding=2), SpatialDropout1D(0.4), ReLU(), AvgPool1D(2),
+         Dropout(0.2), Flatten()],
+        (3, 40)),
+}
+
+
+@pytest.mark.parametrize("name", list(DROPOUT_NETWORKS))
+def test_networks_with_dropout_predict_as_pytorch_in_inference(name):
+    specs, shape = DROPOUT_NETWORKS[name]
+    X, y = images(shape=shape)
+    trainer = Trainer(specs, shape, int(y.max()) + 1, "adam", 0.003)
+    for start in range(0, 40, 8):
+        trainer.fastcnn_step(X[start:start + 8], y[start:start + 8])
+    trainer.model, _ = torch_twin(trainer.network)     # the trained weights
+    scores, torch_scores = trainer.predict_scores(X)
+    np.testing.assert_allclose(scores, torch_scores, rtol=1e-9,
+                               atol=1e-9 * np.abs(torch_scores).max())
+    # the twin does drop in training: inference is what agrees
+    trainer.model.train()
+    with torch.no_grad():
+        dropped = trainer.model(torch.from_numpy(X)).numpy()
+    assert not np.allclose(dropped, torch_scores)

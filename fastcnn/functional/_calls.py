@@ -74,7 +74,8 @@ def preparable(function):
 
 _AS_THE_KERNELS_READ = FLOAT_DTYPES + (np.dtype(np.int32),)
 # the parameters of those functions that take arrays (out: one or a pair)
-_ARRAY_PARAMETERS = ("x", "w", "bias", "grad_y", "y", "argmax", "relu_output", "out")
+_ARRAY_PARAMETERS = ("x", "w", "bias", "grad_y", "y", "argmax", "relu_output", "out",
+                     "uniforms")
 
 
 def _refuse_copied(name, a):
@@ -127,7 +128,7 @@ def prepare(function, *args, **kwargs):
     function : one of correlate2d, correlate1d, their _backward_input and
         _backward_kernel, max_pool2d/1d, avg_pool2d/1d and their _backward,
         linear, linear_backward_input, linear_backward_weight, relu,
-        relu_backward
+        relu_backward, dropout, dropout_backward
     *args, **kwargs
         Its arguments, but ``n_threads``. Every array must be one the kernel
         reads as it is (C-contiguous, float32 or float64, int32 indices),

@@ -90,6 +90,16 @@ def _sequence_twin(layers, nn):
         modules += layer_modules
         pairs += layer_pairs
     return nn.Sequential(*modules), pairs
+def _dropout(layer, nn):
+    # PyTorch draws masks of its own: the twins agree in inference, and in
+    # training only at rate 0
+    module = {L.Dropout: nn.Dropout, L.SpatialDropout1D: nn.Dropout1d,
+              L.SpatialDropout2D: nn.Dropout2d}[type(layer.spec)]
+    return [module(layer.rate)], []
+
+
+TWINS.update({L.Dropout: _dropout, L.SpatialDropout1D: _dropout,
+              L.SpatialDropout2D: _dropout})
 
 
 def torch_twin(network):
