@@ -3,13 +3,19 @@
 Layout: x as planes (P, S), P = N * C planes of S = H * W (or L) values,
 C-contiguous; y (P,), one value per plane. Threads split the planes and
 each plane is reduced by one thread in a fixed order, so results do not
-depend on the thread count. The caller (fastcnn.functional) validates
-shapes and allocates outputs.
+depend on the thread count. A plane's maximum is found by a vector
+reduction and then a scan for its first occurrence (global_pooling.h).
+The caller (fastcnn.functional) validates shapes and allocates outputs.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t
 from libc.string cimport memset
+
+cdef extern from "global_pooling.h" nogil:
+    ptrdiff_t fcnn_first_max_f32(const float *x, ptrdiff_t n)
+    ptrdiff_t fcnn_first_max_f64(const double *x, ptrdiff_t n)
 
 # Partial sums of a plane's mean: four independent chains instead of one,
 # so the additions overlap; the pattern is fixed, so is the result.
@@ -66,23 +72,19 @@ def global_max_pool_forward(const floating[:, ::1] x, floating[::1] y,
     """y[p] = the maximum of plane p, argmax[p] its index in the plane.
 
     Ties go to the first maximum; a NaN is the maximum (the first NaN), as
-    in max pooling (pooling.h's FCNN_TAKES)."""
-    cdef Py_ssize_t P = x.shape[0], S = x.shape[1], plane, i
+    in max pooling (global_pooling.h)."""
+    cdef Py_ssize_t P = x.shape[0], S = x.shape[1], plane
     cdef const floating *xp
-    cdef floating best, v
-    cdef int32_t where
+    cdef ptrdiff_t where
     with nogil:
         for plane in prange(P, num_threads=n_threads, schedule='static'):
             xp = &x[0, 0] + plane * S
-            best = xp[0]
-            where = 0
-            for i in range(1, S):
-                v = xp[i]
-                if not (v <= best) and best == best:
-                    best = v
-                    where = <int32_t>i
-            y[plane] = best
-            argmax[plane] = where
+            if floating is float:
+                where = fcnn_first_max_f32(xp, S)
+            else:
+                where = fcnn_first_max_f64(xp, S)
+            y[plane] = xp[where]
+            argmax[plane] = <int32_t>where
 
 
 def global_max_pool_backward(const floating[::1] grad_y,

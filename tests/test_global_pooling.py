@@ -85,6 +85,28 @@ def test_global_max_pool_tie_and_nan_examples(dtype):
     np.testing.assert_array_equal(argmax, [[0, 1]])
 
 
+def test_global_max_pool_zeros_of_either_sign_tie(dtype):
+    """-0 and +0 are equal: the first of them is the maximum, with its sign."""
+    x = np.array([[[-1, -0.0, 0.0, -2], [-3, 0.0, -0.0, -0.0]]], dtype=dtype)
+    y, argmax = fcf.global_max_pool1d(x)
+    np.testing.assert_array_equal(argmax, [[1, 1]])
+    assert np.signbit(y).tolist() == [[True, False]]
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 16, 33, 100])
+def test_global_max_pool_finds_the_first_of_many_positions(length, dtype):
+    """The maximum, a tie or a NaN at every position of planes of several
+    lengths (vector bodies and remainders)."""
+    for where in range(length):
+        x = np.zeros((1, 3, length), dtype)
+        x[0, 0, where] = 1
+        x[0, 1, where:] = 1
+        x[0, 2, where] = np.nan
+        x[0, 2, -1] = np.nan
+        _, argmax = fcf.global_max_pool1d(x)
+        np.testing.assert_array_equal(argmax, [[where] * 3])
+
+
 def test_global_avg_pool_of_a_constant_is_the_constant(dtype):
     x = np.full((2, 3, 7, 5), 0.1, dtype=dtype)
     np.testing.assert_allclose(fcf.global_avg_pool2d(x), np.full((2, 3), 0.1),
