@@ -377,3 +377,20 @@ def test_l2_pool_matches_pytorch_lppool(ndim, rng):
 def test_l2_pool_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_prepared_l2_pool_calls_read_new_values(rng):
+    x = rng.standard_normal((3, 2, 7, 6))
+    y, grad_y, grad_x = np.empty((3, 2, 3, 5)), np.empty((3, 2, 3, 5)), np.empty(x.shape)
+    forward = fcf.prepare(fcf.l2_pool2d, x, (3, 2), stride=(2, 1), out=y)
+    backward = fcf.prepare(fcf.l2_pool2d_backward, grad_y, x, y, (3, 2),
+                           stride=(2, 1), out=grad_x)
+    for _ in range(2):
+        x[...] = rng.standard_normal(x.shape)
+        grad_y[...] = rng.standard_normal(grad_y.shape)
+        assert forward.run(2) is y and backward.run(2) is grad_x
+        np.testing.assert_array_equal(y, fcf.l2_pool2d(x, (3, 2), stride=(2, 1)))
+        np.testing.assert_array_equal(
+            grad_x, fcf.l2_pool2d_backward(grad_y, x, y, (3, 2), stride=(2, 1)))
+    with pytest.raises(ValueError, match="prepare needs x"):
+        fcf.prepare(fcf.l2_pool2d, x[:, :, ::2], 2)
