@@ -128,6 +128,60 @@ class MaxPoolCase:
 
 
 @dataclass(frozen=True)
+class GlobalPoolCase:
+    """Global average or max pooling of x (n, c, h, w) to (n, c)."""
+    n: int
+    c: int
+    spatial: tuple
+    kind: str                   # "avg" or "max"
+    ops = POOL_OPS
+
+    @property
+    def x_shape(self):
+        return (self.n, self.c) + self.spatial
+
+    @property
+    def y_shape(self):
+        return (self.n, self.c)
+
+    @property
+    def flops(self):
+        return None
+
+    @property
+    def label(self):
+        dims = "x".join(map(str, self.x_shape))
+        return f"global_{self.kind}_pool {dims}"
+
+
+@dataclass(frozen=True)
+class L2PoolCase:
+    """L2 pooling of x (n, c, h, w) over size x size windows, stride = size."""
+    n: int
+    c: int
+    spatial: tuple
+    size: int
+    ops = POOL_OPS
+
+    @property
+    def x_shape(self):
+        return (self.n, self.c) + self.spatial
+
+    @property
+    def y_shape(self):
+        return (self.n, self.c) + tuple(s // self.size for s in self.spatial)
+
+    @property
+    def flops(self):
+        return None
+
+    @property
+    def label(self):
+        dims = "x".join(map(str, self.x_shape))
+        return f"l2_pool {self.size}x{self.size}/{self.size} {dims}"
+
+
+@dataclass(frozen=True)
 class DropoutCase:
     """Dropout of x (n, c, h, w) at ``rate``. The forward pass includes
     drawing the mask: fastcnn's uniforms from a numpy Generator into an
@@ -165,6 +219,11 @@ CASES = [
     # sample's frame and outputs pass the frame budget, one sample a frame
     ConvCase(128, 32, (32, 32), 32, 3, 1, 1),
     DropoutCase(128, 32, (28, 28), 0.5),
+    # a ResNet-style head over the last feature maps, and L2 pooling of an
+    # early layer's
+    GlobalPoolCase(128, 64, (7, 7), "avg"),
+    GlobalPoolCase(128, 64, (7, 7), "max"),
+    L2PoolCase(128, 32, (28, 28), 2),
 ]
 
 
@@ -250,6 +309,32 @@ def fastcnn_pool_calls(fc, case, x, grad_y):
         "forward": lambda t: fc.max_pool2d(x, case.size, case.size, n_threads=t),
         "backward": lambda t: fc.max_pool2d_backward(
             grad_y, argmax, x.shape, n_threads=t),
+    }
+
+
+def fastcnn_global_pool_calls(fc, case, x, grad_y):
+    """{op name: f(n_threads)} for a global pooling case."""
+    if case.kind == "avg":
+        return {
+            "forward": lambda t: fc.global_avg_pool2d(x, n_threads=t),
+            "backward": lambda t: fc.global_avg_pool2d_backward(
+                grad_y, x.shape, n_threads=t),
+        }
+    _, argmax = fc.global_max_pool2d(x)
+    return {
+        "forward": lambda t: fc.global_max_pool2d(x, n_threads=t),
+        "backward": lambda t: fc.global_max_pool2d_backward(
+            grad_y, argmax, x.shape, n_threads=t),
+    }
+
+
+def fastcnn_l2_pool_calls(fc, case, x, grad_y):
+    """{op name: f(n_threads)} for an L2 pooling case."""
+    y = fc.l2_pool2d(x, case.size)
+    return {
+        "forward": lambda t: fc.l2_pool2d(x, case.size, n_threads=t),
+        "backward": lambda t: fc.l2_pool2d_backward(
+            grad_y, x, y, case.size, n_threads=t),
     }
 
 
@@ -379,6 +464,42 @@ class TorchBackend:
         return calls
 
 
+    def global_pool_calls(self, case, x, grad_y):
+        """{op name: f()} for a global pooling case: adaptive pooling to
+        one position, flattened to fastcnn's (n, c), and its aten backward."""
+        t = self.torch
+        x, grad_y = t.from_numpy(x), t.from_numpy(grad_y)
+        grad_4d = grad_y.reshape(grad_y.shape + (1, 1))
+        nn_f = t.nn.functional
+        if case.kind == "avg":
+            return {
+                "forward": lambda: nn_f.adaptive_avg_pool2d(x, 1).flatten(1),
+                "backward": lambda: self.aten._adaptive_avg_pool2d_backward(grad_4d, x),
+            }
+        _, index = nn_f.adaptive_max_pool2d(x, 1, return_indices=True)
+
+        def forward():
+            y, where = nn_f.adaptive_max_pool2d(x, 1, return_indices=True)
+            return y.flatten(1), where.flatten(1)
+        return {
+            "forward": forward,
+            "backward": lambda: self.aten.adaptive_max_pool2d_backward(grad_4d, x, index),
+        }
+
+    def l2_pool_calls(self, case, x, grad_y):
+        """{op name: f()} for an L2 pooling case: LPPool2d of norm 2, whose
+        backward runs through autograd (it has no kernel of its own)."""
+        t = self.torch
+        x, grad_y = t.from_numpy(x), t.from_numpy(grad_y)
+        x_grad = x.clone().requires_grad_(True)
+        with t.enable_grad():
+            y = t.nn.functional.lp_pool2d(x_grad, 2, case.size, case.size)
+        return {
+            "forward": lambda: t.nn.functional.lp_pool2d(x, 2, case.size, case.size),
+            "backward": lambda: t.autograd.grad(y, x_grad, grad_y, retain_graph=True),
+        }
+
+
 def import_torch():
     try:
         import torch
@@ -388,6 +509,21 @@ def import_torch():
 
 
 # ------------------------------------------------------------- the ops
+
+def other_pool_calls(case, fc, torch_backend, rng):
+    """(fastcnn calls, torch calls) of a global or L2 pooling case."""
+    x = rng.standard_normal(case.x_shape, dtype=np.float32)
+    grad_y = rng.standard_normal(case.y_shape, dtype=np.float32)
+    if isinstance(case, GlobalPoolCase):
+        fastcnn_calls = fastcnn_global_pool_calls(fc, case, x, grad_y)
+        torch_calls = (torch_backend.global_pool_calls(case, x, grad_y)
+                       if torch_backend else {})
+    else:
+        fastcnn_calls = fastcnn_l2_pool_calls(fc, case, x, grad_y)
+        torch_calls = (torch_backend.l2_pool_calls(case, x, grad_y)
+                       if torch_backend else {})
+    return fastcnn_calls, torch_calls
+
 
 def build_ops(case, fc, torch_backend, rng):
     """The list of Op for ``case``, inputs allocated once."""
@@ -404,6 +540,9 @@ def build_ops(case, fc, torch_backend, rng):
         return [Op(name, None, fastcnn_calls[name], torch_calls.get(name),
                    fastcnn_out_calls[name], comparable=name != "forward")
                 for name in case.ops]
+    elif isinstance(case, (GlobalPoolCase, L2PoolCase)):
+        fastcnn_calls, torch_calls = other_pool_calls(case, fc, torch_backend, rng)
+        fastcnn_out_calls = {}
     else:
         x = rng.standard_normal(case.x_shape, dtype=np.float32)
         y_shape = case.x_shape[:2] + tuple(s // case.size for s in case.spatial)

@@ -332,7 +332,7 @@ class Conv(Layer):
 
 
 class Pooling(Layer):
-    """The windows and shapes of max and average pooling."""
+    """The windows and shapes of max, average and L2 pooling."""
     dataflow = Dataflow(backward_reads=frozenset())
 
     def __init__(self, spec, input_shape, position):
@@ -647,6 +647,77 @@ class Dropout(Layer):
             F.dropout_backward, grad_y, self.uniforms, self.rate,
             out=grad_y if self.grad_in_place else self.buf_grad_x[:len(grad_y)])
         ).run(n_threads)
+
+
+class GlobalPool(Layer):
+    """The mean or the maximum of every channel over all its positions:
+    ``(C, H, W)`` or ``(C, L)`` to ``(C,)``. The average's gradient depends
+    on the shapes alone, the maximum's on its argmax buffer: neither reads
+    an activation."""
+    SPECS = (L.GlobalAvgPool2D, L.GlobalAvgPool1D,
+             L.GlobalMaxPool2D, L.GlobalMaxPool1D)
+    dataflow = Dataflow(backward_reads=frozenset())
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        ndim = self.check_spatial_ndim()
+        self.output_shape = self.input_shape[:1]
+        self.is_max = isinstance(spec, (L.GlobalMaxPool2D, L.GlobalMaxPool1D))
+        kind = "max" if self.is_max else "avg"
+        self._forward = getattr(F, f"global_{kind}_pool{ndim}d")
+        self._backward = getattr(F, f"global_{kind}_pool{ndim}d_backward")
+
+    def allocate(self, capacity, dtype):
+        if self.is_max:
+            self.buf_argmax = np.empty((capacity,) + self.output_shape, dtype=np.int32)
+
+    def forward(self, x, n_threads):
+        n = len(x)
+        self.x_shape = x.shape
+        if not self.is_max:
+            return self.prepared("forward", (x,), lambda: F.prepare(
+                self._forward, x, out=self.output_rows(n))).run(n_threads)
+        y, self.argmax = self.prepared("forward", (x,), lambda: F.prepare(
+            self._forward, x, out=(self.output_rows(n), self.buf_argmax[:n]))
+        ).run(n_threads)
+        return y
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        out = self.buf_grad_x[:self.x_shape[0]]
+        if not self.is_max:
+            return self.prepared("backward", (grad_y,), lambda: F.prepare(
+                self._backward, grad_y, self.x_shape, out=out)).run(n_threads)
+        return self.prepared("backward", (grad_y, self.argmax), lambda: F.prepare(
+            self._backward, grad_y, self.argmax, self.x_shape, out=out)
+        ).run(n_threads)
+
+
+class L2Pool(Pooling):
+    """The gradient ``grad_y * x / y`` reads the input and the output."""
+    SPECS = (L.L2Pool2D, L.L2Pool1D)
+    dataflow = Dataflow(backward_reads=frozenset({"input", "output"}))
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        two_d = len(self.input_shape) == 3
+        self._forward = F.l2_pool2d if two_d else F.l2_pool1d
+        self._backward = F.l2_pool2d_backward if two_d else F.l2_pool1d_backward
+
+    def forward(self, x, n_threads):
+        self.x = x
+        self.y = self.prepared("forward", (x,), lambda: F.prepare(
+            self._forward, x, self.size, self.stride, out=self.output_rows(len(x)))
+        ).run(n_threads)
+        return self.y
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        return self.prepared("backward", (grad_y, self.x, self.y), lambda: F.prepare(
+            self._backward, grad_y, self.x, self.y, self.size, self.stride,
+            out=self.buf_grad_x[:len(self.x)])).run(n_threads)
 
 
 def _runtime_layer(spec, input_shape, position):

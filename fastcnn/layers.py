@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 __all__ = ["Conv2D", "Conv1D", "MaxPool2D", "MaxPool1D", "AvgPool2D",
            "AvgPool1D", "ReLU", "Flatten", "Dense", "LayerSpec",
-           "Residual", "Dropout", "SpatialDropout1D", "SpatialDropout2D"]
+           "Residual", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+           "GlobalAvgPool2D", "GlobalAvgPool1D", "GlobalMaxPool2D",
+           "GlobalMaxPool1D", "L2Pool2D", "L2Pool1D"]
 
 
 def _is_int(value):
@@ -219,6 +221,8 @@ class Residual(LayerSpec):
         """That of the first layer of the block's path that has one."""
         return next((spec.spatial_ndim for spec in self.layers
                      if spec.spatial_ndim is not None), None)
+
+
 @dataclass(frozen=True)
 class _Dropout(LayerSpec):
     rate: float
@@ -258,4 +262,45 @@ class SpatialDropout2D(_Dropout):
 class SpatialDropout1D(_Dropout):
     """Channel-wise dropout of signals ``(C, L)`` (PyTorch's Dropout1d),
     as :class:`SpatialDropout2D`."""
+    spatial_ndim = 1
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool2D(LayerSpec):
+    """Mean of each channel over all positions, ``(C, H, W) -> (C,)``: a
+    :class:`Dense` can follow without :class:`Flatten`."""
+    spatial_ndim = 2
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool1D(LayerSpec):
+    """Mean of each channel over the signal, ``(C, L) -> (C,)``."""
+    spatial_ndim = 1
+
+
+@dataclass(frozen=True)
+class GlobalMaxPool2D(LayerSpec):
+    """Maximum of each channel over all positions, ``(C, H, W) -> (C,)``;
+    the gradient goes to the (first) position of the maximum."""
+    spatial_ndim = 2
+
+
+@dataclass(frozen=True)
+class GlobalMaxPool1D(LayerSpec):
+    """Maximum of each channel over the signal, ``(C, L) -> (C,)``."""
+    spatial_ndim = 1
+
+
+@dataclass(frozen=True)
+class L2Pool2D(_Pool):
+    """``sqrt(sum x**2)`` over windows of ``pool_size``; stride defaults to
+    the size. A window of zeros passes no gradient (the norm has no
+    derivative at 0)."""
+    spatial_ndim = 2
+
+
+@dataclass(frozen=True)
+class L2Pool1D(_Pool):
+    """``sqrt(sum x**2)`` over windows of a signal; stride defaults to the
+    size."""
     spatial_ndim = 1

@@ -1,4 +1,5 @@
-"""Pooling kernels: max (with the index of each window's maximum) and average.
+"""Pooling kernels: max (with the index of each window's maximum), average
+and L2 (the square root of the sum of squares).
 
 Layout: x (N, C, H, W), y (N, C, Ho, Wo), C-contiguous. Windows of
 (kh, kw) at stride (sh, sw), no padding; Ho = (H - kh) // sh + 1.
@@ -12,6 +13,7 @@ The caller (fastcnn.functional) validates shapes and allocates outputs.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t
+from libc.math cimport sqrt
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
 
@@ -193,3 +195,74 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] grad_y,
                         row = gx + (i * sh + a) * W + j * sw
                         for b in range(kw):
                             row[b] += g
+
+
+def l2_pool2d_forward(const floating[:, :, :, ::1] x,
+                      floating[:, :, :, ::1] y,
+                      Py_ssize_t kh, Py_ssize_t kw,
+                      Py_ssize_t sh, Py_ssize_t sw, int n_threads):
+    """y = sqrt of the sum of squares of every window, summed in row-major
+    order within the window."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
+    cdef Py_ssize_t W = x.shape[3], Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t plane, i, j, a, b
+    cdef const floating *xp
+    cdef const floating *row
+    cdef floating *yp
+    cdef floating total
+    with nogil:
+        for plane in prange(N * C, num_threads=n_threads, schedule='static'):
+            xp = &x[0, 0, 0, 0] + plane * H * W
+            yp = &y[0, 0, 0, 0] + plane * Ho * Wo
+            for i in range(Ho):
+                for j in range(Wo):
+                    total = 0
+                    for a in range(kh):
+                        row = xp + (i * sh + a) * W + j * sw
+                        for b in range(kw):
+                            total = total + row[b] * row[b]
+                    yp[i * Wo + j] = sqrt(total)
+
+
+def l2_pool2d_backward(const floating[:, :, :, ::1] grad_y,
+                       const floating[:, :, :, ::1] x,
+                       const floating[:, :, :, ::1] y,
+                       floating[:, :, :, ::1] grad_x,
+                       Py_ssize_t kh, Py_ssize_t kw,
+                       Py_ssize_t sh, Py_ssize_t sw, int n_threads):
+    """grad_x = sum over the windows holding each input of grad_y * x / y.
+    grad_x is overwritten.
+
+    A window whose output is 0 (all its inputs 0) passes no gradient: the
+    square root has no derivative there, and 0 is the subgradient that
+    leaves such a window where it is. A NaN or infinite output is divided
+    by as any other, so NaN propagates."""
+    cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1]
+    cdef Py_ssize_t H = grad_x.shape[2], W = grad_x.shape[3]
+    cdef Py_ssize_t Ho = grad_y.shape[2], Wo = grad_y.shape[3]
+    cdef Py_ssize_t plane, i, j, a, b
+    cdef const floating *gy
+    cdef const floating *yp
+    cdef const floating *xp
+    cdef const floating *xrow
+    cdef floating *gx
+    cdef floating *row
+    cdef floating g, norm
+    with nogil:
+        for plane in prange(N * C, num_threads=n_threads, schedule='static'):
+            gx = &grad_x[0, 0, 0, 0] + plane * H * W
+            xp = &x[0, 0, 0, 0] + plane * H * W
+            gy = &grad_y[0, 0, 0, 0] + plane * Ho * Wo
+            yp = &y[0, 0, 0, 0] + plane * Ho * Wo
+            memset(gx, 0, H * W * sizeof(floating))
+            for i in range(Ho):
+                for j in range(Wo):
+                    norm = yp[i * Wo + j]
+                    if norm == 0:
+                        continue
+                    g = gy[i * Wo + j] / norm
+                    for a in range(kh):
+                        row = gx + (i * sh + a) * W + j * sw
+                        xrow = xp + (i * sh + a) * W + j * sw
+                        for b in range(kw):
+                            row[b] += g * xrow[b]

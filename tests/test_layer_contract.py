@@ -17,6 +17,8 @@ from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
                             Flatten, LayerSpec, MaxPool1D, MaxPool2D,
                             Residual)
 from fastcnn.layers import ReLU as ReLUSpec
+from fastcnn.layers import (GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D,
+                            GlobalMaxPool2D, L2Pool1D, L2Pool2D)
 
 # ------------------------------------------------ the buffer plan
 
@@ -26,6 +28,8 @@ def _random_specs(rng, ndim):
     ones, then the output layer (not every one fits its input)."""
     conv, max_pool, avg_pool = ((Conv2D, MaxPool2D, AvgPool2D) if ndim == 2
                                 else (Conv1D, MaxPool1D, AvgPool1D))
+    l2_pool, global_pools = ((L2Pool2D, (GlobalAvgPool2D, GlobalMaxPool2D)) if ndim == 2
+                             else (L2Pool1D, (GlobalAvgPool1D, GlobalMaxPool1D)))
     specs = []
     for _ in range(rng.integers(0, 6)):
         kind = rng.integers(0, 4)
@@ -39,8 +43,12 @@ def _random_specs(rng, ndim):
             specs.append(ReLUSpec())
         else:
             pool = max_pool if kind == 2 else avg_pool
+            if kind == 3 and rng.random() < 0.5:
+                pool = l2_pool
             specs.append(pool(int(rng.integers(1, 3)),
                               stride=None if rng.random() < 0.5 else 1))
+    if rng.random() < 0.25:     # a global pooling ends the spatial layers
+        specs.append(global_pools[rng.integers(0, 2)]())
     for _ in range(rng.integers(0, 4)):
         specs.append([Flatten(), ReLUSpec(), Dense(int(rng.integers(1, 5)))][rng.integers(0, 3)])
     return specs + [Dense(3)]
@@ -443,3 +451,19 @@ def test_the_check_catches_a_dropout_reading_its_input_undeclared(monkeypatch):
     monkeypatch.setattr(network_module.Dropout, "forward", keeps_its_input)
     monkeypatch.setattr(network_module.Dropout, "backward", reads_its_input)
     assert first_difference(specs, (2, 6, 6), monkeypatch) is not None
+@pytest.mark.parametrize("claimed", [frozenset({"input"}), frozenset({"output"})])
+def test_the_check_catches_an_l2_pooling_that_claims_too_little(claimed, monkeypatch):
+    # L2 pooling's gradient grad_y * x / y reads its input and its output:
+    # without "output" the average pooling after it writes its input
+    # gradient over y before the backward pass reads it; without "input"
+    # its own input gradient is planned over x, which the pass reads
+    # (functional refuses the overlap).
+    specs = [Conv2D(2, 3, padding=1), L2Pool2D(2, stride=1), AvgPool2D(2), Dense(3)]
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is None
+    monkeypatch.setattr(network_module.L2Pool, "dataflow",
+                        Dataflow(backward_reads=claimed))
+    try:
+        caught = first_difference(specs, (2, 6, 6), monkeypatch) is not None
+    except ValueError as error:
+        caught = "shares memory" in str(error)
+    assert caught

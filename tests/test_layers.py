@@ -6,6 +6,8 @@ import pytest
 
 from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
                             Flatten, MaxPool1D, MaxPool2D, ReLU)
+from fastcnn.layers import (GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D,
+                            GlobalMaxPool2D, L2Pool1D, L2Pool2D)
 
 
 # ================================================ pickle, compare, hash
@@ -57,3 +59,20 @@ def test_layer_spec_with_list_argument_is_hashable():
 def test_layer_specs_validate_on_construction(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+# ============================================ L2 and global pooling specs
+
+def test_l2_and_global_pooling_specs_pickle_validate_and_compare():
+    specs = [L2Pool2D((2, 3), stride=[1, 2]), L2Pool1D(3), GlobalAvgPool2D(),
+             GlobalAvgPool1D(), GlobalMaxPool2D(), GlobalMaxPool1D()]
+    for spec in specs:
+        assert pickle.loads(pickle.dumps(spec)) == spec
+        hash(spec)
+    assert L2Pool2D((2, 3), stride=[1, 2]).stride == (1, 2)
+    assert GlobalAvgPool2D() != GlobalMaxPool2D() and GlobalAvgPool2D() != GlobalAvgPool1D()
+    assert L2Pool2D(2) != AvgPool2D(2)
+    with pytest.raises(ValueError, match="L2Pool2D: pool_size"):
+        L2Pool2D(0)
+    with pytest.raises(ValueError, match="L2Pool1D: stride"):
+        L2Pool1D(2, stride=(1, 1))

@@ -91,3 +91,61 @@ def test_take_samples_stays_inside_its_arrays(side, n_threads, dtype, rng, guard
     batch = fcf.take_samples(guarded_copy(x, side), guarded_copy(index, side),
                              n_threads=n_threads, out=out)
     np.testing.assert_array_equal(batch, x[index])
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("side", SIDES)
+def test_l2_pooling_stays_inside_its_arrays(pool_case, side, n_threads, dtype, rng,
+                                            guarded_copy):
+    case = pool_case
+    pool, backward = ((fcf.l2_pool2d, fcf.l2_pool2d_backward) if case.ndim == 2
+                      else (fcf.l2_pool1d, fcf.l2_pool1d_backward))
+    geometry = dict(case.geometry, n_threads=n_threads)
+    x = case.random_input(rng, dtype)
+    grad_y = rng.standard_normal(case.y_shape).astype(dtype)
+
+    def guarded(a):
+        return guarded_copy(a, side)
+
+    y = pool(guarded(x), **geometry, out=guarded(np.zeros(case.y_shape, dtype)))
+    np.testing.assert_array_equal(y, pool(x, **geometry))
+    grad_x = backward(guarded(grad_y), guarded(x), guarded(y), **geometry,
+                      out=guarded(np.zeros(case.x_shape, dtype)))
+    np.testing.assert_array_equal(grad_x, backward(grad_y, x, y, **geometry))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (3, 2, 1, 1), (2, 3, 17), (1, 1, 1)],
+                         ids=str)
+@pytest.mark.parametrize("side", SIDES)
+def test_global_pooling_stays_inside_its_arrays(shape, side, dtype, rng, guarded_copy):
+    two_d = len(shape) == 4
+    avg, avg_backward, pool, pool_backward = (
+        (fcf.global_avg_pool2d, fcf.global_avg_pool2d_backward,
+         fcf.global_max_pool2d, fcf.global_max_pool2d_backward) if two_d else
+        (fcf.global_avg_pool1d, fcf.global_avg_pool1d_backward,
+         fcf.global_max_pool1d, fcf.global_max_pool1d_backward))
+    # the maximum at each plane's last position: the scan for it goes to the end
+    x = np.sort(rng.standard_normal(shape).reshape(shape[0], shape[1], -1),
+                axis=-1).reshape(shape).astype(dtype)
+    grad_y = rng.standard_normal(shape[:2]).astype(dtype)
+
+    def guarded(a):
+        return guarded_copy(a, side)
+
+    def empty(shape, kind=dtype):
+        return guarded(np.zeros(shape, kind))
+
+    np.testing.assert_array_equal(avg(guarded(x), n_threads=3, out=empty(shape[:2])),
+                                  avg(x))
+    np.testing.assert_array_equal(
+        avg_backward(guarded(grad_y), shape, n_threads=3, out=empty(shape)),
+        avg_backward(grad_y, shape))
+    y, argmax = pool(guarded(x), n_threads=3,
+                     out=(empty(shape[:2]), empty(shape[:2], np.int32)))
+    expected_y, expected_argmax = pool(x)
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(argmax, expected_argmax)
+    np.testing.assert_array_equal(
+        pool_backward(guarded(grad_y), guarded(argmax), shape, n_threads=3,
+                      out=empty(shape)),
+        pool_backward(grad_y, argmax, shape))

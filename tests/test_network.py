@@ -9,6 +9,8 @@ import fastcnn.functional as F
 from fastcnn._network import Network
 from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
                             Flatten, MaxPool1D, MaxPool2D, ReLU)
+from fastcnn.layers import (GlobalAvgPool1D, GlobalMaxPool1D, GlobalMaxPool2D,
+                            L2Pool1D, L2Pool2D)
 
 IMAGE_NET = ([Conv2D(3, 3, padding=1), ReLU(), MaxPool2D(2),
               Conv2D(4, (2, 3), stride=(1, 2), padding="valid"), ReLU(),
@@ -19,6 +21,12 @@ SIGNAL_NET = ([Conv1D(3, 5, stride=2, padding=1), ReLU(), MaxPool1D(2, stride=1)
                Dense(3)],
               (2, 23))
 NETS = {"images": IMAGE_NET, "signals": SIGNAL_NET}
+NETS["images-l2-global"] = ([Conv2D(3, 3, padding=1), L2Pool2D((2, 3), stride=1),
+                             ReLU(), Conv2D(4, 2), GlobalMaxPool2D(), Dense(3)],
+                            (2, 7, 8))
+NETS["signals-l2-global"] = ([Conv1D(3, 3), L2Pool1D(3, stride=2), Conv1D(4, 2),
+                              GlobalAvgPool1D(), ReLU(), Dense(3)],
+                             (2, 15))
 
 
 def _loss(network, x, target):
@@ -147,6 +155,11 @@ def test_borrowed_predictors_are_reused_but_never_shared():
     ([Conv2D(2, 3), MaxPool2D(4)], (1, 4, 4), r"layers\[1\] MaxPool2D: pool_size"),
     ([Dense(3), Conv1D(2, 1)], (1, 4), r"layers\[1\] Conv1D works on signals"),
     (["conv"], (1, 4), r"layers\[0\] must be a layer specification"),
+    ([Conv2D(2, 1), L2Pool2D((2, 5))], (1, 4, 4), r"layers\[1\] L2Pool2D: pool_size"),
+    ([L2Pool1D(5)], (1, 4), r"layers\[0\] L2Pool1D: pool_size \(5,\) is larger"),
+    ([GlobalMaxPool2D()], (1, 9), r"layers\[0\] GlobalMaxPool2D works on images"),
+    ([GlobalMaxPool1D(), GlobalMaxPool1D()], (2, 9),
+     r"layers\[1\] GlobalMaxPool1D works on signals"),
 ])
 def test_bad_architectures_name_the_layer(specs, shape, match):
     with pytest.raises(ValueError, match=match):

@@ -1,10 +1,13 @@
-"""Max and average pooling against NumPy references, and the semantics the
-docstrings promise: overlapping windows accumulate, ties go to the first
-maximum in row-major order, NaN is a window's maximum and propagates."""
+"""Max, average and L2 pooling against NumPy references, and the semantics
+the docstrings promise: overlapping windows accumulate, ties go to the first
+maximum in row-major order, NaN is a window's maximum and propagates, an
+all-zero L2 window passes no gradient."""
 import numpy as np
 import pytest
 
 import fastcnn.functional as fcf
+from _helpers.arrays import check_thread_independence
+from _helpers.references import l2_pool_backward_ref, l2_pool_ref
 
 
 def _pool_args(pool_case):
@@ -256,3 +259,138 @@ def test_relu_output_is_validated(rng):
     with pytest.raises(ValueError, match="relu_output"):
         fcf.max_pool1d_backward(grad_y[:, :, 0], argmax[:, :, 0], x.shape[:3],
                                 relu_output=y)
+
+
+# ------------------------------------------------------------- L2 pooling
+
+L2 = {2: (fcf.l2_pool2d, fcf.l2_pool2d_backward),
+      1: (fcf.l2_pool1d, fcf.l2_pool1d_backward)}
+
+
+def _with_zero_windows(rng, pool_case, dtype):
+    """Standard normal values with about a third of the inputs zero, and
+    the first window of every plane all zero."""
+    x = pool_case.random_input(rng, dtype)
+    x[rng.random(x.shape) < 0.3] = 0
+    x[(slice(None), slice(None)) + tuple(slice(0, k) for k in pool_case.size)] = 0
+    return x
+
+
+def test_l2_pool_matches_reference(pool_case, dtype, rng):
+    pool, _ = L2[pool_case.ndim]
+    x = _with_zero_windows(rng, pool_case, dtype)
+    y = pool(x, **pool_case.geometry)
+    assert y.dtype == dtype and y.shape == pool_case.y_shape
+    expected = l2_pool_ref(x, *_pool_args(pool_case))
+    # every term of the sum is a square: no cancellation, |expected| bounds
+    # the rounding error, and an all-zero window is exactly 0
+    within = np.abs(y.astype(np.float64) - expected) <= (
+        {np.float32: 5e-6, np.float64: 1e-14}[dtype.type] * expected)
+    assert within.all(), (y, expected)
+    assert (y.reshape(pool_case.n, pool_case.c, -1)[..., 0] == 0).all()
+
+
+def test_l2_pool_backward_matches_reference(pool_case, dtype, rng, assert_close):
+    pool, backward = L2[pool_case.ndim]
+    x = _with_zero_windows(rng, pool_case, dtype)
+    y = pool(x, **pool_case.geometry)
+    grad_y = rng.standard_normal(pool_case.y_shape).astype(dtype)
+    grad_x = backward(grad_y, x, y, **pool_case.geometry)
+    assert grad_x.dtype == dtype and grad_x.shape == x.shape
+    args = _pool_args(pool_case)
+    assert_close(grad_x, l2_pool_backward_ref(grad_y, x, *args),
+                 scale=l2_pool_backward_ref(np.abs(grad_y), np.abs(x), *args))
+
+
+def test_l2_pool_gradient_is_zero_at_all_zero_windows(dtype):
+    """Window [0, 0] passes nothing, not NaN; window [3, 4] passes
+    grad_y * x / 5; the overlap at position 2 (zero) gets 0 from both."""
+    x = np.array([[[0, 0, 0, 3, 4]]], dtype=dtype)
+    y = fcf.l2_pool1d(x, 3, stride=2)
+    np.testing.assert_array_equal(y[0, 0], [0, 5])
+    grad_x = fcf.l2_pool1d_backward(np.array([[[7, 10]]], dtype=dtype), x, y, 3, stride=2)
+    np.testing.assert_array_equal(grad_x[0, 0], [0, 0, 0, 6, 8])
+    zeros = np.zeros((2, 3, 4, 4), dtype)
+    grad_x = fcf.l2_pool2d_backward(np.ones((2, 3, 2, 2), dtype), zeros,
+                                    fcf.l2_pool2d(zeros, 2), 2)
+    np.testing.assert_array_equal(grad_x, zeros)
+
+
+def test_l2_pool_gradient_matches_finite_differences(tiny_pool_case, rng, central_differences):
+    """The norm is smooth away from 0 (standard normal windows are never
+    zero); its curvature gives central differences an error of step**2."""
+    pool, backward = L2[tiny_pool_case.ndim]
+    x = tiny_pool_case.random_input(rng, np.float64)
+    weights = rng.standard_normal(tiny_pool_case.y_shape)
+
+    def loss():
+        return np.sum(pool(x, **tiny_pool_case.geometry) * weights)
+
+    y = pool(x, **tiny_pool_case.geometry)
+    grad_x = backward(weights, x, y, **tiny_pool_case.geometry)
+    np.testing.assert_allclose(grad_x, central_differences(loss, x, 1e-5),
+                               rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape, size, stride", [
+    ((5, 7, 28, 27), 2, None), ((4, 6, 9, 11), (3, 2), (1, 2)), ((6, 5, 101), 3, 2)])
+def test_l2_pool_is_bitwise_identical_for_any_thread_count(shape, size, stride, dtype, rng):
+    pool, backward = L2[len(shape) - 2]
+    x = rng.standard_normal(shape).astype(dtype)
+    y = pool(x, size, stride)
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    check_thread_independence(lambda t: pool(x, size, stride, n_threads=t))
+    check_thread_independence(lambda t: backward(grad_y, x, y, size, stride, n_threads=t))
+
+
+@pytest.mark.parametrize("ndim", [2, 1])
+def test_l2_pool_matches_pytorch_lppool(ndim, rng):
+    torch = pytest.importorskip("torch")
+    pool, backward = L2[ndim]
+    shape, size, stride = ((3, 4, 9, 8), (3, 2), (2, 1)) if ndim == 2 else ((3, 4, 17), 3, 2)
+    x = rng.standard_normal(shape)
+    lp = (torch.nn.LPPool2d if ndim == 2 else torch.nn.LPPool1d)(2, size, stride)
+    x_torch = torch.from_numpy(x.copy()).requires_grad_(True)
+    y_torch = lp(x_torch)
+    grad_y = rng.standard_normal(tuple(y_torch.shape))
+    y_torch.backward(torch.from_numpy(grad_y))
+    y = pool(x, size, stride)
+    np.testing.assert_allclose(y, y_torch.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(backward(grad_y, x, y, size, stride),
+                               x_torch.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: fcf.l2_pool2d(np.ones((1, 1, 3, 3)), 4), ValueError, "larger than the input"),
+    (lambda: fcf.l2_pool1d(np.ones((1, 1, 3)), 2, stride=0), ValueError, "stride"),
+    (lambda: fcf.l2_pool2d(np.ones((1, 1, 3)), 2), ValueError, "x must have 4"),
+    (lambda: fcf.l2_pool2d_backward(np.ones((1, 1, 2, 2)), np.ones((1, 1, 4, 4)),
+                                    np.ones((1, 1, 2, 3)), 2), ValueError, "y must have"),
+    (lambda: fcf.l2_pool2d_backward(np.ones((1, 1, 1, 1)), np.ones((1, 1, 4, 4)),
+                                    np.ones((1, 1, 2, 2)), 2), ValueError, "grad_y must"),
+    (lambda: fcf.l2_pool1d_backward(np.ones((1, 1, 2)), np.ones((1, 1, 4)),
+                                    np.ones((1, 1, 2), np.float32), 2), TypeError, "y has"),
+    (lambda: fcf.l2_pool1d_backward(np.ones((1, 1, 2)), np.ones((1, 1, 4)),
+                                    np.ones((1, 1, 2)), 2, out=np.ones((1, 1, 2))),
+     ValueError, "out must have shape"),
+], ids=["pool-larger", "stride", "rank", "y-shape", "grad-shape", "dtype", "out"])
+def test_l2_pool_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_prepared_l2_pool_calls_read_new_values(rng):
+    x = rng.standard_normal((3, 2, 7, 6))
+    y, grad_y, grad_x = np.empty((3, 2, 3, 5)), np.empty((3, 2, 3, 5)), np.empty(x.shape)
+    forward = fcf.prepare(fcf.l2_pool2d, x, (3, 2), stride=(2, 1), out=y)
+    backward = fcf.prepare(fcf.l2_pool2d_backward, grad_y, x, y, (3, 2),
+                           stride=(2, 1), out=grad_x)
+    for _ in range(2):
+        x[...] = rng.standard_normal(x.shape)
+        grad_y[...] = rng.standard_normal(grad_y.shape)
+        assert forward.run(2) is y and backward.run(2) is grad_x
+        np.testing.assert_array_equal(y, fcf.l2_pool2d(x, (3, 2), stride=(2, 1)))
+        np.testing.assert_array_equal(
+            grad_x, fcf.l2_pool2d_backward(grad_y, x, y, (3, 2), stride=(2, 1)))
+    with pytest.raises(ValueError, match="prepare needs x"):
+        fcf.prepare(fcf.l2_pool2d, x[:, :, ::2], 2)

@@ -12,6 +12,8 @@ import pytest
 from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
                             Dropout, Flatten, MaxPool1D, MaxPool2D, ReLU,
                             Residual, SpatialDropout1D, SpatialDropout2D)
+from fastcnn.layers import (GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D,
+                            GlobalMaxPool2D, L2Pool1D, L2Pool2D)
 
 torch = pytest.importorskip("torch")
 
@@ -59,6 +61,22 @@ NETWORKS = {
          ReLU(), Residual([Conv1D(6, 3, padding=1)], shortcut=[Conv1D(6, 1), ReLU()]),
          Flatten()],
         (3, 40), 8),
+    # L2 pooling reads conv outputs, never a ReLU's: no window is all zero,
+    # where PyTorch's LPPool gradient is NaN and fastcnn's 0
+    "conv2d-l2pool-globalmax": (
+        [Conv2D(4, 3, padding=1), L2Pool2D((3, 2), stride=(2, 1)), Conv2D(6, 3),
+         ReLU(), GlobalMaxPool2D(), Dense(8), ReLU()],
+        (2, 12, 12), 8),
+    "conv2d-l2pool-globalavg": (
+        [Conv2D(5, 3), L2Pool2D(2), ReLU(), Conv2D(4, 2), GlobalAvgPool2D()],
+        (1, 11, 11), 6),
+    "conv1d-l2pool-globalavg": (
+        [Conv1D(4, 5, stride=2, padding=2), L2Pool1D(3, stride=2), Conv1D(6, 3),
+         ReLU(), GlobalAvgPool1D()],
+        (3, 40), 8),
+    "conv1d-l2pool-globalmax": (
+        [Conv1D(6, 3), L2Pool1D(2), Conv1D(5, 3, padding="same"), GlobalMaxPool1D()],
+        (2, 25), 8),
 }
 # dropout at rate 0, which draws no mask in either library
 NETWORKS.update({

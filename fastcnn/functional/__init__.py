@@ -24,8 +24,8 @@ threads, a negative int counts back from all cores (-1: all). Results are
 bitwise identical for any number of threads.
 
 The package mirrors src/: one module per compiled kernel module
-(_correlation, _pooling, _dense, _activations, _loss, _optim, _batch,
-_dropout),
+(_correlation, _pooling, _global_pooling, _dense, _activations, _loss,
+_optim, _batch, _dropout),
 the argument checks they share in _checks, and in _calls the kernel call
 each function validates its arguments into, which prepare() keeps.
 """
@@ -47,6 +47,12 @@ from ._pooling import (avg_pool1d, avg_pool1d_backward, avg_pool2d,
                        avg_pool2d_backward, max_pool1d, max_pool1d_backward,
                        max_pool2d, max_pool2d_backward)
 from ._dropout import dropout, dropout_backward
+from ._pooling import (l2_pool1d, l2_pool1d_backward, l2_pool2d,
+                       l2_pool2d_backward)
+from ._global_pooling import (global_avg_pool1d, global_avg_pool1d_backward,
+                              global_avg_pool2d, global_avg_pool2d_backward,
+                              global_max_pool1d, global_max_pool1d_backward,
+                              global_max_pool2d, global_max_pool2d_backward)
 
 __all__ = [
     "correlate2d", "correlate2d_backward", "correlate2d_backward_input",
@@ -60,4 +66,9 @@ __all__ = [
     "softmax", "softmax_cross_entropy", "sgd_update", "adam_update",
     "take_samples", "prepare",
     "dropout", "dropout_backward",
+    "l2_pool2d", "l2_pool2d_backward", "l2_pool1d", "l2_pool1d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward", "global_avg_pool1d",
+    "global_avg_pool1d_backward", "global_max_pool2d",
+    "global_max_pool2d_backward", "global_max_pool1d",
+    "global_max_pool1d_backward",
 ]

@@ -1,5 +1,5 @@
-"""Max and average pooling of images and signals, and their gradients:
-the functions over src/pooling.pyx.
+"""Max, average and L2 pooling of images and signals, and their
+gradients: the functions over src/pooling.pyx.
 
 As in the correlation module, each operation is built once for images and
 signals (``ndim`` 2 or 1) by a ``_*_call`` function, and the public 2-D
@@ -318,3 +318,107 @@ def avg_pool1d_backward(grad_y, x_shape, size, stride=None, n_threads=None, out=
         grad_y, x_shape, size, stride, ndim=1, out=out), n_threads)
 
 
+
+
+def _l2_pool_call(x, size, stride, ndim, out):
+    x = float_array(x, "x", ndim + 2, SPATIAL[ndim])
+    size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
+    y = output_array(out, x.shape[:2] + out_spatial, x.dtype)
+    if out is not None:
+        check_apart([("out", y)], [("x", x)])
+    (kh, kw), (sh, sw) = spatial2d(size, ndim, 1), spatial2d(stride, ndim, 1)
+    return KernelCall(_kernels.l2_pool2d_forward,
+                      (as_4d(x, ndim), as_4d(y, ndim), kh, kw, sh, sw), y)
+
+
+def _l2_pool_backward_call(grad_y, x, y, size, stride, ndim, out):
+    x = float_array(x, "x", ndim + 2, SPATIAL[ndim])
+    y = float_array(y, "y", ndim + 2, SPATIAL[ndim])
+    grad_y = float_array(grad_y, "grad_y", ndim + 2, SPATIAL[ndim])
+    same_dtype("x", x, "y", y)
+    same_dtype("x", x, "grad_y", grad_y)
+    size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
+    pooled = x.shape[:2] + out_spatial
+    for name, a in (("y", y), ("grad_y", grad_y)):
+        if a.shape != pooled:
+            raise ValueError(
+                f"{name} must have the pooled shape {pooled} of x, got {a.shape}")
+    grad_x = output_array(out, x.shape, x.dtype)
+    if out is not None:
+        check_apart([("out", grad_x)], [("grad_y", grad_y), ("x", x), ("y", y)])
+    (kh, kw), (sh, sw) = spatial2d(size, ndim, 1), spatial2d(stride, ndim, 1)
+    return KernelCall(_kernels.l2_pool2d_backward,
+                      (as_4d(grad_y, ndim), as_4d(x, ndim), as_4d(y, ndim),
+                       as_4d(grad_x, ndim), kh, kw, sh, sw), grad_x)
+
+
+@preparable
+def l2_pool2d(x, size, stride=None, n_threads=None, out=None):
+    """L2 norm of each (KH, KW) window: ``sqrt(sum x**2)``.
+
+    PyTorch's ``LPPool2d(2, size, stride)`` computes the same values.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, H, W)
+    size : int or (int, int)
+    stride : int or (int, int), default None (= size)
+    n_threads : int or None
+    out : array of shape (N, C, Ho, Wo), optional
+
+    Returns
+    -------
+    y : array of shape (N, C, Ho, Wo), ``Ho = (H - KH) // sh + 1``
+    """
+    return run_unless_preparing(
+        _l2_pool_call(x, size, stride, ndim=2, out=out), n_threads)
+
+
+@preparable
+def l2_pool2d_backward(grad_y, x, y, size, stride=None, n_threads=None, out=None):
+    """Gradient of :func:`l2_pool2d`: each window adds ``grad_y * x / y``
+    to its inputs.
+
+    A window whose output ``y`` is 0 (all its inputs are 0) passes no
+    gradient: the norm has no derivative at 0, and 0 is its subgradient
+    that keeps such a window at rest.
+
+    Parameters
+    ----------
+    grad_y : array of shape (N, C, Ho, Wo)
+    x : array of shape (N, C, H, W), the input of :func:`l2_pool2d`
+    y : array of shape (N, C, Ho, Wo), its output
+    size, stride
+        As given to :func:`l2_pool2d`.
+
+    Returns
+    -------
+    grad_x : array of x's shape
+    """
+    return run_unless_preparing(_l2_pool_backward_call(
+        grad_y, x, y, size, stride, ndim=2, out=out), n_threads)
+
+
+@preparable
+def l2_pool1d(x, size, stride=None, n_threads=None, out=None):
+    """L2 norm of each window of a signal, as :func:`l2_pool2d`.
+
+    Returns
+    -------
+    y : array of shape (N, C, Lo)
+    """
+    return run_unless_preparing(
+        _l2_pool_call(x, size, stride, ndim=1, out=out), n_threads)
+
+
+@preparable
+def l2_pool1d_backward(grad_y, x, y, size, stride=None, n_threads=None, out=None):
+    """Gradient of :func:`l2_pool1d`, as :func:`l2_pool2d_backward` (0 at
+    windows whose output is 0).
+
+    Returns
+    -------
+    grad_x : array of x's shape (N, C, L)
+    """
+    return run_unless_preparing(_l2_pool_backward_call(
+        grad_y, x, y, size, stride, ndim=1, out=out), n_threads)

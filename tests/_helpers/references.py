@@ -217,3 +217,60 @@ def correlate_backward_kernel_scipy(x, grad_y, w_shape, stride=1, padding=0):
                 method="direct")[kernel]
     grad_b = np.asarray(grad_y, np.float64).sum(axis=(0,) + tuple(range(2, 2 + ndim)))
     return grad_w, grad_b
+
+
+# ========================================== L2 and global pooling references
+
+def l2_pool_ref(x, size, stride=None):
+    """sqrt of the sum of squares of every window, in float64."""
+    ndim = x.ndim - 2
+    size = _per_axis(size, ndim)
+    stride = size if stride is None else _per_axis(stride, ndim)
+    windows = _pool_windows(np.asarray(x, np.float64), size, stride)
+    return np.sqrt((windows ** 2).sum(axis=-1))
+
+
+def l2_pool_backward_ref(grad_y, x, size, stride=None):
+    """grad_y * x / y added to every input of a window, one window offset
+    at a time; windows whose norm y is 0 add nothing."""
+    ndim = x.ndim - 2
+    size = _per_axis(size, ndim)
+    stride = size if stride is None else _per_axis(stride, ndim)
+    x = np.asarray(x, np.float64)
+    y = l2_pool_ref(x, size, stride)
+    share = np.divide(np.asarray(grad_y, np.float64), y, out=np.zeros_like(y),
+                      where=y != 0)
+    grad_x = np.zeros(x.shape)
+    for offset in np.ndindex(size):
+        view = _window_view(offset, stride, y.shape[2:])
+        grad_x[view] += share * x[view]
+    return grad_x
+
+
+def global_avg_pool_ref(x):
+    x = np.asarray(x, np.float64)
+    return x.reshape(x.shape[0], x.shape[1], -1).mean(axis=-1)
+
+
+def global_max_pool_ref(x):
+    """(y, argmax): each plane's first maximum, or first NaN if it has one,
+    and its row-major index in the plane."""
+    planes = np.asarray(x).reshape(x.shape[0], x.shape[1], -1)
+    is_nan = np.isnan(planes)
+    argmax = np.where(is_nan.any(axis=-1), np.argmax(is_nan, axis=-1),
+                      np.argmax(np.where(is_nan, -np.inf, planes), axis=-1))
+    return np.take_along_axis(planes, argmax[..., None], axis=-1)[..., 0], argmax
+
+
+def global_avg_pool_backward_ref(grad_y, x_shape):
+    size = int(np.prod(x_shape[2:]))
+    share = np.asarray(grad_y, np.float64) / size
+    return np.broadcast_to(share.reshape(share.shape + (1,) * (len(x_shape) - 2)),
+                           x_shape).copy()
+
+
+def global_max_pool_backward_ref(grad_y, argmax, x_shape):
+    planes = np.zeros((x_shape[0], x_shape[1], int(np.prod(x_shape[2:]))))
+    np.put_along_axis(planes, np.asarray(argmax)[..., None],
+                      np.asarray(grad_y, np.float64)[..., None], axis=-1)
+    return planes.reshape(x_shape)

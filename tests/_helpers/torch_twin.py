@@ -54,12 +54,32 @@ def _dense(layer, nn):
     return modules, [(layer.weight, module.weight), (layer.bias, module.bias)]
 
 
+def _global_pool(layer, nn):
+    """fastcnn's (N, C) output: PyTorch's pooling to one position, flattened."""
+    two_d = layer.spec.spatial_ndim == 2
+    if layer.is_max:
+        pool = nn.AdaptiveMaxPool2d if two_d else nn.AdaptiveMaxPool1d
+    else:
+        pool = nn.AdaptiveAvgPool2d if two_d else nn.AdaptiveAvgPool1d
+    return [pool(1), nn.Flatten()], []
+
+
+def _l2_pool(layer, nn):
+    if isinstance(layer.spec, L.L2Pool2D):
+        return [nn.LPPool2d(2, layer.size, layer.stride)], []
+    # LPPool1d multiplies by its kernel size, which must then be an int
+    return [nn.LPPool1d(2, layer.size[0], layer.stride[0])], []
+
+
 #: specification class -> function(runtime layer, torch.nn) -> (modules, pairs)
 TWINS = {
     L.Conv2D: _conv, L.Conv1D: _conv,
     L.MaxPool2D: _max_pool, L.MaxPool1D: _max_pool,
     L.AvgPool2D: _avg_pool, L.AvgPool1D: _avg_pool,
     L.ReLU: _relu, L.Flatten: _flatten, L.Dense: _dense,
+    L.GlobalAvgPool2D: _global_pool, L.GlobalAvgPool1D: _global_pool,
+    L.GlobalMaxPool2D: _global_pool, L.GlobalMaxPool1D: _global_pool,
+    L.L2Pool2D: _l2_pool, L.L2Pool1D: _l2_pool,
 }
 
 
