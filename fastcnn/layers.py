@@ -17,11 +17,13 @@ Example
 ...           Conv2D(16, 5), ReLU(), MaxPool2D(2),
 ...           Flatten(), Dense(120), ReLU(), Dense(84), ReLU()]
 """
+import math
 import numbers
 from dataclasses import dataclass
 
 __all__ = ["Conv2D", "Conv1D", "MaxPool2D", "MaxPool1D", "AvgPool2D",
            "AvgPool1D", "ReLU", "Flatten", "Dense", "LayerSpec"]
+__all__ += ["Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU"]
 
 
 def _is_int(value):
@@ -172,3 +174,62 @@ class Dense(LayerSpec):
         if not _is_int(self.units) or self.units < 1:
             raise ValueError(
                 f"Dense: units must be a positive int, got {self.units!r}")
+
+
+def _check_real(layer, name, value, low, low_included):
+    """A finite real number (not a bool) >= low, or > low."""
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+            or not math.isfinite(value) or value < low
+            or (value == low and not low_included)):
+        bound = ">=" if low_included else ">"
+        raise ValueError(
+            f"{layer}: {name} must be a finite number {bound} {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Tanh(LayerSpec):
+    """``tanh(x)``, elementwise, any shape."""
+
+
+@dataclass(frozen=True)
+class Sigmoid(LayerSpec):
+    """The logistic function ``1 / (1 + exp(-x))``, elementwise, any shape."""
+
+
+@dataclass(frozen=True)
+class LeakyReLU(LayerSpec):
+    """``x`` where ``x > 0``, ``negative_slope * x`` elsewhere, elementwise.
+
+    Parameters
+    ----------
+    negative_slope : float, default 0.01
+        A finite number >= 0 (the gradient is told from the sign of the
+        output, which is the input's only for a slope >= 0).
+    """
+    negative_slope: float = 0.01
+
+    def __post_init__(self):
+        _check_real("LeakyReLU", "negative_slope", self.negative_slope, 0, True)
+
+
+@dataclass(frozen=True)
+class ELU(LayerSpec):
+    """``x`` where ``x > 0``, ``alpha * (exp(x) - 1)`` elsewhere, elementwise.
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+        A finite number > 0 (the gradient ``y + alpha`` below zero is taken
+        from the output, negative exactly where the input is; alpha = 0 would
+        be a ReLU).
+    """
+    alpha: float = 1.0
+
+    def __post_init__(self):
+        _check_real("ELU", "alpha", self.alpha, 0, False)
+
+
+@dataclass(frozen=True)
+class GELU(LayerSpec):
+    """``x * Phi(x)``, Phi the standard normal distribution function (the
+    exact erf form, PyTorch's ``GELU(approximate='none')``), elementwise."""

@@ -28,7 +28,9 @@ The package mirrors src/: one module per compiled kernel module
 the argument checks they share in _checks, and in _calls the kernel call
 each function validates its arguments into, which prepare() keeps.
 """
-from ._activations import relu, relu_backward
+from ._activations import (elu, elu_backward, gelu, gelu_backward, leaky_relu,
+                           leaky_relu_backward, relu, relu_backward, sigmoid,
+                           sigmoid_backward, tanh, tanh_backward)
 from ._batch import take_samples
 from ._calls import prepare
 from ._checks import output_size
@@ -57,4 +59,6 @@ __all__ = [
     "linear_backward_weight", "relu", "relu_backward", "log_softmax",
     "softmax", "softmax_cross_entropy", "sgd_update", "adam_update",
     "take_samples", "prepare",
+    "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "leaky_relu",
+    "leaky_relu_backward", "elu", "elu_backward", "gelu", "gelu_backward",
 ]
