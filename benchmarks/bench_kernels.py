@@ -1,4 +1,5 @@
-"""Time fastcnn's kernels against PyTorch's CPU convolution and pooling.
+"""Time fastcnn's kernels against PyTorch's CPU convolution, pooling and
+activations.
 
 For every benchmark shape and thread count this prints fastcnn's forward,
 backward-input and backward-kernel times (median ms) and GFLOP/s, the same
@@ -9,7 +10,9 @@ of this machine); a summary at the end checks the performance targets.
 
 FLOPs of a correlation are ``2 * N * F * out_positions * C * kernel_size``;
 each backward pass is counted the same as the forward. Pooling has no FLOP
-figure (only times and ratios).
+figure (only times and ratios), nor have the activations (tanh, sigmoid,
+leaky ReLU, ELU, GELU: forward and backward, the backward pass from what
+each reads).
 
 fastcnn and PyTorch calls for the same shape, operation and thread count are
 interleaved call by call, so that machine noise hits both alike.
@@ -207,6 +210,40 @@ class DropoutCase:
         return f"dropout {self.rate:g} {'x'.join(map(str, self.x_shape))}"
 
 
+@dataclass(frozen=True)
+class ActivationCase:
+    """An elementwise activation (ACTIVATIONS[name]) of x (n, c, h, w) and
+    its gradient."""
+    name: str
+    n: int
+    c: int
+    spatial: tuple
+    ops = POOL_OPS
+
+    @property
+    def x_shape(self):
+        return (self.n, self.c) + self.spatial
+
+    @property
+    def flops(self):
+        return None
+
+    @property
+    def label(self):
+        return f"{self.name} " + "x".join(map(str, self.x_shape))
+
+
+# name -> (fastcnn function, keywords, whether its gradient reads the output
+# y (else the input x)); PyTorch's counterparts are TorchBackend's
+ACTIVATIONS = {
+    "tanh": ("tanh", {}, True),
+    "sigmoid": ("sigmoid", {}, True),
+    "leaky_relu": ("leaky_relu", {"negative_slope": 0.01}, True),
+    "elu": ("elu", {"alpha": 1.0}, True),
+    "gelu": ("gelu", {}, False),
+}
+
+
 CASES = [
     ConvCase(64, 1, (28, 28), 32, 5, 2, 1),
     ConvCase(64, 6, (14, 14), 16, 5, 0, 1),
@@ -225,6 +262,9 @@ CASES = [
     GlobalPoolCase(128, 64, (7, 7), "max"),
     L2PoolCase(128, 32, (28, 28), 2),
 ]
+
+# the activations on a convolution's output of realistic size
+CASES += [ActivationCase(name, 128, 32, (28, 28)) for name in ACTIVATIONS]
 
 
 @dataclass
@@ -355,6 +395,24 @@ def fastcnn_dropout_calls(fc, case, x, grad_y, mask_uniforms):
                                    n_threads=n_threads, out=out)
     return ({"forward": forward, "backward": backward},
             {"forward": partial(forward, out=y), "backward": partial(backward, out=grad_x)})
+
+
+def fastcnn_activation_calls(fc, case, x, grad_y):
+    """({op name: f(n_threads)}, the same writing into outputs allocated
+    once) for an activation case."""
+    function_name, keywords, from_y = ACTIVATIONS[case.name]
+    forward = getattr(fc, function_name)
+    backward = getattr(fc, function_name + "_backward")
+    read = forward(x, **keywords) if from_y else x
+    y, grad_x = np.empty_like(x), np.empty_like(x)
+    return {
+        "forward": lambda t: forward(x, **keywords, n_threads=t),
+        "backward": lambda t: backward(grad_y, read, **keywords, n_threads=t),
+    }, {
+        "forward": lambda t: forward(x, **keywords, n_threads=t, out=y),
+        "backward": lambda t: backward(grad_y, read, **keywords, n_threads=t,
+                                       out=grad_x),
+    }
 
 
 # ----------------------------------------------------------------- PyTorch
@@ -500,6 +558,27 @@ class TorchBackend:
         }
 
 
+def torch_activation_calls(torch_backend, case, x, grad_y):
+    """{op name: f()} for an activation case: PyTorch's functions and the
+    backward kernels its autograd calls (aten's *_backward)."""
+    t = torch_backend.torch
+    aten, nn_f = torch_backend.aten, t.nn.functional
+    x, grad_y = t.from_numpy(x), t.from_numpy(grad_y)
+    forward = {"tanh": t.tanh, "sigmoid": t.sigmoid,
+               "leaky_relu": lambda v: nn_f.leaky_relu(v, 0.01),
+               "elu": lambda v: nn_f.elu(v, 1.0), "gelu": nn_f.gelu}[case.name]
+    y = forward(x)
+    backward = {
+        "tanh": lambda: aten.tanh_backward(grad_y, y),
+        "sigmoid": lambda: aten.sigmoid_backward(grad_y, y),
+        "leaky_relu": lambda: aten.leaky_relu_backward(grad_y, x, 0.01, False),
+        # nn.ELU's autograd (not in place) reads the input
+        "elu": lambda: aten.elu_backward(grad_y, 1.0, 1, 1, False, x),
+        "gelu": lambda: aten.gelu_backward(grad_y, x, approximate="none"),
+    }[case.name]
+    return {"forward": lambda: forward(x), "backward": backward}
+
+
 def import_torch():
     try:
         import torch
@@ -531,6 +610,12 @@ def build_ops(case, fc, torch_backend, rng):
         arrays = random_conv_arrays(case, rng)
         fastcnn_calls, fastcnn_out_calls = fastcnn_conv_calls(fc, case, *arrays)
         torch_calls = torch_backend.conv_calls(case, *arrays) if torch_backend else {}
+    elif isinstance(case, ActivationCase):
+        x = 3 * rng.standard_normal(case.x_shape, dtype=np.float32)
+        grad_y = rng.standard_normal(case.x_shape, dtype=np.float32)
+        fastcnn_calls, fastcnn_out_calls = fastcnn_activation_calls(fc, case, x, grad_y)
+        torch_calls = (torch_activation_calls(torch_backend, case, x, grad_y)
+                       if torch_backend else {})
     elif isinstance(case, DropoutCase):
         arrays = (rng.standard_normal(case.x_shape, dtype=np.float32),
                   rng.standard_normal(case.x_shape, dtype=np.float32),

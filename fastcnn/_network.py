@@ -720,6 +720,85 @@ class L2Pool(Pooling):
             out=self.buf_grad_x[:len(self.x)])).run(n_threads)
 
 
+class _Activation(Layer):
+    """An elementwise activation, both ways through fastcnn.functional: its
+    forward pass over its input and its backward pass over the gradient it
+    receives, wherever the plan allows. Subclasses name the functions
+    (``FORWARD``, ``BACKWARD``), the spec's parameters they take
+    (``ARGUMENTS``), the activation BACKWARD reads (``GRADIENT_FROM``,
+    'output' or 'input'), and declare that read in ``dataflow``."""
+    FORWARD = BACKWARD = None
+    ARGUMENTS = ()
+    GRADIENT_FROM = "output"
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        self.arguments = {name: getattr(spec, name) for name in self.ARGUMENTS}
+
+    def forward(self, x, n_threads):
+        self.x = x      # GELU's backward pass reads it
+        self.y = self.prepared("forward", (x,), lambda: F.prepare(
+            type(self).FORWARD, x, **self.arguments,
+            out=x if self.in_place else self.output_rows(len(x)))
+        ).run(n_threads)
+        return self.y
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        activation = self.y if self.GRADIENT_FROM == "output" else self.x
+        return self.prepared("backward", (grad_y, activation), lambda: F.prepare(
+            type(self).BACKWARD, grad_y, activation, **self.arguments,
+            out=grad_y if self.grad_in_place else self.buf_grad_x[:len(grad_y)])
+        ).run(n_threads)
+
+
+# the derivative is a function of the output: the input may be overwritten
+_FROM_OUTPUT = Dataflow(output=OVER_INPUT, grad_input=OVER_INPUT,
+                        backward_reads=frozenset({"output"}))
+
+
+class Tanh(_Activation):
+    """tanh' = 1 - y^2."""
+    SPECS = (L.Tanh,)
+    FORWARD, BACKWARD = F.tanh, F.tanh_backward
+    dataflow = _FROM_OUTPUT
+
+
+class Sigmoid(_Activation):
+    """sigmoid' = y (1 - y)."""
+    SPECS = (L.Sigmoid,)
+    FORWARD, BACKWARD = F.sigmoid, F.sigmoid_backward
+    dataflow = _FROM_OUTPUT
+
+
+class LeakyReLU(_Activation):
+    """1 or the slope, by the output's sign (the input's: slope >= 0)."""
+    SPECS = (L.LeakyReLU,)
+    FORWARD, BACKWARD = F.leaky_relu, F.leaky_relu_backward
+    ARGUMENTS = ("negative_slope",)
+    dataflow = _FROM_OUTPUT
+
+
+class ELU(_Activation):
+    """1 above zero, y + alpha below (alpha > 0: y's sign is x's)."""
+    SPECS = (L.ELU,)
+    FORWARD, BACKWARD = F.elu, F.elu_backward
+    ARGUMENTS = ("alpha",)
+    dataflow = _FROM_OUTPUT
+
+
+class GELU(_Activation):
+    """GELU is not monotonic, so its derivative needs the input x: in
+    training the plan keeps x (the forward pass then writes an array of its
+    own); in inference it may still run in place."""
+    SPECS = (L.GELU,)
+    FORWARD, BACKWARD = F.gelu, F.gelu_backward
+    GRADIENT_FROM = "input"
+    dataflow = Dataflow(output=OVER_INPUT, grad_input=OVER_INPUT,
+                        backward_reads=frozenset({"input"}))
+
+
 def _runtime_layer(spec, input_shape, position):
     runtime = _RUNTIME.get(type(spec))
     if runtime is None:

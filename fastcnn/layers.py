@@ -17,6 +17,7 @@ Example
 ...           Conv2D(16, 5), ReLU(), MaxPool2D(2),
 ...           Flatten(), Dense(120), ReLU(), Dense(84), ReLU()]
 """
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -24,7 +25,8 @@ __all__ = ["Conv2D", "Conv1D", "MaxPool2D", "MaxPool1D", "AvgPool2D",
            "AvgPool1D", "ReLU", "Flatten", "Dense", "LayerSpec",
            "Residual", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
            "GlobalAvgPool2D", "GlobalAvgPool1D", "GlobalMaxPool2D",
-           "GlobalMaxPool1D", "L2Pool2D", "L2Pool1D"]
+           "GlobalMaxPool1D", "L2Pool2D", "L2Pool1D",
+           "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU"]
 
 
 def _is_int(value):
@@ -304,3 +306,62 @@ class L2Pool1D(_Pool):
     """``sqrt(sum x**2)`` over windows of a signal; stride defaults to the
     size."""
     spatial_ndim = 1
+
+
+def _check_real(layer, name, value, low, low_included):
+    """A finite real number (not a bool) >= low, or > low."""
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+            or not math.isfinite(value) or value < low
+            or (value == low and not low_included)):
+        bound = ">=" if low_included else ">"
+        raise ValueError(
+            f"{layer}: {name} must be a finite number {bound} {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Tanh(LayerSpec):
+    """``tanh(x)``, elementwise, any shape."""
+
+
+@dataclass(frozen=True)
+class Sigmoid(LayerSpec):
+    """The logistic function ``1 / (1 + exp(-x))``, elementwise, any shape."""
+
+
+@dataclass(frozen=True)
+class LeakyReLU(LayerSpec):
+    """``x`` where ``x > 0``, ``negative_slope * x`` elsewhere, elementwise.
+
+    Parameters
+    ----------
+    negative_slope : float, default 0.01
+        A finite number >= 0 (the gradient is told from the sign of the
+        output, which is the input's only for a slope >= 0).
+    """
+    negative_slope: float = 0.01
+
+    def __post_init__(self):
+        _check_real("LeakyReLU", "negative_slope", self.negative_slope, 0, True)
+
+
+@dataclass(frozen=True)
+class ELU(LayerSpec):
+    """``x`` where ``x > 0``, ``alpha * (exp(x) - 1)`` elsewhere, elementwise.
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+        A finite number > 0 (the gradient ``y + alpha`` below zero is taken
+        from the output, negative exactly where the input is; alpha = 0 would
+        be a ReLU).
+    """
+    alpha: float = 1.0
+
+    def __post_init__(self):
+        _check_real("ELU", "alpha", self.alpha, 0, False)
+
+
+@dataclass(frozen=True)
+class GELU(LayerSpec):
+    """``x * Phi(x)``, Phi the standard normal distribution function (the
+    exact erf form, PyTorch's ``GELU(approximate='none')``), elementwise."""

@@ -73,3 +73,269 @@ def test_relu_backward_rejects_mismatched_shapes():
         fcf.relu_backward(np.ones((2, 3)), np.ones((3, 2)))
 
 
+
+
+# ============== tanh, sigmoid, leaky ReLU, ELU, GELU: references and checks
+#
+# References in float64 from NumPy/SciPy functions other than the libm
+# calls the kernels make where one exists (scipy's expit and ndtr, the
+# derivative from x rather than from y); each kernel's float32 result is
+# compared with the reference on the same float32 input.
+
+from scipy.special import expit, ndtr  # noqa: E402
+
+EXTREME = np.array([-1e30, -1e4, -800.0, -100.0, -40.0, -20.0, -5.0, -1.0, -1e-6,
+                    -1e-30, -0.0, 0.0, 1e-30, 1e-6, 0.5, 1.0, 5.0, 20.0, 40.0,
+                    100.0, 800.0, 1e4, 1e30, -np.inf, np.inf])
+
+
+def _normal_pdf(x):
+    return np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+
+def _gelu_ref(x):
+    cdf = ndtr(x)
+    with np.errstate(invalid="ignore"):      # -inf * 0, replaced by 0
+        return np.where(cdf == 0, 0.0, x * cdf)
+
+
+def _gelu_grad_ref(x):
+    pdf = _normal_pdf(x)
+    with np.errstate(invalid="ignore"):
+        return ndtr(x) + np.where(pdf == 0, 0.0, x * pdf)
+
+
+# name -> (forward, backward, keywords, reference of f(x), reference of
+# f'(x) from x, whether the backward pass reads y (else x))
+ACTIVATIONS = {
+    "tanh": (fcf.tanh, fcf.tanh_backward, {}, np.tanh,
+             lambda x: 1 / np.cosh(np.clip(x, -400, 400)) ** 2, True),
+    "sigmoid": (fcf.sigmoid, fcf.sigmoid_backward, {}, expit,
+                lambda x: expit(x) * expit(-x), True),
+    "leaky_relu": (fcf.leaky_relu, fcf.leaky_relu_backward, {"negative_slope": 0.2},
+                   lambda x: np.where(x > 0, x, 0.2 * x),
+                   lambda x: np.where(x > 0, 1.0, 0.2), True),
+    "elu": (fcf.elu, fcf.elu_backward, {"alpha": 1.5},
+            lambda x: np.where(x > 0, x, 1.5 * np.expm1(np.minimum(x, 0))),
+            lambda x: np.where(x > 0, 1.0, 1.5 * np.exp(np.minimum(x, 0))), True),
+    "gelu": (fcf.gelu, fcf.gelu_backward, {}, _gelu_ref, _gelu_grad_ref, False),
+}
+NAMES = list(ACTIVATIONS)
+
+
+def _eps(dtype):
+    return float(np.finfo(dtype).eps)
+
+
+def _forward_tolerance(name, x, dtype):
+    """Allowed |error| per element of the forward pass. GELU's erfc
+    argument x / sqrt(2) is rounded to the dtype first, an error that the
+    left tail magnifies by about x**2."""
+    x = np.where(np.isfinite(x), x, 0.0)
+    condition = 2 + x * x if name == "gelu" else 2.0
+    return 4 * _eps(dtype) * condition * np.abs(ACTIVATIONS[name][3](x)) \
+        + np.finfo(dtype).tiny
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_matches_reference_on_extreme_and_random_values(name, dtype, rng):
+    forward, _, keywords, reference, _, _ = ACTIVATIONS[name]
+    x = np.concatenate([EXTREME, 4 * rng.standard_normal(2000)]).astype(dtype)
+    x[EXTREME.size:EXTREME.size + 50] = 0.0
+    y = forward(x, **keywords)
+    assert y.dtype == dtype and y.shape == x.shape
+    x64 = x.astype(np.float64)
+    expected = reference(x64)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(y[~finite], expected[~finite])
+    error = np.abs(y[finite].astype(np.float64) - expected[finite])
+    tolerance = _forward_tolerance(name, x64, dtype)[finite]
+    assert (error <= tolerance).all(), x64[finite][error > tolerance]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_keeps_nan(name, dtype):
+    """NaN in, NaN out; its gradient is NaN but for leaky ReLU's, which, as
+    PyTorch's, takes the slope where the test ``> 0`` fails."""
+    forward, backward, keywords, *_ = ACTIVATIONS[name]
+    x = np.array([np.nan, -np.nan, 1.0], dtype=dtype)
+    y = forward(x, **keywords)
+    assert np.isnan(y[:2]).all() and not np.isnan(y[2])
+    grad_x = backward(np.full_like(x, 2.0), x if name == "gelu" else y, **keywords)
+    if name == "leaky_relu":
+        np.testing.assert_array_equal(grad_x, np.array([0.4, 0.4, 2.0], dtype))
+    else:
+        assert np.isnan(grad_x[:2]).all() and not np.isnan(grad_x[2])
+
+
+def test_sigmoid_saturates_without_overflow(dtype):
+    x = np.array([-1e30, -1e4, -200.0, 200.0, 1e4, 1e30, -np.inf, np.inf], dtype=dtype)
+    with np.errstate(all="raise"):          # NumPy's view: no warning to raise
+        y = fcf.sigmoid(x)
+    np.testing.assert_array_equal(y, [0, 0, expit(np.float64(-200)).astype(dtype),
+                                      1, 1, 1, 0, 1])
+    assert fcf.sigmoid(np.array([-100.0]))[0] == pytest.approx(np.exp(-100.0), rel=1e-14)
+
+
+def test_gelu_is_exact_erf_form_in_the_tails():
+    x = np.array([-30.0, -10.0, -8.0, 8.0, 30.0])
+    # 1 + erf(-x/sqrt 2) would be 0 or 1 - ulp here; erfc keeps the tail
+    np.testing.assert_allclose(fcf.gelu(x)[:3], x[:3] * ndtr(x[:3]), rtol=1e-12)
+    np.testing.assert_allclose(fcf.gelu(x)[3:], x[3:] * ndtr(x[3:]), rtol=1e-15, atol=0)
+    assert fcf.gelu(np.array([-np.inf]))[0] == 0
+    np.testing.assert_array_equal(
+        fcf.gelu_backward(np.ones(3), np.array([-np.inf, np.inf, -1e200])), [0, 1, 0])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_matches_reference(name, dtype, rng):
+    forward, backward, keywords, reference, derivative, from_y = ACTIVATIONS[name]
+    x = np.concatenate([EXTREME[np.isfinite(EXTREME)],
+                        4 * rng.standard_normal(2000)]).astype(dtype)
+    grad_y = normal(rng, x.shape, dtype)
+    y = reference(x.astype(np.float64)).astype(dtype)      # the reference's output
+    grad_x = backward(grad_y, y if from_y else x, **keywords)
+    assert grad_x.dtype == dtype and grad_x.shape == x.shape
+    x64, g64, y64 = x.astype(np.float64), grad_y.astype(np.float64), y.astype(np.float64)
+    if name == "tanh":
+        expected, scale = g64 * (1 - y64 * y64), np.abs(g64) * (1 + y64 * y64)
+    elif name == "sigmoid":
+        expected, scale = g64 * y64 * (1 - y64), np.abs(g64 * y64)
+    elif name == "elu":
+        expected = np.where(y64 > 0, g64, g64 * (y64 + 1.5))
+        scale = np.where(y64 > 0, np.abs(g64), np.abs(g64) * (np.abs(y64) + 1.5))
+    else:
+        expected = g64 * derivative(x64)
+        scale = np.abs(g64) * (np.abs(ndtr(x64)) + np.abs(x64 * _normal_pdf(x64))
+                               if name == "gelu" else np.abs(derivative(x64)))
+    condition = 2 + x64 * x64 if name == "gelu" else 2.0
+    tolerance = 4 * _eps(dtype) * condition * scale + np.finfo(dtype).tiny
+    error = np.abs(grad_x.astype(np.float64) - expected)
+    assert (error <= tolerance).all(), x64[error > tolerance]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_backward_matches_the_derivative_in_float64(name, rng):
+    """The formula from y against the derivative from x: catches a wrong
+    formula that the test above, reading the same y, would share."""
+    forward, backward, keywords, _, derivative, from_y = ACTIVATIONS[name]
+    x = 3 * rng.standard_normal(500)
+    grad_y = rng.standard_normal(500)
+    y = forward(x, **keywords)
+    grad_x = backward(grad_y, y if from_y else x, **keywords)
+    np.testing.assert_allclose(grad_x, grad_y * derivative(x), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_matches_finite_differences(name, rng, central_differences):
+    forward, backward, keywords, _, _, from_y = ACTIVATIONS[name]
+    x = 2 * rng.standard_normal((3, 4, 5))
+    x[np.abs(x) < 1e-3] = 0.5        # away from the kinks of leaky ReLU and ELU
+    weights = rng.standard_normal(x.shape)
+
+    def loss():          # L = sum(f(x) * R): dL/dy = R
+        return np.sum(forward(x, **keywords) * weights)
+    y = forward(x, **keywords)
+    analytic = backward(weights, y if from_y else x, **keywords)
+    numeric = central_differences(loss, x, 1e-6)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_bitwise_identical_for_any_thread_count(name, dtype, rng):
+    forward, backward, keywords, _, _, from_y = ACTIVATIONS[name]
+    x = 3 * normal(rng, (317, 331), dtype)      # not a block multiple
+    x.flat[::97] = np.nan
+    x.flat[1::89] = -0.0
+    x.flat[2::83] = 1e4
+    x.flat[3::79] = -1e4
+    y = forward(x, **keywords)
+    grad_y = normal(rng, x.shape, dtype)
+    check_thread_independence(lambda t: forward(x, **keywords, n_threads=t))
+    check_thread_independence(lambda t: backward(grad_y, y if from_y else x, **keywords,
+                                                 n_threads=t))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", [(), (11,), (3, 4, 5), (200, 700)], ids=str)
+def test_activation_in_place_equals_out_of_place(name, shape, dtype, rng):
+    forward, backward, keywords, _, _, from_y = ACTIVATIONS[name]
+    x = np.array(3 * rng.standard_normal(shape), dtype=dtype)   # 0-d too
+    grad_y = np.array(rng.standard_normal(shape), dtype=dtype)
+    y = forward(x, **keywords)
+    activation = y if from_y else x
+    grad_x = backward(grad_y, activation, **keywords)
+    assert y.shape == shape and grad_x.shape == shape
+    # over the activation it reads, then over the gradient it receives
+    over_activation = activation.copy()
+    assert backward(grad_y, over_activation, **keywords, out=over_activation) \
+        is over_activation
+    np.testing.assert_array_equal(over_activation, grad_x)
+    assert backward(grad_y, activation, **keywords, out=grad_y) is grad_y
+    np.testing.assert_array_equal(grad_y, grad_x)
+    assert forward(x, **keywords, out=x) is x
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_out_is_filled_and_empty_input_works(name, dtype, rng):
+    forward, backward, keywords, _, _, _ = ACTIVATIONS[name]
+    x = normal(rng, (4, 6), dtype)
+    out = np.full_like(x, np.nan)
+    assert forward(x, **keywords, out=out) is out
+    np.testing.assert_array_equal(out, forward(x, **keywords))
+    empty = np.empty((0, 3), dtype)
+    assert forward(empty, **keywords).shape == (0, 3)
+    assert backward(empty, empty, **keywords).shape == (0, 3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prepared_activation_calls_follow_their_arrays(name, rng):
+    forward, backward, keywords, _, _, from_y = ACTIVATIONS[name]
+    x, grad_y = rng.standard_normal((6, 7)), rng.standard_normal((6, 7))
+    y = np.empty_like(x)
+    prepared_forward = fcf.prepare(forward, x, **keywords, out=y)
+    prepared_backward = fcf.prepare(backward, grad_y, y if from_y else x, **keywords)
+    for _ in range(3):
+        assert prepared_forward.run(2) is y
+        np.testing.assert_array_equal(y, forward(x, **keywords))
+        np.testing.assert_array_equal(prepared_backward.run(2),
+                                      backward(grad_y, y if from_y else x, **keywords))
+        x[...], grad_y[...] = rng.standard_normal((2, 6, 7))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_rejects_bad_arrays(name):
+    forward, backward, keywords, _, _, from_y = ACTIVATIONS[name]
+    read = "y" if from_y else "x"
+    with pytest.raises(TypeError, match="x must be a float32 or float64"):
+        forward(np.ones(3, dtype=np.int64), **keywords)
+    with pytest.raises(ValueError, match=f"grad_y .* and {read} .* same shape"):
+        backward(np.ones((2, 3)), np.ones((3, 2)), **keywords)
+    with pytest.raises(TypeError, match="dtype"):
+        backward(np.ones(3, np.float32), np.ones(3), **keywords)
+    x = np.ones(10)
+    with pytest.raises(ValueError, match="shares memory"):
+        forward(x[:8], **keywords, out=x[1:9])
+    with pytest.raises(ValueError, match="shares memory"):
+        backward(x[:8], np.ones(8), **keywords, out=x[2:])
+    with pytest.raises(ValueError, match="shape"):
+        forward(np.ones(3), **keywords, out=np.ones(4))
+
+
+@pytest.mark.parametrize("function, name, value", [
+    (fcf.leaky_relu, "negative_slope", -0.01),
+    (fcf.leaky_relu, "negative_slope", np.nan),
+    (fcf.leaky_relu, "negative_slope", np.inf),
+    (fcf.leaky_relu_backward, "negative_slope", -1.0),
+    (fcf.elu, "alpha", 0.0),
+    (fcf.elu, "alpha", -1.0),
+    (fcf.elu, "alpha", np.inf),
+    (fcf.elu_backward, "alpha", np.nan),
+])
+def test_activation_rejects_bad_parameters(function, name, value):
+    arrays = (np.ones(3),) if "backward" not in function.__name__ else (np.ones(3),) * 2
+    with pytest.raises(ValueError, match=name):
+        function(*arrays, **{name: value})
+    with pytest.raises(TypeError, match=name):
+        function(*arrays, **{name: "1"})

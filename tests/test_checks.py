@@ -487,6 +487,58 @@ _ELEMENTWISE_OUT_CASES = {
 }
 
 
+def _activation_out_case(reference, takes_y=False, backward=None, keywords=None):
+    """The out case of an activation (``backward``: the derivative from the
+    activation the backward pass reads, y when ``takes_y``, else x)."""
+    keywords = keywords or {}
+
+    def case(fn, rng, dtype):
+        x = normal(rng, (6, 7), dtype)
+        if backward is None:
+            return (lambda out: fn(x, **keywords, out=out),
+                    [Output(reference(f64(x)), abs64(reference(f64(x))) + 1e-30, dtype)])
+        g = normal(rng, (6, 7), dtype)
+        read = reference(f64(x)).astype(dtype) if takes_y else x
+        expected = f64(g) * backward(f64(read))
+        return (lambda out: fn(g, read, **keywords, out=out),
+                [Output(expected, np.abs(expected) + 1e-30, dtype)])
+    return case
+
+
+def _sigmoid_ref(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _gelu_ref(x):
+    from scipy.special import ndtr
+    return x * ndtr(x)
+
+
+def _gelu_derivative(x):
+    from scipy.special import ndtr
+    return ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+
+_ELEMENTWISE_OUT_CASES.update({
+    "tanh": _activation_out_case(np.tanh),
+    "tanh_backward": _activation_out_case(np.tanh, True, lambda y: 1 - y * y),
+    "sigmoid": _activation_out_case(_sigmoid_ref),
+    "sigmoid_backward": _activation_out_case(_sigmoid_ref, True, lambda y: y * (1 - y)),
+    "leaky_relu": _activation_out_case(lambda x: np.where(x > 0, x, 0.3 * x),
+                                       keywords={"negative_slope": 0.3}),
+    "leaky_relu_backward": _activation_out_case(
+        lambda x: np.where(x > 0, x, 0.3 * x), True, lambda y: np.where(y > 0, 1, 0.3),
+        {"negative_slope": 0.3}),
+    "elu": _activation_out_case(lambda x: np.where(x > 0, x, 2 * np.expm1(x)),
+                                keywords={"alpha": 2.0}),
+    "elu_backward": _activation_out_case(
+        lambda x: np.where(x > 0, x, 2 * np.expm1(x)), True,
+        lambda y: np.where(y > 0, 1, y + 2), {"alpha": 2.0}),
+    "gelu": _activation_out_case(_gelu_ref),
+    "gelu_backward": _activation_out_case(_gelu_ref, False, _gelu_derivative),
+})
+
+
 def _correlation_out_case(name, op, fn, ndim, rng, dtype, ref):
     geometry = CONV_GEOMETRY_MIRRORED if "mirrored" in name else CONV_GEOMETRY
     x_shape, w_shape, stride, padding = geometry[ndim]
@@ -546,6 +598,8 @@ OUT_CASES = [
     "max_pool2d", "max_pool1d", "max_pool2d_backward", "max_pool1d_backward",
     "avg_pool2d", "avg_pool1d", "avg_pool2d_backward", "avg_pool1d_backward",
 ]
+OUT_CASES += ["tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "leaky_relu",
+              "leaky_relu_backward", "elu", "elu_backward", "gelu", "gelu_backward"]
 
 
 def _pack(outs):

@@ -19,8 +19,21 @@ from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
 from fastcnn.layers import ReLU as ReLUSpec
 from fastcnn.layers import (GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D,
                             GlobalMaxPool2D, L2Pool1D, L2Pool2D)
+from fastcnn.layers import ELU, GELU, LeakyReLU, Sigmoid, Tanh
 
 # ------------------------------------------------ the buffer plan
+
+# Activations besides ReLU: tanh, sigmoid, leaky ReLU and ELU read their
+# output in the backward pass, GELU its input.
+OTHER_ACTIVATIONS = [Tanh(), Sigmoid(), LeakyReLU(0.1), ELU(0.5), GELU()]
+
+
+def _activation(rng):
+    """ReLU half the time (max pooling takes it on), another activation
+    otherwise."""
+    if rng.random() < 0.5:
+        return ReLUSpec()
+    return OTHER_ACTIVATIONS[rng.integers(0, len(OTHER_ACTIVATIONS))]
 
 
 def _random_specs(rng, ndim):
@@ -40,7 +53,7 @@ def _random_specs(rng, ndim):
             specs.append(conv(int(rng.integers(1, 4)), kernel,
                               stride=int(rng.integers(1, 3)), padding=padding))
         elif kind == 1:
-            specs.append(ReLUSpec())
+            specs.append(_activation(rng))
         else:
             pool = max_pool if kind == 2 else avg_pool
             if kind == 3 and rng.random() < 0.5:
@@ -50,7 +63,7 @@ def _random_specs(rng, ndim):
     if rng.random() < 0.25:     # a global pooling ends the spatial layers
         specs.append(global_pools[rng.integers(0, 2)]())
     for _ in range(rng.integers(0, 4)):
-        specs.append([Flatten(), ReLUSpec(), Dense(int(rng.integers(1, 5)))][rng.integers(0, 3)])
+        specs.append([Flatten(), _activation(rng), Dense(int(rng.integers(1, 5)))][rng.integers(0, 3)])
     return specs + [Dense(3)]
 
 
@@ -228,6 +241,31 @@ def test_the_check_catches_a_declaration_that_claims_too_little(monkeypatch):
     monkeypatch.setattr(ReLU, "dataflow", Dataflow(
         output=network_module.OVER_INPUT, grad_input=network_module.OVER_INPUT,
         backward_reads=frozenset()))
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is not None
+
+
+def test_random_sequences_hold_every_activation():
+    held = {type(spec) for specs, _ in NETWORKS for spec in specs}
+    assert {type(a) for a in OTHER_ACTIVATIONS} | {ReLUSpec} <= held
+
+
+@pytest.mark.parametrize("activation, wrong", [
+    (GELU(), frozenset({"output"})),       # it reads its input
+    (Tanh(), frozenset()),                 # it reads its output
+])
+def test_the_check_catches_an_activation_that_claims_the_wrong_read(
+        activation, wrong, monkeypatch):
+    # GELU claiming to read its output would run in place over its input in
+    # training, which its backward pass then reads overwritten; tanh claiming
+    # to read nothing would let the average pooling after it write its input
+    # gradient over tanh's output before tanh's backward pass reads it.
+    specs = [Conv2D(2, 3, padding=1), activation, AvgPool2D(2), Conv2D(2, 1),
+             Dense(3)]
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is None
+    runtime = type(Network(specs, (2, 6, 6), np.float64).layers[1])
+    monkeypatch.setattr(runtime, "dataflow", Dataflow(
+        output=network_module.OVER_INPUT, grad_input=network_module.OVER_INPUT,
+        backward_reads=wrong))
     assert first_difference(specs, (2, 6, 6), monkeypatch) is not None
 
 

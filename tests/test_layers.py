@@ -76,3 +76,39 @@ def test_l2_and_global_pooling_specs_pickle_validate_and_compare():
         L2Pool2D(0)
     with pytest.raises(ValueError, match="L2Pool1D: stride"):
         L2Pool1D(2, stride=(1, 1))
+# ================================= tanh, sigmoid, leaky ReLU, ELU, GELU
+
+from fastcnn.layers import ELU, GELU, LeakyReLU, Sigmoid, Tanh  # noqa: E402
+
+
+@pytest.mark.parametrize("spec", [Tanh(), Sigmoid(), LeakyReLU(), LeakyReLU(0.2),
+                                  LeakyReLU(0), ELU(), ELU(0.5), GELU()], ids=repr)
+def test_activation_specs_pickle_compare_and_hash(spec):
+    loaded = pickle.loads(pickle.dumps(spec))
+    assert loaded == spec and hash(loaded) == hash(spec)
+    with pytest.raises(AttributeError):     # frozen
+        spec.__setattr__("x", 1)
+
+
+def test_activation_specs_compare_by_value():
+    assert LeakyReLU() == LeakyReLU(0.01) != LeakyReLU(0.1)
+    assert ELU() == ELU(1.0) != ELU(2.0)
+    assert len({Tanh(), Tanh(), Sigmoid(), GELU()}) == 3
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: LeakyReLU(-0.01), "LeakyReLU: negative_slope"),
+    (lambda: LeakyReLU(float("nan")), "LeakyReLU: negative_slope"),
+    (lambda: LeakyReLU(float("inf")), "LeakyReLU: negative_slope"),
+    (lambda: LeakyReLU("0.1"), "LeakyReLU: negative_slope"),
+    (lambda: LeakyReLU(True), "LeakyReLU: negative_slope"),
+    (lambda: ELU(0), "ELU: alpha"),
+    (lambda: ELU(-1.0), "ELU: alpha"),
+    (lambda: ELU(float("nan")), "ELU: alpha"),
+    (lambda: ELU(float("-inf")), "ELU: alpha"),
+    (lambda: ELU(None), "ELU: alpha"),
+], ids=["slope-negative", "slope-nan", "slope-inf", "slope-str", "slope-bool",
+        "alpha-zero", "alpha-negative", "alpha-nan", "alpha-inf", "alpha-none"])
+def test_activation_specs_validate_on_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

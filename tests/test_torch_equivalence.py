@@ -14,6 +14,7 @@ from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
                             Residual, SpatialDropout1D, SpatialDropout2D)
 from fastcnn.layers import (GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D,
                             GlobalMaxPool2D, L2Pool1D, L2Pool2D)
+from fastcnn.layers import ELU, GELU, LeakyReLU, Sigmoid, Tanh
 
 torch = pytest.importorskip("torch")
 
@@ -87,6 +88,21 @@ NETWORKS.update({
     "spatial-dropout1d-rate-0": (
         [Conv1D(4, 5, padding=2), ReLU(), SpatialDropout1D(0.0), AvgPool1D(2),
          Flatten()],
+        (3, 40), 8),
+})
+NETWORKS.update({
+    "conv2d-tanh-sigmoid": (
+        [Conv2D(4, 3, padding=1), Tanh(), MaxPool2D(2),
+         Conv2D(6, 3, stride=2), Sigmoid(), Flatten(), Dense(16), Tanh()],
+        (2, 12, 12), 8),
+    "conv2d-leaky-relu-elu-gelu": (
+        [Conv2D(5, 3, padding=1), LeakyReLU(0.1), MaxPool2D(2),
+         Conv2D(6, 3), ELU(0.7), AvgPool2D(2), Flatten(), Dense(16), GELU()],
+        (1, 12, 12), 6),
+    "conv1d-gelu-elu-leaky-relu": (
+        [Conv1D(4, 5, stride=2, padding=2), GELU(), AvgPool1D(2),
+         Conv1D(6, 3, padding="same"), LeakyReLU(), MaxPool1D(2), ELU(),
+         Flatten(), Dense(12), Sigmoid()],
         (3, 40), 8),
 })
 

@@ -29,7 +29,9 @@ _optim, _batch, _dropout),
 the argument checks they share in _checks, and in _calls the kernel call
 each function validates its arguments into, which prepare() keeps.
 """
-from ._activations import relu, relu_backward
+from ._activations import (elu, elu_backward, gelu, gelu_backward, leaky_relu,
+                           leaky_relu_backward, relu, relu_backward, sigmoid,
+                           sigmoid_backward, tanh, tanh_backward)
 from ._batch import take_samples
 from ._calls import prepare
 from ._checks import output_size
@@ -71,4 +73,6 @@ __all__ = [
     "global_avg_pool1d_backward", "global_max_pool2d",
     "global_max_pool2d_backward", "global_max_pool1d",
     "global_max_pool1d_backward",
+    "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "leaky_relu",
+    "leaky_relu_backward", "elu", "elu_backward", "gelu", "gelu_backward",
 ]

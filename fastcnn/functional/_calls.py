@@ -129,7 +129,8 @@ def prepare(function, *args, **kwargs):
         _backward_kernel, max_pool2d/1d, avg_pool2d/1d and their _backward,
         linear, linear_backward_input, linear_backward_weight, relu,
         relu_backward, dropout, dropout_backward; l2_pool2d/1d,
-        global_avg_pool2d/1d, global_max_pool2d/1d and their _backward
+        global_avg_pool2d/1d, global_max_pool2d/1d, tanh, sigmoid,
+        leaky_relu, elu, gelu and their _backward
     *args, **kwargs
         Its arguments, but ``n_threads``. Every array must be one the kernel
         reads as it is (C-contiguous, float32 or float64, int32 indices),

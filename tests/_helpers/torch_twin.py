@@ -120,6 +120,28 @@ def _dropout(layer, nn):
 
 TWINS.update({L.Dropout: _dropout, L.SpatialDropout1D: _dropout,
               L.SpatialDropout2D: _dropout})
+def _tanh(layer, nn):
+    return [nn.Tanh()], []
+
+
+def _sigmoid(layer, nn):
+    return [nn.Sigmoid()], []
+
+
+def _leaky_relu(layer, nn):
+    return [nn.LeakyReLU(layer.spec.negative_slope)], []
+
+
+def _elu(layer, nn):
+    return [nn.ELU(layer.spec.alpha)], []
+
+
+def _gelu(layer, nn):
+    return [nn.GELU(approximate="none")], []
+
+
+TWINS.update({L.Tanh: _tanh, L.Sigmoid: _sigmoid, L.LeakyReLU: _leaky_relu,
+              L.ELU: _elu, L.GELU: _gelu})
 
 
 def torch_twin(network):
