@@ -111,6 +111,8 @@ def _rss_child_if_asked():
 
 _rss_child_if_asked()
 sys.path.insert(0, HERE)
+# the PyTorch twins are the tests' (tests/_helpers/torch_twin.py)
+sys.path.insert(1, os.path.join(HERE, os.pardir, "tests"))
 from _common import (NETWORKS, fma_peak_gflops, load_digits_split,  # noqa: E402
                      load_fashion, load_mnist1d, load_synthetic_cifar,
                      training_flops)
@@ -136,54 +138,13 @@ INFERENCE_BATCH = 1000
 # ----------------------------------------------------------------- PyTorch
 
 def torch_model(specs, input_shape):
-    """The PyTorch twin of fastcnn's specs (+ the output Dense(10))."""
-    import torch.nn as nn
-    network = Network(list(specs) + [L.Dense(N_CLASSES)], input_shape, np.float32)
-    return _torch_sequence(network.layers, nn)
-
-
-def _torch_block(layer, nn):
-    """A residual block's twin: main(x) + shortcut(x)."""
-    main = _torch_sequence(layer.main, nn)
-    shortcut = _torch_sequence(layer.shortcut, nn)
-
-    class Residual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.main, self.shortcut = main, shortcut
-
-        def forward(self, x):
-            return self.main(x) + self.shortcut(x)
-    return Residual()
-
-
-def _torch_sequence(layers, nn):
-    """nn.Sequential of fastcnn runtime layers' twins (empty: the identity)."""
-    modules = []
-    for layer in layers:
-        spec = layer.spec
-        if isinstance(spec, (L.Conv2D, L.Conv1D)):
-            conv = nn.Conv2d if isinstance(spec, L.Conv2D) else nn.Conv1d
-            modules.append(conv(layer.input_shape[0], spec.filters,
-                                layer.weight_shape[2:], stride=layer.stride,
-                                padding=layer.padding))
-        elif isinstance(spec, (L.MaxPool2D, L.MaxPool1D)):
-            pool = nn.MaxPool2d if isinstance(spec, L.MaxPool2D) else nn.MaxPool1d
-            modules.append(pool(layer.size, layer.stride))
-        elif isinstance(spec, (L.AvgPool2D, L.AvgPool1D)):
-            pool = nn.AvgPool2d if isinstance(spec, L.AvgPool2D) else nn.AvgPool1d
-            modules.append(pool(layer.size, layer.stride))
-        elif isinstance(spec, L.ReLU):
-            modules.append(nn.ReLU())
-        elif isinstance(spec, L.Flatten):
-            modules.append(nn.Flatten())
-        elif isinstance(spec, L.Dense):
-            if len(layer.input_shape) > 1:
-                modules.append(nn.Flatten())
-            modules.append(nn.Linear(layer.fan_in, spec.units))
-        elif isinstance(spec, L.Residual):
-            modules.append(_torch_block(layer, nn))
-    return nn.Sequential(*modules)
+    """The PyTorch twin of fastcnn's specs (+ the output Dense(10)), in
+    float32, with fastcnn's initial weights: the tests' twin builder
+    (tests/_helpers/torch_twin.py), one module per fastcnn layer."""
+    from _helpers.torch_twin import torch_twin
+    network = Network(list(specs) + [L.Dense(N_CLASSES)], input_shape, np.float64)
+    network.initialize(np.random.RandomState(0))
+    return torch_twin(network)[0].float()
 
 
 class TorchRun:
