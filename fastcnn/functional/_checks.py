@@ -226,13 +226,15 @@ def output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
     stride = integer(stride, "stride", 1)
     before, after = _padding_pair(padding)
     dilation = integer(dilation, "dilation", 1)
+    if kernel_size > input_size + before + after:
+        raise ValueError(
+            f"kernel_size {kernel_size} is larger than the padded input "
+            f"{input_size} + {before} + {after}")
     span = dilation * (kernel_size - 1) + 1
     if span > input_size + before + after:
         raise ValueError(
-            f"kernel_size {kernel_size} at dilation {dilation} spans {span}, "
-            f"more than the padded input {input_size} + {before} + {after}"
-            if dilation > 1 else
-            f"kernel_size {kernel_size} is larger than the padded input "
+            f"dilation {dilation} leaves no output: kernel_size {kernel_size} "
+            f"then spans {span}, more than the padded input "
             f"{input_size} + {before} + {after}")
     return output_size_unchecked(input_size, kernel_size, stride, (before, after),
                                  dilation)
