@@ -695,7 +695,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     - Row products, at unit column stride, when output rows fill vectors
       better than the filters fill panels. grad_w[f, k] for k = (c, a, b)
       sums products of two contiguous rows: output row i of grad_y[n, f]
-      and the Wo input values from (c, i*sh + a, b) of the padded sample.
+      and the Wo input values from (c, i*sh + a*dh, b*dw) of the padded sample.
       gemm's dot reads both in place (kernel_gradient_block_rows).
     - The interleaved product otherwise: the group's samples interleaved as
       in the forward (interleave_group), so that for output row i the
