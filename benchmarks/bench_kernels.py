@@ -72,6 +72,7 @@ class ConvCase:
     k: int
     pad: int
     stride: int
+    dilation: int = 1
     ops = CONV_OPS
 
     @property
@@ -88,7 +89,8 @@ class ConvCase:
 
     @property
     def y_shape(self):
-        out = tuple((s - self.k + 2 * self.pad) // self.stride + 1
+        span = self.dilation * (self.k - 1) + 1
+        out = tuple((s - span + 2 * self.pad) // self.stride + 1
                     for s in self.spatial)
         return (self.n, self.f) + out
 
@@ -104,7 +106,8 @@ class ConvCase:
     def label(self):
         dims = "x".join(map(str, self.x_shape))
         kind = "" if self.ndim == 2 else f" ({self.ndim}-D)"
-        return f"{dims} F{self.f} K{self.k} p{self.pad} s{self.stride}{kind}"
+        dilation = f" d{self.dilation}" if self.dilation > 1 else ""
+        return f"{dims} F{self.f} K{self.k} p{self.pad} s{self.stride}{dilation}{kind}"
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,8 @@ CASES = [
     GlobalPoolCase(128, 64, (7, 7), "avg"),
     GlobalPoolCase(128, 64, (7, 7), "max"),
     L2PoolCase(128, 32, (28, 28), 2),
+    # a dilated 1-D layer (WaveNet/TCN style), padding 'same': d*(k - 1) / 2
+    ConvCase(64, 32, (1000,), 32, 3, 4, 1, dilation=4),
 ]
 
 # the activations on a convolution's output of realistic size
@@ -324,7 +329,7 @@ def fastcnn_conv_calls(fc, case, x, w, bias, grad_y):
         forward, backward_input, backward_kernel = (
             fc.correlate1d, fc.correlate1d_backward_input,
             fc.correlate1d_backward_kernel)
-    geometry = dict(stride=case.stride, padding=case.pad)
+    geometry = dict(stride=case.stride, padding=case.pad, dilation=case.dilation)
     y, grad_x = np.empty_like(grad_y), np.empty_like(x)
     grad_w, grad_b = np.empty_like(w), np.empty_like(bias)
     return {
@@ -467,11 +472,12 @@ class TorchBackend:
         nn_f, nn_grad = t.nn.functional, t.nn.grad
         conv = {1: nn_f.conv1d, 2: nn_f.conv2d}[case.ndim]
         stride, pad = [case.stride] * case.ndim, [case.pad] * case.ndim
-        calls = {"forward": lambda: conv(x, w, bias, stride, pad)}
+        dilation = [case.dilation] * case.ndim
+        calls = {"forward": lambda: conv(x, w, bias, stride, pad, dilation)}
         if self.conv_backward_is_aten:
             def conv_backward(mask):
                 return self.aten.convolution_backward(
-                    grad_y, x, w, [case.f], stride, pad, [1] * case.ndim,
+                    grad_y, x, w, [case.f], stride, pad, dilation,
                     False, [0] * case.ndim, 1, mask)
             calls["backward-input"] = partial(conv_backward,
                                               [True, False, False])
@@ -482,9 +488,9 @@ class TorchBackend:
             conv_weight = {1: nn_grad.conv1d_weight, 2: nn_grad.conv2d_weight}
             spatial_dims = tuple(range(2, 2 + case.ndim))
             calls["backward-input"] = lambda: conv_input[case.ndim](
-                x.shape, w, grad_y, stride, pad)
+                x.shape, w, grad_y, stride, pad, dilation)
             calls["backward-kernel"] = lambda: (
-                conv_weight[case.ndim](x, w.shape, grad_y, stride, pad),
+                conv_weight[case.ndim](x, w.shape, grad_y, stride, pad, dilation),
                 grad_y.sum(dim=(0,) + spatial_dims))
         return calls
 

@@ -286,20 +286,24 @@ class Conv(Layer):
         ndim = self.check_spatial_ndim()
         channels, spatial = self.input_shape[0], self.input_shape[1:]
         kernel = _per_axis(spec.kernel_size, ndim)
-        if spec.padding == "same":
-            padding = tuple((k - 1) // 2 for k in kernel)
-        elif spec.padding == "valid":
-            padding = (0,) * ndim
-        else:
-            padding = _per_axis(spec.padding, ndim)
-        self.stride, self.padding = _per_axis(spec.stride, ndim), padding
-        if any(k > s + 2 * p for k, s, p in zip(kernel, spatial, padding)):
+        self.dilation = _per_axis(spec.dilation, ndim)
+        self.stride = _per_axis(spec.stride, ndim)
+        self.padding = self._padding(spec, kernel)
+        pairs = [p if isinstance(p, tuple) else (p, p) for p in self.padding]
+        if any(k > s + sum(p) for k, s, p in zip(kernel, spatial, pairs)):
             raise ValueError(
                 f"{self.where()}: kernel_size {kernel} is larger than its "
                 f"padded input {_describe(self.input_shape)}{self.input_shape} "
-                f"with padding {padding}")
-        out = tuple(F.output_size(s, k, st, p) for s, k, st, p
-                    in zip(spatial, kernel, self.stride, padding))
+                f"with padding {self.padding}")
+        if any(d * (k - 1) + 1 > s + sum(p) for k, d, s, p
+               in zip(kernel, self.dilation, spatial, pairs)):
+            raise ValueError(
+                f"{self.where()}: dilation {self.dilation} leaves no output: "
+                f"kernel_size {kernel} then spans more than its padded input "
+                f"{_describe(self.input_shape)}{self.input_shape} with padding "
+                f"{self.padding}")
+        out = tuple(F.output_size(s, k, st, p, d) for s, k, st, p, d
+                    in zip(spatial, kernel, self.stride, pairs, self.dilation))
         self.output_shape = (spec.filters,) + out
         self.weight_shape = (spec.filters, channels) + kernel
         self.fan_in = channels * int(np.prod(kernel))
@@ -313,21 +317,39 @@ class Conv(Layer):
             self._backward_input = F.correlate1d_backward_input
             self._backward_kernel = F.correlate1d_backward_kernel
 
+    def _padding(self, spec, kernel):
+        """Per axis an int (both sides), or a (before, after) pair where
+        padding='same' pads one more after (PyTorch's rule: d*(k - 1) in
+        all, half of it before)."""
+        if spec.padding == "valid":
+            return (0,) * len(kernel)
+        if spec.padding != "same":
+            return _per_axis(spec.padding, len(kernel))
+        padding = []
+        for k, d in zip(kernel, self.dilation):
+            total = d * (k - 1)
+            before = total // 2
+            padding.append(before if total % 2 == 0 else (before, total - before))
+        return tuple(padding)
+
     def forward(self, x, n_threads):
         self.x = x
         return self.prepared("forward", (x,), lambda: F.prepare(
             self._forward, x, self.weight, self.bias, self.stride,
-            self.padding, out=self.output_rows(len(x)))).run(n_threads)
+            self.padding, self.dilation,
+            out=self.output_rows(len(x)))).run(n_threads)
 
     def backward(self, grad_y, need_grad_x, n_threads):
         x = self.x
         self.prepared("backward_kernel", (x, grad_y), lambda: F.prepare(
             self._backward_kernel, x, grad_y, self.weight_shape, self.stride,
-            self.padding, out=(self.grad_weight, self.grad_bias))).run(n_threads)
+            self.padding, self.dilation,
+            out=(self.grad_weight, self.grad_bias))).run(n_threads)
         if need_grad_x:
             return self.prepared("backward_input", (grad_y,), lambda: F.prepare(
                 self._backward_input, grad_y, self.weight, x.shape, self.stride,
-                self.padding, out=self.buf_grad_x[:len(x)])).run(n_threads)
+                self.padding, self.dilation,
+                out=self.buf_grad_x[:len(x)])).run(n_threads)
         return None
 
 

@@ -66,28 +66,37 @@ class _Conv(LayerSpec):
     kernel_size: object
     stride: object = 1
     padding: object = 0
+    dilation: object = 1
 
     def __post_init__(self):
-        self._freeze("kernel_size", "stride", "padding")
+        self._freeze("kernel_size", "stride", "padding", "dilation")
         name, ndim = type(self).__name__, self.spatial_ndim
         if not _is_int(self.filters) or self.filters < 1:
             raise ValueError(
                 f"{name}: filters must be a positive int, got {self.filters!r}")
         _check_per_axis(name, "kernel_size", self.kernel_size, ndim, 1)
         _check_per_axis(name, "stride", self.stride, ndim, 1)
+        _check_per_axis(name, "dilation", self.dilation, ndim, 1)
         if isinstance(self.padding, str):
-            if self.padding not in ("same", "valid"):
-                raise ValueError(
-                    f"{name}: padding must be 'same', 'valid' or an int, "
-                    f"got {self.padding!r}")
-            kernel = (self.kernel_size if isinstance(self.kernel_size, (tuple, list))
-                      else (self.kernel_size,))
-            if self.padding == "same" and any(k % 2 == 0 for k in kernel):
-                raise ValueError(
-                    f"{name}: padding='same' needs an odd kernel_size (the "
-                    f"padding is the same on both sides), got {self.kernel_size!r}")
+            self._check_padding_name(name)
         else:
             _check_per_axis(name, "padding", self.padding, ndim, 0)
+
+    def _check_padding_name(self, name):
+        if self.padding not in ("same", "valid"):
+            raise ValueError(
+                f"{name}: padding must be 'same', 'valid' or an int, "
+                f"got {self.padding!r}")
+        kernel = (self.kernel_size if isinstance(self.kernel_size, (tuple, list))
+                  else (self.kernel_size,))
+        stride = self.stride if isinstance(self.stride, tuple) else (self.stride,)
+        # An even kernel is padded one more after than before; at a stride
+        # above 1 PyTorch refuses 'same' outright, and so do we there.
+        if (self.padding == "same" and any(k % 2 == 0 for k in kernel)
+                and max(stride) > 1):
+            raise ValueError(
+                f"{name}: padding='same' with an even kernel_size "
+                f"{self.kernel_size!r} needs stride 1, got {self.stride!r}")
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,14 @@ class Conv2D(_Conv):
     kernel_size : int or (int, int)
     stride : int or (int, int), default 1
     padding : int, (int, int), 'same' or 'valid', default 0
-        Zeros added on each side. 'valid' is 0; 'same' is ``(k - 1) // 2``
-        for an odd kernel, which keeps the size at stride 1.
+        Zeros added on each side. 'valid' is 0; 'same' keeps the size at
+        stride 1, as PyTorch's: ``d*(k - 1)`` zeros per axis (d the
+        dilation), half before, the odd one after (below, right) for an
+        even kernel. An even kernel with 'same' needs stride 1.
+    dilation : int or (int, int), default 1
+        Step between the taps of a window: element (a, b) of the window at
+        output (i, j) reads input ``(i*sh + a*dh - ph, j*sw + b*dw - pw)``.
+        Output size per axis: ``(W + 2p - d*(k - 1) - 1) // s + 1``.
     """
     spatial_ndim = 2
 

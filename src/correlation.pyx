@@ -20,6 +20,13 @@ of cols in place from a frame of the input, at an offset fixed per k.
     (interleave_group). The patches of one output row, for all G samples,
     are then a single run of Wo*G values with no column outside a window,
     and the products run per output row over the whole group.
+Dilation (dh, dw) only moves where element k = (c, a, b) of a patch sits:
+row a*dh, column b*dw of the frame, in the offset tables (patch_offsets,
+interleaved_offsets) that every path reads patches through, so dilation 1
+costs nothing extra. Padding reaches the kernels as the rows above and the
+columns left of the input (ph, pw); the output size fixes how much follows
+below and right (padded_size), which is how asymmetric padding ('same' for
+an even kernel) gets in.
 The kernel gradient also has row products (gemm's dot), for layers
 whose few filters would leave the product's panels mostly empty.
 fastcnn.functional uses the mirrored correlation (a forward call) for the
@@ -172,23 +179,41 @@ cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
 
 ctypedef struct Dims:
     # The shapes of one call: x (N, C, H, W), w (F, C, KH, KW), y (N, F, Ho, Wo);
-    # strides and padding; the padded sample (Hp, Wp); interleaved frames'
-    # Wq columns per phase, Wrow per padded row; K = C*KH*KW and P = Ho*Wo.
+    # strides, dilations and the top/left padding; the padded sample (Hp, Wp);
+    # interleaved frames' Wq columns per phase, Wrow per padded row;
+    # K = C*KH*KW and P = Ho*Wo.
     Py_ssize_t N, C, H, W, F, KH, KW, Ho, Wo
-    Py_ssize_t sh, sw, ph, pw
+    Py_ssize_t sh, sw, ph, pw, dh, dw
     Py_ssize_t Hp, Wp, Wq, Wrow, K, P
+    bint padded               # the frame is larger than the sample
+
+
+cdef inline Py_ssize_t padded_size(Py_ssize_t size, Py_ssize_t before,
+                                   Py_ssize_t kernel, Py_ssize_t stride,
+                                   Py_ssize_t dilation,
+                                   Py_ssize_t outputs) noexcept nogil:
+    """A frame's size along one axis: the input after `before` zeros, then
+    as many zeros as its last window reaches past the input, and never less
+    than `before` of them, so that symmetric padding (which reaches no
+    further) keeps the symmetric frame. The kernels get the padding before
+    the input only: the output size fixes the padding after it, which is
+    how asymmetric padding ('same' for an even kernel) reaches them."""
+    cdef Py_ssize_t after = (outputs - 1) * stride + dilation * (kernel - 1) + 1 - size - before
+    return size + before + max(before, after)
 
 
 cdef inline Dims dims_of(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW,
                          Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t sh,
-                         Py_ssize_t sw, Py_ssize_t ph,
-                         Py_ssize_t pw) noexcept nogil:
+                         Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                         Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     cdef Dims d
     d.N = N; d.C = C; d.H = H; d.W = W; d.F = F; d.KH = KH; d.KW = KW
     d.Ho = Ho; d.Wo = Wo; d.sh = sh; d.sw = sw; d.ph = ph; d.pw = pw
-    d.Hp = H + 2 * ph
-    d.Wp = W + 2 * pw
+    d.dh = dh; d.dw = dw
+    d.Hp = padded_size(H, ph, KH, sh, dh, Ho)
+    d.Wp = padded_size(W, pw, KW, sw, dw, Wo)
+    d.padded = d.Hp > H or d.Wp > W
     d.Wq = (d.Wp + sw - 1) // sw
     d.Wrow = sw * d.Wq
     d.K = C * KH * KW
@@ -214,7 +239,7 @@ cdef void forward_in_place_group(const floating *xn, floating *yn, bint pad,
     # and pad_sample rewrites only the rest
     clear_on_new_layout(frame, frame_size, 1, layout)
     if pad:
-        pad_sample(xn, d.C, d.H, d.W, d.ph, d.pw, frame)
+        pad_sample(xn, d.C, d.H, d.W, d.ph, d.pw, d.Hp, d.Wp, frame)
         xn = frame
     gemm(F, P_wide, d.K, a_panels, NULL, xn, offsets, out, P_wide, 0, bias)
     for f in range(F):
@@ -283,9 +308,9 @@ cdef Py_ssize_t forward_frame(Dims d, bint in_place, Py_ssize_t G,
     zero); interleaved, G samples and the round_up(Wo*G, NR) columns the
     last row's product reads."""
     if in_place:
-        patch_offsets(d.C, d.Hp, d.Wp, d.KH, d.KW, offsets)
+        patch_offsets(d.C, d.Hp, d.Wp, d.KH, d.KW, d.dh, d.dw, offsets)
         return max(d.C * d.Hp * d.Wp, offsets[d.K - 1] + round_up(d.Ho * d.Wp, NR))
-    interleaved_offsets(d.C, d.Hp, d.KH, d.KW, d.sw, d.Wq, offsets)
+    interleaved_offsets(d.C, d.Hp, d.KH, d.KW, d.sw, d.Wq, d.dh, d.dw, offsets)
     return (max(d.C * d.Hp * d.Wrow, largest(offsets, d.K) + (d.Ho - 1) * d.sh * d.Wrow) * G
             + round_up(d.Wo * G, NR))
 
@@ -295,17 +320,21 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                         const floating[::1] bias,
                         floating[:, :, :, ::1] y,
                         Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t ph, Py_ssize_t pw, int n_threads):
-    """y[n, f, i, j] = bias[f] + sum_{c,a,b} w[f,c,a,b] x[n, c, i*sh+a-ph, j*sw+b-pw].
+                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                        Py_ssize_t dw, int n_threads):
+    """y[n, f, i, j] = bias[f] + sum_{c,a,b} w[f,c,a,b] x[n, c, i*sh+a*dh-ph, j*sw+b*dw-pw].
 
     y must have shape (N, F, Ho, Wo) with Ho, Wo from the correlation
-    output-size formula; x is read as zero outside its borders.
+    output-size formula; x is read as zero outside its borders. (ph, pw) is
+    the padding above and left of x; below and right it is what the output
+    size needs (padded_size).
 
     No patch matrix is built; the product reads row k = (c, a, b) of it in
     place from a frame, one of two ways:
 
     - At stride 1, when that wastes less (in_place_is_cheaper), one sample
-      in a zero frame (C, Hp, Wp): row k starts at offset (c*Hp + a)*Wp + b,
+      in a zero frame (C, Hp, Wp): row k starts at offset
+      (c*Hp + a*dh)*Wp + b*dw,
       and the outputs are computed over the padded width (Ho, Wp); the
       KW - 1 extra columns of each output row are dropped when copied into y
       (forward_in_place_group).
@@ -315,14 +344,15 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
       of one sample is written into y directly; forward_interleaved_group).
     """
     cdef Dims d = dims_of(x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0],
-                          w.shape[2], w.shape[3], y.shape[2], y.shape[3], sh, sw, ph, pw)
+                          w.shape[2], w.shape[3], y.shape[2], y.shape[3], sh, sw, ph, pw,
+                          dh, dw)
     cdef Py_ssize_t N = d.N, K = d.K, CHW = d.C * d.H * d.W
     cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
     cdef Py_ssize_t G_interleaved = interleaved_group(
         d.Wo, d.C * d.Hp * d.Wrow + d.F * d.P, N, n_threads, NR, sizeof(floating))
     cdef bint in_place = (sh == 1 and sw == 1 and in_place_is_cheaper(
-        d.C, d.H, d.W, d.F, K, d.Ho, d.Wo, d.Wp, NR, G_interleaved, ph > 0 or pw > 0))
+        d.C, d.H, d.W, d.F, K, d.Ho, d.Wo, d.Wp, NR, G_interleaved, d.padded))
     cdef Py_ssize_t G = 1 if in_place else G_interleaved
     cdef Py_ssize_t g, n, cnt, t, groups
     cdef floating *frame = NULL
@@ -354,7 +384,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                         # each offset: past the end of x for the last sample
                         forward_in_place_group(
                             &x[n, 0, 0, 0], &y[n, 0, 0, 0],
-                            ph > 0 or pw > 0 or (n + 1) * CHW + reads_past > N * CHW,
+                            d.padded or (n + 1) * CHW + reads_past > N * CHW,
                             d, a_panels, &bias[0], offsets, frame, frame_size,
                             frame + frame_size, &frame_layout[threadid()])
                     else:
@@ -412,7 +442,8 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                                const floating[:, :, :, ::1] w,
                                floating[:, :, :, ::1] grad_x,
                                Py_ssize_t sh, Py_ssize_t sw,
-                               Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+                               Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                               Py_ssize_t dw, int n_threads):
     """grad_x = W^T grad_y: each output gradient times the kernel, added back
     to the input positions that produced it. grad_x is overwritten.
 
@@ -426,7 +457,7 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     """
     cdef Dims d = dims_of(grad_y.shape[0], grad_x.shape[1], grad_x.shape[2],
                           grad_x.shape[3], grad_y.shape[1], w.shape[2], w.shape[3],
-                          grad_y.shape[2], grad_y.shape[3], sh, sw, ph, pw)
+                          grad_y.shape[2], grad_y.shape[3], sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t N = d.N, F = d.F, K = d.K, P = d.P
     cdef Py_ssize_t MR = panel_rows(&grad_x[0, 0, 0, 0])
     cdef Py_ssize_t NR = panel_cols(&grad_x[0, 0, 0, 0])
@@ -444,7 +475,7 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
     cdef floating *a_panels = NULL
     cdef int failed = 0
     cdef int *failure = &failed   # parallel() makes every name it assigns private
-    interleaved_offsets(d.C, d.Hp, d.KH, d.KW, sw, d.Wq, offsets)
+    interleaved_offsets(d.C, d.Hp, d.KH, d.KW, sw, d.Wq, dh, dw, offsets)
     try:
         a_panels = alloc(round_up(K, MR) * F, &grad_x[0, 0, 0, 0])
         with nogil:
@@ -521,10 +552,11 @@ cdef void kernel_gradient_block_rows(const floating *xn, const floating *gyn,
                                      floating *part) noexcept nogil:
     """part (F, K) += the row products of cnt samples: from x itself, or from
     padded copies in the frames (sample_stride apart either way)."""
-    cdef Py_ssize_t C = d.C, H = d.H, W = d.W, ph = d.ph, pw = d.pw, s
-    if ph > 0 or pw > 0:
+    cdef Py_ssize_t C = d.C, H = d.H, W = d.W, s
+    if d.padded:
         for s in range(cnt):
-            pad_sample(xn + s * C * H * W, C, H, W, ph, pw, frames + s * frame_items)
+            pad_sample(xn + s * C * H * W, C, H, W, d.ph, d.pw, d.Hp, d.Wp,
+                       frames + s * frame_items)
         xn = frames
     dot(d.F, d.K, cnt, d.Ho, d.Wo, gyn, d.F * d.P, d.P, d.Wo, xn, offsets,
         sample_stride, d.sh * d.Wp, part, d.K)
@@ -599,7 +631,7 @@ cdef KernelGradPlan kernel_gradient_plan(Dims d, Py_ssize_t NR, Py_ssize_t n_blo
                                          const floating *tag) noexcept nogil:
     cdef KernelGradPlan p
     cdef Py_ssize_t CHW = d.C * d.H * d.W
-    cdef bint padded = d.ph > 0 or d.pw > 0
+    cdef bint padded = d.padded
     # Interleaving copies each sample and its output gradient (C*H*W + F*P
     # values) where the row products copy nothing: worth it when that is
     # small against the patch rows (K*P values) and the filters fill the
@@ -652,7 +684,8 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                                 floating[:, :, :, ::1] grad_w,
                                 floating[::1] grad_b,
                                 Py_ssize_t sh, Py_ssize_t sw,
-                                Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+                                Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                                Py_ssize_t dw, int n_threads):
     """grad_w = sum_n grad_y[n] . cols[n]^T and grad_b = sum over n, i, j of
     grad_y, in a fixed order. grad_w and grad_b are overwritten.
 
@@ -662,7 +695,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     - Row products, at unit column stride, when output rows fill vectors
       better than the filters fill panels. grad_w[f, k] for k = (c, a, b)
       sums products of two contiguous rows: output row i of grad_y[n, f]
-      and the Wo input values from (c, i*sh + a, b) of the padded sample.
+      and the Wo input values from (c, i*sh + a*dh, b*dw) of the padded sample.
       gemm's dot reads both in place (kernel_gradient_block_rows).
     - The interleaved product otherwise: the group's samples interleaved as
       in the forward (interleave_group), so that for output row i the
@@ -673,7 +706,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     """
     cdef Dims d = dims_of(x.shape[0], x.shape[1], x.shape[2], x.shape[3],
                           grad_y.shape[1], grad_w.shape[2], grad_w.shape[3],
-                          grad_y.shape[2], grad_y.shape[3], sh, sw, ph, pw)
+                          grad_y.shape[2], grad_y.shape[3], sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t N = d.N, F = d.F, K = d.K
     cdef Py_ssize_t NR = panel_cols(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t n_blocks = min(N, N_REDUCTION_BLOCKS)
@@ -692,9 +725,9 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t *group_offsets = offsets + K
     cdef Py_ssize_t *frame_layout = group_offsets + n_threads * K
     if plan.rows:
-        patch_offsets(d.C, d.Hp, d.Wp, d.KH, d.KW, offsets)
+        patch_offsets(d.C, d.Hp, d.Wp, d.KH, d.KW, dh, dw, offsets)
     else:
-        interleaved_offsets(d.C, d.Hp, d.KH, d.KW, sw, d.Wq, offsets)
+        interleaved_offsets(d.C, d.Hp, d.KH, d.KW, sw, d.Wq, dh, dw, offsets)
     cdef int failed = 0
     cdef int *failure = &failed   # parallel() makes every name it assigns private
     try:
@@ -733,7 +766,8 @@ def correlate2d_forward_naive(const floating[:, :, :, ::1] x,
                               const floating[::1] bias,
                               floating[:, :, :, ::1] y,
                               Py_ssize_t sh, Py_ssize_t sw,
-                              Py_ssize_t ph, Py_ssize_t pw):
+                              Py_ssize_t ph, Py_ssize_t pw,
+                              Py_ssize_t dh=1, Py_ssize_t dw=1):
     """The forward correlation as its definition's six loops, single-threaded.
 
     The reference the fast kernels are tested against; never used for work.
@@ -751,11 +785,11 @@ def correlate2d_forward_naive(const floating[:, :, :, ::1] x,
                         total = bias[f]
                         for c in range(C):
                             for a in range(KH):
-                                hi = i * sh + a - ph
+                                hi = i * sh + a * dh - ph
                                 if hi < 0 or hi >= H:
                                     continue
                                 for b in range(KW):
-                                    wj = j * sw + b - pw
+                                    wj = j * sw + b * dw - pw
                                     if 0 <= wj < W:
                                         total += w[f, c, a, b] * x[n, c, hi, wj]
                         y[n, f, i, j] = <floating> total

@@ -21,9 +21,11 @@ cdef inline void copy_run(floating *dst, const floating *src,
 
 cdef inline void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
                             Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t Hp, Py_ssize_t Wp,
                             floating *dst) noexcept nogil:
-    """One sample inside a zero frame of (ph, pw): (C, H + 2ph, W + 2pw)."""
-    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw, c, h
+    """One sample inside a zero frame (C, Hp, Wp), ph rows above it and pw
+    columns left of it (the rest of the padding below and right)."""
+    cdef Py_ssize_t c, h
     memset(dst, 0, C * Hp * Wp * sizeof(floating))
     for c in range(C):
         for h in range(H):
@@ -32,16 +34,20 @@ cdef inline void pad_sample(const floating *x, Py_ssize_t C, Py_ssize_t H,
 
 cdef inline void interleaved_offsets(Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t KH,
                                      Py_ssize_t KW, Py_ssize_t sw, Py_ssize_t Wq,
+                                     Py_ssize_t dh, Py_ssize_t dw,
                                      Py_ssize_t *base) noexcept nogil:
-    """base[k] = ((c*Hp + a)*sw + b % sw)*Wq + b // sw for k = (c, a, b).
+    """base[k] = ((c*Hp + a*dh)*sw + b*dw % sw)*Wq + b*dw // sw for
+    k = (c, a, b), with dilation (dh, dw).
 
     In a frame of G interleaved samples (interleave_group) element k of
     every patch sits G * base[k] after the patch's first element."""
-    cdef Py_ssize_t c, a, b
+    cdef Py_ssize_t c, a, b, col
     for c in range(C):
         for a in range(KH):
             for b in range(KW):
-                base[(c * KH + a) * KW + b] = ((c * Hp + a) * sw + b % sw) * Wq + b // sw
+                col = b * dw
+                base[(c * KH + a) * KW + b] = (((c * Hp + a * dh) * sw + col % sw) * Wq
+                                               + col // sw)
 
 
 cdef inline Py_ssize_t largest(const Py_ssize_t *values, Py_ssize_t n) noexcept nogil:
@@ -90,15 +96,16 @@ cdef inline floating sum_fixed_order(const floating *v, Py_ssize_t n,
 
 
 cdef inline void patch_offsets(Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
-                               Py_ssize_t KH, Py_ssize_t KW,
-                               Py_ssize_t *offsets) noexcept nogil:
-    """offsets[k] = (c*Hp + a)*Wp + b: where element k = (c, a, b) of every
-    patch sits relative to the patch's corner in a padded (C, Hp, Wp) sample."""
+                               Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t dh,
+                               Py_ssize_t dw, Py_ssize_t *offsets) noexcept nogil:
+    """offsets[k] = (c*Hp + a*dh)*Wp + b*dw: where element k = (c, a, b) of
+    every patch sits relative to the patch's corner in a padded (C, Hp, Wp)
+    sample, with dilation (dh, dw)."""
     cdef Py_ssize_t c, a, b
     for c in range(C):
         for a in range(KH):
             for b in range(KW):
-                offsets[(c * KH + a) * KW + b] = (c * Hp + a) * Wp + b
+                offsets[(c * KH + a) * KW + b] = (c * Hp + a * dh) * Wp + b * dw
 
 
 cdef enum:

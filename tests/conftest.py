@@ -20,8 +20,9 @@ import fastcnn._network as network_module
 from fastcnn._kernels import correlation as correlation_kernels
 from _helpers import references
 from _helpers.cases import (
-    CONV1D_CASES, CONV2D_CASES, FLOAT_DTYPES, KERNEL_GRADIENT_CASES, LARGE_CONV_CASES,
-    POOL1D_CASES, POOL2D_CASES, TINY_CONV_CASES, TINY_POOL_CASES)
+    CONV1D_CASES, CONV2D_CASES, DILATED_CONV_CASES, FLOAT_DTYPES, KERNEL_GRADIENT_CASES,
+    LARGE_CONV_CASES, POOL1D_CASES, POOL2D_CASES, TINY_CONV_CASES,
+    TINY_DILATED_CONV_CASES, TINY_POOL_CASES)
 from _helpers.checks import assert_close, central_differences, guarded_copy
 from _helpers.kernel_calls import KERNEL_NAMES, POOLING_KERNEL_NAMES, make_kernel_call
 
@@ -43,6 +44,8 @@ _PARAMETRISATIONS = {
     "conv2d_case": CONV2D_CASES,
     "tiny_conv_case": TINY_CONV_CASES,
     "kernel_gradient_case": KERNEL_GRADIENT_CASES,
+    "dilated_conv_case": DILATED_CONV_CASES,
+    "tiny_dilated_conv_case": TINY_DILATED_CONV_CASES,
     "bounds_conv_case": CONV2D_CASES + CONV1D_CASES + KERNEL_GRADIENT_CASES
                         + LARGE_CONV_CASES,
     "pool_case": POOL2D_CASES + POOL1D_CASES,

@@ -497,3 +497,16 @@ def test_fitted_attributes(small_digits):
 def test_package_exports():
     assert fastcnn.CNNClassifier is CNNClassifier
     assert issubclass(fastcnn.TrainingDivergedError, ValueError)
+
+
+def test_even_kernel_with_same_padding_keeps_the_size(small_digits):
+    """The simple family at padding='same' with an even kernel pads one
+    more zero after than before, as PyTorch does; a dilated layer trains
+    in a given architecture."""
+    X, y = small_digits
+    clf = CNNClassifier(input_shape=(1, 8, 8), **{**SMALL, "kernel_size": 2}).fit(X, y)
+    conv = clf.network_.layers[0]
+    assert conv.padding == ((0, 1), (0, 1)) and conv.output_shape[1:] == (8, 8)
+    dilated = CNNClassifier(input_shape=(1, 8, 8), layers=[
+        Conv2D(4, 3, padding="same", dilation=2), ReLU()], **SMALL).fit(X, y)
+    assert dilated.network_.layers[0].output_shape == (4, 8, 8)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastcnn.functional as fcf
+from _helpers.arrays import check_thread_independence
 from fastcnn._kernels import correlation as correlation_kernels
 
 
@@ -185,18 +186,23 @@ def test_mirrored_backward_input_matches_numpy_reference(conv2d_case, dtype,
                  scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
 
 
-def transposed_product_backward_input(grad_y, w, x_shape, stride, padding):
+def transposed_product_backward_input(grad_y, w, x_shape, stride, padding,
+                                      dilation=None):
     """The W^T grad_y + col2im kernel itself. correlate2d_backward_input
     switches to the mirrored correlation for 8+ channels at stride 1, so the
     public function alone would not reach it there. 1-D shapes run as images
-    of height 1, as fastcnn.functional runs them."""
+    of height 1, as fastcnn.functional runs them. The kernel takes the
+    padding before each axis; grad_y's shape fixes the padding after."""
     def as_image(a):
         return np.ascontiguousarray(a if a.ndim == 4 else a[:, :, np.newaxis, :])
+    dilation = (1,) * len(stride) if dilation is None else dilation
+    before = tuple(p[0] if isinstance(p, tuple) else p for p in padding)
     if len(x_shape) == 3:
-        stride, padding = (1,) + stride, (0,) + padding
+        stride, before, dilation = (1,) + stride, (0,) + before, (1,) + dilation
     grad_x = np.empty(x_shape, dtype=w.dtype)
     correlation_kernels.correlate2d_backward_input(
-        as_image(grad_y), as_image(w), as_image(grad_x), *stride, *padding, 2)
+        as_image(grad_y), as_image(w), as_image(grad_x), *stride, *before,
+        *dilation, 2)
     return grad_x
 
 
@@ -359,3 +365,171 @@ def test_micro_kernel_selection():
 ])
 def test_output_size(size, kernel, stride, padding, expected):
     assert fcf.output_size(size, kernel, stride, padding) == expected
+
+
+# ------------------------------------------- dilation, asymmetric padding
+
+def test_dilated_forward_matches_numpy_and_scipy(dilated_conv_case, dtype, gemm_kernel,
+                                                 rng, ref, assert_close):
+    """Window element (a, b) reads x[i*sh + a*dh - ph, j*sw + b*dw - pw];
+    padding given per axis as an int or a (before, after) pair."""
+    case = dilated_conv_case
+    x, w, bias, _ = case.random_inputs(rng, dtype)
+    y = case.functions.correlate(x, w, bias, **case.geometry)
+    assert y.dtype == dtype and y.shape == case.y_shape
+    scale = ref.correlate(*_abs(x, w, bias), *case.ref_geometry)
+    assert_close(y, ref.correlate(x, w, bias, *case.ref_geometry), scale=scale)
+    if dtype == np.float64:
+        assert_close(y, ref.correlate_scipy(x, w, bias, *case.ref_geometry), scale=scale)
+
+
+def test_dilated_backward_input_matches_numpy_reference(dilated_conv_case, dtype,
+                                                        gemm_kernel, rng, ref,
+                                                        assert_close):
+    """The public function (mirrored or transposed, by shape), the
+    transposed product kernel itself, and in 2-D the mirrored form."""
+    case = dilated_conv_case
+    _, w, _, grad_y = case.random_inputs(rng, dtype)
+    expected = ref.correlate_backward_input(grad_y, w, case.x_shape, *case.ref_geometry)
+    scale = 2 * ref.correlate_backward_input(*_abs(grad_y, w), case.x_shape,
+                                             *case.ref_geometry)
+    results = [case.functions.backward_input(grad_y, w, case.x_shape, **case.geometry),
+               transposed_product_backward_input(grad_y, w, case.x_shape, case.stride,
+                                                 case.padding, case.dilations)]
+    if case.ndim == 2:
+        results.append(fcf.correlate2d_backward_input_mirrored(
+            grad_y, w, case.x_shape, **case.geometry))
+    for grad_x in results:
+        assert grad_x.dtype == dtype
+        assert_close(grad_x, expected, scale=scale)
+
+
+def test_dilated_backward_kernel_matches_numpy_reference(dilated_conv_case, dtype,
+                                                         gemm_kernel, rng, ref,
+                                                         assert_close):
+    case = dilated_conv_case
+    x, w, _, grad_y = case.random_inputs(rng, dtype)
+    grad_w, grad_b = case.functions.backward_kernel(x, grad_y, case.w_shape,
+                                                    **case.geometry)
+    expected_w, expected_b = ref.correlate_backward_kernel(x, grad_y, case.w_shape,
+                                                           *case.ref_geometry)
+    scale_w, scale_b = ref.correlate_backward_kernel(*_abs(x, grad_y), case.w_shape,
+                                                     *case.ref_geometry)
+    assert_close(grad_w, expected_w, scale=scale_w)
+    assert_close(grad_b, expected_b, scale=scale_b)
+    together = case.functions.backward(x, w, grad_y, **case.geometry)
+    assert_close(together[1], expected_w, scale=scale_w)
+    assert_close(together[0], ref.correlate_backward_input(
+        grad_y, w, case.x_shape, *case.ref_geometry), scale=2 * ref.correlate_backward_input(
+        *_abs(grad_y, w), case.x_shape, *case.ref_geometry))
+
+
+def test_dilated_naive_kernel_matches_numpy_reference(dilated_conv_case, dtype, rng, ref,
+                                                      assert_close):
+    """The six-loop kernel takes the padding before each axis and the
+    dilation; the output's shape sets the padding after."""
+    case = dilated_conv_case
+    x, w, bias, _ = case.random_inputs(rng, dtype)
+    y = np.empty(case.y_shape, dtype=dtype)
+    before = tuple(p[0] if isinstance(p, tuple) else p for p in case.padding)
+    stride, dilation = case.stride, case.dilations
+    if case.ndim == 1:
+        x, w, y = x[:, :, None, :], w[:, :, None, :], y[:, :, None, :]
+        stride, before, dilation = (1,) + stride, (0,) + before, (1,) + dilation
+    correlation_kernels.correlate2d_forward_naive(x, w, bias, y, *stride, *before,
+                                                  *dilation)
+    assert_close(y.reshape(case.y_shape), ref.correlate(
+        x.reshape(case.x_shape), w.reshape(case.w_shape), bias, *case.ref_geometry),
+        scale=ref.correlate(*_abs(x.reshape(case.x_shape), w.reshape(case.w_shape), bias),
+                            *case.ref_geometry))
+
+
+def test_dilated_results_do_not_depend_on_thread_count(dilated_conv_case, dtype, rng):
+    case = dilated_conv_case
+    x, w, bias, grad_y = case.random_inputs(rng, dtype)
+    fn = case.functions
+
+    def call(n_threads):
+        return (fn.correlate(x, w, bias, n_threads=n_threads, **case.geometry),
+                fn.backward_input(grad_y, w, x.shape, n_threads=n_threads, **case.geometry),
+                *fn.backward_kernel(x, grad_y, w.shape, n_threads=n_threads,
+                                    **case.geometry))
+    check_thread_independence(call)
+
+
+@pytest.mark.parametrize("dilation, error", [
+    (0, ValueError), (-1, ValueError), ((1, 0), ValueError), ((1, 2, 3), ValueError),
+    (1.5, TypeError), (True, TypeError), (None, TypeError), ("2", TypeError),
+], ids=str)
+@pytest.mark.parametrize("which", ["correlate", "backward", "backward_input",
+                                   "backward_kernel", "backward_input_mirrored"])
+def test_bad_dilation_is_refused_naming_it(which, dilation, error):
+    x, w = np.ones((2, 3, 9, 9)), np.ones((4, 3, 3, 3))
+    grad_y = np.ones((2, 4, 7, 7))
+    calls = {
+        "correlate": lambda: fcf.correlate2d(x, w, dilation=dilation),
+        "backward": lambda: fcf.correlate2d_backward(x, w, grad_y, dilation=dilation),
+        "backward_input": lambda: fcf.correlate2d_backward_input(
+            grad_y, w, x.shape, dilation=dilation),
+        "backward_kernel": lambda: fcf.correlate2d_backward_kernel(
+            x, grad_y, w.shape, dilation=dilation),
+        "backward_input_mirrored": lambda: fcf.correlate2d_backward_input_mirrored(
+            grad_y, w, x.shape, dilation=dilation),
+    }
+    with pytest.raises(error, match="dilation"):
+        calls[which]()
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_dilation_that_leaves_no_output_is_refused(ndim):
+    """A kernel of 3 at dilation 5 spans 11 inputs: more than 9 + 2*0."""
+    correlate = fcf.correlate1d if ndim == 1 else fcf.correlate2d
+    backward_kernel = fcf.correlate1d_backward_kernel if ndim == 1 else \
+        fcf.correlate2d_backward_kernel
+    x, w = np.ones((1, 2) + (9,) * ndim), np.ones((3, 2) + (3,) * ndim)
+    with pytest.raises(ValueError, match="dilation .* leaves no output"):
+        correlate(x, w, dilation=5)
+    with pytest.raises(ValueError, match="dilation .* leaves no output"):
+        backward_kernel(x, np.ones((1, 3) + (1,) * ndim), w.shape, dilation=5)
+    # padding that makes room again
+    assert correlate(x, w, padding=1, dilation=5).shape == (1, 3) + (1,) * ndim
+
+
+@pytest.mark.parametrize("padding", [
+    ((1, 2, 3), 0), ((-1, 0), 0), (((0, -1), 0), 0), (((0, 1, 2), 0), 0),
+    (((0.5, 1), 0), 0),
+], ids=str)
+def test_bad_padding_pairs_are_refused(padding):
+    x, w = np.ones((1, 2, 6, 6)), np.ones((3, 2, 2, 2))
+    with pytest.raises((ValueError, TypeError), match="padding"):
+        fcf.correlate2d(x, w, padding=padding[0])
+
+
+def test_even_kernel_same_padding_keeps_the_size(rng, ref, assert_close):
+    """PyTorch's padding='same' for a 2 x 4 kernel: (0, 1) and (1, 2)."""
+    x = rng.standard_normal((2, 3, 7, 8))
+    w = rng.standard_normal((4, 3, 2, 4))
+    padding = ((0, 1), (1, 2))
+    y = fcf.correlate2d(x, w, padding=padding)
+    assert y.shape == (2, 4, 7, 8)
+    assert_close(y, ref.correlate(x, w, None, (1, 1), padding),
+                 scale=ref.correlate(*_abs(x, w), None, (1, 1), padding))
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation, expected", [
+    (7, 3, 1, 0, 2, 3), (7, 3, 1, 2, 2, 7), (10, 3, 2, 0, 3, 2), (9, 3, 1, 0, 4, 1),
+    (8, 2, 1, (0, 1), 1, 8), (8, 4, 1, (1, 2), 1, 8), (8, 4, 1, (4, 5), 3, 8),
+    (1000, 3, 1, 4, 4, 1000),
+])
+def test_output_size_with_dilation(size, kernel, stride, padding, dilation, expected):
+    """(W + before + after - d*(F - 1) - 1) // S + 1."""
+    assert fcf.output_size(size, kernel, stride, padding, dilation) == expected
+
+
+@pytest.mark.parametrize("args, error", [
+    ((9, 3, 1, 0, 5), ValueError), ((9, 3, 1, 0, 0), ValueError),
+    ((9, 3, 1, 0, 1.0), TypeError),
+], ids=str)
+def test_output_size_refuses_bad_dilation(args, error):
+    with pytest.raises(error, match="dilation"):
+        fcf.output_size(*args)

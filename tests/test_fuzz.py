@@ -139,8 +139,9 @@ def axis_forms(values):
     """Valid spellings of a per-axis value: an int when the axes agree, a
     tuple, NumPy integers."""
     values = tuple(values)
-    forms = [values, tuple(np.int64(v) for v in values)]
-    if len(set(values)) == 1:
+    forms = [values, tuple(tuple(np.int64(e) for e in v) if isinstance(v, tuple)
+                           else np.int64(v) for v in values)]
+    if len(set(values)) == 1 and not isinstance(values[0], tuple):
         forms = [values[0], np.int64(values[0])] + forms
     return st.sampled_from(forms)
 
@@ -628,48 +629,54 @@ def exercise(function, build, verify, observe=None, threaded=True,
 
 # ======================================================= references
 
-def window(offset, stride, out):
+def window(offset, stride, out, dilation=None):
     """The inputs that kernel offset ``offset`` meets over all outputs."""
-    return (Ellipsis,) + tuple(slice(o, o + s * (n - 1) + 1, s)
-                               for o, s, n in zip(offset, stride, out))
+    dilation = (1,) * len(offset) if dilation is None else dilation
+    return (Ellipsis,) + tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                               for o, s, n, d in zip(offset, stride, out, dilation))
 
 
-def ref_correlate(x, w, bias, stride, padding):
-    """y[n, f, i, j] = b[f] + sum_{c,a,b} w[f,c,a,b] x[n, c, i*sh+a-ph, j*sw+b-pw]
+def pad_pairs(padding):
+    """Per-axis padding (ints, or (before, after) pairs) as pairs."""
+    return [tuple(p) if isinstance(p, tuple) else (p, p) for p in padding]
+
+
+def ref_correlate(x, w, bias, stride, padding, dilation):
+    """y[n, f, i, j] = b[f] + sum_{c,a,b} w[f,c,a,b] x[n, c, i*sh+a*dh-ph, j*sw+b*dw-pw]
     with x zero outside: for each kernel offset, the strided slice of the
     zero-padded input it meets, contracted with its weights."""
-    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
-    out = output_spatial(x.shape[2:], w.shape[2:], stride, padding)
+    xp = np.pad(x, [(0, 0), (0, 0)] + pad_pairs(padding))
+    out = output_spatial(x.shape[2:], w.shape[2:], stride, padding, dilation)
     y = np.zeros((x.shape[0], w.shape[0]) + out)
     for offset in np.ndindex(*w.shape[2:]):
-        y += np.einsum("nc...,fc->nf...", xp[window(offset, stride, out)],
+        y += np.einsum("nc...,fc->nf...", xp[window(offset, stride, out, dilation)],
                        w[(Ellipsis,) + offset])
     if bias is not None:
         y += bias.reshape((-1,) + (1,) * len(out))
     return y
 
 
-def ref_correlate_backward_input(grad_y, w, x_shape, stride, padding):
+def ref_correlate_backward_input(grad_y, w, x_shape, stride, padding, dilation):
     """grad_x = W^T grad_y: each offset's weights times grad_y added to the
     padded input positions it read, the padding then cropped off."""
     padded = np.zeros(tuple(x_shape[:2]) + tuple(
-        s + 2 * p for s, p in zip(x_shape[2:], padding)))
+        s + b + a for s, (b, a) in zip(x_shape[2:], pad_pairs(padding))))
     out = grad_y.shape[2:]
     for offset in np.ndindex(*w.shape[2:]):
-        padded[window(offset, stride, out)] += np.einsum(
+        padded[window(offset, stride, out, dilation)] += np.einsum(
             "nf...,fc->nc...", grad_y, w[(Ellipsis,) + offset])
-    return padded[(Ellipsis,) + tuple(slice(p, p + s)
-                                      for p, s in zip(padding, x_shape[2:]))]
+    return padded[(Ellipsis,) + tuple(slice(b, b + s) for (b, _), s
+                                      in zip(pad_pairs(padding), x_shape[2:]))]
 
 
-def ref_correlate_backward_kernel(x, grad_y, w_shape, stride, padding):
-    """grad_w[f,c,a,b] = sum_{n,i,j} grad_y[n,f,i,j] x[n,c,i*sh+a-ph,j*sw+b-pw];
+def ref_correlate_backward_kernel(x, grad_y, w_shape, stride, padding, dilation):
+    """grad_w[f,c,a,b] = sum_{n,i,j} grad_y[n,f,i,j] x[n,c,i*sh+a*dh-ph,j*sw+b*dw-pw];
     grad_b = grad_y summed over all but the filter axis."""
-    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    xp = np.pad(x, [(0, 0), (0, 0)] + pad_pairs(padding))
     out = grad_y.shape[2:]
     grad_w = np.zeros(w_shape)
     for offset in np.ndindex(*w_shape[2:]):
-        patch = xp[window(offset, stride, out)]
+        patch = xp[window(offset, stride, out, dilation)]
         grad_w[(Ellipsis,) + offset] = np.einsum(
             "nfp,ncp->fc", grad_y.reshape(grad_y.shape[:2] + (-1,)),
             patch.reshape(patch.shape[:2] + (-1,)))
@@ -763,17 +770,22 @@ def ref_adam(p, g, m, v, step, lr, b1, b2, eps, l2, n_penalized):
 
 @st.composite
 def conv_geometries(draw, ndim):
-    """Kernels 1-4, padding 0-3 (also past kernel - 1), strides 1-4 or 1000,
+    """Kernels 1-4, padding 0-3 (also past kernel - 1; sometimes a
+    (before, after) pair on every axis), strides 1-4 or 1000, dilations 1-3,
     up to 9 channels (8 switches backward_input to the mirrored form)."""
     axes = range(ndim)
     kernel = tuple(draw(st.integers(1, 4)) for _ in axes)
-    padding = tuple(draw(st.integers(0, 3)) for _ in axes)
+    if draw(st.integers(0, 3)) == 0:
+        padding = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in axes)
+    else:
+        padding = tuple(draw(st.integers(0, 3)) for _ in axes)
     stride = tuple(draw(st.sampled_from(STRIDES)) for _ in axes)
+    dilation = tuple(draw(st.integers(1, 3)) for _ in axes)
     longest = 8 if ndim == 2 else 24
-    spatial = tuple(draw(st.integers(max(1, k - 2 * p), k + longest))
-                    for k, p in zip(kernel, padding))
+    spatial = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - sum(p)), k + longest))
+                    for k, p, d in zip(kernel, pad_pairs(padding), dilation))
     return ConvCase(draw(st.integers(1, 3)), draw(st.integers(1, 9)),
-                draw(st.integers(1, 5)), spatial, kernel, stride, padding)
+                draw(st.integers(1, 5)), spatial, kernel, stride, padding, dilation)
 
 
 class Pool(NamedTuple):
@@ -844,8 +856,11 @@ def draw_correlation(data, ndim, which, prepared=False):
     faults = (array_faults(arrays, SHAPE_FAULTS if which != "forward" else
                            NO_MISMATCH + ("longer_axis",))
               + param_faults("stride", bad_per_axis(1, ndim))
-              + param_faults("padding", bad_per_axis(0, ndim))
-              + maybe_forms("stride") + maybe_forms("padding"))
+              + param_faults("padding", bad_per_axis(0, ndim)
+                             + [((0, -1),) * ndim, ((1, 2, 3),) * ndim, ((1.5, 1),) * ndim])
+              + param_faults("dilation", bad_per_axis(1, ndim))
+              + maybe_forms("stride") + maybe_forms("padding")
+              + maybe_forms("dilation"))
     if "w" in arrays:
         faults.append(Fault("w", "kernel_too_big"))
     shape_param = {"backward_input": "x_shape", "mirrored": "x_shape",
@@ -863,6 +878,7 @@ def draw_correlation(data, ndim, which, prepared=False):
     spec = draw_spec(data, list(arrays), faults, prepared=prepared)
     forms = dict(stride=data.draw(axis_forms(g.stride), label="stride"),
                  padding=data.draw(axis_forms(g.padding), label="padding"),
+                 dilation=data.draw(axis_forms(g.dilation), label="dilation"),
                  shape=data.draw(shape_forms(g.x_shape if which in (
                      "backward_input", "mirrored") else g.w_shape), label="shape"),
                  bias=data.draw(st.booleans(), label="bias"))
@@ -873,11 +889,13 @@ def build_correlation(g, spec, forms, which):
     b = Build(spec, g)
     w_shape = g.w_shape
     if b.faulty("w") and spec.fault.what == "kernel_too_big":
-        w_shape = w_shape[:2] + (g.spatial[0] + 2 * g.padding[0] + 1,) + w_shape[3:]
+        w_shape = w_shape[:2] + (g.spatial[0] + sum(pad_pairs(g.padding)[0]) + 1,) \
+            + w_shape[3:]
         b.contract.refuse("w")
         b.shape_fault = True
     geometry = dict(stride=b.param("stride", forms["stride"], g.stride),
-                    padding=b.param("padding", forms["padding"], g.padding))
+                    padding=b.param("padding", forms["padding"], g.padding),
+                    dilation=b.param("dilation", forms["dilation"], g.dilation))
     if which == "forward":
         b.array("x", g.x_shape), b.array("w", w_shape)
         if forms["bias"] or b.faulty("bias"):
@@ -916,8 +934,8 @@ def verify_correlation(which):
             x, w = f64(s["x"]), f64(s["w"])
             bias = None if b.named["bias"] is None else f64(s["bias"])
             absb = None if bias is None else np.abs(bias)
-            assert_close(result, ref_correlate(x, w, bias, g.stride, g.padding),
-                         ref_correlate(abs(x), abs(w), absb, g.stride, g.padding),
+            assert_close(result, ref_correlate(x, w, bias, *g.ref_geometry),
+                         ref_correlate(abs(x), abs(w), absb, *g.ref_geometry),
                          dtype, "y")
             assert_is_out(result, b)
             return
@@ -925,17 +943,16 @@ def verify_correlation(which):
             gy, w = f64(s["grad_y"]), f64(s["w"])
             grad_x = result[0] if which == "backward" else result
             assert_close(grad_x, ref_correlate_backward_input(
-                gy, w, g.x_shape, g.stride, g.padding), ref_correlate_backward_input(
-                abs(gy), abs(w), g.x_shape, g.stride, g.padding), dtype, "grad_x")
+                gy, w, g.x_shape, *g.ref_geometry), ref_correlate_backward_input(
+                abs(gy), abs(w), g.x_shape, *g.ref_geometry), dtype, "grad_x")
             if which != "backward":
                 assert_is_out(result, b)
                 return
         x, gy = f64(s["x"]), f64(s["grad_y"])
         grads = result[1:] if which == "backward" else result
         assert isinstance(grads, tuple) and len(grads) == 2
-        expected = ref_correlate_backward_kernel(x, gy, g.w_shape, g.stride, g.padding)
-        scale = ref_correlate_backward_kernel(abs(x), abs(gy), g.w_shape, g.stride,
-                                              g.padding)
+        expected = ref_correlate_backward_kernel(x, gy, g.w_shape, *g.ref_geometry)
+        scale = ref_correlate_backward_kernel(abs(x), abs(gy), g.w_shape, *g.ref_geometry)
         assert_close(grads[0], expected[0], scale[0], dtype, "grad_w")
         assert_close(grads[1], expected[1], scale[1], dtype, "grad_b")
         if which == "backward":
@@ -1614,16 +1631,19 @@ def test_take_samples(data):
 @fuzz(300)
 @given(data=st.data())
 def test_output_size(data):
-    """output_size = (input - kernel + 2 padding) // stride + 1 for valid
-    ints; anything else refused naming the parameter."""
+    """output_size = (input + 2 padding - dilation (kernel - 1) - 1) // stride
+    + 1 for valid ints; anything else refused naming the parameter."""
     padding = data.draw(st.integers(0, 3), label="padding")
     input_size = data.draw(st.integers(1, 40), label="input_size")
-    kernel = data.draw(st.integers(1, input_size + 2 * padding), label="kernel_size")
+    dilation = data.draw(st.integers(1, 3), label="dilation")
+    kernel = data.draw(st.integers(1, (input_size + 2 * padding - 1) // dilation + 1),
+                       label="kernel_size")
     stride = data.draw(st.integers(1, 6), label="stride")
-    faults = ([Fault(n, v) for n in ("input_size", "kernel_size", "stride", "padding")
+    names = ("input_size", "kernel_size", "stride", "padding", "dilation")
+    faults = ([Fault(n, v) for n in names
                for v in (-1, 1.5, 2.0, True, None, "3", np.float64(2))]
-              + [Fault(n, 0) for n in ("input_size", "kernel_size", "stride")]
-              + [Fault(n, v) for n in ("stride", "padding") for v in HUGE]
+              + [Fault(n, 0) for n in ("input_size", "kernel_size", "stride", "dilation")]
+              + [Fault(n, v) for n in ("stride", "padding", "dilation") for v in HUGE]
               + [Fault(n, v, "maybe") for n in ("input_size", "kernel_size") for v in HUGE]
               + [Fault("kernel_size", "too_big")])
     fault = data.draw(faults_or_none(faults), label="fault")
@@ -1632,7 +1652,7 @@ def test_output_size(data):
     def build():
         b = Build(spec)
         values = dict(input_size=input_size, kernel_size=kernel, stride=stride,
-                      padding=padding)
+                      padding=padding, dilation=dilation)
         if b.faulty("kernel_size") and spec.fault.what == "too_big":
             values["kernel_size"] = input_size + 2 * padding + 1
             b.contract.refuse("kernel_size")
@@ -1640,12 +1660,15 @@ def test_output_size(data):
             b.contract.allow("padding")
         else:
             values = {n: b.param(n, v) for n, v in values.items()}
+            if b.faulty("input_size") or b.faulty("kernel_size"):
+                # a HUGE kernel may span more than the input once dilated
+                b.contract.allow("dilation")
         b.named = values
         return b.finish(list(values.values()), {})
 
     def verify(result, b):
-        i, k, s, p = (int(v) for v in b.args)
-        assert operator.index(result) == (i - k + 2 * p) // s + 1, result
+        i, k, s, p, d = (int(v) for v in b.args)
+        assert operator.index(result) == (i + 2 * p - d * (k - 1) - 1) // s + 1, result
 
     exercise(F.output_size, build, verify, threaded=False)
 
@@ -1694,7 +1717,7 @@ def prepare_contract(b):
     not a C-contiguous, aligned ndarray of float32/float64 (int32 for
     argmax). Shapes (x_shape, w_shape) and geometry are not arrays."""
     for name, value in b.named.items():
-        if name in ("x_shape", "w_shape", "stride", "padding", "size"):
+        if name in ("x_shape", "w_shape", "stride", "padding", "dilation", "size"):
             continue
         for label, a in arrays_of(value, name):
             kinds = (np.dtype(np.int32),) if name == "argmax" or (
@@ -1764,7 +1787,8 @@ def test_prepare(function, family, key, data):
     # an array reshaped in place (legal NumPy): the next run is refused
     candidates = [(n, a) for name, v in b.named.items() for n, a in arrays_of(v, name)
                   if isinstance(a, np.ndarray) and a.size
-                  and n not in ("x_shape", "w_shape", "stride", "padding", "size")]
+                  and n not in ("x_shape", "w_shape", "stride", "padding", "dilation",
+                               "size")]
     names = {"out", "y", "argmax", "grad_x", "grad_w", "grad_b"}
     candidates += [(names, a) for a in (result if isinstance(result, tuple) else (result,))
                    if not any(a is c for _, c in candidates)]

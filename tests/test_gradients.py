@@ -52,6 +52,28 @@ def test_separate_backward_kernels_match_finite_differences(tiny_conv_case, rng,
         assert_gradient(mirrored, central_differences(loss, x, STEP))
 
 
+def test_dilated_correlation_gradients_match_finite_differences(
+        tiny_dilated_conv_case, rng, central_differences):
+    """Both backward passes (and in 2-D the mirrored form) of dilated
+    correlations, some padded asymmetrically."""
+    case = tiny_dilated_conv_case
+    fn = case.functions
+    x, w, bias, weights = case.random_inputs(rng, np.float64)
+
+    def loss():
+        return np.sum(fn.correlate(x, w, bias, **case.geometry) * weights)
+
+    grad_x = fn.backward_input(weights, w, x.shape, **case.geometry)
+    grad_w, grad_b = fn.backward_kernel(x, weights, w.shape, **case.geometry)
+    assert_gradient(grad_x, central_differences(loss, x, STEP))
+    assert_gradient(grad_w, central_differences(loss, w, STEP))
+    assert_gradient(grad_b, central_differences(loss, bias, STEP))
+    if case.ndim == 2:
+        mirrored = fcf.correlate2d_backward_input_mirrored(
+            weights, w, x.shape, **case.geometry)
+        assert_gradient(mirrored, central_differences(loss, x, STEP))
+
+
 def test_max_pool_gradient_matches_finite_differences(tiny_pool_case, rng, central_differences):
     fn = tiny_pool_case.functions
     x = tiny_pool_case.distinct_input(rng, np.float64)

@@ -14,7 +14,8 @@ from fastcnn.layers import (GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D,
 
 ALL_SPECS = [Conv2D(4, 3, padding="same"), Conv2D(2, (3, 1), stride=(1, 2), padding=(1, 0)),
              Conv1D(2, 3, stride=2), MaxPool2D(2), MaxPool1D(2, stride=1),
-             AvgPool2D((2, 1)), AvgPool1D(3), ReLU(), Flatten(), Dense(5)]
+             AvgPool2D((2, 1)), AvgPool1D(3), ReLU(), Flatten(), Dense(5),
+             Conv2D(3, 2, padding="same", dilation=(1, 3)), Conv1D(2, 3, dilation=[2])]
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS, ids=repr)
@@ -46,7 +47,7 @@ def test_layer_spec_with_list_argument_is_hashable():
 @pytest.mark.parametrize("make, match", [
     (lambda: Conv2D(0, 3), "filters"),
     (lambda: Conv2D(4, 0), "kernel_size"),
-    (lambda: Conv2D(4, 2, padding="same"), "odd"),
+    (lambda: Conv2D(4, 2, stride=2, padding="same"), "needs stride 1"),
     (lambda: Conv2D(4, 3, stride=0), "stride"),
     (lambda: Conv2D(4, 3, padding=-1), "padding"),
     (lambda: Conv1D(4, (3, 3)), "kernel_size"),
@@ -76,6 +77,8 @@ def test_l2_and_global_pooling_specs_pickle_validate_and_compare():
         L2Pool2D(0)
     with pytest.raises(ValueError, match="L2Pool1D: stride"):
         L2Pool1D(2, stride=(1, 1))
+
+
 # ================================= tanh, sigmoid, leaky ReLU, ELU, GELU
 
 from fastcnn.layers import ELU, GELU, LeakyReLU, Sigmoid, Tanh  # noqa: E402
@@ -112,3 +115,24 @@ def test_activation_specs_compare_by_value():
 def test_activation_specs_validate_on_construction(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+@pytest.mark.parametrize("make, match", [
+    (lambda: Conv2D(4, 3, dilation=0), "Conv2D: dilation"),
+    (lambda: Conv2D(4, 3, dilation=(1, 0)), "Conv2D: dilation"),
+    (lambda: Conv2D(4, 3, dilation=(1, 2, 3)), "Conv2D: dilation"),
+    (lambda: Conv1D(4, 3, dilation=1.5), "Conv1D: dilation"),
+    (lambda: Conv1D(4, 3, dilation=True), "Conv1D: dilation"),
+    (lambda: Conv1D(4, 3, dilation=(2, 2)), "Conv1D: dilation"),
+    (lambda: Conv1D(4, (2,), stride=3, padding="same"), "Conv1D: padding='same'"),
+    (lambda: Conv2D(4, (3, 2), stride=(1, 2), padding="same"), "needs stride 1"),
+], ids=str)
+def test_conv_specs_validate_dilation_and_same_padding(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_same_padding_takes_even_kernels_at_stride_1():
+    """As PyTorch's padding='same'; odd kernels keep any stride, as before."""
+    assert Conv2D(4, (2, 4), padding="same").padding == "same"
+    assert Conv1D(4, 2, padding="same", dilation=3).dilation == 3
+    assert Conv2D(4, 3, stride=2, padding="same").stride == 2
+    assert Conv2D(4, 3).dilation == 1

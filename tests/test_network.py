@@ -160,10 +160,27 @@ def test_borrowed_predictors_are_reused_but_never_shared():
     ([GlobalMaxPool2D()], (1, 9), r"layers\[0\] GlobalMaxPool2D works on images"),
     ([GlobalMaxPool1D(), GlobalMaxPool1D()], (2, 9),
      r"layers\[1\] GlobalMaxPool1D works on signals"),
+    ([Conv2D(2, 3, dilation=(1, 3))], (1, 6, 6), r"layers\[0\] Conv2D: dilation"),
+    ([Conv1D(2, 3, dilation=5)], (1, 9), r"layers\[0\] Conv1D: dilation .* leaves no output"),
 ])
 def test_bad_architectures_name_the_layer(specs, shape, match):
     with pytest.raises(ValueError, match=match):
         Network(specs, shape, np.float32)
+
+
+@pytest.mark.parametrize("spec, shape, padding", [
+    (Conv2D(3, 2, padding="same"), (2, 7, 6), ((0, 1), (0, 1))),
+    (Conv2D(3, (4, 3), padding="same", dilation=(1, 2)), (2, 7, 6), ((1, 2), 2)),
+    (Conv1D(3, 2, padding="same", dilation=2), (2, 9), (1,)),
+    (Conv1D(3, 4, padding="same", dilation=3), (2, 9), ((4, 5),)),
+    (Conv2D(3, 3, stride=2, padding="same", dilation=2), (2, 7, 6), (2, 2)),
+])
+def test_same_padding_keeps_the_size_at_stride_1(spec, shape, padding):
+    """PyTorch's rule: d*(k - 1) zeros per axis, the odd one after."""
+    layer = Network([spec], shape, np.float64).layers[0]
+    assert layer.padding == padding
+    if spec.stride == 1:
+        assert layer.output_shape == (3,) + shape[1:]
 
 
 def _run_step(network, x, target):

@@ -78,6 +78,23 @@ NETWORKS = {
     "conv1d-l2pool-globalmax": (
         [Conv1D(6, 3), L2Pool1D(2), Conv1D(5, 3, padding="same"), GlobalMaxPool1D()],
         (2, 25), 8),
+    "dilated-conv2d-conv1d": (
+        [Conv2D(4, 3, padding=2, dilation=2), ReLU(), MaxPool2D(2),
+         Conv2D(5, (2, 3), stride=(2, 1), dilation=(1, 2)), ReLU(), Flatten()],
+        (2, 12, 12), 8),
+    "dilated-conv1d": (
+        [Conv1D(4, 3, padding="same", dilation=4), ReLU(),
+         Conv1D(5, 3, stride=2, padding=1, dilation=3), ReLU(), AvgPool1D(2), Flatten()],
+        (3, 40), 8),
+    "even-kernel-same-padding": (
+        [Conv2D(4, 2, padding="same"), ReLU(), Conv2D(5, (4, 3), padding="same",
+                                                      dilation=(1, 2)),
+         ReLU(), MaxPool2D(2), Flatten()],
+        (2, 11, 12), 8),
+    "even-kernel-same-padding-1d": (
+        [Conv1D(4, 4, padding="same"), ReLU(), Conv1D(3, 2, padding="same", dilation=3),
+         ReLU(), Flatten()],
+        (3, 30), 6),
 }
 # dropout at rate 0, which draws no mask in either library
 NETWORKS.update({

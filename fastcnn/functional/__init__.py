@@ -10,10 +10,13 @@ input is accepted as it is.
 
 "Convolution" here means correlation, as in every deep-learning library::
 
-    y[n, f, i, j] = b[f] + sum_{c, a, b} w[f, c, a, b] x[n, c, i*sh + a - ph, j*sw + b - pw]
+    y[n, f, i, j] = b[f] + sum_{c, a, b} w[f, c, a, b] x[n, c, i*sh + a*dh - ph, j*sw + b*dw - pw]
 
-with zero padding ``(ph, pw)`` and stride ``(sh, sw)``, so that the output
-has ``(H - KH + 2*ph) // sh + 1`` rows (likewise columns).
+with zero padding ``(ph, pw)`` before each axis, stride ``(sh, sw)`` and
+dilation ``(dh, dw)``, so that the output has
+``(H + ph + ph_after - dh*(KH - 1) - 1) // sh + 1`` rows (likewise
+columns). Padding is the same after as before unless given per axis as a
+``(before, after)`` pair.
 
 A computation repeated on the same arrays (a network's buffers, batch after
 batch) can be validated once with :func:`prepare` and then run directly.

@@ -88,6 +88,36 @@ def per_axis(value, name, ndim, minimum):
     return tuple(integer(v, name, minimum) for v in values)
 
 
+def padding_pairs(value, ndim):
+    """Padding as ``ndim`` (before, after) pairs: an int pads every side
+    alike; a tuple of ``ndim`` entries gives each axis an int (both sides)
+    or a (before, after) pair."""
+    if type(value) is int:   # the common case
+        p = integer(value, "padding", 0)
+        return ((p, p),) * ndim
+    if isinstance(value, (tuple, list)) or np.ndim(value) > 0:
+        values = tuple(value)
+        if len(values) != ndim:
+            raise ValueError(
+                f"padding must be an int or a tuple of {ndim} entries (each an "
+                f"int or a (before, after) pair), got {value!r}")
+    else:
+        values = (value,) * ndim
+    return tuple(_padding_pair(v) for v in values)
+
+
+def _padding_pair(value):
+    if isinstance(value, (tuple, list)) or np.ndim(value) > 0:
+        pair = tuple(value)
+        if len(pair) != 2:
+            raise ValueError(
+                f"padding of an axis must be an int or a (before, after) pair, "
+                f"got {value!r}")
+        return tuple(integer(v, "padding", 0) for v in pair)
+    p = integer(value, "padding", 0)
+    return (p, p)
+
+
 def output_array(out, shape, dtype, name="out"):
     """A fresh array of ``shape``, or ``out`` checked to be one: the kernels
     write through it without bounds checks."""
@@ -176,44 +206,59 @@ def check_shape(shape, name, ndim):
     return shape
 
 
-def output_size(input_size, kernel_size, stride=1, padding=0):
+def output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
     """Length of a correlation or pooling output along one axis.
 
-    ``(input_size - kernel_size + 2 * padding) // stride + 1``.
+    ``(input_size + before + after - dilation * (kernel_size - 1) - 1) // stride + 1``,
+    where padding is an int (``before = after = padding``) or a
+    ``(before, after)`` pair.
 
     Raises
     ------
     TypeError
-        An argument that is not an int.
+        An argument that is not an int (or, for padding, a pair of ints).
     ValueError
-        input_size or kernel_size < 1, stride < 1, padding < 0, or a
-        kernel larger than the padded input.
+        input_size or kernel_size < 1, stride < 1, padding < 0,
+        dilation < 1, or a (dilated) kernel larger than the padded input.
     """
     input_size = integer(input_size, "input_size", 1, maximum=math.inf)
     kernel_size = integer(kernel_size, "kernel_size", 1, maximum=math.inf)
     stride = integer(stride, "stride", 1)
-    padding = integer(padding, "padding", 0)
-    if kernel_size > input_size + 2 * padding:
+    before, after = _padding_pair(padding)
+    dilation = integer(dilation, "dilation", 1)
+    if kernel_size > input_size + before + after:
         raise ValueError(
             f"kernel_size {kernel_size} is larger than the padded input "
-            f"{input_size} + 2 * {padding}")
-    return output_size_unchecked(input_size, kernel_size, stride, padding)
+            f"{input_size} + {before} + {after}")
+    span = dilation * (kernel_size - 1) + 1
+    if span > input_size + before + after:
+        raise ValueError(
+            f"dilation {dilation} leaves no output: kernel_size {kernel_size} "
+            f"then spans {span}, more than the padded input "
+            f"{input_size} + {before} + {after}")
+    return output_size_unchecked(input_size, kernel_size, stride, (before, after),
+                                 dilation)
 
 
-def output_size_unchecked(input_size, kernel_size, stride, padding=0):
-    """output_size on arguments already checked."""
-    return (input_size - kernel_size + 2 * padding) // stride + 1
+def output_size_unchecked(input_size, kernel_size, stride, padding=(0, 0),
+                          dilation=1):
+    """output_size on arguments already checked, padding a (before, after)
+    pair."""
+    return (input_size + padding[0] + padding[1]
+            - dilation * (kernel_size - 1) - 1) // stride + 1
 
 
 def exact_ints(value):
-    """An int, or a tuple of ints, of type int exactly (not bool, not a
-    float equal to an int: those must still be rejected)."""
+    """An int, or a tuple of ints or of pairs of ints (padding before and
+    after), of type int exactly (not bool, not a float equal to an int:
+    those must still be rejected)."""
     kind = type(value)
     if kind is int:
         return True
     if kind is tuple:
         for v in value:
-            if type(v) is not int:
+            if type(v) is not int and not (
+                    type(v) is tuple and all(type(e) is int for e in v)):
                 return False
         return True
     return False

@@ -16,7 +16,7 @@ from ._calls import KernelCall, preparable, run_unless_preparing
 from ._checks import (KERNEL_LAYOUT, SPATIAL, as_4d, cached_for_ints,
                       check_apart, check_bias, check_shape, float_array,
                       output_array, output_pair, output_size_unchecked,
-                      per_axis, same_dtype, spatial2d)
+                      padding_pairs, per_axis, same_dtype, spatial2d)
 
 
 def _kernel_stride(stride, out_spatial):
@@ -30,65 +30,86 @@ def _kernel_stride(stride, out_spatial):
 _MAX_SCRATCH_ITEMS = 2**50
 
 
+def _span(kernel, dilation):
+    """How many input positions a window covers along an axis."""
+    return dilation * (kernel - 1) + 1
+
+
 @cached_for_ints
-def _conv_geometry(x_shape, w_shape, stride, padding, ndim):
-    """Validated (stride, padding, output spatial shape), all per axis."""
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation, ndim):
+    """Validated (stride, padding, dilation, output spatial shape), all per
+    axis, padding as (before, after) pairs."""
     stride = per_axis(stride, "stride", ndim, 1)
-    padding = per_axis(padding, "padding", ndim, 0)
+    padding = padding_pairs(padding, ndim)
+    dilation = per_axis(dilation, "dilation", ndim, 1)
     spatial, kernel = x_shape[2:], w_shape[2:]
     if x_shape[1] != w_shape[1]:
         raise ValueError(
             f"x has {x_shape[1]} channels but w expects {w_shape[1]}: "
             f"x is {SPATIAL[ndim]} = {tuple(x_shape)}, "
             f"w is {KERNEL_LAYOUT[ndim]} = {tuple(w_shape)}")
-    for size, k, p in zip(spatial, kernel, padding):
-        if k > size + 2 * p:
+    for size, k, (before, after), d in zip(spatial, kernel, padding, dilation):
+        if k > size + before + after:
             raise ValueError(
                 f"kernel {tuple(kernel)} is larger than the padded input: "
                 f"input {tuple(spatial)} with padding {padding}")
+        if _span(k, d) > size + before + after:
+            raise ValueError(
+                f"dilation {dilation} leaves no output: kernel {tuple(kernel)} "
+                f"then spans {tuple(_span(*kd) for kd in zip(kernel, dilation))}, "
+                f"more than the input {tuple(spatial)} with padding {padding}")
 
-    out = tuple(output_size_unchecked(s, k, st, p)
-                for s, k, st, p in zip(spatial, kernel, stride, padding))
+    out = tuple(output_size_unchecked(s, k, st, p, d)
+                for s, k, st, p, d in zip(spatial, kernel, stride, padding, dilation))
     # The kernels' frames hold a padded sample (and the patch matrix of one
     # is about K*P values): refuse sizes no memory holds before a product
     # of them leaves 64 bits (x_shape is only a tuple in the backward
     # passes).
-    padded = w_shape[1] * math.prod(s + 2 * p for s, p in zip(spatial, padding))
+    padded = w_shape[1] * math.prod(s + b + a for s, (b, a) in zip(spatial, padding))
     patches = math.prod(w_shape[1:]) * math.prod(out)
     if max(padded, patches) > _MAX_SCRATCH_ITEMS:
         raise ValueError(
             f"padding {padding} and kernel {tuple(kernel)} on an input of "
             f"{tuple(spatial)} need a padded sample of {padded} values and "
             f"{patches} patch values, more than any memory holds")
-    return stride, padding, out
+    return stride, padding, dilation, out
+
+
+def _kernel_geometry(stride, padding, dilation, out_spatial, ndim):
+    """The kernels' (sh, sw, ph, pw, dh, dw): the padding before each axis
+    only, as the output size fixes the padding after it."""
+    (sh, sw) = spatial2d(_kernel_stride(stride, out_spatial), ndim, 1)
+    (ph, pw) = spatial2d(tuple(before for before, _ in padding), ndim, 0)
+    (dh, dw) = spatial2d(dilation, ndim, 1)
+    return sh, sw, ph, pw, dh, dw
 
 
 # ------------------------------------------------------------ correlation
 
-def _correlate_call(x, w, bias, stride, padding, ndim, out):
+def _correlate_call(x, w, bias, stride, padding, dilation, ndim, out):
     x = float_array(x, "x", ndim + 2, SPATIAL[ndim])
     w = float_array(w, "w", ndim + 2, KERNEL_LAYOUT[ndim])
     dtype = same_dtype("x", x, "w", w)
-    stride, padding, out_spatial = _conv_geometry(x.shape, w.shape, stride,
-                                                  padding, ndim)
+    stride, padding, dilation, out_spatial = _conv_geometry(
+        x.shape, w.shape, stride, padding, dilation, ndim)
     n_filters = w.shape[0]
     bias = check_bias(bias, n_filters, x, "(F,)")
     y = output_array(out, (x.shape[0], n_filters) + out_spatial, dtype)
     if out is not None:
         check_apart([("out", y)], [("x", x), ("w", w), ("bias", bias)])
-    trim = _Trim.of(x.shape[2:], w.shape[2:], stride, padding, out_spatial)
+    trim = _Trim.of(x.shape[2:], w.shape[2:], stride, padding, dilation,
+                    out_spatial)
     if trim is not None:
-        return trim.forward_call(x, w, bias, y, stride)
-    (sh, sw) = spatial2d(_kernel_stride(stride, out_spatial), ndim, 1)
-    (ph, pw) = spatial2d(padding, ndim, 0)
+        return trim.forward_call(x, w, bias, y, stride, dilation)
     return KernelCall(_kernels.correlate2d_forward,
-                      (as_4d(x, ndim), as_4d(w, ndim), bias, as_4d(y, ndim),
-                       sh, sw, ph, pw), y)
+                      (as_4d(x, ndim), as_4d(w, ndim), bias, as_4d(y, ndim))
+                      + _kernel_geometry(stride, padding, dilation, out_spatial, ndim),
+                      y)
 
 
 class _Trim:
-    """A correlation whose padding reaches past the kernel has windows that
-    read padding only. The kernels' frames hold the padded input, so they
+    """A correlation whose padding reaches past the kernel's span (its size
+    when not dilated) has windows that read padding only. The kernels' frames hold the padded input, so they
     would grow with the padding, not with what the windows read; such a
     call runs instead on the region that the windows reading the input
     cover, padded explicitly once (``region``, zero outside the input), and
@@ -96,21 +117,25 @@ class _Trim:
     Per spatial axis: ``outputs``, the slice of those windows' outputs;
     ``shape``, the region's size; ``into`` and ``taken``, where the input
     sits in the region and which part of it does. ``empty`` when no
-    window reads an input value."""
+    window reads an input value. A dilated window whose span meets the
+    input may still read only zeros (between its taps): it is kept, as the
+    kernels compute it right, and the region grows by the span at most."""
 
     @classmethod
-    def of(cls, spatial, kernel, stride, padding, out_spatial):
-        """The trim of a call, or None when every window reads some input
-        (padding below the kernel size on every axis)."""
-        for k, p in zip(kernel, padding):
-            if p >= k:
-                return cls(spatial, kernel, stride, padding, out_spatial)
+    def of(cls, spatial, kernel, stride, padding, dilation, out_spatial):
+        """The trim of a call, or None when every window's span meets the
+        input (padding below the span on both sides of every axis)."""
+        for k, (before, after), d in zip(kernel, padding, dilation):
+            if max(before, after) >= _span(k, d):
+                return cls(spatial, kernel, stride, padding, dilation, out_spatial)
         return None
 
-    def __init__(self, spatial, kernel, stride, padding, out_spatial):
+    def __init__(self, spatial, kernel, stride, padding, dilation, out_spatial):
         self.outputs, self.shape, self.into, self.taken = [], [], [], []
         self.empty = False
-        for size, k, s, p, o in zip(spatial, kernel, stride, padding, out_spatial):
+        for size, k, s, (p, _), d, o in zip(spatial, kernel, stride, padding,
+                                             dilation, out_spatial):
+            k = _span(k, d)
             first = max(0, -(-(p - k + 1) // s))    # ends past the padding
             last = min(o - 1, (p + size - 1) // s)  # starts before its end
             self.empty |= first > last
@@ -129,12 +154,13 @@ class _Trim:
         region = np.zeros(x.shape[:2] + self.shape, dtype=x.dtype)
         return region, lambda: np.copyto(region[self.into], x[self.taken])
 
-    def forward_call(self, x, w, bias, y, stride):
+    def forward_call(self, x, w, bias, y, stride, dilation):
         per_filter = bias.reshape((-1,) + (1,) * (y.ndim - 2))
         if self.empty:
             return KernelCall(lambda n_threads: np.copyto(y, per_filter), (), y)
         region, fill = self._region(x)
-        inner = _correlate_call(region, w, bias, stride, 0, y.ndim - 2, None)
+        inner = _correlate_call(region, w, bias, stride, 0, dilation, y.ndim - 2,
+                                None)
 
         def run(n_threads):
             fill()
@@ -143,13 +169,13 @@ class _Trim:
             y[self.outputs] = inner.result
         return KernelCall(run, (), y)
 
-    def backward_input_call(self, grad_y, w, grad_x, stride):
+    def backward_input_call(self, grad_y, w, grad_x, stride, dilation):
         if self.empty:
             return KernelCall(lambda n_threads: grad_x.fill(0), (), grad_x)
         part = np.empty_like(grad_y[self.outputs])
         inner = _correlate_backward_input_call(
-            part, w, grad_x.shape[:2] + self.shape, stride, 0, grad_x.ndim - 2,
-            None)
+            part, w, grad_x.shape[:2] + self.shape, stride, 0, dilation,
+            grad_x.ndim - 2, None)
 
         def run(n_threads):
             np.copyto(part, grad_y[self.outputs])
@@ -158,7 +184,7 @@ class _Trim:
             grad_x[self.taken] = inner.result[self.into]
         return KernelCall(run, (), grad_x)
 
-    def backward_kernel_call(self, x, grad_y, grad_w, grad_b, stride):
+    def backward_kernel_call(self, x, grad_y, grad_w, grad_b, stride, dilation):
         # every window's gradient reaches the bias, read or not
         positions = (0,) + tuple(range(2, grad_y.ndim))
         if self.empty:
@@ -169,7 +195,7 @@ class _Trim:
         region, fill = self._region(x)
         part = np.empty_like(grad_y[self.outputs])
         inner = _correlate_backward_kernel_call(
-            region, part, grad_w.shape, stride, 0, x.ndim - 2,
+            region, part, grad_w.shape, stride, 0, dilation, x.ndim - 2,
             (grad_w, np.empty_like(grad_b)))
 
         def run(n_threads):
@@ -200,53 +226,55 @@ def _check_grad_y(grad_y, expected_shape, dtype, ndim):
 _MIRRORED_MIN_CHANNELS = 8
 
 
-def _mirrored_is_plain_correlation(stride, padding, kernel):
-    """At stride 1 with padding <= K - 1 the mirrored form needs no dilation:
-    it is the forward correlation at padding K - 1 - padding."""
+def _mirrored_is_plain_correlation(stride, padding, kernel, dilation):
+    """At stride 1 with padding <= the span less one the mirrored form needs
+    no dilation by the stride: it is the forward correlation at padding
+    span - 1 - padding (each side's from the other side's)."""
     return all(s == 1 for s in stride) and all(
-        p <= k - 1 for p, k in zip(padding, kernel))
+        max(p) <= _span(k, d) - 1 for p, k, d in zip(padding, kernel, dilation))
 
 
-def _check_backward_input(grad_y, w, x_shape, stride, padding, ndim, out):
+def _check_backward_input(grad_y, w, x_shape, stride, padding, dilation, ndim,
+                          out):
     """The validated arguments of a backward-to-the-input call (``out`` is
     checked for overlap only: its shape and dtype by output_array)."""
     w = float_array(w, "w", ndim + 2, KERNEL_LAYOUT[ndim])
     x_shape = check_shape(x_shape, "x_shape", ndim)
-    stride, padding, out_spatial = _conv_geometry(x_shape, w.shape, stride,
-                                                  padding, ndim)
+    stride, padding, dilation, out_spatial = _conv_geometry(
+        x_shape, w.shape, stride, padding, dilation, ndim)
     grad_y = _check_grad_y(grad_y, (x_shape[0], w.shape[0]) + out_spatial,
                            w.dtype, ndim)
     if isinstance(out, np.ndarray):
         check_apart([("out", out)], [("grad_y", grad_y), ("w", w)])
-    return grad_y, w, x_shape, stride, padding
+    return grad_y, w, x_shape, stride, padding, dilation
 
 
-def _correlate_backward_input_call(grad_y, w, x_shape, stride, padding, ndim,
-                                   out):
-    grad_y, w, x_shape, stride, padding = _check_backward_input(
-        grad_y, w, x_shape, stride, padding, ndim, out)
-    trim = _Trim.of(x_shape[2:], w.shape[2:], stride, padding, grad_y.shape[2:])
+def _correlate_backward_input_call(grad_y, w, x_shape, stride, padding,
+                                   dilation, ndim, out):
+    grad_y, w, x_shape, stride, padding, dilation = _check_backward_input(
+        grad_y, w, x_shape, stride, padding, dilation, ndim, out)
+    trim = _Trim.of(x_shape[2:], w.shape[2:], stride, padding, dilation,
+                    grad_y.shape[2:])
     if trim is not None:
         grad_x = output_array(out, x_shape, w.dtype)
-        return trim.backward_input_call(grad_y, w, grad_x, stride)
-    if (x_shape[1] >= _MIRRORED_MIN_CHANNELS
-            and _mirrored_is_plain_correlation(stride, padding, w.shape[2:])):
+        return trim.backward_input_call(grad_y, w, grad_x, stride, dilation)
+    if (x_shape[1] >= _MIRRORED_MIN_CHANNELS and _mirrored_is_plain_correlation(
+            stride, padding, w.shape[2:], dilation)):
         return _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding,
-                                             ndim, out)
+                                             dilation, ndim, out)
     grad_x = output_array(out, x_shape, w.dtype)
-    (sh, sw) = spatial2d(_kernel_stride(stride, grad_y.shape[2:]), ndim, 1)
-    (ph, pw) = spatial2d(padding, ndim, 0)
     return KernelCall(_kernels.correlate2d_backward_input,
-                      (as_4d(grad_y, ndim), as_4d(w, ndim), as_4d(grad_x, ndim),
-                       sh, sw, ph, pw), grad_x)
+                      (as_4d(grad_y, ndim), as_4d(w, ndim), as_4d(grad_x, ndim))
+                      + _kernel_geometry(stride, padding, dilation,
+                                         grad_y.shape[2:], ndim), grad_x)
 
 
-def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding, ndim,
-                                    out):
+def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding,
+                                    dilation, ndim, out):
     x = float_array(x, "x", ndim + 2, SPATIAL[ndim])
     w_shape = check_shape(w_shape, "w_shape", ndim)
-    stride, padding, out_spatial = _conv_geometry(x.shape, w_shape, stride,
-                                                  padding, ndim)
+    stride, padding, dilation, out_spatial = _conv_geometry(
+        x.shape, w_shape, stride, padding, dilation, ndim)
     grad_y = _check_grad_y(grad_y, (x.shape[0], w_shape[0]) + out_spatial,
                            x.dtype, ndim)
     grad_w, grad_b = output_pair(out, "(grad_w, grad_b)")
@@ -255,29 +283,33 @@ def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding, ndim,
     if out is not None:
         check_apart([("out[0] (grad_w)", grad_w), ("out[1] (grad_b)", grad_b)],
                     [("x", x), ("grad_y", grad_y)])
-    trim = _Trim.of(x.shape[2:], w_shape[2:], stride, padding, out_spatial)
+    trim = _Trim.of(x.shape[2:], w_shape[2:], stride, padding, dilation,
+                    out_spatial)
     if trim is not None:
-        return trim.backward_kernel_call(x, grad_y, grad_w, grad_b, stride)
-    (sh, sw) = spatial2d(_kernel_stride(stride, out_spatial), ndim, 1)
-    (ph, pw) = spatial2d(padding, ndim, 0)
+        return trim.backward_kernel_call(x, grad_y, grad_w, grad_b, stride,
+                                         dilation)
     return KernelCall(_kernels.correlate2d_backward_kernel,
                       (as_4d(x, ndim), as_4d(grad_y, ndim), as_4d(grad_w, ndim),
-                       grad_b, sh, sw, ph, pw), (grad_w, grad_b))
+                       grad_b)
+                      + _kernel_geometry(stride, padding, dilation, out_spatial, ndim),
+                      (grad_w, grad_b))
 
 
-def _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim):
+def _correlate_backward(x, w, grad_y, stride, padding, dilation, n_threads,
+                        ndim):
     x = float_array(x, "x", ndim + 2, SPATIAL[ndim])
     w = float_array(w, "w", ndim + 2, KERNEL_LAYOUT[ndim])
     same_dtype("x", x, "w", w)
     grad_x = run_unless_preparing(_correlate_backward_input_call(
-        grad_y, w, x.shape, stride, padding, ndim, None), n_threads)
+        grad_y, w, x.shape, stride, padding, dilation, ndim, None), n_threads)
     grad_w, grad_b = run_unless_preparing(_correlate_backward_kernel_call(
-        x, grad_y, w.shape, stride, padding, ndim, None), n_threads)
+        x, grad_y, w.shape, stride, padding, dilation, ndim, None), n_threads)
     return grad_x, grad_w, grad_b
 
 
 @preparable
-def correlate2d(x, w, bias=None, stride=1, padding=0, n_threads=None, out=None):
+def correlate2d(x, w, bias=None, stride=1, padding=0, dilation=1, n_threads=None,
+                out=None):
     """Multi-channel 2-D correlation of a batch of images with a bank of kernels.
 
     Parameters
@@ -290,15 +322,23 @@ def correlate2d(x, w, bias=None, stride=1, padding=0, n_threads=None, out=None):
         Added to every output of filter f; None means zero.
     stride : int or (int, int), default 1
         Step between windows, per axis (height, width); at least 1.
-    padding : int or (int, int), default 0
-        Zeros added on each side of the image, per axis; at least 0.
+    padding : int, (int, int) or per axis an int or a (before, after) pair, default 0
+        Zeros added around the image, at least 0: an int pads every side
+        alike; per axis (height, width), an int pads both sides, a pair
+        (top, bottom) or (left, right) each side its own, e.g.
+        ``((0, 1), (0, 1))`` for PyTorch's ``padding='same'`` with a 2 x 2
+        kernel.
+    dilation : int or (int, int), default 1
+        Step between the taps of a window, per axis; at least 1: window
+        element (a, b) reads ``x[i*sh + a*dh - ph, j*sw + b*dw - pw]``.
     n_threads : int or None, default None
         See the module documentation.
 
     Returns
     -------
     y : array of shape (N, F, Ho, Wo), dtype of x
-        ``Ho = (H - KH + 2*ph) // sh + 1`` and likewise ``Wo``.
+        ``Ho = (H + top + bottom - dh*(KH - 1) - 1) // sh + 1`` and likewise
+        ``Wo``.
 
     Raises
     ------
@@ -306,13 +346,16 @@ def correlate2d(x, w, bias=None, stride=1, padding=0, n_threads=None, out=None):
         A dtype that is not float32/float64, or x, w and bias differing.
     ValueError
         Wrong number of dimensions, an empty array, channel mismatch, a
-        kernel larger than the padded input, stride < 1 or padding < 0.
+        kernel larger than the padded input, a dilation that leaves no
+        output, stride < 1, dilation < 1 or padding < 0.
     """
     return run_unless_preparing(
-        _correlate_call(x, w, bias, stride, padding, ndim=2, out=out), n_threads)
+        _correlate_call(x, w, bias, stride, padding, dilation, ndim=2, out=out),
+        n_threads)
 
 
-def correlate2d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
+def correlate2d_backward(x, w, grad_y, stride=1, padding=0, dilation=1,
+                         n_threads=None):
     """Gradients of a loss through :func:`correlate2d`.
 
     Parameters
@@ -323,7 +366,7 @@ def correlate2d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
         The forward kernels.
     grad_y : array of shape (N, F, Ho, Wo)
         Gradient of the loss with respect to the forward output.
-    stride, padding, n_threads
+    stride, padding, dilation, n_threads
         As given to :func:`correlate2d`.
 
     Returns
@@ -336,12 +379,13 @@ def correlate2d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
     grad_b : array of shape (F,)
         grad_y summed over samples and positions.
     """
-    return _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim=2)
+    return _correlate_backward(x, w, grad_y, stride, padding, dilation, n_threads,
+                               ndim=2)
 
 
 @preparable
 def correlate2d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
-                               n_threads=None, out=None):
+                               dilation=1, n_threads=None, out=None):
     """Gradient with respect to the input of :func:`correlate2d`.
 
     This is ``W^T grad_y``: every output gradient is multiplied by the kernel
@@ -359,7 +403,7 @@ def correlate2d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
     x_shape : tuple (N, C, H, W)
         Shape of the forward input (the output size alone does not fix it
         when the stride does not divide evenly).
-    stride, padding, n_threads
+    stride, padding, dilation, n_threads
         As given to :func:`correlate2d`.
 
     Returns
@@ -367,15 +411,15 @@ def correlate2d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
     grad_x : array of shape x_shape
     """
     return run_unless_preparing(_correlate_backward_input_call(
-        grad_y, w, x_shape, stride, padding, ndim=2, out=out), n_threads)
+        grad_y, w, x_shape, stride, padding, dilation, ndim=2, out=out), n_threads)
 
 
 @preparable
 def correlate2d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
-                                n_threads=None, out=None):
+                                dilation=1, n_threads=None, out=None):
     """Gradients with respect to the kernels and bias of :func:`correlate2d`.
 
-    ``grad_w[f, c, a, b] = sum_{n,i,j} grad_y[n, f, i, j] x[n, c, i*sh + a - ph, j*sw + b - pw]``,
+    ``grad_w[f, c, a, b] = sum_{n,i,j} grad_y[n, f, i, j] x[n, c, i*sh + a*dh - ph, j*sw + b*dw - pw]``,
     the correlation of the input with the output gradient, summed over the
     batch in a fixed order (the same bits for any thread count).
 
@@ -384,7 +428,7 @@ def correlate2d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
     x : array of shape (N, C, H, W)
     grad_y : array of shape (N, F, Ho, Wo)
     w_shape : tuple (F, C, KH, KW)
-    stride, padding, n_threads
+    stride, padding, dilation, n_threads
         As given to :func:`correlate2d`.
 
     Returns
@@ -393,29 +437,32 @@ def correlate2d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
     grad_b : array of shape (F,)
     """
     return run_unless_preparing(_correlate_backward_kernel_call(
-        x, grad_y, w_shape, stride, padding, ndim=2, out=out), n_threads)
+        x, grad_y, w_shape, stride, padding, dilation, ndim=2, out=out), n_threads)
 
 
 def correlate2d_backward_input_mirrored(grad_y, w, x_shape, stride=1,
-                                        padding=0, n_threads=None, out=None):
+                                        padding=0, dilation=1, n_threads=None,
+                                        out=None):
     """:func:`correlate2d_backward_input` as the textbook identity.
 
     The output gradient is dilated by the stride (``stride - 1`` zeros
-    between its entries), padded by ``K - 1 - padding`` on each side, and
-    correlated with the mirrored kernel: rotated 180 degrees, with input and
-    output channels swapped. Same result as the transposed product (up to
-    rounding). At stride 1 it is the forward correlation at padding
-    ``K - 1 - padding``; with stride s it multiplies by zeros s*s times
+    between its entries), padded by ``S - 1 - padding`` on each side (S the
+    kernel's span, ``dilation*(K - 1) + 1``), and correlated with the
+    mirrored kernel at the same dilation: rotated 180 degrees, with input
+    and output channels swapped. Same result as the transposed product (up
+    to rounding). At stride 1 it is the forward correlation at padding
+    ``S - 1 - padding``; with stride s it multiplies by zeros s*s times
     more often. Parameters and return value as for
     :func:`correlate2d_backward_input`.
     """
-    checked = _check_backward_input(grad_y, w, x_shape, stride, padding, 2, out)
+    checked = _check_backward_input(grad_y, w, x_shape, stride, padding,
+                                    dilation, 2, out)
     return run_unless_preparing(
         _backward_input_mirrored_call(*checked, ndim=2, out=out), n_threads)
 
 
-def _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding, ndim,
-                                  out):
+def _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding,
+                                  dilation, ndim, out):
     """The mirrored form on arguments already through _check_backward_input:
     a forward correlation of (the dilated) grad_y with the mirrored kernel,
     both refreshed from grad_y and w before each run of the call."""
@@ -427,19 +474,25 @@ def _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding, ndim,
     def mirror():
         np.copyto(mirrored, w[flip].swapaxes(0, 1))
 
-    if _mirrored_is_plain_correlation(stride, padding, kernel):
-        # no dilation needed: the frame is the forward's own zero padding
-        frame_padding = tuple(k - 1 - p for k, p in zip(kernel, padding))
-        call = _correlate_call(grad_y, mirrored, None, 1, frame_padding, ndim, out)
+    spans = tuple(_span(k, d) for k, d in zip(kernel, dilation))
+    if _mirrored_is_plain_correlation(stride, padding, kernel, dilation):
+        # no dilation by the stride needed: the frame is the forward's own
+        # zero padding
+        frame_padding = tuple((k - 1 - before, k - 1 - after)
+                              for k, (before, after) in zip(spans, padding))
+        call = _correlate_call(grad_y, mirrored, None, 1, frame_padding,
+                               dilation, ndim, out)
         call.before = mirror
         return call
-    # Place the dilated gradient in a zero frame of size input + kernel - 1:
-    # output position i sits at i*stride + (K - 1 - padding), clipped where
-    # padding exceeds K - 1 (those positions read only padding).
-    frame_shape = tuple(s + k - 1 for s, k in zip(x_shape[2:], kernel))
+    # Place the stride-dilated gradient in a zero frame of size input +
+    # span - 1: output position i sits at i*stride + (span - 1 - padding
+    # before), clipped where that padding exceeds span - 1 (those positions
+    # read only padding).
+    frame_shape = tuple(s + k - 1 for s, k in zip(x_shape[2:], spans))
     frame = np.zeros(grad_y.shape[:2] + frame_shape, dtype=w.dtype)
     index_frame, index_grad = [slice(None)] * 2, [slice(None)] * 2
-    for o, s, k, p, size in zip(out_spatial, stride, kernel, padding, frame_shape):
+    for o, s, k, (p, _), size in zip(out_spatial, stride, spans, padding,
+                                     frame_shape):
         positions = np.arange(o) * s + (k - 1 - p)
         keep = (positions >= 0) & (positions < size)
         index_frame.append(positions[keep])
@@ -451,7 +504,7 @@ def _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding, ndim,
         mirror()
         frame[into] = grad_y[taken]
 
-    call = _correlate_call(frame, mirrored, None, 1, 0, ndim, out)
+    call = _correlate_call(frame, mirrored, None, 1, 0, dilation, ndim, out)
     call.before = mirror_and_dilate
     return call
 
@@ -459,10 +512,11 @@ def _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding, ndim,
 # -------------------------------------------------------------- 1-D signals
 
 @preparable
-def correlate1d(x, w, bias=None, stride=1, padding=0, n_threads=None, out=None):
+def correlate1d(x, w, bias=None, stride=1, padding=0, dilation=1, n_threads=None,
+                out=None):
     """Multi-channel 1-D correlation of a batch of signals.
 
-    ``y[n, f, i] = bias[f] + sum_{c, a} w[f, c, a] x[n, c, i*stride + a - padding]``.
+    ``y[n, f, i] = bias[f] + sum_{c, a} w[f, c, a] x[n, c, i*stride + a*dilation - before]``.
 
     Parameters
     ----------
@@ -470,18 +524,22 @@ def correlate1d(x, w, bias=None, stride=1, padding=0, n_threads=None, out=None):
     w : array of shape (F, C, K)
     bias : array of shape (F,), default None
     stride : int or (int,), default 1
-    padding : int or (int,), default 0
+    padding : int, (int,) or ((before, after),), default 0
+        Zeros added on both sides alike, or before and after the signal.
+    dilation : int or (int,), default 1
     n_threads : int or None
 
     Returns
     -------
-    y : array of shape (N, F, Lo), ``Lo = (L - K + 2*padding) // stride + 1``
+    y : array of shape (N, F, Lo),
+        ``Lo = (L + before + after - dilation*(K - 1) - 1) // stride + 1``
     """
     return run_unless_preparing(
-        _correlate_call(x, w, bias, stride, padding, ndim=1, out=out), n_threads)
+        _correlate_call(x, w, bias, stride, padding, dilation, ndim=1, out=out), n_threads)
 
 
-def correlate1d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
+def correlate1d_backward(x, w, grad_y, stride=1, padding=0, dilation=1,
+                         n_threads=None):
     """Gradients through :func:`correlate1d`.
 
     Returns
@@ -490,12 +548,13 @@ def correlate1d_backward(x, w, grad_y, stride=1, padding=0, n_threads=None):
     grad_w : array of shape (F, C, K)
     grad_b : array of shape (F,)
     """
-    return _correlate_backward(x, w, grad_y, stride, padding, n_threads, ndim=1)
+    return _correlate_backward(x, w, grad_y, stride, padding, dilation, n_threads,
+                               ndim=1)
 
 
 @preparable
 def correlate1d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
-                               n_threads=None, out=None):
+                               dilation=1, n_threads=None, out=None):
     """Gradient with respect to the input of :func:`correlate1d`.
 
     Parameters
@@ -509,12 +568,12 @@ def correlate1d_backward_input(grad_y, w, x_shape, stride=1, padding=0,
     grad_x : array of shape x_shape
     """
     return run_unless_preparing(_correlate_backward_input_call(
-        grad_y, w, x_shape, stride, padding, ndim=1, out=out), n_threads)
+        grad_y, w, x_shape, stride, padding, dilation, ndim=1, out=out), n_threads)
 
 
 @preparable
 def correlate1d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
-                                n_threads=None, out=None):
+                                dilation=1, n_threads=None, out=None):
     """Gradients with respect to the kernels and bias of :func:`correlate1d`.
 
     Parameters
@@ -529,6 +588,6 @@ def correlate1d_backward_kernel(x, grad_y, w_shape, stride=1, padding=0,
     grad_b : array of shape (F,)
     """
     return run_unless_preparing(_correlate_backward_kernel_call(
-        x, grad_y, w_shape, stride, padding, ndim=1, out=out), n_threads)
+        x, grad_y, w_shape, stride, padding, dilation, ndim=1, out=out), n_threads)
 
 

@@ -41,6 +41,8 @@ FUNCTIONS = {
 def _axis_arg(values):
     """A per-axis parameter as the caller would write it: a plain int when
     all axes agree (so both accepted forms get exercised), else the tuple."""
+    if isinstance(values[0], tuple):   # a (before, after) pair stays per axis
+        return values
     return values[0] if len(set(values)) == 1 else values
 
 
@@ -71,7 +73,9 @@ class _SpatialCase:
 @dataclasses.dataclass(frozen=True)
 class ConvCase(_SpatialCase):
     """Geometry of one correlation: batch n, channels c, filters f, and per
-    spatial axis the input size, kernel size, stride and padding."""
+    spatial axis the input size, kernel size, stride, padding (an int, or a
+    (before, after) pair) and dilation (None: 1 on every axis, and no
+    dilation= keyword in the calls)."""
     n: int
     c: int
     f: int
@@ -79,15 +83,22 @@ class ConvCase(_SpatialCase):
     kernel: tuple
     stride: tuple
     padding: tuple
+    dilation: tuple = None
 
     def __post_init__(self):
-        for k, s, p in zip(self.kernel, self.spatial, self.padding):
-            assert k <= s + 2 * p, f"invalid test case {self}"
+        for k, s, p, d in zip(self.kernel, self.spatial, self.padding, self.dilations):
+            padded = s + (sum(p) if isinstance(p, tuple) else 2 * p)
+            assert d * (k - 1) + 1 <= padded, f"invalid test case {self}"
 
     def __str__(self):
+        dilation = "" if self.dilation is None else f"-d{_axes_id(self.dilation)}"
         return (f"{self.ndim}d-n{self.n}c{self.c}f{self.f}-in{_axes_id(self.spatial)}"
                 f"-k{_axes_id(self.kernel)}-s{_axes_id(self.stride)}"
-                f"-p{_axes_id(self.padding)}")
+                f"-p{_axes_id(self.padding)}{dilation}")
+
+    @property
+    def dilations(self):
+        return (1,) * len(self.spatial) if self.dilation is None else self.dilation
 
     @property
     def w_shape(self):
@@ -96,12 +107,21 @@ class ConvCase(_SpatialCase):
     @property
     def y_shape(self):
         return (self.n, self.f) + output_spatial(self.spatial, self.kernel,
-                                                  self.stride, self.padding)
+                                                  self.stride, self.padding,
+                                                  self.dilations)
 
     @property
     def geometry(self):
-        """stride= and padding= keywords for the fastcnn calls."""
-        return {"stride": _axis_arg(self.stride), "padding": _axis_arg(self.padding)}
+        """stride=, padding= (and dilation=) keywords for the fastcnn calls."""
+        geometry = {"stride": _axis_arg(self.stride), "padding": _axis_arg(self.padding)}
+        if self.dilation is not None:
+            geometry["dilation"] = _axis_arg(self.dilation)
+        return geometry
+
+    @property
+    def ref_geometry(self):
+        """(stride, padding, dilation) for the references."""
+        return self.stride, self.padding, self.dilations
 
     def with_batch(self, n):
         return dataclasses.replace(self, n=n)
@@ -178,6 +198,30 @@ def _random_conv_cases(rng, ndim, count, max_size):
     return cases
 
 
+def _random_dilated_conv_cases(rng, ndim, count, max_size):
+    """Random small dilated geometries: kernels 1-5, dilations 1-3, strides
+    1-3 and padding 0-3 per axis, a third of the axes padded asymmetrically
+    (a (before, after) pair), batch 1-4, channels 1-10 (the mirrored input
+    gradient from 8), filters 1-6."""
+    cases = []
+    for _ in range(count):
+        kernel = tuple(int(k) for k in rng.integers(1, 6, ndim))
+        dilation = tuple(int(d) for d in rng.integers(1, 4, ndim))
+        stride = tuple(int(s) for s in rng.integers(1, 4, ndim))
+        padding = tuple((int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+                        if rng.random() < 1 / 3 else int(rng.integers(0, 4))
+                        for _ in range(ndim))
+        spatial = tuple(
+            int(rng.integers(max(1, d * (k - 1) + 1 - (sum(p) if isinstance(p, tuple)
+                                                         else 2 * p)), max_size + 1))
+            for k, d, p in zip(kernel, dilation, padding))
+        cases.append(ConvCase(n=int(rng.integers(1, 5)), c=int(rng.integers(1, 11)),
+                              f=int(rng.integers(1, 7)), spatial=spatial,
+                              kernel=kernel, stride=stride, padding=padding,
+                              dilation=dilation))
+    return cases
+
+
 def _random_pool_cases(rng, ndim, count, max_size):
     cases = []
     for _ in range(count):
@@ -251,6 +295,61 @@ TINY_CONV_CASES = [
     ConvCase(2, 1, 1, spatial=(4, 4), kernel=(2, 2), stride=(3, 1), padding=(2, 0)),
     ConvCase(2, 2, 2, spatial=(7,), kernel=(3,), stride=(2,), padding=(1,)),
     ConvCase(1, 2, 3, spatial=(6,), kernel=(2,), stride=(3,), padding=(2,)),
+]
+
+# Dilated correlations, and padding='same' for even kernels (one more zero
+# after than before), through every path of the kernels.
+DILATED_EDGE_CASES = [
+    # 'same' for even kernels at stride 1: (0, 1) and (1, 2) pairs, and a
+    # dilation that makes an even kernel's padding symmetric again
+    ConvCase(2, 3, 4, spatial=(7, 8), kernel=(2, 4), stride=(1, 1),
+             padding=((0, 1), (1, 2)), dilation=(1, 1)),
+    ConvCase(2, 3, 4, spatial=(7, 8), kernel=(2, 4), stride=(1, 1),
+             padding=(1, (1, 2)), dilation=(2, 1)),
+    ConvCase(3, 4, 3, spatial=(20,), kernel=(4,), stride=(1,), padding=((1, 2),),
+             dilation=(1,)),
+    # the mirrored input gradient (8+ channels, stride 1), dilated
+    ConvCase(2, 9, 5, spatial=(9, 10), kernel=(3, 3), stride=(1, 1),
+             padding=((2, 3), 2), dilation=(2, 3)),
+    ConvCase(2, 16, 4, spatial=(30,), kernel=(3,), stride=(1,), padding=(4,),
+             dilation=(4,)),
+    # in place forward (large sample, many channels), padded asymmetrically
+    ConvCase(2, 64, 64, spatial=(16, 16), kernel=(2, 2), stride=(1, 1),
+             padding=((0, 1), (0, 1)), dilation=(1, 1)),
+    ConvCase(2, 64, 64, spatial=(16, 16), kernel=(3, 3), stride=(1, 1),
+             padding=(2, 2), dilation=(2, 2)),
+    # kernel gradient: row products (few filters, long rows, many samples)
+    # and the interleaved product (many filters, strided)
+    ConvCase(37, 2, 3, spatial=(6, 33), kernel=(3, 3), stride=(1, 1),
+             padding=(2, (1, 2)), dilation=(2, 2)),
+    ConvCase(40, 4, 33, spatial=(7, 11), kernel=(3, 3), stride=(2, 2),
+             padding=(1, 1), dilation=(2, 3)),
+    # padding beyond the dilated span: windows of padding only (trimmed)
+    ConvCase(2, 2, 3, spatial=(4, 5), kernel=(2, 2), stride=(1, 2),
+             padding=((5, 0), 4), dilation=(2, 1)),
+    # a dilation larger than the input: windows whose taps skip it
+    ConvCase(2, 3, 2, spatial=(2, 3), kernel=(3, 2), stride=(1, 1),
+             padding=(3, 2), dilation=(3, 5)),
+    # the benchmark's 1-D layer, smaller: kernel 3, dilation 4, 'same'
+    ConvCase(3, 8, 8, spatial=(100,), kernel=(3,), stride=(1,), padding=(4,),
+             dilation=(4,)),
+]
+
+DILATED_CONV_CASES = (_random_dilated_conv_cases(_case_rng, 2, 20, max_size=12)
+                      + _random_dilated_conv_cases(_case_rng, 1, 12, max_size=24)
+                      + DILATED_EDGE_CASES)
+
+TINY_DILATED_CONV_CASES = [
+    ConvCase(2, 2, 2, spatial=(6, 5), kernel=(2, 3), stride=(1, 1),
+             padding=((0, 1), 2), dilation=(1, 2)),
+    ConvCase(1, 2, 3, spatial=(7, 6), kernel=(3, 2), stride=(2, 1),
+             padding=(1, (1, 2)), dilation=(2, 3)),
+    ConvCase(2, 9, 2, spatial=(5, 5), kernel=(2, 2), stride=(1, 1),
+             padding=((0, 1), (1, 0)), dilation=(2, 2)),
+    ConvCase(2, 2, 2, spatial=(9,), kernel=(3,), stride=(2,), padding=((2, 1),),
+             dilation=(3,)),
+    ConvCase(1, 3, 2, spatial=(8,), kernel=(4,), stride=(1,), padding=((1, 2),),
+             dilation=(1,)),
 ]
 
 POOL2D_EDGE_CASES = [

@@ -3,7 +3,10 @@
 Written with NumPy and SciPy only, never with fastcnn, so that every kernel
 is checked against an independent implementation of the definition::
 
-    y[n, f, i, j] = b[f] + sum_{c, a, b} w[f, c, a, b] x[n, c, i*sh + a - ph, j*sw + b - pw]
+    y[n, f, i, j] = b[f] + sum_{c, a, b} w[f, c, a, b] x[n, c, i*sh + a*dh - ph, j*sw + b*dw - pw]
+
+Padding is per axis an int (both sides) or a (before, after) pair; dilation
+(dh, dw) defaults to 1.
 
 They are written once for any number of spatial axes: a 1-D case is the same
 code with one spatial axis instead of two. They compute in float64 whatever
@@ -20,69 +23,87 @@ def _per_axis(value, ndim):
     return (value,) * ndim if np.isscalar(value) else tuple(value)
 
 
-def output_spatial(spatial, kernel, stride, padding):
-    return tuple((s - k + 2 * p) // st + 1
-                 for s, k, st, p in zip(spatial, kernel, stride, padding))
+def _pairs(padding):
+    """Per-axis padding as (before, after) pairs."""
+    return tuple(tuple(p) if isinstance(p, (tuple, list)) else (p, p)
+                 for p in padding)
 
 
-def _window_view(offset, stride, out):
+def output_spatial(spatial, kernel, stride, padding, dilation=None):
+    dilation = (1,) * len(spatial) if dilation is None else dilation
+    return tuple((s + b + a - d * (k - 1) - 1) // st + 1 for s, k, st, (b, a), d
+                 in zip(spatial, kernel, stride, _pairs(padding), dilation))
+
+
+def _window_view(offset, stride, out, dilation=None):
     """Index of the inputs that kernel offset ``offset`` meets, over all
-    output positions: offset, offset + stride, ... (out of them), per axis."""
+    output positions: offset*dilation, then every stride (out of them),
+    per axis."""
+    dilation = (1,) * len(offset) if dilation is None else dilation
     return (slice(None), slice(None)) + tuple(
-        slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, stride, out))
+        slice(o * d, o * d + s * (n - 1) + 1, s)
+        for o, s, n, d in zip(offset, stride, out, dilation))
 
 
 def _pad(x, padding):
     return np.pad(np.asarray(x, np.float64),
-                  [(0, 0), (0, 0)] + [(p, p) for p in padding])
+                  [(0, 0), (0, 0)] + list(_pairs(padding)))
 
 
-def correlate_ref(x, w, bias=None, stride=1, padding=0):
+def _geometry(ndim, stride, padding, dilation):
+    padding = (padding,) * ndim if np.isscalar(padding) else tuple(padding)
+    return _per_axis(stride, ndim), padding, _per_axis(dilation, ndim)
+
+
+def correlate_ref(x, w, bias=None, stride=1, padding=0, dilation=1):
     """The forward correlation, one kernel offset at a time: for each offset,
     the strided slice of the zero-padded input it meets, contracted with that
     offset's weights over the channels."""
     ndim = x.ndim - 2
-    stride, padding = _per_axis(stride, ndim), _per_axis(padding, ndim)
+    stride, padding, dilation = _geometry(ndim, stride, padding, dilation)
     w = np.asarray(w, np.float64)
     x_padded = _pad(x, padding)
-    out = output_spatial(x.shape[2:], w.shape[2:], stride, padding)
+    out = output_spatial(x.shape[2:], w.shape[2:], stride, padding, dilation)
     y = np.zeros((x.shape[0], w.shape[0]) + out)
     for offset in np.ndindex(w.shape[2:]):
-        y += np.einsum("nc...,fc->nf...", x_padded[_window_view(offset, stride, out)],
+        y += np.einsum("nc...,fc->nf...",
+                       x_padded[_window_view(offset, stride, out, dilation)],
                        w[(slice(None), slice(None)) + offset])
     if bias is not None:
         y += np.asarray(bias, np.float64).reshape((1, -1) + (1,) * ndim)
     return y
 
 
-def correlate_backward_input_ref(grad_y, w, x_shape, stride=1, padding=0):
+def correlate_backward_input_ref(grad_y, w, x_shape, stride=1, padding=0,
+                                 dilation=1):
     """grad_x by scattering: each offset's weights times grad_y, added to the
     padded input positions that offset read, then the padding cropped off."""
     ndim = len(x_shape) - 2
-    stride, padding = _per_axis(stride, ndim), _per_axis(padding, ndim)
+    stride, padding, dilation = _geometry(ndim, stride, padding, dilation)
     w = np.asarray(w, np.float64)
     out = grad_y.shape[2:]
     padded = np.zeros(tuple(x_shape[:2]) + tuple(
-        s + 2 * p for s, p in zip(x_shape[2:], padding)))
+        s + b + a for s, (b, a) in zip(x_shape[2:], _pairs(padding))))
     for offset in np.ndindex(w.shape[2:]):
-        padded[_window_view(offset, stride, out)] += np.einsum(
+        padded[_window_view(offset, stride, out, dilation)] += np.einsum(
             "nf...,fc->nc...", np.asarray(grad_y, np.float64),
             w[(slice(None), slice(None)) + offset])
-    crop = tuple(slice(p, p + s) for p, s in zip(padding, x_shape[2:]))
+    crop = tuple(slice(b, b + s) for (b, _), s in zip(_pairs(padding), x_shape[2:]))
     return padded[(slice(None), slice(None)) + crop]
 
 
-def correlate_backward_kernel_ref(x, grad_y, w_shape, stride=1, padding=0):
+def correlate_backward_kernel_ref(x, grad_y, w_shape, stride=1, padding=0,
+                                  dilation=1):
     """(grad_w, grad_b): for each offset, grad_y contracted with the slice of
     the padded input that offset read, over samples and positions."""
     ndim = x.ndim - 2
-    stride, padding = _per_axis(stride, ndim), _per_axis(padding, ndim)
+    stride, padding, dilation = _geometry(ndim, stride, padding, dilation)
     grad_y = np.asarray(grad_y, np.float64)
     x_padded = _pad(x, padding)
     out = grad_y.shape[2:]
     grad_w = np.zeros(w_shape)
     for offset in np.ndindex(tuple(w_shape[2:])):
-        patches = x_padded[_window_view(offset, stride, out)]
+        patches = x_padded[_window_view(offset, stride, out, dilation)]
         grad_w[(slice(None), slice(None)) + offset] = np.einsum(
             "nfp,ncp->fc", grad_y.reshape(grad_y.shape[:2] + (-1,)),
             patches.reshape(patches.shape[:2] + (-1,)))
@@ -160,20 +181,23 @@ def _dilate(a, stride):
     return dilated
 
 
-def correlate_scipy(x, w, bias=None, stride=1, padding=0):
+def correlate_scipy(x, w, bias=None, stride=1, padding=0, dilation=1):
     """scipy.signal.correlate in 'valid' mode per (sample, filter, channel),
-    summed over channels, on the zero-padded input, subsampled by the stride."""
+    summed over channels, on the zero-padded input, subsampled by the
+    stride; a dilated kernel is the kernel with dilation - 1 zeros between
+    its taps."""
     ndim = x.ndim - 2
-    stride, padding = _per_axis(stride, ndim), _per_axis(padding, ndim)
+    stride, padding, dilation = _geometry(ndim, stride, padding, dilation)
     x_padded = _pad(x, padding)
     w = np.asarray(w, np.float64)
     subsample = tuple(slice(None, None, s) for s in stride)
-    out = output_spatial(x.shape[2:], w.shape[2:], stride, padding)
+    out = output_spatial(x.shape[2:], w.shape[2:], stride, padding, dilation)
     y = np.zeros((x.shape[0], w.shape[0]) + out)
     for n, f in itertools.product(range(x.shape[0]), range(w.shape[0])):
         for c in range(x.shape[1]):
-            y[n, f] += scipy.signal.correlate(x_padded[n, c], w[f, c], mode="valid",
-                                              method="direct")[subsample]
+            y[n, f] += scipy.signal.correlate(
+                x_padded[n, c], _dilate(w[f, c], dilation), mode="valid",
+                method="direct")[subsample]
         if bias is not None:
             y[n, f] += bias[f]
     return y

@@ -19,12 +19,24 @@ from fastcnn._network import Network
 
 
 def _conv(layer, nn):
+    """A (before, after) pair in the layer's padding (padding='same' for an
+    even kernel) becomes an explicit zero padding module before the conv."""
     spec = layer.spec
+    padding = layer.padding
+    modules = []
+    if any(isinstance(p, tuple) for p in padding):
+        pairs = [p if isinstance(p, tuple) else (p, p) for p in padding]
+        # torch lists the last axis first: (left, right, top, bottom)
+        flat = tuple(v for pair in reversed(pairs) for v in pair)
+        modules.append(nn.ZeroPad2d(flat) if isinstance(spec, L.Conv2D)
+                       else nn.ConstantPad1d(flat, 0.0))
+        padding = 0
     module = (nn.Conv2d if isinstance(spec, L.Conv2D) else nn.Conv1d)(
         layer.input_shape[0], spec.filters, layer.weight_shape[2:],
-        stride=layer.stride, padding=layer.padding,
+        stride=layer.stride, padding=padding,
         dilation=getattr(layer, "dilation", 1))
-    return [module], [(layer.weight, module.weight), (layer.bias, module.bias)]
+    modules.append(module)
+    return modules, [(layer.weight, module.weight), (layer.bias, module.bias)]
 
 
 def _max_pool(layer, nn):
