@@ -35,6 +35,7 @@ KERNELS = {
     "fastcnn._kernels.loss": ["src/loss.pyx"],
     "fastcnn._kernels.batch": ["src/batch.pyx"],
     "fastcnn._kernels.openmp_helpers": ["src/openmp_helpers.pyx"],
+    "fastcnn._kernels.normalization": ["src/normalization.pyx"],
 }
 
 

@@ -64,6 +64,11 @@ def zeros(rng, shape, output):
     return np.zeros(shape)
 
 
+def ones(rng, shape, output):
+    """All ones; draws nothing from ``rng``."""
+    return np.ones(shape)
+
+
 def he_glorot_uniform(rng, shape, output):
     """Uniform in ``±sqrt(6 / fan)``, drawn in float64: He's fan (fan_in,
     for a layer that feeds a ReLU) in hidden layers, Glorot's (fan_in +
@@ -472,6 +477,87 @@ class Dense(Layer):
         grad_x, call = self.prepared("backward_input", (grad_y,), build)
         call.run(n_threads)
         return grad_x
+
+
+class BatchNorm(Layer):
+    """Batch normalization. Training normalises with the batch's
+    statistics, which the forward pass saves (mean, 1/std) for the backward
+    pass, which also reads the input; inference with the running ones."""
+    SPECS = (L.BatchNorm2D, L.BatchNorm1D)
+    TRAINING_DIFFERS = True
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        if isinstance(spec, L.BatchNorm2D):
+            self.check_spatial_ndim()
+        elif len(self.input_shape) not in (1, 2):
+            raise ValueError(
+                f"{self.where()} works on signals (C, L) or flat features (F,) "
+                f"but receives samples of shape {self.input_shape}")
+        channels = (self.input_shape[0],)
+        self.parameters = (Parameter("weight", channels, ones, l2_penalty=False),
+                           Parameter("bias", channels, zeros, l2_penalty=False))
+        self.states = (State("running_mean", channels, zeros),
+                       State("running_var", channels, ones))
+
+    def allocate(self, capacity, dtype):
+        self.buf_mean = np.empty(self.input_shape[0])
+        self.buf_invstd = np.empty(self.input_shape[0])
+
+    def forward(self, x, n_threads):
+        self.x = x
+        spec, y = self.spec, self.output_rows(len(x))
+        if not self.training:
+            return self.prepared("predict", (x,), lambda: F.prepare(
+                F.batch_norm, x, self.weight, self.bias, self.running_mean,
+                self.running_var, eps=spec.eps, out=y)).run(n_threads)
+        return self.prepared("forward", (x,), lambda: F.prepare(
+            F.batch_norm, x, self.weight, self.bias, self.running_mean,
+            self.running_var, training=True, momentum=spec.momentum, eps=spec.eps,
+            out=(y, self.buf_mean, self.buf_invstd))).run(n_threads)[0]
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        grad_x = self.buf_grad_x[:len(grad_y)] if need_grad_x else None
+        return self.prepared("backward", (grad_y, self.x), lambda: F.prepare(
+            F.batch_norm_backward, grad_y, self.x, self.weight, self.buf_mean,
+            self.buf_invstd, out=(grad_x, self.grad_weight, self.grad_bias),
+            grad_input=need_grad_x)).run(n_threads)[0]
+
+
+class LocalResponseNorm(Layer):
+    """Local response normalization across channels. The forward pass
+    keeps each value's scale (the window's k + alpha/size * sum of
+    squares) in a buffer of its own for the backward pass, which reads
+    the input and the output too."""
+    SPECS = (L.LocalResponseNorm,)
+    dataflow = Dataflow(backward_reads=frozenset({"input", "output"}))
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        if len(self.input_shape) not in (2, 3):
+            raise ValueError(
+                f"{self.where()} works on images (C, H, W) or signals (C, L) "
+                f"but receives samples of shape {self.input_shape}")
+
+    def allocate(self, capacity, dtype):
+        self.buf_scale = np.empty((capacity,) + self.input_shape, dtype=dtype)
+
+    def forward(self, x, n_threads):
+        self.x, spec, n = x, self.spec, len(x)
+        self.y, self.scale = self.prepared("forward", (x,), lambda: F.prepare(
+            F.local_response_norm, x, spec.size, spec.alpha, spec.beta, spec.k,
+            out=(self.output_rows(n), self.buf_scale[:n]))).run(n_threads)
+        return self.y
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        spec = self.spec
+        return self.prepared("backward", (grad_y, self.x, self.y, self.scale),
+                             lambda: F.prepare(
+            F.local_response_norm_backward, grad_y, self.x, self.y, self.scale,
+            spec.size, spec.alpha, spec.beta,
+            out=self.buf_grad_x[:len(grad_y)])).run(n_threads)
 
 
 def _runtime_layer(spec, input_shape, position):

@@ -24,7 +24,8 @@ threads, a negative int counts back from all cores (-1: all). Results are
 bitwise identical for any number of threads.
 
 The package mirrors src/: one module per compiled kernel module
-(_correlation, _pooling, _dense, _activations, _loss, _optim, _batch),
+(_correlation, _pooling, _dense, _activations, _loss, _optim, _batch,
+_normalization),
 the argument checks they share in _checks, and in _calls the kernel call
 each function validates its arguments into, which prepare() keeps.
 """
@@ -45,6 +46,8 @@ from ._optim import adam_update, sgd_update
 from ._pooling import (avg_pool1d, avg_pool1d_backward, avg_pool2d,
                        avg_pool2d_backward, max_pool1d, max_pool1d_backward,
                        max_pool2d, max_pool2d_backward)
+from ._normalization import (batch_norm, batch_norm_backward,
+                             local_response_norm, local_response_norm_backward)
 
 __all__ = [
     "correlate2d", "correlate2d_backward", "correlate2d_backward_input",
@@ -57,4 +60,6 @@ __all__ = [
     "linear_backward_weight", "relu", "relu_backward", "log_softmax",
     "softmax", "softmax_cross_entropy", "sgd_update", "adam_update",
     "take_samples", "prepare",
+    "batch_norm", "batch_norm_backward", "local_response_norm",
+    "local_response_norm_backward",
 ]

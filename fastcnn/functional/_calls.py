@@ -75,6 +75,8 @@ def preparable(function):
 _AS_THE_KERNELS_READ = FLOAT_DTYPES + (np.dtype(np.int32),)
 # the parameters of those functions that take arrays (out: one or a pair)
 _ARRAY_PARAMETERS = ("x", "w", "bias", "grad_y", "y", "argmax", "relu_output", "out")
+# the normalization functions' (running statistics are updated in place)
+_ARRAY_PARAMETERS += ("weight", "running_mean", "running_var", "mean", "invstd", "scale")
 
 
 def _refuse_copied(name, a):
@@ -148,6 +150,6 @@ def prepare(function, *args, **kwargs):
     # the caller's arrays and the results it gets back, each once: their
     # shapes can change in place, their memory cannot
     results = call.result if isinstance(call.result, tuple) else (call.result,)
-    watched = {id(a): a for a in arrays + list(results)}
+    watched = {id(a): a for a in arrays + list(results) if a is not None}
     call.shapes = tuple((a, a.shape) for a in watched.values())
     return call

@@ -54,6 +54,20 @@ def _dense(layer, nn):
     return modules, [(layer.weight, module.weight), (layer.bias, module.bias)]
 
 
+def _batch_norm(layer, nn):
+    spec = layer.spec
+    module = (nn.BatchNorm2d if isinstance(spec, L.BatchNorm2D) else nn.BatchNorm1d)(
+        layer.input_shape[0], eps=spec.eps, momentum=spec.momentum)
+    return [module], [(layer.weight, module.weight), (layer.bias, module.bias),
+                      (layer.running_mean, module.running_mean),
+                      (layer.running_var, module.running_var)]
+
+
+def _local_response_norm(layer, nn):
+    spec = layer.spec
+    return [nn.LocalResponseNorm(spec.size, spec.alpha, spec.beta, spec.k)], []
+
+
 #: specification class -> function(runtime layer, torch.nn) -> (modules, pairs)
 TWINS = {
     L.Conv2D: _conv, L.Conv1D: _conv,
@@ -61,6 +75,8 @@ TWINS = {
     L.AvgPool2D: _avg_pool, L.AvgPool1D: _avg_pool,
     L.ReLU: _relu, L.Flatten: _flatten, L.Dense: _dense,
 }
+TWINS.update({L.BatchNorm2D: _batch_norm, L.BatchNorm1D: _batch_norm,
+              L.LocalResponseNorm: _local_response_norm})
 
 
 def torch_twin(network):
@@ -69,10 +85,17 @@ def torch_twin(network):
     its parameters and state, the twin's set to fastcnn's values."""
     import torch
     modules, pairs = [], []
-    for layer in network.layers:
-        layer_modules, layer_pairs = TWINS[type(layer.spec)](layer, torch.nn)
-        modules += layer_modules
-        pairs += layer_pairs
+    # built in float64: .double() would replace buffers (running statistics)
+    # with new tensors, leaving the pairs holding the old ones
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for layer in network.layers:
+            layer_modules, layer_pairs = TWINS[type(layer.spec)](layer, torch.nn)
+            modules += layer_modules
+            pairs += layer_pairs
+    finally:
+        torch.set_default_dtype(default)
     model = torch.nn.Sequential(*modules).double()
     with torch.no_grad():
         for ours, theirs in pairs:
