@@ -40,21 +40,24 @@ cdef void channel_moments(const floating *x, Py_ssize_t N, Py_ssize_t C,
 
 
 cdef void scale_planes(const floating *x, floating *y, Py_ssize_t N,
-                       Py_ssize_t C, Py_ssize_t S, const double *scale,
-                       const double *shift, int n_threads) noexcept nogil:
-    """y = x * scale[c] + shift[c], in float64 before rounding to y."""
+                       Py_ssize_t C, Py_ssize_t S, const double *center,
+                       const double *scale, const double *shift,
+                       int n_threads) noexcept nogil:
+    """y = (x - center[c]) * scale[c] + shift[c], in float64 before
+    rounding to y (centred first: no cancellation for data far from 0)."""
     cdef Py_ssize_t plane, s, c
     cdef const floating *p
     cdef floating *q
-    cdef double a, b
+    cdef double m, a, b
     for plane in prange(N * C, num_threads=n_threads, schedule='static'):
         c = plane % C
+        m = center[c]
         a = scale[c]
         b = shift[c]
         p = x + plane * S
         q = y + plane * S
         for s in range(S):
-            q[s] = <floating>(p[s] * a + b)
+            q[s] = <floating>((p[s] - m) * a + b)
 
 
 def batch_norm_forward_training(const floating[:, :, ::1] x,
@@ -88,7 +91,7 @@ def batch_norm_forward_training(const floating[:, :, ::1] x,
             v = shift[c]
             invstd[c] = 1.0 / sqrt(v + eps)
             scale[c] = weight[c] * invstd[c]
-            shift[c] = bias[c] - m * scale[c]
+            shift[c] = bias[c]
             if update_running:
                 running_mean[c] = <floating>(
                     (1.0 - momentum) * running_mean[c] + momentum * m)
@@ -96,8 +99,8 @@ def batch_norm_forward_training(const floating[:, :, ::1] x,
                     unbiased = v * count / (count - 1)
                     running_var[c] = <floating>(
                         (1.0 - momentum) * running_var[c] + momentum * unbiased)
-        scale_planes(&x[0, 0, 0], &y[0, 0, 0], N, C, S, &scale[0], &shift[0],
-                     n_threads)
+        scale_planes(&x[0, 0, 0], &y[0, 0, 0], N, C, S, &mean[0], &scale[0],
+                     &shift[0], n_threads)
 
 
 def batch_norm_forward_inference(const floating[:, :, ::1] x,
@@ -106,18 +109,19 @@ def batch_norm_forward_inference(const floating[:, :, ::1] x,
                                  const floating[::1] running_mean,
                                  const floating[::1] running_var,
                                  double eps, floating[:, :, ::1] y,
-                                 double[::1] scale, double[::1] shift,
-                                 int n_threads):
+                                 double[::1] center, double[::1] scale,
+                                 double[::1] shift, int n_threads):
     """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias,
-    as one multiply-add per element with per-channel factors computed in
-    float64. scale, shift: (C,) scratch."""
+    with per-channel factors computed in float64. center, scale, shift:
+    (C,) scratch."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     with nogil:
         for c in range(C):
+            center[c] = running_mean[c]
             scale[c] = weight[c] / sqrt(<double>running_var[c] + eps)
-            shift[c] = bias[c] - running_mean[c] * scale[c]
-        scale_planes(&x[0, 0, 0], &y[0, 0, 0], N, C, S, &scale[0], &shift[0],
-                     n_threads)
+            shift[c] = bias[c]
+        scale_planes(&x[0, 0, 0], &y[0, 0, 0], N, C, S, &center[0], &scale[0],
+                     &shift[0], n_threads)
 
 
 cdef void channel_gradient_sums(const floating *g, const floating *x,

@@ -110,10 +110,10 @@ def _batch_norm_inference(x, weight, bias, running_mean, running_var, eps, out):
         check_apart([("out", y)], [("x", x), ("weight", weight), ("bias", bias),
                                    ("running_mean", running_mean),
                                    ("running_var", running_var)])
-    scratch = np.empty((2, x.shape[1]))
+    scratch = np.empty((3, x.shape[1]))
     return KernelCall(_kernels.batch_norm_forward_inference,
                       (_as_3d(x), weight, bias, running_mean, running_var, eps,
-                       _as_3d(y), scratch[0], scratch[1]), y)
+                       _as_3d(y), scratch[0], scratch[1], scratch[2]), y)
 
 
 @preparable
