@@ -525,10 +525,10 @@ class BatchNorm(Layer):
 
 
 class LocalResponseNorm(Layer):
-    """Local response normalization across channels. The forward pass
-    keeps each value's scale (the window's k + alpha/size * sum of
-    squares) in a buffer of its own for the backward pass, which reads
-    the input and the output too."""
+    """Local response normalization across channels. In training the
+    forward pass keeps each value's scale (the window's k + alpha/size *
+    sum of squares) in a buffer of its own for the backward pass, which
+    reads the input and the output too."""
     SPECS = (L.LocalResponseNorm,)
     dataflow = Dataflow(backward_reads=frozenset({"input", "output"}))
 
@@ -540,13 +540,17 @@ class LocalResponseNorm(Layer):
                 f"but receives samples of shape {self.input_shape}")
 
     def allocate(self, capacity, dtype):
-        self.buf_scale = np.empty((capacity,) + self.input_shape, dtype=dtype)
+        # inference has no backward pass to keep the scale for
+        self.buf_scale = (np.empty((capacity,) + self.input_shape, dtype=dtype)
+                          if self.training else None)
 
     def forward(self, x, n_threads):
         self.x, spec, n = x, self.spec, len(x)
+        keep = self.buf_scale is not None
         self.y, self.scale = self.prepared("forward", (x,), lambda: F.prepare(
             F.local_response_norm, x, spec.size, spec.alpha, spec.beta, spec.k,
-            out=(self.output_rows(n), self.buf_scale[:n]))).run(n_threads)
+            out=(self.output_rows(n), self.buf_scale[:n] if keep else None),
+            keep_scale=keep)).run(n_threads)
         return self.y
 
     def backward(self, grad_y, need_grad_x, n_threads):

@@ -204,27 +204,27 @@ def local_response_norm_forward(const floating[:, :, ::1] x,
                                 double k, int n_threads):
     """scale[n, c, s] = k + alpha / size * sum of x[n, c', s]^2 over
     c' in [c - size // 2, c + (size - 1) // 2] (channels outside [0, C)
-    count as zeros); y = x * scale^-beta."""
+    count as zeros); y = x * scale^-beta. scale may be None (inference):
+    y is the same, from the same rounded scale."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
     cdef Py_ssize_t n, c, d, s, lo, hi
-    cdef const floating *xp
-    cdef floating *sp
+    cdef bint keep = scale is not None
+    cdef floating sv
     cdef double acc, v, ratio = alpha / size
     with nogil:
         for n in prange(N, num_threads=n_threads, schedule='static'):
             for c in range(C):
                 lo = imax(c - size // 2, 0)
                 hi = imin(c + (size - 1) // 2, C - 1)
-                sp = &scale[n, c, 0]
                 for s in range(S):
                     acc = 0
                     for d in range(lo, hi + 1):
                         v = x[n, d, s]
                         acc = acc + v * v
-                    sp[s] = <floating>(k + ratio * acc)
-                xp = &x[n, c, 0]
-                for s in range(S):
-                    y[n, c, s] = <floating>(xp[s] * pow(<double>sp[s], -beta))
+                    sv = <floating>(k + ratio * acc)
+                    if keep:
+                        scale[n, c, s] = sv
+                    y[n, c, s] = <floating>(x[n, c, s] * pow(<double>sv, -beta))
 
 
 def local_response_norm_backward(const floating[:, :, ::1] grad_y,

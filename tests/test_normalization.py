@@ -329,3 +329,11 @@ def test_prepared_calls_compute_what_the_functions_do(rng):
     with pytest.raises(ValueError, match="running_var"):
         fcf.prepare(fcf.batch_norm, x, weight, bias, running_mean,
                     np.ones(6)[::2], training=True)
+
+
+def test_local_response_norm_without_scale_gives_the_same_bits(dtype, rng):
+    x = normal(rng, (3, 5, 4, 6), dtype)
+    y, scale = fcf.local_response_norm(x, 3, 0.4, 0.75, 1.0)
+    alone, none = fcf.local_response_norm(x, 3, 0.4, 0.75, 1.0, keep_scale=False)
+    assert none is None
+    np.testing.assert_array_equal(alone, y)

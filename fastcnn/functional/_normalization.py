@@ -241,7 +241,7 @@ def _lrn_parameters(size, alpha, beta):
 
 @preparable
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, n_threads=None,
-                        out=None):
+                        out=None, keep_scale=True):
     """Local response normalization across channels, as PyTorch's
     local_response_norm.
 
@@ -261,11 +261,15 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, n_threads=None,
         With alpha >= 0 it keeps scale positive.
     n_threads : int or None
     out : tuple (y, scale), optional
+        scale may be None when keep_scale is False.
+    keep_scale : bool, default True
+        Whether to return scale, which only the backward pass needs (y is
+        the same bits either way).
 
     Returns
     -------
-    (y, scale) : arrays of x's shape; :func:`local_response_norm_backward`
-        takes both.
+    (y, scale) : arrays of x's shape (scale None without keep_scale);
+        :func:`local_response_norm_backward` takes both.
     """
     x = _batch(x, "x", (3, 4))
     size, alpha, beta = _lrn_parameters(size, alpha, beta)
@@ -274,12 +278,13 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, n_threads=None,
         raise ValueError("k must be positive, got 0.0")
     y, scale = _outputs(out, 2, "(y, scale)")
     y = output_array(y, x.shape, x.dtype, "out[0] (y)")
-    scale = output_array(scale, x.shape, x.dtype, "out[1] (scale)")
+    scale = output_array(scale, x.shape, x.dtype, "out[1] (scale)") if keep_scale else None
     if out is not None:
         check_apart([("out[0] (y)", y), ("out[1] (scale)", scale)], [("x", x)])
     return run_unless_preparing(KernelCall(
         _kernels.local_response_norm_forward,
-        (_as_3d(x), _as_3d(y), _as_3d(scale), size, alpha, beta, k),
+        (_as_3d(x), _as_3d(y), None if scale is None else _as_3d(scale),
+         size, alpha, beta, k),
         (y, scale)), n_threads)
 
 
