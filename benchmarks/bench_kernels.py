@@ -127,6 +127,31 @@ class MaxPoolCase:
         return f"max_pool {self.size}x{self.size}/{self.size} {dims}"
 
 
+@dataclass(frozen=True)
+class NormCase:
+    """Batch normalization in training (kind 'batch_norm') or local
+    response normalization of ``size`` channels ('lrn') of x (n, c, h, w)."""
+    kind: str
+    n: int
+    c: int
+    spatial: tuple
+    size: int = 5
+    ops = POOL_OPS
+
+    @property
+    def x_shape(self):
+        return (self.n, self.c) + self.spatial
+
+    @property
+    def flops(self):
+        return None
+
+    @property
+    def label(self):
+        dims = "x".join(map(str, self.x_shape))
+        return f"{self.kind} {dims}" + (f" size {self.size}" if self.kind == "lrn" else "")
+
+
 CASES = [
     ConvCase(64, 1, (28, 28), 32, 5, 2, 1),
     ConvCase(64, 6, (14, 14), 16, 5, 0, 1),
@@ -139,6 +164,7 @@ CASES = [
     # sample's frame and outputs pass the frame budget, one sample a frame
     ConvCase(128, 32, (32, 32), 32, 3, 1, 1),
 ]
+CASES += [NormCase("batch_norm", 128, 32, (28, 28)), NormCase("lrn", 128, 32, (28, 28))]
 
 
 @dataclass
@@ -220,6 +246,28 @@ def fastcnn_pool_calls(fc, case, x, grad_y):
         "forward": lambda t: fc.max_pool2d(x, case.size, case.size, n_threads=t),
         "backward": lambda t: fc.max_pool2d_backward(
             grad_y, argmax, x.shape, n_threads=t),
+    }
+
+
+def fastcnn_norm_calls(fc, case, x, grad_y):
+    """{op name: f(n_threads)} for a normalization case; the forward calls
+    return y alone, as PyTorch's do."""
+    if case.kind == "batch_norm":
+        channels = case.c
+        weight, bias = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+        running_mean, running_var = np.zeros_like(weight), np.ones_like(weight)
+        _, mean, invstd = fc.batch_norm(x, weight, bias, training=True)
+        return {
+            "forward": lambda t: fc.batch_norm(x, weight, bias, running_mean, running_var,
+                                               training=True, n_threads=t)[0],
+            "backward": lambda t: fc.batch_norm_backward(grad_y, x, weight, mean, invstd,
+                                                         n_threads=t),
+        }
+    y, scale = fc.local_response_norm(x, case.size)
+    return {
+        "forward": lambda t: fc.local_response_norm(x, case.size, n_threads=t)[0],
+        "backward": lambda t: fc.local_response_norm_backward(
+            grad_y, x, y, scale, case.size, n_threads=t),
     }
 
 
@@ -318,6 +366,32 @@ class TorchBackend:
         return calls
 
 
+def torch_norm_calls(torch_backend, case, x, grad_y):
+    """{op name: f()} for a normalization case: the functional forward,
+    and the backward by autograd through it (aten's own for batch norm)."""
+    t = torch_backend.torch
+    x, grad_y = t.from_numpy(x), t.from_numpy(grad_y)
+    if case.kind == "batch_norm":
+        weight, bias = t.ones(case.c), t.zeros(case.c)
+        running_mean, running_var = t.zeros(case.c), t.ones(case.c)
+        _, save_mean, save_invstd = t.native_batch_norm(
+            x, weight, bias, running_mean.clone(), running_var.clone(), True, 0.1, 1e-5)
+        return {
+            "forward": lambda: t.nn.functional.batch_norm(
+                x, running_mean, running_var, weight, bias, True),
+            "backward": lambda: torch_backend.aten.native_batch_norm_backward(
+                grad_y, x, weight, running_mean, running_var, save_mean, save_invstd,
+                True, 1e-5, [True, True, True]),
+        }
+    x_grad = x.clone().requires_grad_(True)
+    with t.enable_grad():
+        y = t.nn.functional.local_response_norm(x_grad, case.size)
+    return {
+        "forward": lambda: t.nn.functional.local_response_norm(x, case.size),
+        "backward": lambda: t.autograd.grad(y, x_grad, grad_y, retain_graph=True),
+    }
+
+
 def import_torch():
     try:
         import torch
@@ -334,6 +408,12 @@ def build_ops(case, fc, torch_backend, rng):
         arrays = random_conv_arrays(case, rng)
         fastcnn_calls, fastcnn_out_calls = fastcnn_conv_calls(fc, case, *arrays)
         torch_calls = torch_backend.conv_calls(case, *arrays) if torch_backend else {}
+    elif isinstance(case, NormCase):
+        x = rng.standard_normal(case.x_shape, dtype=np.float32)
+        grad_y = rng.standard_normal(case.x_shape, dtype=np.float32)
+        fastcnn_calls, fastcnn_out_calls = fastcnn_norm_calls(fc, case, x, grad_y), {}
+        torch_calls = (torch_norm_calls(torch_backend, case, x, grad_y)
+                       if torch_backend else {})
     else:
         x = rng.standard_normal(case.x_shape, dtype=np.float32)
         y_shape = case.x_shape[:2] + tuple(s // case.size for s in case.spatial)

@@ -129,7 +129,7 @@ def prepare(function, *args, **kwargs):
     function : one of correlate2d, correlate1d, their _backward_input and
         _backward_kernel, max_pool2d/1d, avg_pool2d/1d and their _backward,
         linear, linear_backward_input, linear_backward_weight, relu,
-        relu_backward
+        relu_backward, batch_norm, local_response_norm and their _backward
     *args, **kwargs
         Its arguments, but ``n_threads``. Every array must be one the kernel
         reads as it is (C-contiguous, float32 or float64, int32 indices),
