@@ -1,4 +1,5 @@
-"""Time fastcnn's kernels against PyTorch's CPU convolution and pooling.
+"""Time fastcnn's kernels against PyTorch's CPU convolution, pooling and
+normalization (batch norm in training, local response norm).
 
 For every benchmark shape and thread count this prints fastcnn's forward,
 backward-input and backward-kernel times (median ms) and GFLOP/s, the same
@@ -8,8 +9,8 @@ machine, the versions and numpy's float32 matmul GFLOP/s (the practical limit
 of this machine); a summary at the end checks the performance targets.
 
 FLOPs of a correlation are ``2 * N * F * out_positions * C * kernel_size``;
-each backward pass is counted the same as the forward. Pooling has no FLOP
-figure (only times and ratios).
+each backward pass is counted the same as the forward. Pooling and
+normalization have no FLOP figure (only times and ratios).
 
 fastcnn and PyTorch calls for the same shape, operation and thread count are
 interleaved call by call, so that machine noise hits both alike.

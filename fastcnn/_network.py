@@ -10,7 +10,8 @@ C-contiguous. Every computation goes through :mod:`fastcnn.functional` with
 each layer keeps the calls it prepared (``functional.prepare``) while the
 same buffers come back, so a step validates nothing twice. A ReLU before
 max pooling runs inside the pooling's passes, after it: the same values
-and gradients, on a quarter of the values.
+and gradients, on a quarter of the values; a ReLU after a batch norm runs
+inside the norm's passes.
 
 The layer contract
 ------------------
@@ -488,6 +489,7 @@ class BatchNorm(Layer):
 
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
+        self.relu = False
         if isinstance(spec, L.BatchNorm2D):
             self.check_spatial_ndim()
         elif len(self.input_shape) not in (1, 2):
@@ -500,6 +502,17 @@ class BatchNorm(Layer):
         self.states = (State("running_mean", channels, zeros),
                        State("running_var", channels, ones))
 
+    @property
+    def name(self):
+        return type(self.spec).__name__ + ("+ReLU" if self.relu else "")
+
+    def fuse_relu(self):
+        """Take on the ReLU right after: the forward pass returns relu(y)
+        and the backward pass lets through only the gradients where that is
+        positive, the unfused layers' bits with one pass each way less."""
+        self.relu = True
+        self.dataflow = replace(self.dataflow, backward_reads=frozenset({"input", "output"}))
+
     def allocate(self, capacity, dtype):
         self.buf_mean = np.empty(self.input_shape[0])
         self.buf_invstd = np.empty(self.input_shape[0])
@@ -510,18 +523,20 @@ class BatchNorm(Layer):
         if not self.training:
             return self.prepared("predict", (x,), lambda: F.prepare(
                 F.batch_norm, x, self.weight, self.bias, self.running_mean,
-                self.running_var, eps=spec.eps, out=y)).run(n_threads)
-        return self.prepared("forward", (x,), lambda: F.prepare(
+                self.running_var, eps=spec.eps, out=y, relu=self.relu)).run(n_threads)
+        self.y = self.prepared("forward", (x,), lambda: F.prepare(
             F.batch_norm, x, self.weight, self.bias, self.running_mean,
             self.running_var, training=True, momentum=spec.momentum, eps=spec.eps,
-            out=(y, self.buf_mean, self.buf_invstd))).run(n_threads)[0]
+            out=(y, self.buf_mean, self.buf_invstd), relu=self.relu)).run(n_threads)[0]
+        return self.y
 
     def backward(self, grad_y, need_grad_x, n_threads):
         grad_x = self.buf_grad_x[:len(grad_y)] if need_grad_x else None
-        return self.prepared("backward", (grad_y, self.x), lambda: F.prepare(
+        return self.prepared("backward", (grad_y, self.x, self.y), lambda: F.prepare(
             F.batch_norm_backward, grad_y, self.x, self.weight, self.buf_mean,
             self.buf_invstd, out=(grad_x, self.grad_weight, self.grad_bias),
-            grad_input=need_grad_x)).run(n_threads)[0]
+            grad_input=need_grad_x, relu_output=self.y if self.relu else None)
+        ).run(n_threads)[0]
 
 
 class LocalResponseNorm(Layer):
@@ -595,9 +610,13 @@ def _execution_order(specs):
 
 
 def _fuses_relu(previous, layer):
-    """Whether ``layer`` is a ReLU that the max pooling run just before it
-    takes on (MaxPool.fuse_relu)."""
-    return type(layer) is ReLU and type(previous) is MaxPool
+    """Whether ``layer`` is a ReLU that the max pooling or batch norm run
+    just before it takes on (their fuse_relu)."""
+    return type(layer) is ReLU and type(previous) in _TAKE_ON_RELU
+
+
+#: the layers that run a ReLU right after them in their own passes
+_TAKE_ON_RELU = (MaxPool, BatchNorm)
 
 
 def layer_output_shape(spec, input_shape, position=0):

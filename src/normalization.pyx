@@ -41,13 +41,15 @@ cdef void channel_moments(const floating *x, Py_ssize_t N, Py_ssize_t C,
 
 cdef void scale_planes(const floating *x, floating *y, Py_ssize_t N,
                        Py_ssize_t C, Py_ssize_t S, const double *center,
-                       const double *scale, const double *shift,
+                       const double *scale, const double *shift, bint relu,
                        int n_threads) noexcept nogil:
     """y = (x - center[c]) * scale[c] + shift[c], in float64 before
-    rounding to y (centred first: no cancellation for data far from 0)."""
+    rounding to y (centred first: no cancellation for data far from 0);
+    with relu, then max(y, 0) as a ReLU layer computes it (NaN stays)."""
     cdef Py_ssize_t plane, s, c
     cdef const floating *p
     cdef floating *q
+    cdef floating v
     cdef double m, a, b
     for plane in prange(N * C, num_threads=n_threads, schedule='static'):
         c = plane % C
@@ -56,8 +58,13 @@ cdef void scale_planes(const floating *x, floating *y, Py_ssize_t N,
         b = shift[c]
         p = x + plane * S
         q = y + plane * S
-        for s in range(S):
-            q[s] = <floating>((p[s] - m) * a + b)
+        if relu:
+            for s in range(S):
+                v = <floating>((p[s] - m) * a + b)
+                q[s] = 0 if v <= 0 else v
+        else:
+            for s in range(S):
+                q[s] = <floating>((p[s] - m) * a + b)
 
 
 def batch_norm_forward_training(const floating[:, :, ::1] x,
@@ -66,7 +73,7 @@ def batch_norm_forward_training(const floating[:, :, ::1] x,
                                 floating[::1] running_mean,
                                 floating[::1] running_var,
                                 bint update_running, double momentum,
-                                double eps, floating[:, :, ::1] y,
+                                double eps, bint relu, floating[:, :, ::1] y,
                                 double[::1] mean, double[::1] invstd,
                                 double[::1] scale, double[::1] shift,
                                 int n_threads):
@@ -77,7 +84,8 @@ def batch_norm_forward_training(const floating[:, :, ::1] x,
     weight + bias. With update_running, running_mean and running_var move
     towards the batch mean and the unbiased variance by ``momentum``; a
     channel with a single value (N * S == 1) has no unbiased variance and
-    keeps its running_var. scale, shift: (C,) scratch.
+    keeps its running_var. With relu, y is then max(y, 0). scale, shift:
+    (C,) scratch.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     cdef Py_ssize_t count = N * S
@@ -100,7 +108,7 @@ def batch_norm_forward_training(const floating[:, :, ::1] x,
                     running_var[c] = <floating>(
                         (1.0 - momentum) * running_var[c] + momentum * unbiased)
         scale_planes(&x[0, 0, 0], &y[0, 0, 0], N, C, S, &mean[0], &scale[0],
-                     &shift[0], n_threads)
+                     &shift[0], relu, n_threads)
 
 
 def batch_norm_forward_inference(const floating[:, :, ::1] x,
@@ -108,12 +116,12 @@ def batch_norm_forward_inference(const floating[:, :, ::1] x,
                                  const floating[::1] bias,
                                  const floating[::1] running_mean,
                                  const floating[::1] running_var,
-                                 double eps, floating[:, :, ::1] y,
+                                 double eps, bint relu, floating[:, :, ::1] y,
                                  double[::1] center, double[::1] scale,
                                  double[::1] shift, int n_threads):
     """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias,
-    with per-channel factors computed in float64. center, scale, shift:
-    (C,) scratch."""
+    with per-channel factors computed in float64; with relu, then
+    max(y, 0). center, scale, shift: (C,) scratch."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     with nogil:
         for c in range(C):
@@ -121,21 +129,32 @@ def batch_norm_forward_inference(const floating[:, :, ::1] x,
             scale[c] = weight[c] / sqrt(<double>running_var[c] + eps)
             shift[c] = bias[c]
         scale_planes(&x[0, 0, 0], &y[0, 0, 0], N, C, S, &center[0], &scale[0],
-                     &shift[0], n_threads)
+                     &shift[0], relu, n_threads)
 
 
-cdef void channel_gradient_sums(const floating *g, const floating *x,
+cdef inline floating passed(const floating *g, const floating *relu_y,
+                            Py_ssize_t i) noexcept nogil:
+    """g[i], or what a ReLU after the norm lets through of it (relu_y,
+    its output, positive; NULL: no ReLU)."""
+    if relu_y == NULL:
+        return g[i]
+    return g[i] if relu_y[i] > 0 else 0
+
+
+cdef void channel_gradient_sums(const floating *g, const floating *relu_y,
+                                const floating *x,
                                 Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
                                 Py_ssize_t c, double mean, double *sum_g,
                                 double *sum_gx) noexcept nogil:
     """Sums over channel c of g and of g * (x - mean), in a fixed order."""
     cdef Py_ssize_t n, s, at
-    cdef double a = 0, b = 0
+    cdef double a = 0, b = 0, v
     for n in range(N):
         at = (n * C + c) * S
         for s in range(S):
-            a = a + g[at + s]
-            b = b + g[at + s] * (x[at + s] - mean)
+            v = passed(g, relu_y, at + s)
+            a = a + v
+            b = b + v * (x[at + s] - mean)
     sum_g[0] = a
     sum_gx[0] = b
 
@@ -146,6 +165,7 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
                         const double[::1] mean, const double[::1] invstd,
                         floating[:, :, ::1] grad_x,
                         floating[::1] grad_weight, floating[::1] grad_bias,
+                        const floating[:, :, ::1] relu_output,
                         double[::1] scale, double[::1] shift,
                         double[::1] slope, int n_threads):
     """Gradients of the training-mode forward pass (batch statistics).
@@ -154,6 +174,8 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
     x_hat = (x - mean) * invstd; grad_x (None: not computed) =
     weight * invstd * (grad_y - mean(grad_y) - x_hat * mean(grad_y * x_hat)),
     written as grad_y * scale + (x - mean) * slope + shift per channel.
+    With relu_output (the forward pass's y with relu; None: none), grad_y
+    counts only where it is positive: the fused ReLU's gradient.
     scale, shift, slope: (C,) scratch.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
@@ -161,12 +183,16 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
     cdef double count = N * S, sg, sgx, a, m, k, b
     cdef const floating *gp
     cdef const floating *xp
+    cdef const floating *yp
     cdef floating *q
+    cdef const floating *relu_y = NULL
     cdef bint want_grad_x = grad_x is not None
+    if relu_output is not None:
+        relu_y = &relu_output[0, 0, 0]
     with nogil:
         for c in prange(C, num_threads=n_threads, schedule='static'):
-            channel_gradient_sums(&grad_y[0, 0, 0], &x[0, 0, 0], N, C, S, c,
-                                  mean[c], &scale[c], &shift[c])
+            channel_gradient_sums(&grad_y[0, 0, 0], relu_y, &x[0, 0, 0], N, C, S,
+                                  c, mean[c], &scale[c], &shift[c])
             sg = scale[c]
             sgx = shift[c]
             grad_bias[c] = <floating>sg
@@ -185,8 +211,14 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
             gp = &grad_y[0, 0, 0] + plane * S
             xp = &x[0, 0, 0] + plane * S
             q = &grad_x[0, 0, 0] + plane * S
-            for s in range(S):
-                q[s] = <floating>(gp[s] * a + (xp[s] - m) * k + b)
+            if relu_y == NULL:
+                for s in range(S):
+                    q[s] = <floating>(gp[s] * a + (xp[s] - m) * k + b)
+            else:
+                yp = relu_y + plane * S
+                for s in range(S):
+                    q[s] = <floating>((gp[s] if yp[s] > 0 else 0) * a
+                                      + (xp[s] - m) * k + b)
 
 
 cdef inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:

@@ -454,3 +454,22 @@ def test_batch_norm_computes_other_values_in_training_than_in_inference():
     trained = network.forward(x, 1).copy()
     assert not np.allclose(trained, before)
     assert not np.allclose(network.state, state)             # training moves it
+
+
+def test_the_check_catches_a_batch_norm_with_relu_that_claims_too_little(monkeypatch):
+    # With the ReLU after it taken on, a batch norm's backward pass reads
+    # its output (where the ReLU let gradients through): one that claimed
+    # only its input would let the average pooling write its input gradient
+    # over that output first.
+    specs = [Conv2D(3, 3, padding=1), BatchNorm2D(), ReLUSpec(), AvgPool2D(2), Dense(3)]
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is None
+    monkeypatch.setattr(network_module.BatchNorm, "fuse_relu",
+                        lambda self: setattr(self, "relu", True))
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is not None
+
+
+def test_random_sequences_hold_batch_norms_with_and_without_a_relu():
+    names = {layer.name for specs, input_shape in NETWORKS
+             for layer in Network(specs, input_shape, np.float64).layers}
+    assert {"BatchNorm2D", "BatchNorm2D+ReLU", "BatchNorm1D", "BatchNorm1D+ReLU",
+            "LocalResponseNorm"} <= names

@@ -337,3 +337,42 @@ def test_local_response_norm_without_scale_gives_the_same_bits(dtype, rng):
     alone, none = fcf.local_response_norm(x, 3, 0.4, 0.75, 1.0, keep_scale=False)
     assert none is None
     np.testing.assert_array_equal(alone, y)
+
+
+# ------------------------------------------------------ the fused ReLU
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_with_relu_has_the_bits_of_batch_norm_then_relu(shape, training, dtype, rng):
+    x, weight, bias, running_mean, running_var = _bn_inputs(rng, shape, dtype)
+    if not training:      # NaN stays NaN through the fused ReLU, as through relu
+        x.flat[::5] = np.nan
+    grad_y = normal(rng, shape, dtype)
+
+    def run(relu):
+        stats = running_mean.copy(), running_var.copy()
+        result = fcf.batch_norm(x, weight, bias, *stats, training=training, relu=relu)
+        return (result if training else (result,)) + stats
+    fused, plain = run(True), run(False)
+    relu_y = fcf.relu(plain[0])
+    np.testing.assert_array_equal(fused[0], relu_y)
+    for a, b in zip(fused[1:], plain[1:]):
+        np.testing.assert_array_equal(a, b)
+    assert (relu_y == 0).any() and (relu_y > 0).any()
+    if training:
+        _, mean, invstd = fused[:3]
+        got = fcf.batch_norm_backward(grad_y, x, weight, mean, invstd, relu_output=fused[0])
+        want = fcf.batch_norm_backward(fcf.relu_backward(grad_y, relu_y), x, weight,
+                                       mean, invstd)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_batch_norm_backward_refuses_a_bad_relu_output():
+    x = np.ones((4, 3, 5))
+    with pytest.raises(ValueError, match="relu_output"):
+        fcf.batch_norm_backward(x, x, None, np.zeros(3), np.ones(3),
+                                relu_output=np.ones((4, 3, 6)))
+    with pytest.raises(TypeError, match="relu_output"):
+        fcf.batch_norm_backward(x, x, None, np.zeros(3), np.ones(3),
+                                relu_output=np.ones((4, 3, 5), np.float32))

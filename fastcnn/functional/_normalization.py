@@ -80,7 +80,7 @@ def _outputs(out, count, names):
 
 
 def _batch_norm_training(x, weight, bias, running_mean, running_var, momentum,
-                         eps, out):
+                         eps, relu, out):
     y, mean, invstd = _outputs(out, 3, "(y, mean, invstd)")
     channels = (x.shape[1],)
     y = output_array(y, x.shape, x.dtype, "out[0] (y)")
@@ -97,11 +97,12 @@ def _batch_norm_training(x, weight, bias, running_mean, running_var, momentum,
     scratch = np.empty((2,) + channels)
     return KernelCall(_kernels.batch_norm_forward_training,
                       (_as_3d(x), weight, bias, running_mean, running_var,
-                       update, momentum, eps, _as_3d(y), mean, invstd,
+                       update, momentum, eps, relu, _as_3d(y), mean, invstd,
                        scratch[0], scratch[1]), (y, mean, invstd))
 
 
-def _batch_norm_inference(x, weight, bias, running_mean, running_var, eps, out):
+def _batch_norm_inference(x, weight, bias, running_mean, running_var, eps, relu,
+                          out):
     if running_mean is None:
         raise ValueError("batch_norm needs running_mean and running_var in "
                          "inference (training=False)")
@@ -113,12 +114,13 @@ def _batch_norm_inference(x, weight, bias, running_mean, running_var, eps, out):
     scratch = np.empty((3, x.shape[1]))
     return KernelCall(_kernels.batch_norm_forward_inference,
                       (_as_3d(x), weight, bias, running_mean, running_var, eps,
-                       _as_3d(y), scratch[0], scratch[1], scratch[2]), y)
+                       relu, _as_3d(y), scratch[0], scratch[1], scratch[2]), y)
 
 
 @preparable
 def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None,
-               training=False, momentum=0.1, eps=1e-5, n_threads=None, out=None):
+               training=False, momentum=0.1, eps=1e-5, n_threads=None, out=None,
+               relu=False):
     """Batch normalization per channel, as PyTorch's batch_norm.
 
     Parameters
@@ -140,6 +142,10 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None,
         Added to the variance.
     n_threads : int or None
     out : array y (inference), or tuple (y, mean, invstd) (training), optional
+    relu : bool, default False
+        Return ``relu(y)``, the same bits as :func:`relu` of y, in the same
+        pass; its gradient is :func:`batch_norm_backward`'s
+        ``relu_output``.
 
     Returns
     -------
@@ -162,10 +168,10 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None,
     eps = _check_eps(eps)
     if training:
         call = _batch_norm_training(x, weight, bias, running_mean, running_var,
-                                    momentum, eps, out)
+                                    momentum, eps, bool(relu), out)
     else:
         call = _batch_norm_inference(x, weight, bias, running_mean, running_var,
-                                     eps, out)
+                                     eps, bool(relu), out)
     return run_unless_preparing(call, n_threads)
 
 
@@ -180,7 +186,7 @@ def _saved_statistic(a, name, channels):
 
 @preparable
 def batch_norm_backward(grad_y, x, weight, mean, invstd, n_threads=None,
-                        out=None, grad_input=True):
+                        out=None, grad_input=True, relu_output=None):
     """Gradients of :func:`batch_norm` in training (batch statistics).
 
     Parameters
@@ -194,6 +200,10 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, n_threads=None,
         grad_x may be None when grad_input is False.
     grad_input : bool, default True
         Whether to compute grad_x (not for a network's first layer).
+    relu_output : array of x's shape, optional
+        The y of ``batch_norm(..., relu=True)``: grad_y counts only where it
+        is positive, the gradient of the fused ReLU as well (the same bits
+        as :func:`relu_backward` followed by this function).
 
     Returns
     -------
@@ -209,6 +219,12 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, n_threads=None,
     if grad_y.shape != x.shape:
         raise ValueError(f"grad_y {grad_y.shape} and x {x.shape} must have the same shape")
     weight = _channel_vector(weight, "weight", x, 1.0)
+    if relu_output is not None:
+        relu_output = _batch(relu_output, "relu_output", (2, 3, 4))
+        same_dtype("x", x, "relu_output", relu_output)
+        if relu_output.shape != x.shape:
+            raise ValueError(f"relu_output must have x's shape {x.shape}, got "
+                             f"{relu_output.shape}")
     mean = _saved_statistic(mean, "mean", x.shape[1])
     invstd = _saved_statistic(invstd, "invstd", x.shape[1])
     grad_x, grad_weight, grad_bias = _outputs(out, 3, "(grad_x, grad_weight, grad_bias)")
@@ -220,12 +236,13 @@ def batch_norm_backward(grad_y, x, weight, mean, invstd, n_threads=None,
                                          ("out[1] (grad_weight)", grad_weight),
                                          ("out[2] (grad_bias)", grad_bias)) if a is not None],
                     [("grad_y", grad_y), ("x", x), ("weight", weight),
-                     ("mean", mean), ("invstd", invstd)])
+                     ("mean", mean), ("invstd", invstd), ("relu_output", relu_output)])
     scratch = np.empty((3, x.shape[1]))
     return run_unless_preparing(KernelCall(
         _kernels.batch_norm_backward,
         (_as_3d(grad_y), _as_3d(x), weight, mean, invstd,
          None if grad_x is None else _as_3d(grad_x), grad_weight, grad_bias,
+         None if relu_output is None else _as_3d(relu_output),
          scratch[0], scratch[1], scratch[2]),
         (grad_x, grad_weight, grad_bias)), n_threads)
 

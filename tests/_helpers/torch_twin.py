@@ -58,7 +58,8 @@ def _batch_norm(layer, nn):
     spec = layer.spec
     module = (nn.BatchNorm2d if isinstance(spec, L.BatchNorm2D) else nn.BatchNorm1d)(
         layer.input_shape[0], eps=spec.eps, momentum=spec.momentum)
-    return [module], [(layer.weight, module.weight), (layer.bias, module.bias),
+    modules = [module, nn.ReLU()] if layer.relu else [module]    # BatchNorm.fuse_relu
+    return modules, [(layer.weight, module.weight), (layer.bias, module.bias),
                       (layer.running_mean, module.running_mean),
                       (layer.running_var, module.running_var)]
 
