@@ -213,6 +213,7 @@ def test_batch_norm_of_two_equal_values_is_finite():
     (dict(eps=0.0), ValueError, "eps"),
     (dict(eps=-1e-5), ValueError, "eps"),
     (dict(eps=float("nan")), ValueError, "eps"),
+    (dict(eps="1e-5"), TypeError, "eps"),
     (dict(momentum=-0.1), ValueError, "momentum"),
     (dict(momentum=1.5), ValueError, "momentum"),
     (dict(momentum="0.1"), TypeError, "momentum"),

@@ -7,6 +7,7 @@ axes, as PyTorch's does); the kernels see it as ``(N, C, S)``, S the
 spatial positions of a sample.
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -65,10 +66,11 @@ def _running(a, name, x):
 
 
 def _check_eps(eps):
-    eps = real(eps, "eps", 0.0)
-    if not (0 < eps < math.inf):
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool):
+        raise TypeError(f"eps must be a real number, got {eps!r}")
+    if not 0 < eps < math.inf:     # NaN too
         raise ValueError(f"eps must be positive and finite, got {eps}")
-    return eps
+    return float(eps)
 
 
 def _outputs(out, count, names):
@@ -297,7 +299,8 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, n_threads=None,
     y = output_array(y, x.shape, x.dtype, "out[0] (y)")
     scale = output_array(scale, x.shape, x.dtype, "out[1] (scale)") if keep_scale else None
     if out is not None:
-        check_apart([("out[0] (y)", y), ("out[1] (scale)", scale)], [("x", x)])
+        check_apart([(name, a) for name, a in (("out[0] (y)", y), ("out[1] (scale)", scale))
+                     if a is not None], [("x", x)])
     return run_unless_preparing(KernelCall(
         _kernels.local_response_norm_forward,
         (_as_3d(x), _as_3d(y), None if scale is None else _as_3d(scale),
