@@ -37,6 +37,7 @@ KERNELS = {
     "fastcnn._kernels.openmp_helpers": ["src/openmp_helpers.pyx"],
     "fastcnn._kernels.dropout": ["src/dropout.pyx"],
     "fastcnn._kernels.global_pooling": ["src/global_pooling.pyx"],
+    "fastcnn._kernels.normalization": ["src/normalization.pyx"],
 }
 
 

@@ -1,5 +1,6 @@
-"""Time fastcnn's kernels against PyTorch's CPU convolution, pooling and
-activations.
+"""Time fastcnn's kernels against PyTorch's CPU convolution, pooling,
+activations, dropout and normalization (batch norm in training, local
+response norm).
 
 For every benchmark shape and thread count this prints fastcnn's forward,
 backward-input and backward-kernel times (median ms) and GFLOP/s, the same
@@ -9,10 +10,10 @@ machine, the versions and numpy's float32 matmul GFLOP/s (the practical limit
 of this machine); a summary at the end checks the performance targets.
 
 FLOPs of a correlation are ``2 * N * F * out_positions * C * kernel_size``;
-each backward pass is counted the same as the forward. Pooling has no FLOP
-figure (only times and ratios), nor have the activations (tanh, sigmoid,
-leaky ReLU, ELU, GELU: forward and backward, the backward pass from what
-each reads).
+each backward pass is counted the same as the forward. Pooling,
+normalization, dropout and the activations (tanh, sigmoid, leaky ReLU, ELU,
+GELU: forward and backward, the backward pass from what each reads) have no
+FLOP figure (only times and ratios).
 
 fastcnn and PyTorch calls for the same shape, operation and thread count are
 interleaved call by call, so that machine noise hits both alike.
@@ -247,6 +248,31 @@ ACTIVATIONS = {
 }
 
 
+@dataclass(frozen=True)
+class NormCase:
+    """Batch normalization in training (kind 'batch_norm') or local
+    response normalization of ``size`` channels ('lrn') of x (n, c, h, w)."""
+    kind: str
+    n: int
+    c: int
+    spatial: tuple
+    size: int = 5
+    ops = POOL_OPS
+
+    @property
+    def x_shape(self):
+        return (self.n, self.c) + self.spatial
+
+    @property
+    def flops(self):
+        return None
+
+    @property
+    def label(self):
+        dims = "x".join(map(str, self.x_shape))
+        return f"{self.kind} {dims}" + (f" size {self.size}" if self.kind == "lrn" else "")
+
+
 CASES = [
     ConvCase(64, 1, (28, 28), 32, 5, 2, 1),
     ConvCase(64, 6, (14, 14), 16, 5, 0, 1),
@@ -270,6 +296,8 @@ CASES = [
 
 # the activations on a convolution's output of realistic size
 CASES += [ActivationCase(name, 128, 32, (28, 28)) for name in ACTIVATIONS]
+
+CASES += [NormCase("batch_norm", 128, 32, (28, 28)), NormCase("lrn", 128, 32, (28, 28))]
 
 
 @dataclass
@@ -417,6 +445,28 @@ def fastcnn_activation_calls(fc, case, x, grad_y):
         "forward": lambda t: forward(x, **keywords, n_threads=t, out=y),
         "backward": lambda t: backward(grad_y, read, **keywords, n_threads=t,
                                        out=grad_x),
+    }
+
+
+def fastcnn_norm_calls(fc, case, x, grad_y):
+    """{op name: f(n_threads)} for a normalization case; the forward calls
+    return y alone, as PyTorch's do."""
+    if case.kind == "batch_norm":
+        channels = case.c
+        weight, bias = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+        running_mean, running_var = np.zeros_like(weight), np.ones_like(weight)
+        _, mean, invstd = fc.batch_norm(x, weight, bias, training=True)
+        return {
+            "forward": lambda t: fc.batch_norm(x, weight, bias, running_mean, running_var,
+                                               training=True, n_threads=t)[0],
+            "backward": lambda t: fc.batch_norm_backward(grad_y, x, weight, mean, invstd,
+                                                         n_threads=t),
+        }
+    y, scale = fc.local_response_norm(x, case.size)
+    return {
+        "forward": lambda t: fc.local_response_norm(x, case.size, n_threads=t)[0],
+        "backward": lambda t: fc.local_response_norm_backward(
+            grad_y, x, y, scale, case.size, n_threads=t),
     }
 
 
@@ -585,6 +635,32 @@ def torch_activation_calls(torch_backend, case, x, grad_y):
     return {"forward": lambda: forward(x), "backward": backward}
 
 
+def torch_norm_calls(torch_backend, case, x, grad_y):
+    """{op name: f()} for a normalization case: the functional forward,
+    and the backward by autograd through it (aten's own for batch norm)."""
+    t = torch_backend.torch
+    x, grad_y = t.from_numpy(x), t.from_numpy(grad_y)
+    if case.kind == "batch_norm":
+        weight, bias = t.ones(case.c), t.zeros(case.c)
+        running_mean, running_var = t.zeros(case.c), t.ones(case.c)
+        _, save_mean, save_invstd = t.native_batch_norm(
+            x, weight, bias, running_mean.clone(), running_var.clone(), True, 0.1, 1e-5)
+        return {
+            "forward": lambda: t.nn.functional.batch_norm(
+                x, running_mean, running_var, weight, bias, True),
+            "backward": lambda: torch_backend.aten.native_batch_norm_backward(
+                grad_y, x, weight, running_mean, running_var, save_mean, save_invstd,
+                True, 1e-5, [True, True, True]),
+        }
+    x_grad = x.clone().requires_grad_(True)
+    with t.enable_grad():
+        y = t.nn.functional.local_response_norm(x_grad, case.size)
+    return {
+        "forward": lambda: t.nn.functional.local_response_norm(x, case.size),
+        "backward": lambda: t.autograd.grad(y, x_grad, grad_y, retain_graph=True),
+    }
+
+
 def import_torch():
     try:
         import torch
@@ -616,6 +692,12 @@ def build_ops(case, fc, torch_backend, rng):
         arrays = random_conv_arrays(case, rng)
         fastcnn_calls, fastcnn_out_calls = fastcnn_conv_calls(fc, case, *arrays)
         torch_calls = torch_backend.conv_calls(case, *arrays) if torch_backend else {}
+    elif isinstance(case, NormCase):
+        x = rng.standard_normal(case.x_shape, dtype=np.float32)
+        grad_y = rng.standard_normal(case.x_shape, dtype=np.float32)
+        fastcnn_calls, fastcnn_out_calls = fastcnn_norm_calls(fc, case, x, grad_y), {}
+        torch_calls = (torch_norm_calls(torch_backend, case, x, grad_y)
+                       if torch_backend else {})
     elif isinstance(case, ActivationCase):
         x = 3 * rng.standard_normal(case.x_shape, dtype=np.float32)
         grad_y = rng.standard_normal(case.x_shape, dtype=np.float32)

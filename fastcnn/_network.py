@@ -10,7 +10,8 @@ C-contiguous. Every computation goes through :mod:`fastcnn.functional` with
 each layer keeps the calls it prepared (``functional.prepare``) while the
 same buffers come back, so a step validates nothing twice. A ReLU before
 max pooling runs inside the pooling's passes, after it: the same values
-and gradients, on a quarter of the values.
+and gradients, on a quarter of the values; a ReLU after a batch norm runs
+inside the norm's passes.
 
 The layer contract
 ------------------
@@ -78,6 +79,11 @@ def _describe(shape):
 def zeros(rng, shape, output):
     """All zeros; draws nothing from ``rng``."""
     return np.zeros(shape)
+
+
+def ones(rng, shape, output):
+    """All ones; draws nothing from ``rng``."""
+    return np.ones(shape)
 
 
 def he_glorot_uniform(rng, shape, output):
@@ -821,6 +827,105 @@ class GELU(_Activation):
                         backward_reads=frozenset({"input"}))
 
 
+class BatchNorm(Layer):
+    """Batch normalization. Training normalises with the batch's
+    statistics, which the forward pass saves (mean, 1/std) for the backward
+    pass, which also reads the input; inference with the running ones."""
+    SPECS = (L.BatchNorm2D, L.BatchNorm1D)
+    TRAINING_DIFFERS = True
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        self.relu = False
+        if isinstance(spec, L.BatchNorm2D):
+            self.check_spatial_ndim()
+        elif len(self.input_shape) not in (1, 2):
+            raise ValueError(
+                f"{self.where()} works on signals (C, L) or flat features (F,) "
+                f"but receives samples of shape {self.input_shape}")
+        channels = (self.input_shape[0],)
+        self.parameters = (Parameter("weight", channels, ones, l2_penalty=False),
+                           Parameter("bias", channels, zeros, l2_penalty=False))
+        self.states = (State("running_mean", channels, zeros),
+                       State("running_var", channels, ones))
+
+    @property
+    def name(self):
+        return type(self.spec).__name__ + ("+ReLU" if self.relu else "")
+
+    def fuse_relu(self):
+        """Take on the ReLU right after: the forward pass returns relu(y)
+        and the backward pass lets through only the gradients where that is
+        positive, the unfused layers' bits with one pass each way less."""
+        self.relu = True
+        self.dataflow = replace(self.dataflow, backward_reads=frozenset({"input", "output"}))
+
+    def allocate(self, capacity, dtype):
+        self.buf_mean = np.empty(self.input_shape[0])
+        self.buf_invstd = np.empty(self.input_shape[0])
+
+    def forward(self, x, n_threads):
+        self.x = x
+        spec, y = self.spec, self.output_rows(len(x))
+        if not self.training:
+            return self.prepared("predict", (x,), lambda: F.prepare(
+                F.batch_norm, x, self.weight, self.bias, self.running_mean,
+                self.running_var, eps=spec.eps, out=y, relu=self.relu)).run(n_threads)
+        self.y = self.prepared("forward", (x,), lambda: F.prepare(
+            F.batch_norm, x, self.weight, self.bias, self.running_mean,
+            self.running_var, training=True, momentum=spec.momentum, eps=spec.eps,
+            out=(y, self.buf_mean, self.buf_invstd), relu=self.relu)).run(n_threads)[0]
+        return self.y
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        grad_x = self.buf_grad_x[:len(grad_y)] if need_grad_x else None
+        return self.prepared("backward", (grad_y, self.x, self.y), lambda: F.prepare(
+            F.batch_norm_backward, grad_y, self.x, self.weight, self.buf_mean,
+            self.buf_invstd, out=(grad_x, self.grad_weight, self.grad_bias),
+            grad_input=need_grad_x, relu_output=self.y if self.relu else None)
+        ).run(n_threads)[0]
+
+
+class LocalResponseNorm(Layer):
+    """Local response normalization across channels. In training the
+    forward pass keeps each value's scale (the window's k + alpha/size *
+    sum of squares) in a buffer of its own for the backward pass, which
+    reads the input and the output too."""
+    SPECS = (L.LocalResponseNorm,)
+    dataflow = Dataflow(backward_reads=frozenset({"input", "output"}))
+
+    def __init__(self, spec, input_shape, position):
+        super().__init__(spec, input_shape, position)
+        if len(self.input_shape) not in (2, 3):
+            raise ValueError(
+                f"{self.where()} works on images (C, H, W) or signals (C, L) "
+                f"but receives samples of shape {self.input_shape}")
+
+    def allocate(self, capacity, dtype):
+        # inference has no backward pass to keep the scale for
+        self.buf_scale = (np.empty((capacity,) + self.input_shape, dtype=dtype)
+                          if self.training else None)
+
+    def forward(self, x, n_threads):
+        self.x, spec, n = x, self.spec, len(x)
+        keep = self.buf_scale is not None
+        self.y, self.scale = self.prepared("forward", (x,), lambda: F.prepare(
+            F.local_response_norm, x, spec.size, spec.alpha, spec.beta, spec.k,
+            out=(self.output_rows(n), self.buf_scale[:n] if keep else None),
+            keep_scale=keep)).run(n_threads)
+        return self.y
+
+    def backward(self, grad_y, need_grad_x, n_threads):
+        if not need_grad_x:
+            return None
+        spec = self.spec
+        return self.prepared("backward", (grad_y, self.x, self.y, self.scale),
+                             lambda: F.prepare(
+            F.local_response_norm_backward, grad_y, self.x, self.y, self.scale,
+            spec.size, spec.alpha, spec.beta,
+            out=self.buf_grad_x[:len(grad_y)])).run(n_threads)
+
+
 def _runtime_layer(spec, input_shape, position):
     runtime = _RUNTIME.get(type(spec))
     if runtime is None:
@@ -852,9 +957,13 @@ def _execution_order(specs):
 
 
 def _fuses_relu(previous, layer):
-    """Whether ``layer`` is a ReLU that the max pooling run just before it
-    takes on (MaxPool.fuse_relu)."""
-    return type(layer) is ReLU and type(previous) is MaxPool
+    """Whether ``layer`` is a ReLU that the max pooling or batch norm run
+    just before it takes on (their fuse_relu)."""
+    return type(layer) is ReLU and type(previous) in _TAKE_ON_RELU
+
+
+#: the layers that run a ReLU right after them in their own passes
+_TAKE_ON_RELU = (MaxPool, BatchNorm)
 
 
 def _build_sequence(specs, input_shape, position_of):

@@ -26,7 +26,8 @@ __all__ = ["Conv2D", "Conv1D", "MaxPool2D", "MaxPool1D", "AvgPool2D",
            "Residual", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
            "GlobalAvgPool2D", "GlobalAvgPool1D", "GlobalMaxPool2D",
            "GlobalMaxPool1D", "L2Pool2D", "L2Pool1D",
-           "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU"]
+           "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU",
+           "BatchNorm2D", "BatchNorm1D", "LocalResponseNorm"]
 
 
 def _is_int(value):
@@ -380,3 +381,88 @@ class ELU(LayerSpec):
 class GELU(LayerSpec):
     """``x * Phi(x)``, Phi the standard normal distribution function (the
     exact erf form, PyTorch's ``GELU(approximate='none')``), elementwise."""
+
+
+def _is_real(value):
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+@dataclass(frozen=True)
+class _BatchNorm(LayerSpec):
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        name = type(self).__name__
+        if not _is_real(self.momentum) or not 0 <= self.momentum <= 1:
+            raise ValueError(
+                f"{name}: momentum must be a number in [0, 1], got {self.momentum!r}")
+        if not _is_real(self.eps) or self.eps <= 0:
+            raise ValueError(
+                f"{name}: eps must be a positive number, got {self.eps!r}")
+
+
+@dataclass(frozen=True)
+class BatchNorm2D(_BatchNorm):
+    """Batch normalization of images ``(C, H, W)``, per channel.
+
+    In training each channel is normalised with the mean and (biased)
+    variance of the batch over samples and positions, then scaled by a
+    learned ``weight`` (initially 1) and shifted by a learned ``bias``
+    (initially 0), neither L2-penalised; ``running_mean`` and
+    ``running_var`` follow the batches' mean and unbiased variance,
+    ``running = (1 - momentum) * running + momentum * batch``, and
+    inference normalises with them. As PyTorch's BatchNorm2d.
+
+    Parameters
+    ----------
+    momentum : float in [0, 1], default 0.1
+    eps : float > 0, default 1e-5
+        Added to the variance.
+    """
+    spatial_ndim = 2
+
+
+@dataclass(frozen=True)
+class BatchNorm1D(_BatchNorm):
+    """Batch normalization of signals ``(C, L)`` or flat features ``(F,)``
+    (after a Dense), per channel or feature: as :class:`BatchNorm2D`, as
+    PyTorch's BatchNorm1d. A feature with a single value in a batch (a
+    batch of one sample on flat features) normalises to 0, its output is
+    ``bias``, and its running variance is kept."""
+
+
+@dataclass(frozen=True)
+class LocalResponseNorm(LayerSpec):
+    """Local response normalization across channels, of images or signals,
+    as PyTorch's LocalResponseNorm:
+    ``y = x / (k + alpha / size * sum(x^2 over size neighbouring channels))^beta``,
+    the window from ``c - size // 2`` to ``c + (size - 1) // 2``, channels
+    beyond the edges counting as zeros.
+
+    Parameters
+    ----------
+    size : int >= 1
+    alpha : float >= 0, default 1e-4
+    beta : float, default 0.75
+    k : float > 0, default 1.0
+    """
+    size: int
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+    def __post_init__(self):
+        if not _is_int(self.size) or self.size < 1:
+            raise ValueError(
+                f"LocalResponseNorm: size must be a positive int, got {self.size!r}")
+        if not _is_real(self.alpha) or self.alpha < 0:
+            raise ValueError(
+                f"LocalResponseNorm: alpha must be a number >= 0, got {self.alpha!r}")
+        if not _is_real(self.beta):
+            raise ValueError(
+                f"LocalResponseNorm: beta must be a finite number, got {self.beta!r}")
+        if not _is_real(self.k) or self.k <= 0:
+            raise ValueError(
+                f"LocalResponseNorm: k must be a positive number, got {self.k!r}")

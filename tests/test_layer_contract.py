@@ -10,6 +10,7 @@ import pytest
 
 import fastcnn.functional as F
 import fastcnn._network as network_module
+import fastcnn
 from fastcnn import CNNClassifier
 from fastcnn._network import (Dataflow, Layer, Network, Parameter, ReLU,
                               State, he_glorot_uniform, zeros)
@@ -20,6 +21,7 @@ from fastcnn.layers import ReLU as ReLUSpec
 from fastcnn.layers import (GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D,
                             GlobalMaxPool2D, L2Pool1D, L2Pool2D)
 from fastcnn.layers import ELU, GELU, LeakyReLU, Sigmoid, Tanh
+from fastcnn.layers import BatchNorm1D, BatchNorm2D, LocalResponseNorm
 
 # ------------------------------------------------ the buffer plan
 
@@ -45,8 +47,10 @@ def _random_specs(rng, ndim):
                              else (L2Pool1D, (GlobalAvgPool1D, GlobalMaxPool1D)))
     specs = []
     for _ in range(rng.integers(0, 6)):
-        kind = rng.integers(0, 4)
-        if kind == 0:
+        kind = rng.integers(0, 6)
+        if kind >= 4:
+            specs.append(_random_norm(rng, kind, ndim))
+        elif kind == 0:
             kernel = int(rng.integers(1, 4))
             padding = ("same" if kernel % 2 and rng.random() < 0.3
                        else int(rng.integers(0, 2)))
@@ -63,8 +67,17 @@ def _random_specs(rng, ndim):
     if rng.random() < 0.25:     # a global pooling ends the spatial layers
         specs.append(global_pools[rng.integers(0, 2)]())
     for _ in range(rng.integers(0, 4)):
-        specs.append([Flatten(), _activation(rng), Dense(int(rng.integers(1, 5)))][rng.integers(0, 3)])
+        specs.append([Flatten(), _activation(rng), Dense(int(rng.integers(1, 5))),
+                      BatchNorm1D()][rng.integers(0, 4)])
     return specs + [Dense(3)]
+
+
+def _random_norm(rng, kind, ndim):
+    if kind == 4:
+        norm = BatchNorm2D if ndim == 2 else BatchNorm1D
+        return norm(momentum=float(rng.random()), eps=float(10.0 ** rng.integers(-5, 0)))
+    return LocalResponseNorm(int(rng.integers(1, 5)), alpha=float(rng.random()),
+                             beta=0.75, k=float(1 + rng.random()))
 
 
 def _valid_networks(count, seed, make_specs=None):
@@ -390,16 +403,19 @@ def test_state_and_random_numbers_survive_pickling_and_warm_start():
 
 
 def test_layers_that_declare_no_training_mode_compute_the_same_in_both():
-    for specs, input_shape in NETWORKS[:40]:
+    checked = 0
+    for specs, input_shape in NETWORKS[:80]:
         network = Network(specs, input_shape, np.float64)
         network.initialize(np.random.RandomState(0))
-        assert not any(layer.TRAINING_DIFFERS or layer.DRAWS_RANDOM
-                       for layer in network.layers)
+        if any(layer.TRAINING_DIFFERS or layer.DRAWS_RANDOM for layer in network.layers):
+            continue      # batch norms: their own tests
+        checked += 1
         x = np.random.default_rng(0).standard_normal((4,) + input_shape)
         network.allocate(4, training=True)
         trained = network.forward(x.copy(), 1).copy()
         network.allocate(4, training=False)
         np.testing.assert_array_equal(network.forward(x, 1), trained)
+    assert checked >= 20
 
 
 @pytest.mark.parametrize("name", ["parameters", "states"])
@@ -505,3 +521,136 @@ def test_the_check_catches_an_l2_pooling_that_claims_too_little(claimed, monkeyp
     except ValueError as error:
         caught = "shares memory" in str(error)
     assert caught
+def test_the_check_catches_a_normalization_that_claims_too_little(monkeypatch):
+    # Local response normalization's backward pass reads its output: one
+    # that claimed otherwise would let the ReLU after it run in place over
+    # that output before the backward pass reads it.
+    specs = [Conv2D(3, 3, padding=1), LocalResponseNorm(3, alpha=0.5), ReLUSpec(), Dense(3)]
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is None
+    monkeypatch.setattr(network_module.LocalResponseNorm, "dataflow",
+                        Dataflow(backward_reads=frozenset({"input"})))
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is not None
+
+
+# --------------------------------- batch normalization's running statistics
+
+BN_NET = [Conv2D(3, 3, padding=1), BatchNorm2D(momentum=0.5), ReLUSpec(), MaxPool2D(2),
+          Flatten(), Dense(8), BatchNorm1D(momentum=0.5), ReLUSpec()]
+
+
+def _bn_classifier(**params):
+    params = {"max_iter": 2, "batch_size": 25, "random_state": 0, **params}
+    return CNNClassifier(layers=BN_NET, input_shape=(1, 8, 8), **params)
+
+
+def _reset_running_statistics(clf):
+    for layer in clf.network_.layers:
+        if isinstance(layer, network_module.BatchNorm):
+            layer.running_mean[...] = 0
+            layer.running_var[...] = 1
+
+
+def test_batch_norm_state_is_declared_and_trained(small_digits):
+    X, y = small_digits
+    clf = _bn_classifier().fit(X, y)
+    norms = [layer for layer in clf.network_.layers
+             if isinstance(layer, network_module.BatchNorm)]
+    assert [layer.running_mean.size for layer in norms] == [3, 8]
+    for layer in norms:
+        assert [p.name for p in layer.parameters] == ["weight", "bias"]
+        assert not any(p.l2_penalty for p in layer.parameters)
+        assert [s.name for s in layer.states] == ["running_mean", "running_var"]
+        assert np.shares_memory(layer.running_mean, clf.network_.state)
+        # moved away from their initial 0 and 1 by the training steps
+        assert np.all(layer.running_mean != 0) and np.all(layer.running_var != 1)
+    # the L2 penalty covers the convolution's and dense layers' weights only
+    conv, dense, output = (layer for layer in clf.network_.layers if layer.parameters
+                           and not isinstance(layer, network_module.BatchNorm))
+    assert clf.network_.n_weights == conv.weight.size + dense.weight.size + output.weight.size
+
+
+def test_batch_norm_state_survives_pickling(small_digits):
+    X, y = small_digits
+    clf = _bn_classifier().fit(X, y)
+    loaded = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(loaded.network_.state, clf.network_.state)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    # inference reads the running statistics: without them it differs
+    _reset_running_statistics(loaded)
+    assert not np.allclose(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_batch_norm_state_carries_over_to_further_training(small_digits, how):
+    X, y = small_digits
+    clf = _bn_classifier().fit(X, y)
+    kept, reset = pickle.loads(pickle.dumps(clf)), pickle.loads(pickle.dumps(clf))
+    _reset_running_statistics(reset)
+    for model in (clf, kept, reset):
+        if how == "warm_start":
+            model.set_params(warm_start=True, max_iter=1).fit(X, y)
+        else:
+            model.partial_fit(X, y)
+    np.testing.assert_array_equal(kept.network_.state, clf.network_.state)
+    np.testing.assert_array_equal(kept.network_.params, clf.network_.params)
+    # a fit that started the statistics afresh would end where `reset` does
+    assert not np.allclose(reset.network_.state, clf.network_.state)
+
+
+def test_batch_norm_state_goes_back_with_the_weights_when_a_fit_diverges(small_digits):
+    X, y = small_digits
+    clf = _bn_classifier(solver="sgd").fit(X, y)
+    params, state = clf.network_.params.copy(), clf.network_.state.copy()
+    clf.set_params(warm_start=True, learning_rate_init=1e30)
+    with pytest.raises(fastcnn.TrainingDivergedError):
+        clf.fit(X, y)
+    np.testing.assert_array_equal(clf.network_.params, params)
+    np.testing.assert_array_equal(clf.network_.state, state)
+    assert np.isfinite(clf.predict_proba(X)).all()
+
+
+@pytest.mark.parametrize("n_samples", [26, 51])    # last batch of 1 sample; of 1 then 2
+def test_batch_norm_trains_on_tiny_batches_without_nan(small_digits, n_samples):
+    X, y = small_digits
+    X, y = X[:n_samples], y[:n_samples]
+    # batches of 25 and a last one of a single sample (flat features: one
+    # value per channel), or of two; batches of 2 (and a last one of 1)
+    for batch_size in (25, 2):
+        clf = _bn_classifier(batch_size=batch_size).fit(X, y)
+        assert np.isfinite(clf.network_.params).all()
+        assert np.isfinite(clf.network_.state).all()
+        assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_batch_norm_computes_other_values_in_training_than_in_inference():
+    network = Network(BN_NET + [Dense(3)], (1, 8, 8), np.float64)
+    network.initialize(np.random.RandomState(0))
+    x = 2 + np.random.default_rng(0).standard_normal((6, 1, 8, 8))
+    network.allocate(6, training=False)
+    before = network.forward(x, 1).copy()
+    state = network.state.copy()
+    np.testing.assert_array_equal(network.forward(x, 2), before)
+    np.testing.assert_array_equal(network.state, state)     # inference leaves it
+    network.allocate(6, training=True)
+    trained = network.forward(x, 1).copy()
+    assert not np.allclose(trained, before)
+    assert not np.allclose(network.state, state)             # training moves it
+
+
+def test_the_check_catches_a_batch_norm_with_relu_that_claims_too_little(monkeypatch):
+    # With the ReLU after it taken on, a batch norm's backward pass reads
+    # its output (where the ReLU let gradients through): one that claimed
+    # only its input would let the average pooling write its input gradient
+    # over that output first.
+    specs = [Conv2D(3, 3, padding=1), BatchNorm2D(), ReLUSpec(), AvgPool2D(2), Dense(3)]
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is None
+    monkeypatch.setattr(network_module.BatchNorm, "fuse_relu",
+                        lambda self: setattr(self, "relu", True))
+    assert first_difference(specs, (2, 6, 6), monkeypatch) is not None
+
+
+def test_random_sequences_hold_batch_norms_with_and_without_a_relu():
+    names = {layer.name for specs, input_shape in NETWORKS
+             for layer in Network(specs, input_shape, np.float64).layers}
+    assert {"BatchNorm2D", "BatchNorm2D+ReLU", "BatchNorm1D", "BatchNorm1D+ReLU",
+            "LocalResponseNorm"} <= names

@@ -4,10 +4,13 @@ import pickle
 
 import pytest
 
+import fastcnn.layers as L
+from fastcnn._network import layer_output_shape
 from fastcnn.layers import (AvgPool1D, AvgPool2D, Conv1D, Conv2D, Dense,
                             Flatten, MaxPool1D, MaxPool2D, ReLU)
 from fastcnn.layers import (GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D,
                             GlobalMaxPool2D, L2Pool1D, L2Pool2D)
+from fastcnn.layers import BatchNorm1D, BatchNorm2D, LocalResponseNorm
 
 
 # ================================================ pickle, compare, hash
@@ -136,3 +139,39 @@ def test_same_padding_takes_even_kernels_at_stride_1():
     assert Conv1D(4, 2, padding="same", dilation=3).dilation == 3
     assert Conv2D(4, 3, stride=2, padding="same").stride == 2
     assert Conv2D(4, 3).dilation == 1
+# ============================================= normalization layers
+
+def test_normalization_specs_pickle_and_compare():
+    for spec in (BatchNorm2D(), BatchNorm1D(momentum=0.2, eps=1e-3),
+                 LocalResponseNorm(5, alpha=1e-3, beta=0.5, k=2)):
+        assert pickle.loads(pickle.dumps(spec)) == spec
+        assert hash(pickle.loads(pickle.dumps(spec))) == hash(spec)
+    assert BatchNorm2D() != BatchNorm1D()
+    assert BatchNorm2D() == BatchNorm2D(0.1, 1e-5)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda L: L.BatchNorm2D(eps=0), "BatchNorm2D: eps"),
+    (lambda L: L.BatchNorm2D(eps=-1e-5), "eps"),
+    (lambda L: L.BatchNorm1D(eps=float("inf")), "BatchNorm1D: eps"),
+    (lambda L: L.BatchNorm2D(momentum=-0.1), "momentum"),
+    (lambda L: L.BatchNorm1D(momentum=1.01), "BatchNorm1D: momentum"),
+    (lambda L: L.BatchNorm1D(momentum=None), "momentum"),
+    (lambda L: L.LocalResponseNorm(0), "LocalResponseNorm: size"),
+    (lambda L: L.LocalResponseNorm(2.0), "size"),
+    (lambda L: L.LocalResponseNorm(2, alpha=-1.0), "alpha"),
+    (lambda L: L.LocalResponseNorm(2, beta=float("nan")), "beta"),
+    (lambda L: L.LocalResponseNorm(2, k=0), "k"),
+])
+def test_normalization_specs_validate_on_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make(L)
+
+
+@pytest.mark.parametrize("spec_name, shape", [
+    ("BatchNorm2D", (3, 8)), ("BatchNorm2D", (12,)), ("BatchNorm1D", (3, 4, 4)),
+    ("LocalResponseNorm", (12,))])
+def test_normalization_layers_refuse_inputs_of_another_kind(spec_name, shape):
+    spec = getattr(L, spec_name)() if spec_name != "LocalResponseNorm" else L.LocalResponseNorm(3)
+    with pytest.raises(ValueError, match=spec_name):
+        layer_output_shape(spec, shape)

@@ -263,3 +263,44 @@ def test_input_gradients_reuse_dead_outputs_and_two_shared_buffers():
     assert layers[0].buf_grad_x is None      # the first layer's is never needed
     network.allocate(5, training=False)
     assert all(getattr(layer, "buf_grad_x", None) is None for layer in network.layers)
+
+
+@pytest.mark.parametrize("spatial", [2, 1])
+def test_batch_norm_takes_on_the_relu_after_it_with_the_same_bits(spatial, monkeypatch):
+    """A ReLU after a batch norm runs inside the norm's passes
+    (BatchNorm.fuse_relu): the scores, loss, gradients and running
+    statistics of training steps, and the scores of inference, are
+    bitwise those of the two layers apart."""
+    import fastcnn._network as network_module
+    from fastcnn.layers import BatchNorm1D, BatchNorm2D
+    if spatial == 2:
+        specs = [Conv2D(3, 3, padding=1), BatchNorm2D(), ReLU(), Flatten(),
+                 Dense(5), BatchNorm1D(momentum=0.3), ReLU(), Dense(3)]
+        input_shape = (2, 6, 7)
+    else:
+        specs = [Conv1D(3, 3, padding=1), BatchNorm1D(), ReLU(), Dense(3)]
+        input_shape = (2, 15)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6,) + input_shape)
+    target = rng.integers(0, 3, size=6)
+    runs = []
+    for fuse in (True, False):
+        if not fuse:
+            monkeypatch.setattr(network_module, "_fuses_relu", lambda *layers: False)
+        network = Network(specs, input_shape, np.float64)
+        network.initialize(np.random.RandomState(0))
+        network.allocate(6, training=True)
+        names = [layer.name for layer in network.layers]
+        steps = [_run_step(network, x, target) for _ in range(2)]
+        state = network.state.copy()
+        network.allocate(6, training=False)
+        runs.append((names, steps, state, network.forward(x, 2).copy()))
+    (fused_names, fused, fused_state, fused_scores), (names, plain, state, scores) = runs
+    assert "ReLU" not in fused_names and "ReLU" in names
+    assert any(name.endswith("+ReLU") and name.startswith("BatchNorm") for name in fused_names)
+    for (loss, step_scores, grads), (loss0, step_scores0, grads0) in zip(fused, plain):
+        assert loss == loss0
+        np.testing.assert_array_equal(step_scores, step_scores0)
+        np.testing.assert_array_equal(grads, grads0)
+    np.testing.assert_array_equal(fused_state, state)
+    np.testing.assert_array_equal(fused_scores, scores)

@@ -28,7 +28,7 @@ bitwise identical for any number of threads.
 
 The package mirrors src/: one module per compiled kernel module
 (_correlation, _pooling, _global_pooling, _dense, _activations, _loss,
-_optim, _batch, _dropout),
+_optim, _batch, _dropout, _normalization),
 the argument checks they share in _checks, and in _calls the kernel call
 each function validates its arguments into, which prepare() keeps.
 """
@@ -58,6 +58,8 @@ from ._global_pooling import (global_avg_pool1d, global_avg_pool1d_backward,
                               global_avg_pool2d, global_avg_pool2d_backward,
                               global_max_pool1d, global_max_pool1d_backward,
                               global_max_pool2d, global_max_pool2d_backward)
+from ._normalization import (batch_norm, batch_norm_backward,
+                             local_response_norm, local_response_norm_backward)
 
 __all__ = [
     "correlate2d", "correlate2d_backward", "correlate2d_backward_input",
@@ -78,4 +80,6 @@ __all__ = [
     "global_max_pool1d_backward",
     "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "leaky_relu",
     "leaky_relu_backward", "elu", "elu_backward", "gelu", "gelu_backward",
+    "batch_norm", "batch_norm_backward", "local_response_norm",
+    "local_response_norm_backward",
 ]

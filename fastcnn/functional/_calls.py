@@ -76,6 +76,8 @@ _AS_THE_KERNELS_READ = FLOAT_DTYPES + (np.dtype(np.int32),)
 # the parameters of those functions that take arrays (out: one or a pair)
 _ARRAY_PARAMETERS = ("x", "w", "bias", "grad_y", "y", "argmax", "relu_output", "out",
                      "uniforms")
+# the normalization functions' (running statistics are updated in place)
+_ARRAY_PARAMETERS += ("weight", "running_mean", "running_var", "mean", "invstd", "scale")
 
 
 def _refuse_copied(name, a):
@@ -130,7 +132,8 @@ def prepare(function, *args, **kwargs):
         linear, linear_backward_input, linear_backward_weight, relu,
         relu_backward, dropout, dropout_backward; l2_pool2d/1d,
         global_avg_pool2d/1d, global_max_pool2d/1d, tanh, sigmoid,
-        leaky_relu, elu, gelu and their _backward
+        leaky_relu, elu, gelu, batch_norm, local_response_norm and their
+        _backward
     *args, **kwargs
         Its arguments, but ``n_threads``. Every array must be one the kernel
         reads as it is (C-contiguous, float32 or float64, int32 indices),
@@ -151,6 +154,6 @@ def prepare(function, *args, **kwargs):
     # the caller's arrays and the results it gets back, each once: their
     # shapes can change in place, their memory cannot
     results = call.result if isinstance(call.result, tuple) else (call.result,)
-    watched = {id(a): a for a in arrays + list(results)}
+    watched = {id(a): a for a in arrays + list(results) if a is not None}
     call.shapes = tuple((a, a.shape) for a in watched.values())
     return call

@@ -81,6 +81,19 @@ def _l2_pool(layer, nn):
         return [nn.LPPool2d(2, layer.size, layer.stride)], []
     # LPPool1d multiplies by its kernel size, which must then be an int
     return [nn.LPPool1d(2, layer.size[0], layer.stride[0])], []
+def _batch_norm(layer, nn):
+    spec = layer.spec
+    module = (nn.BatchNorm2d if isinstance(spec, L.BatchNorm2D) else nn.BatchNorm1d)(
+        layer.input_shape[0], eps=spec.eps, momentum=spec.momentum)
+    modules = [module, nn.ReLU()] if layer.relu else [module]    # BatchNorm.fuse_relu
+    return modules, [(layer.weight, module.weight), (layer.bias, module.bias),
+                      (layer.running_mean, module.running_mean),
+                      (layer.running_var, module.running_var)]
+
+
+def _local_response_norm(layer, nn):
+    spec = layer.spec
+    return [nn.LocalResponseNorm(spec.size, spec.alpha, spec.beta, spec.k)], []
 
 
 #: specification class -> function(runtime layer, torch.nn) -> (modules, pairs)
@@ -93,6 +106,8 @@ TWINS = {
     L.GlobalMaxPool2D: _global_pool, L.GlobalMaxPool1D: _global_pool,
     L.L2Pool2D: _l2_pool, L.L2Pool1D: _l2_pool,
 }
+TWINS.update({L.BatchNorm2D: _batch_norm, L.BatchNorm1D: _batch_norm,
+              L.LocalResponseNorm: _local_response_norm})
 
 
 def _residual(layer, nn):
@@ -161,8 +176,14 @@ def torch_twin(network):
     ``network`` computes, and the (fastcnn array, torch tensor) pairs of
     its parameters and state, the twin's set to fastcnn's values."""
     import torch
-    model, pairs = _sequence_twin(network.layers, torch.nn)
-    model = model.double()
+    # built in float64: .double() would replace buffers (running statistics)
+    # with new tensors, leaving the pairs holding the old ones
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model, pairs = _sequence_twin(network.layers, torch.nn)
+    finally:
+        torch.set_default_dtype(default)
     with torch.no_grad():
         for ours, theirs in pairs:
             theirs.copy_(torch.from_numpy(np.array(ours, dtype=np.float64)))
