@@ -1324,6 +1324,20 @@ class Network:
             x = view
         return _forward_sequence(self.layers, x, n_threads, self.profile)
 
+    def check_forward(self, x, n_threads):
+        """What :meth:`forward` returns for ``x``, leaving the layers'
+        state (running statistics) and random generators as they were: a
+        look at the network between training steps that training does not
+        see."""
+        state = self.state.copy()
+        generators = [layer.random.bit_generator.state for layer in self.drawing_layers]
+        try:
+            return self.forward(x, n_threads)
+        finally:
+            self.state[...] = state
+            for layer, saved in zip(self.drawing_layers, generators):
+                layer.random.bit_generator.state = saved
+
     def backward(self, grad, n_threads):
         """Fill ``grads`` from the gradient of the loss with respect to the
         scores; the input's own gradient is never computed."""

@@ -365,8 +365,9 @@ class TrainingRun:
                 self._progress(batch_start + len(index))
         # The epoch's last step is checked too: the loss of the new weights
         # on the last batch (NaN or overflowing weights give a non-finite
-        # loss).
-        after, _ = F.softmax_cross_entropy(self.network.forward(xb, n_threads), yb)
+        # loss), without updating running statistics or drawing dropout
+        # masks that training would then see.
+        after, _ = F.softmax_cross_entropy(self.network.check_forward(xb, n_threads), yb)
         if not math.isfinite(after):
             self._diverged(None)
         return total_loss, n_threads

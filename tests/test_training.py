@@ -427,3 +427,49 @@ def test_verbose_0_is_silent(small_digits, capsys):
     X, y = small_digits
     CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
     assert capsys.readouterr().out == ""
+
+
+# ================================================ the epoch's last check
+
+def test_check_forward_leaves_state_and_random_draws_as_they_were():
+    from fastcnn._network import Network
+    from fastcnn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, ReLU
+    specs = [Conv2D(3, 3, padding=1), BatchNorm2D(), ReLU(), Flatten(),
+             Dropout(0.5), Dense(4)]
+    x = np.random.default_rng(0).standard_normal((6, 2, 5, 5))
+    nets = []
+    for _ in range(2):
+        net = Network(specs, (2, 5, 5), np.float64)
+        net.initialize(np.random.RandomState(0))
+        net.allocate(6, training=True)
+        nets.append(net)
+    checked = nets[0].check_forward(x, 2).copy()
+    np.testing.assert_array_equal(nets[0].state, [0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    first = nets[1].forward(x, 2).copy()
+    np.testing.assert_array_equal(checked, first)    # what forward computes
+    # the first step after the check sees the running statistics and draws
+    # the masks it would have without it
+    np.testing.assert_array_equal(nets[0].forward(x, 2), first)
+    np.testing.assert_array_equal(nets[0].state, nets[1].state)
+
+
+def test_running_statistics_are_those_of_the_training_steps_alone():
+    """momentum 1: the running mean is the last training step's batch mean,
+    computed with the weights before that step (not those the end-of-epoch
+    check sees)."""
+    from fastcnn import functional as F
+    from fastcnn.layers import BatchNorm2D, Conv2D, ReLU
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 1, 6, 6))
+    y = np.arange(40) % 2
+    params = dict(layers=[Conv2D(3, 3), BatchNorm2D(momentum=1.0), ReLU()],
+                  batch_size=40, max_iter=1, shuffle=False, early_stopping=False,
+                  dtype="float64", random_state=0, alpha=0.0)
+    # a step too small to change any weight: the initial ones
+    initial = CNNClassifier(learning_rate_init=1e-300, **params).fit(X, y)
+    clf = CNNClassifier(**params).fit(X, y)
+    assert not np.array_equal(clf.coefs_[0], initial.coefs_[0])
+    conv = F.correlate2d(X, initial.coefs_[0], initial.intercepts_[0])
+    norm = next(layer for layer in clf.network_.layers if hasattr(layer, "running_mean"))
+    np.testing.assert_allclose(norm.running_mean, conv.mean(axis=(0, 2, 3)),
+                               rtol=1e-12, atol=1e-14)
