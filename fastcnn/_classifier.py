@@ -20,6 +20,11 @@ from ._threads import effective_n_threads
 from ._training import holds_out_validation, train
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+# the simple family's activations, by MLPClassifier's names where it has them
+_ACTIVATIONS = {"relu": L.ReLU, "tanh": L.Tanh, "logistic": L.Sigmoid,
+                "leaky_relu": L.LeakyReLU, "elu": L.ELU}
+# 'auto' global pooling above this many values a sample out of the blocks
+_AUTO_GLOBAL_POOL_VALUES = 4096
 # Memory for the activations of one prediction batch: small enough that a
 # layer's output is still in the last-level cache when the next layer reads
 # it.
@@ -51,11 +56,12 @@ def _as_array(X):
 class CNNClassifier(ClassifierMixin, BaseEstimator):
     """Convolutional neural network classifier.
 
-    Trains ``INPUT -> [CONV -> RELU -> POOL] * M -> [DENSE -> RELU] * K ->
-    DENSE`` with softmax cross-entropy, on all cores through fastcnn's
+    Trains ``INPUT -> [CONV -> ACTIVATION -> POOL] * M -> [DENSE ->
+    ACTIVATION] * K -> DENSE`` with softmax cross-entropy, on all cores through fastcnn's
     OpenMP kernels. The hidden layers come either from the simple parameters
     (``filters``, ``kernel_size``, ``pool_size``, ``padding``,
-    ``hidden_layer_sizes``) or from ``layers``, a list of
+    ``hidden_layer_sizes``, ``activation``, ``batch_norm``, ``dropout``,
+    ``global_pool``) or from ``layers``, a list of
     :mod:`fastcnn.layers` specifications; the output layer (one unit per
     class) is always added. Results are bitwise identical for any number of
     threads given the same ``random_state``.
@@ -84,9 +90,27 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     padding : {'same', 'valid'} or int, default='same'
         Padding of every convolution.
     hidden_layer_sizes : tuple of int, default=(128,)
-        Dense ReLU layers after the convolution blocks.
+        Dense layers after the convolution blocks, each followed by the
+        activation.
+    activation : {'relu', 'tanh', 'logistic', 'leaky_relu', 'elu'}, default='relu'
+        The activation after every convolution and hidden dense layer
+        (MLPClassifier's names; 'leaky_relu' has slope 0.01, 'elu' alpha 1).
+    batch_norm : bool, default=False
+        Batch normalisation after every convolution and hidden dense layer,
+        before the activation.
+    dropout : float, default=0.0
+        Rate of a Dropout before every dense layer (the hidden ones and the
+        output), in [0, 1); 0 for none.
+    global_pool : {'auto', 'avg', 'max'} or None, default='auto'
+        How the convolution blocks' output reaches the dense layers: None
+        flattens it; 'avg' and 'max' pool each channel over all positions
+        (global pooling), so the dense layers get one value per channel
+        whatever the input size. 'auto' is 'avg' when the blocks' output
+        has more than 4096 values a sample (a long series, a large image)
+        and None otherwise: flattened, such an output would give the first
+        dense layer more weights than the rest of the network together.
     layers : list of fastcnn.layers specifications or None, default=None
-        When given, these are the hidden layers and the five parameters
+        When given, these are the hidden layers and the nine parameters
         above are ignored.
     solver : {'adam', 'sgd'}, default='adam'
     learning_rate_init : float, default=0.003
@@ -195,7 +219,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, filters=(16, 32), kernel_size=3, pool_size=2,
-                 padding="same", hidden_layer_sizes=(128,), layers=None,
+                 padding="same", hidden_layer_sizes=(128,), activation="relu",
+                 batch_norm=False, dropout=0.0, global_pool="auto", layers=None,
                  solver="adam", learning_rate_init=0.003, momentum=0.9,
                  nesterovs_momentum=True, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size="auto", max_iter=200, alpha=0.0001,
@@ -208,6 +233,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.pool_size = pool_size
         self.padding = padding
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.global_pool = global_pool
         self.layers = layers
         self.solver = solver
         self.learning_rate_init = learning_rate_init
@@ -264,6 +293,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "pool_size": NoneOr(IntTuple()),
         "hidden_layer_sizes": IntTuple(),
         "padding": Either(StrOptions("same", "valid"), Integer(0)),
+        "activation": StrOptions(*_ACTIVATIONS),
+        "batch_norm": Boolean(),
+        "dropout": Real(0, 1, high_open=True),
+        "global_pool": NoneOr(StrOptions("auto", "avg", "max")),
     }
 
     def _check_params(self):
@@ -367,47 +400,83 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         describe for inputs of ``input_shape``."""
         if self.layers is not None:
             return list(self.layers)
-        ndim = len(input_shape) - 1
-        conv = L.Conv2D if ndim == 2 else L.Conv1D
-        pool = L.MaxPool2D if ndim == 2 else L.MaxPool1D
-        kernel = int_tuple(self.kernel_size, "kernel_size")
-        kernel = kernel * ndim if len(kernel) == 1 else kernel
-        if len(kernel) != ndim:
+        specs, shape = self._conv_blocks(tuple(input_shape))
+        return specs + self._dense_part()
+
+    def _per_axis(self, name, ndim, input_shape):
+        """The simple parameter ``name`` as a tuple of ndim ints."""
+        values = int_tuple(getattr(self, name), name)
+        values = values * ndim if len(values) == 1 else values
+        if len(values) != ndim:
             raise ValueError(
-                f"kernel_size {self.kernel_size!r} does not fit inputs of "
+                f"{name} {getattr(self, name)!r} does not fit inputs of "
                 f"{ndim} spatial axes {input_shape}")
-        pool_size = None
-        if self.pool_size is not None:
-            pool_size = int_tuple(self.pool_size, "pool_size")
-            pool_size = pool_size * ndim if len(pool_size) == 1 else pool_size
-            if len(pool_size) != ndim:
-                raise ValueError(
-                    f"pool_size {self.pool_size!r} does not fit inputs of "
-                    f"{ndim} spatial axes {input_shape}")
-        specs, shape = [], tuple(input_shape)
+        return values
+
+    def _activation(self):
+        return _ACTIVATIONS[self.activation]()
+
+    def _conv_blocks(self, input_shape):
+        """[CONV -> (BATCH NORM) -> ACTIVATION -> (POOL)] per filter count,
+        then the global pooling; (specs, output shape of one sample)."""
+        ndim = len(input_shape) - 1
+        two_d = ndim == 2
+        kernel = self._per_axis("kernel_size", ndim, input_shape)
+        pool_size = (None if self.pool_size is None
+                     else self._per_axis("pool_size", ndim, input_shape))
+        specs, shape = [], input_shape
         filters = () if self.filters == () else int_tuple(self.filters, "filters")
         for n_filters in filters:
             # the spec checks padding='same' against an even kernel
-            spec = conv(n_filters, kernel if ndim == 2 else kernel[0],
-                        padding=self.padding)
+            conv = (L.Conv2D if two_d else L.Conv1D)(
+                n_filters, kernel if two_d else kernel[0], padding=self.padding)
             try:
-                shape = layer_output_shape(spec, shape, len(specs))
+                shape = layer_output_shape(conv, shape, len(specs))
             except ValueError:
                 raise ValueError(
                     f"kernel_size {self.kernel_size!r} with padding "
                     f"{self.padding!r} is too large for inputs of shape "
                     f"{input_shape}") from None
-            specs += [spec, L.ReLU()]
-            if pool_size is not None:
-                window = tuple(min(p, s) for p, s in zip(pool_size, shape[1:]))
-                if max(window) > 1:
-                    spec = pool(window if ndim == 2 else window[0])
-                    shape = layer_output_shape(spec, shape, len(specs))
-                    specs.append(spec)
+            specs.append(conv)
+            if self.batch_norm:
+                specs.append(L.BatchNorm2D() if two_d else L.BatchNorm1D())
+            specs.append(self._activation())
+            window = (() if pool_size is None else
+                      tuple(min(p, s) for p, s in zip(pool_size, shape[1:])))
+            if window and max(window) > 1:
+                pool = (L.MaxPool2D if two_d else L.MaxPool1D)(
+                    window if two_d else window[0])
+                shape = layer_output_shape(pool, shape, len(specs))
+                specs.append(pool)
+        if filters and self._global_pool(shape) is not None:
+            kinds = {"avg": (L.GlobalAvgPool2D, L.GlobalAvgPool1D),
+                     "max": (L.GlobalMaxPool2D, L.GlobalMaxPool1D)}
+            pool = kinds[self._global_pool(shape)][0 if two_d else 1]()
+            shape = layer_output_shape(pool, shape, len(specs))
+            specs.append(pool)
+        return specs, shape
+
+    def _global_pool(self, shape):
+        """global_pool with 'auto' resolved for blocks' output ``shape``."""
+        if self.global_pool != "auto":
+            return self.global_pool
+        return "avg" if math.prod(shape) > _AUTO_GLOBAL_POOL_VALUES else None
+
+    def _dense_part(self):
+        """[(DROPOUT) -> DENSE -> (BATCH NORM) -> ACTIVATION] per hidden
+        size, and the dropout before the output layer."""
+        specs = []
         sizes = () if self.hidden_layer_sizes == () else int_tuple(
             self.hidden_layer_sizes, "hidden_layer_sizes")
         for units in sizes:
-            specs += [L.Dense(units), L.ReLU()]
+            if self.dropout:
+                specs.append(L.Dropout(self.dropout))
+            specs.append(L.Dense(units))
+            if self.batch_norm:
+                specs.append(L.BatchNorm1D())
+            specs.append(self._activation())
+        if self.dropout:
+            specs.append(L.Dropout(self.dropout))
         return specs
 
     def _build_network(self, dtype):

@@ -510,3 +510,71 @@ def test_even_kernel_with_same_padding_keeps_the_size(small_digits):
     dilated = CNNClassifier(input_shape=(1, 8, 8), layers=[
         Conv2D(4, 3, padding="same", dilation=2), ReLU()], **SMALL).fit(X, y)
     assert dilated.network_.layers[0].output_shape == (4, 8, 8)
+
+
+# ================================================ the simple family's switches
+
+def _spec_names(clf):
+    return [type(spec).__name__ for spec in clf.network_.specs]
+
+
+def test_activation_batch_norm_dropout_switches_build_the_layers(small_digits):
+    X, y = small_digits
+    clf = CNNClassifier(input_shape=(1, 8, 8), filters=(4,), hidden_layer_sizes=(8,),
+                        activation="tanh", batch_norm=True, dropout=0.25,
+                        max_iter=2, random_state=0).fit(X, y)
+    assert _spec_names(clf) == ["Conv2D", "BatchNorm2D", "Tanh", "MaxPool2D", "Dropout",
+                                "Dense", "BatchNorm1D", "Tanh", "Dropout", "Dense"]
+    assert {spec.rate for spec in clf.network_.specs if type(spec).__name__ == "Dropout"} == {0.25}
+    signals = CNNClassifier(filters=(4,), hidden_layer_sizes=(), activation="elu",
+                            batch_norm=True, max_iter=2, random_state=0).fit(X, y)
+    assert _spec_names(signals) == ["Conv1D", "BatchNorm1D", "ELU", "MaxPool1D", "Dense"]
+
+
+@pytest.mark.parametrize("name, layer", [("relu", "ReLU"), ("tanh", "Tanh"),
+                                         ("logistic", "Sigmoid"), ("leaky_relu", "LeakyReLU"),
+                                         ("elu", "ELU")])
+def test_activation_names_are_mlpclassifiers(small_digits, name, layer):
+    X, y = small_digits
+    clf = CNNClassifier(input_shape=(1, 8, 8), filters=(3,), hidden_layer_sizes=(5,),
+                        activation=name, max_iter=1, random_state=0).fit(X, y)
+    assert _spec_names(clf).count(layer) == 2
+
+
+def test_global_pool_auto_takes_over_long_series():
+    rng = np.random.RandomState(0)
+    X, y = rng.standard_normal((20, 2, 1460)), np.arange(20) % 2
+    auto = CNNClassifier(input_shape=(2, 1460), max_iter=1, random_state=0).fit(X, y)
+    flat = CNNClassifier(input_shape=(2, 1460), max_iter=1, random_state=0,
+                         global_pool=None).fit(X, y)
+    assert "GlobalAvgPool1D" in _spec_names(auto) and "GlobalAvgPool1D" not in _spec_names(flat)
+    # 365 x 32 values a series out of the blocks: flattened, the first
+    # dense layer alone has 1.5 million weights
+    assert auto.network_.params.size < 10_000 < 1_000_000 < flat.network_.params.size
+    as_max = CNNClassifier(input_shape=(2, 1460), max_iter=1, random_state=0,
+                           global_pool="max").fit(X, y)
+    assert "GlobalMaxPool1D" in _spec_names(as_max)
+
+
+def test_global_pool_auto_keeps_small_images_flat(small_digits):
+    X, y = small_digits
+    clf = CNNClassifier(input_shape=(1, 8, 8), **SMALL).fit(X, y)
+    assert not any(name.startswith("Global") for name in _spec_names(clf))
+
+
+def test_switches_are_ignored_with_explicit_layers(small_digits):
+    X, y = small_digits
+    clf = CNNClassifier(layers=[Conv2D(3, 3), ReLU()], input_shape=(1, 8, 8),
+                        activation="tanh", batch_norm=True, dropout=0.5,
+                        global_pool="max", max_iter=1, random_state=0).fit(X, y)
+    assert _spec_names(clf) == ["Conv2D", "ReLU", "Dense"]
+
+
+def test_grid_search_over_the_switches(small_digits):
+    X, y = small_digits
+    search = GridSearchCV(CNNClassifier(input_shape=(1, 8, 8), filters=(4,),
+                                        hidden_layer_sizes=(8,), max_iter=2, random_state=0),
+                          {"activation": ["relu", "tanh"], "batch_norm": [False, True]}, cv=2)
+    search.fit(X, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
