@@ -11,11 +11,13 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from fastcnn import datasets
-from fastcnn.layers import (Conv1D, Conv2D, Dense, Flatten, MaxPool2D, ReLU,
+from fastcnn.layers import (BatchNorm1D, BatchNorm2D, Conv1D, Conv2D, Dense,
+                            Dropout, Flatten, GlobalAvgPool1D, MaxPool2D, ReLU,
                             Residual)
 
 # The hidden layers of each benchmark network; the estimator adds the output
-# Dense(10). The PyTorch twins in bench_training.py follow these exactly.
+# Dense(10). The PyTorch twins (tests/_helpers/torch_twin.py) follow these
+# exactly.
 NETWORKS = {
     # LeCun et al. 1998, with ReLU and max pooling
     "lenet5": [Conv2D(6, 5, padding=2), ReLU(), MaxPool2D(2),
@@ -50,6 +52,20 @@ NETWORKS = {
                            Conv1D(64, 3, padding=1)]), ReLU(),
                  Residual([Conv1D(64, 3, stride=2, padding=1), ReLU(),
                            Conv1D(64, 3, padding=1)]), ReLU(), Flatten()],
+    # the fully convolutional network for time series (Wang et al. 2017):
+    # three convolution + batch norm + ReLU blocks, global average pooling
+    "fcn1d": [Conv1D(128, 8, padding="same"), BatchNorm1D(), ReLU(),
+              Conv1D(256, 5, padding="same"), BatchNorm1D(), ReLU(),
+              Conv1D(128, 3, padding="same"), BatchNorm1D(), ReLU(),
+              GlobalAvgPool1D()],
+    # VGG-style blocks with batch norm and dropout, for 28 x 28 images
+    "vgg-bn": [Conv2D(32, 3, padding="same"), BatchNorm2D(), ReLU(),
+               Conv2D(32, 3, padding="same"), BatchNorm2D(), ReLU(), MaxPool2D(2),
+               Dropout(0.25),
+               Conv2D(64, 3, padding="same"), BatchNorm2D(), ReLU(),
+               Conv2D(64, 3, padding="same"), BatchNorm2D(), ReLU(), MaxPool2D(2),
+               Dropout(0.25), Flatten(), Dense(256), BatchNorm1D(), ReLU(),
+               Dropout(0.5)],
 }
 
 

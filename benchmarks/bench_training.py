@@ -1,7 +1,7 @@
 """Whole-network training and inference speed, fastcnn against PyTorch's CPU
 build, side by side in one run.
 
-    python benchmarks/bench_training.py [--only lenet5-64,lenet5-256,fourconv,mnist1d,digits,vgg-cifar,resnet1d]
+    python benchmarks/bench_training.py [--only lenet5-64,lenet5-256,fourconv,mnist1d,digits,vgg-cifar,resnet1d,fcn1d,vgg-bn]
                                         [--threads 1,2] [--repeats 5] [--no-torch]
                                         [--no-memory] [--profile]
 
@@ -130,6 +130,8 @@ BENCHMARKS = {
     "digits": ("digits", 64, load_digits_split, 1347),
     "vgg-cifar": ("vgg-cifar", 128, load_synthetic_cifar, 128 * 8),
     "resnet1d": ("resnet1d", 100, load_mnist1d, 4000),
+    "fcn1d": ("fcn1d", 16, load_mnist1d, 16 * 100),
+    "vgg-bn": ("vgg-bn", 128, load_fashion, 128 * 8),
 }
 N_CLASSES = 10
 INFERENCE_BATCH = 1000
