@@ -132,13 +132,19 @@ def batch_norm_forward_inference(const floating[:, :, ::1] x,
                      &shift[0], relu, n_threads)
 
 
+cdef extern from "normalization.h" nogil:
+    float fcnn_relu_passed_f32(float g, float y)
+    double fcnn_relu_passed_f64(double g, double y)
+
 cdef inline floating passed(const floating *g, const floating *relu_y,
                             Py_ssize_t i) noexcept nogil:
     """g[i], or what a ReLU after the norm lets through of it (relu_y,
     its output, positive; NULL: no ReLU)."""
     if relu_y == NULL:
         return g[i]
-    return g[i] if relu_y[i] > 0 else 0
+    if floating is float:
+        return fcnn_relu_passed_f32(g[i], relu_y[i])
+    return fcnn_relu_passed_f64(g[i], relu_y[i])
 
 
 cdef void channel_gradient_sums(const floating *g, const floating *relu_y,
@@ -217,8 +223,7 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
             else:
                 yp = relu_y + plane * S
                 for s in range(S):
-                    q[s] = <floating>((gp[s] if yp[s] > 0 else 0) * a
-                                      + (xp[s] - m) * k + b)
+                    q[s] = <floating>(passed(gp, yp, s) * a + (xp[s] - m) * k + b)
 
 
 cdef inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
