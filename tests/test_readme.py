@@ -20,3 +20,19 @@ def test_readme_gives_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci_lines
+
+
+def test_the_readmes_layer_lists_build():
+    import numpy as np
+
+    from fastcnn import layers as L
+    from fastcnn._network import Network
+    text = (ROOT / "README.md").read_text()
+    block = next(code for code in re.findall(r"```python\n(.*?)```", text, re.S)
+                 if "fcn = [" in code)
+    names = {}
+    exec(block, names)
+    for specs, shape in [(names["fcn"], (1, 40)), (names["resnet"], (3, 60)),
+                         (names["vgg_bn"], (1, 28, 28))]:
+        network = Network(list(specs) + [L.Dense(10)], shape, np.float32)
+        assert network.output_shape == (10,)
