@@ -59,11 +59,16 @@ from frames cimport *
 # the one selection, under the names this module has always offered
 from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
-# The kernel gradient is summed over the batch in this many blocks of
-# samples (fewer when the batch is smaller). It fixes the order of the sum
-# independently of the thread count; it also bounds how many threads share
-# that reduction, so it is well above the core counts this package targets.
-N_REDUCTION_BLOCKS = 16
+# The kernel gradient is summed over the batch in at most this many blocks
+# of samples (fewer for small batches of small samples: reduction_blocks).
+# It fixes the order of the sum independently of the thread count; it also
+# bounds how many threads share that reduction, so it is well above the
+# core counts this package targets.
+cdef enum:
+    MAX_REDUCTION_BLOCKS = 16
+    # fewest output positions (samples times positions each) a block sums
+    MIN_BLOCK_POSITIONS = 128
+N_REDUCTION_BLOCKS = MAX_REDUCTION_BLOCKS
 
 
 cdef void interleave_group(floating *x, Py_ssize_t G, Py_ssize_t C,
@@ -627,6 +632,20 @@ ctypedef struct KernelGradPlan:
     Py_ssize_t per_thread     # scratch values: B's panels, then the frames
 
 
+cdef Py_ssize_t reduction_blocks(Py_ssize_t N, Py_ssize_t P) noexcept nogil:
+    """How many blocks of samples the kernel gradient sums separately: up
+    to N_REDUCTION_BLOCKS, a power of two, with at least MIN_BLOCK_POSITIONS
+    output positions a block. Each block costs a partial sum of all of
+    grad_w, read again when the blocks are added: a block of a few short
+    samples (a small batch of signals) would spend more on that than on its
+    products. Shapes alone decide it, never the thread count."""
+    cdef Py_ssize_t blocks = 1
+    while (2 * blocks <= MAX_REDUCTION_BLOCKS and 2 * blocks <= N
+           and N * P >= 2 * blocks * MIN_BLOCK_POSITIONS):
+        blocks *= 2
+    return blocks
+
+
 cdef KernelGradPlan kernel_gradient_plan(Dims d, Py_ssize_t NR, Py_ssize_t n_blocks,
                                          const floating *tag) noexcept nogil:
     cdef KernelGradPlan p
@@ -709,7 +728,7 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
                           grad_y.shape[2], grad_y.shape[3], sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t N = d.N, F = d.F, K = d.K
     cdef Py_ssize_t NR = panel_cols(&grad_w[0, 0, 0, 0])
-    cdef Py_ssize_t n_blocks = min(N, N_REDUCTION_BLOCKS)
+    cdef Py_ssize_t n_blocks = reduction_blocks(N, d.P)
     cdef KernelGradPlan plan = kernel_gradient_plan(d, NR, n_blocks,
                                                     &grad_w[0, 0, 0, 0])
     # per block: grad_w (F, K), grad_w^T (K, F) on the interleaved path,
