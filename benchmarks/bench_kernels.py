@@ -111,13 +111,9 @@ class ConvCase:
         return f"{dims} F{self.f} K{self.k} p{self.pad} s{self.stride}{dilation}{kind}"
 
 
-@dataclass(frozen=True)
-class MaxPoolCase:
-    """Max pooling of x (n, c, h, w) over size x size windows, stride = size."""
-    n: int
-    c: int
-    spatial: tuple
-    size: int
+class _MapCase:
+    """A case on feature maps x (n, c, *spatial), the fields n, c and
+    spatial of each subclass: forward and backward times, no FLOP figure."""
     ops = POOL_OPS
 
     @property
@@ -127,6 +123,15 @@ class MaxPoolCase:
     @property
     def flops(self):
         return None
+
+
+@dataclass(frozen=True)
+class MaxPoolCase(_MapCase):
+    """Max pooling of x (n, c, h, w) over size x size windows, stride = size."""
+    n: int
+    c: int
+    spatial: tuple
+    size: int
 
     @property
     def label(self):
@@ -135,25 +140,16 @@ class MaxPoolCase:
 
 
 @dataclass(frozen=True)
-class GlobalPoolCase:
+class GlobalPoolCase(_MapCase):
     """Global average or max pooling of x (n, c, h, w) to (n, c)."""
     n: int
     c: int
     spatial: tuple
     kind: str                   # "avg" or "max"
-    ops = POOL_OPS
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c) + self.spatial
 
     @property
     def y_shape(self):
         return (self.n, self.c)
-
-    @property
-    def flops(self):
-        return None
 
     @property
     def label(self):
@@ -162,25 +158,16 @@ class GlobalPoolCase:
 
 
 @dataclass(frozen=True)
-class L2PoolCase:
+class L2PoolCase(_MapCase):
     """L2 pooling of x (n, c, h, w) over size x size windows, stride = size."""
     n: int
     c: int
     spatial: tuple
     size: int
-    ops = POOL_OPS
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c) + self.spatial
 
     @property
     def y_shape(self):
         return (self.n, self.c) + tuple(s // self.size for s in self.spatial)
-
-    @property
-    def flops(self):
-        return None
 
     @property
     def label(self):
@@ -189,7 +176,7 @@ class L2PoolCase:
 
 
 @dataclass(frozen=True)
-class DropoutCase:
+class DropoutCase(_MapCase):
     """Dropout of x (n, c, h, w) at ``rate``. The forward pass includes
     drawing the mask: fastcnn's uniforms from a numpy Generator into an
     array allocated once (as the layer draws them), PyTorch's Bernoulli
@@ -199,15 +186,6 @@ class DropoutCase:
     c: int
     spatial: tuple
     rate: float
-    ops = POOL_OPS
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c) + self.spatial
-
-    @property
-    def flops(self):
-        return None
 
     @property
     def label(self):
@@ -215,22 +193,13 @@ class DropoutCase:
 
 
 @dataclass(frozen=True)
-class ActivationCase:
+class ActivationCase(_MapCase):
     """An elementwise activation (ACTIVATIONS[name]) of x (n, c, h, w) and
     its gradient."""
     name: str
     n: int
     c: int
     spatial: tuple
-    ops = POOL_OPS
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c) + self.spatial
-
-    @property
-    def flops(self):
-        return None
 
     @property
     def label(self):
@@ -249,7 +218,7 @@ ACTIVATIONS = {
 
 
 @dataclass(frozen=True)
-class NormCase:
+class NormCase(_MapCase):
     """Batch normalization in training (kind 'batch_norm') or local
     response normalization of ``size`` channels ('lrn') of x (n, c, h, w)."""
     kind: str
@@ -257,15 +226,6 @@ class NormCase:
     c: int
     spatial: tuple
     size: int = 5
-    ops = POOL_OPS
-
-    @property
-    def x_shape(self):
-        return (self.n, self.c) + self.spatial
-
-    @property
-    def flops(self):
-        return None
 
     @property
     def label(self):
