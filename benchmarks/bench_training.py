@@ -139,13 +139,14 @@ INFERENCE_BATCH = 1000
 
 # ----------------------------------------------------------------- PyTorch
 
-def torch_model(specs, input_shape):
+def torch_model(specs, input_shape, seed=0):
     """The PyTorch twin of fastcnn's specs (+ the output Dense(10)), in
-    float32, with fastcnn's initial weights: the tests' twin builder
-    (tests/_helpers/torch_twin.py), one module per fastcnn layer."""
+    float32, with the initial weights fastcnn draws from ``seed``: the
+    tests' twin builder (tests/_helpers/torch_twin.py), one module per
+    fastcnn layer."""
     from _helpers.torch_twin import torch_twin
     network = Network(list(specs) + [L.Dense(N_CLASSES)], input_shape, np.float64)
-    network.initialize(np.random.RandomState(0))
+    network.initialize(np.random.RandomState(seed))
     return torch_twin(network)[0].float()
 
 
