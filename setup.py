@@ -118,6 +118,11 @@ def openmp_flags(compiler):
 
 # the extension whose loops call libmvec's vector functions when it links
 LIBMVEC_USER = "fastcnn._kernels.activations"
+# gcc/clang flags of single extensions: the activations' float32 exp and erfc
+# clamp with selects that GCC if-converts (so vectorises) without AVX-512
+# only when floating-point operations may not trap; no kernel reads the
+# floating-point exception flags
+GCC_EXTRA_FLAGS = {"fastcnn._kernels.activations": ["-fno-trapping-math"]}
 
 
 def libmvec_links(compiler):
@@ -180,6 +185,8 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = opt + compile_flags + ext.extra_compile_args
             ext.extra_link_args = link_flags + ext.extra_link_args
+            if self.compiler.compiler_type != "msvc":
+                ext.extra_compile_args += GCC_EXTRA_FLAGS.get(ext.name, [])
             if libmvec and ext.name == LIBMVEC_USER:
                 ext.define_macros.append(("FCNN_HAVE_LIBMVEC", "1"))
                 ext.extra_link_args += ["-lmvec", "-lm"]
