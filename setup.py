@@ -127,9 +127,10 @@ GCC_EXTRA_FLAGS = {"fastcnn._kernels.activations": ["-fno-trapping-math"]}
 
 def libmvec_links(compiler):
     """Whether glibc's vector math library links (and loads) here: GCC on
-    x86-64 Linux with glibc 2.35 or later, for the vector tanh, expm1 and
-    erfc that src/activations.h declares. Without it those loops call the
-    scalar libm functions."""
+    x86-64 Linux with glibc 2.35 or later, for the vector tanh, exp, expm1
+    and erfc that src/activations.h declares (ctypes loads with RTLD_NOW, so
+    an older libmvec without them fails here). Without it those loops call
+    the scalar libm functions."""
     if (compiler.compiler_type != "unix" or not sys.platform.startswith("linux")
             or platform.machine() not in {"x86_64", "AMD64"}):
         return False
