@@ -8,6 +8,7 @@ Environment switches:
                           3 to 4 times as long to compile at -O3
 """
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -116,6 +117,54 @@ def openmp_flags(compiler):
     return None
 
 
+# the extension whose loops call libmvec's vector functions when it links
+LIBMVEC_USER = "fastcnn._kernels.activations"
+# gcc/clang flags of single extensions: the activations' float32 exp and erfc
+# clamp with selects that GCC if-converts (so vectorises) without AVX-512
+# only when floating-point operations may not trap; no kernel reads the
+# floating-point exception flags
+GCC_EXTRA_FLAGS = {"fastcnn._kernels.activations": ["-fno-trapping-math"]}
+
+
+def libmvec_links(compiler):
+    """Whether glibc's vector math library links (and loads) here: GCC on
+    x86-64 Linux with glibc 2.35 or later, for the vector tanh, exp, expm1
+    and erfc that src/activations.h declares (ctypes loads with RTLD_NOW, so
+    an older libmvec without them fails here). Without it those loops call
+    the scalar libm functions."""
+    if (compiler.compiler_type != "unix" or not sys.platform.startswith("linux")
+            or platform.machine() not in {"x86_64", "AMD64"}):
+        return False
+    source = textwrap.dedent("""
+        #include <math.h>
+        __attribute__((simd("notinbranch"))) double erfc(double);
+        __attribute__((simd("notinbranch"))) float expm1f(float);
+        void fcnn_libmvec_probe(const double *x, double *y, const float *u, float *v) {
+            #pragma omp simd
+            for (int i = 0; i < 8; ++i) y[i] = erfc(x[i]);
+            #pragma omp simd
+            for (int i = 0; i < 16; ++i) v[i] = expm1f(u[i]);
+        }
+    """)
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(source)
+        objs = compiler.compile([src], output_dir=tmp,
+                                extra_postargs=["-O2", "-fopenmp-simd", "-fno-math-errno"])
+        probe = compiler.shared_object_filename("libmvec_probe", output_dir=tmp)
+        compiler.link_shared_object(objs, probe, extra_postargs=["-lmvec", "-lm"])
+        if not sanitized(compiler):
+            subprocess.run([sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])",
+                            probe], check=True, timeout=60)
+        return True
+    except Exception:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         flags = openmp_flags(self.compiler)
@@ -134,9 +183,15 @@ class BuildExt(build_ext):
             # -fno-math-errno: sqrt need not set errno, so loops calling it
             # vectorise (the kernels never read errno)
             opt = (["-O0", "-g"] if DEBUG else [f"-O{OPT_LEVEL}"]) + ["-fno-math-errno"]
+        libmvec = libmvec_links(self.compiler)
         for ext in self.extensions:
             ext.extra_compile_args = opt + compile_flags + ext.extra_compile_args
             ext.extra_link_args = link_flags + ext.extra_link_args
+            if self.compiler.compiler_type != "msvc":
+                ext.extra_compile_args += GCC_EXTRA_FLAGS.get(ext.name, [])
+            if libmvec and ext.name == LIBMVEC_USER:
+                ext.define_macros.append(("FCNN_HAVE_LIBMVEC", "1"))
+                ext.extra_link_args += ["-lmvec", "-lm"]
         super().build_extensions()
 
 

@@ -4,8 +4,25 @@
  * elementwise.h: selects rather than data-dependent branches, an output
  * that may alias its input element for element, and the same arithmetic for
  * every element wherever it falls, so results do not depend on how the
- * caller splits the array. The transcendental parts go through libm
- * (tanh, exp, expm1, erfc), one call per element.
+ * caller splits the array.
+ *
+ * The transcendental parts (tanh, exp, expm1, erfc) go through glibc's
+ * vector math library libmvec where setup.py found it (FCNN_HAVE_LIBMVEC):
+ * GCC calls its vector variants from the `omp simd` loops below. Its
+ * functions are accurate to 4 ulp (glibc's documented bound for libmvec),
+ * keep NaN, and take +-inf, -0 and arguments far out of range to the same
+ * limits as the scalar functions (0, +-1, +-inf, -1 for expm1), which is all
+ * that the formulas below rely on. Elsewhere (another compiler, libc or
+ * architecture) the same loops call the scalar libm functions.
+ *
+ * A vectorised loop over n elements would call the scalar function for the
+ * remainder and maybe a narrower vector variant before it, which need not
+ * round alike; so the transcendental loops go by chunks of FCNN_CHUNK
+ * elements, a multiple of every vector width, and copy a final partial chunk
+ * into a zero-padded one: every element goes through the same vector call.
+ * In a chunk, the loop calling them holds no select (GCC vectorises a call
+ * under a condition only for AVX-512) and the selects follow in a loop of
+ * their own, over the chunk's results in a local array.
  *
  * Each backward pass reads what makes it exact and cheap: tanh, sigmoid,
  * leaky ReLU and ELU read their output y (their derivatives are functions
@@ -20,34 +37,191 @@
 
 #include "elementwise.h"
 
+/* glibc's <bits/math-vector.h> declares these only under -ffast-math;
+ * "notinbranch": the loops call them unconditionally. libmvec exports the
+ * SSE2, AVX, AVX2 and AVX-512 variants that GCC's x86-64 vector ABI
+ * assumes for a declaration without a target ISA. */
+#if defined(FCNN_HAVE_LIBMVEC) && defined(__GNUC__) && !defined(__clang__) \
+    && defined(__x86_64__)
+#define FCNN_VECTOR_MATH __attribute__((simd("notinbranch")))
+FCNN_VECTOR_MATH float tanhf(float);
+FCNN_VECTOR_MATH float expf(float);
+FCNN_VECTOR_MATH float expm1f(float);
+FCNN_VECTOR_MATH float erfcf(float);
+FCNN_VECTOR_MATH double tanh(double);
+FCNN_VECTOR_MATH double exp(double);
+FCNN_VECTOR_MATH double expm1(double);
+FCNN_VECTOR_MATH double erfc(double);
+#endif
+
+#if defined(__GNUC__)
+#define FCNN_MATH_INLINE static inline __attribute__((always_inline, unused))
+#else
+#define FCNN_MATH_INLINE static inline
+#endif
+
 /* 1 / sqrt(2) and 1 / sqrt(2 pi), to double precision */
 #define FCNN_SQRT1_2 0.70710678118654752440
 #define FCNN_INV_SQRT_2PI 0.39894228040143267794
 
+/*
+ * float32 exp and erfc as plain arithmetic that GCC vectorises inline, for
+ * sigmoid and GELU: cheaper than libmvec's expf and erfcf, whose calls
+ * would cost more than the rest of those loops.
+ *
+ * fcnn_exp_sum_f32(hi, lo) = exp(hi + lo) for hi + lo <= 0 (all that
+ * sigmoid and GELU need), lo a small correction that the sum hi + lo would
+ * lose (erfc's exp(-z^2) needs z^2 to more than float precision):
+ * n = round((hi + lo) / ln 2), r = hi - n ln2_hi (exact: ln2_hi has 9
+ * significant bits, Cody and Waite's reduction) + lo - n ln2_lo,
+ * |r| <~ 0.35, exp(r) by its Taylor polynomial of degree 7 (truncation
+ * below 6e-9 relative), times 2^n in two factors so that results down to
+ * the subnormal range come out right. n is read from the bits of
+ * w + 1.5 2^23 (no float-to-int conversion, undefined for NaN); the one
+ * select, at the end, gives 0 below hi = -110 (exp < 2^-150, also -inf):
+ * selects on the argument would let GCC propagate their constants into
+ * twice the code. NaN stays NaN. Within 1.5 ulp of exp over the normal range
+ * (checked over every float32 input).
+ */
+typedef union { float f; unsigned int u; } fcnn_bits32;
+
+FCNN_MATH_INLINE float fcnn_exp_sum_f32(float hi, float lo) {
+    fcnn_bits32 shifted;
+    shifted.f = (hi + lo) * 1.44269504f + 12582912.0f;
+    float n = shifted.f - 12582912.0f;
+    int k = (int)(shifted.u - 0x4b400000u), k1 = k >> 1;
+    float r = (hi - n * 0.693359375f) + lo;
+    r = r - n * -2.12194440e-4f;               /* ln 2 - 0.693359375 */
+    float p = 1.98412698e-4f;
+    p = p * r + 1.38888889e-3f;
+    p = p * r + 8.33333333e-3f;
+    p = p * r + 4.16666667e-2f;
+    p = p * r + 1.66666667e-1f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    fcnn_bits32 s1, s2;
+    s1.u = (unsigned int)(k1 + 127) << 23;
+    s2.u = (unsigned int)(k - k1 + 127) << 23;
+    float e = p * s1.f * s2.f;
+    return hi < -110.0f ? 0.0f : e;
+}
+
+FCNN_MATH_INLINE float fcnn_exp_f32(float x) {
+    return fcnn_exp_sum_f32(x, 0.0f);
+}
+
+/*
+ * erfc(x) = 2 - erfc(-x) for x < 0; for z = |x|, erfc(z) = t exp(P(t) - z^2),
+ * t = 2 / (2 + z), the form of Numerical Recipes' erfcc, with P of degree
+ * 10 fitted here (minimax on t in [0.15, 1], i.e. z up to 11.3: error of
+ * P 8.4e-9, in float arithmetic 1.3e-7), in u = (t - 0.575) / 0.425 so
+ * that its coefficients decrease. z^2 enters exp as zh^2 (exact: zh is z
+ * to 12 significant bits) plus (z + zh)(z - zh). 0 above z = 10.5 (erfc
+ * below half the least subnormal, also +inf), 2 below -10.5; NaN stays
+ * NaN. Within 6.5 ulp of erfc over the normal range (checked over every
+ * float32 input).
+ */
+FCNN_MATH_INLINE float fcnn_erfc_f32(float x) {
+    float z = fabsf(x);
+    float t = 2.0f / (2.0f + z);
+    float u = t * 2.35294118f - 1.35294118f;  /* (t - 0.575) / 0.425 */
+    float p = -0x1.983198p-16f;
+    p = p * u + 0x1.25b8aap-14f;
+    p = p * u + 0x1.14eed6p-13f;
+    p = p * u - 0x1.4cda94p-11f;
+    p = p * u - 0x1.ca4750p-13f;
+    p = p * u + 0x1.0e4202p-8f;
+    p = p * u - 0x1.92d9acp-10f;
+    p = p * u - 0x1.feaddep-6f;
+    p = p * u + 0x1.2a7c70p-6f;
+    p = p * u + 0x1.297d64p-1f;
+    p = p * u - 0x1.23d662p-1f;
+    fcnn_bits32 head;
+    head.f = z;
+    head.u &= 0xfffff000u;
+    float zh = head.f;
+    float e = t * fcnn_exp_sum_f32(-(zh * zh), p - (z + zh) * (z - zh));
+    e = z > 10.5f ? 0.0f : e;                  /* also +inf */
+    float offset = x < 0.0f ? 2.0f : 0.0f, sign = x < 0.0f ? -1.0f : 1.0f;
+    return offset + sign * e;
+}
+
+/* Elements per chunk of the transcendental loops: a multiple of every
+ * vector width, and long enough that the call per chunk costs little. */
+#define FCNN_CHUNK 256
+
+/* Runs CHUNK_FN(a + i, b + i, out + i, param) over the chunks of n
+ * elements, the last one through zero-padded copies (b may be a, as a
+ * forward loop passes it). */
+#define FCNN_BY_CHUNKS(CHUNK_FN, T, a, b, out, n, param) do {                  \
+    ptrdiff_t full_ = (n) - (n) % FCNN_CHUNK;                                  \
+    for (ptrdiff_t i_ = 0; i_ < full_; i_ += FCNN_CHUNK)                       \
+        CHUNK_FN((a) + i_, (b) + i_, (out) + i_, param);                       \
+    if (full_ < (n)) {                                                         \
+        T a_[FCNN_CHUNK] = {0}, b_[FCNN_CHUNK] = {0}, out_[FCNN_CHUNK];        \
+        for (ptrdiff_t j_ = 0; j_ < (n) - full_; ++j_) {                       \
+            a_[j_] = (a)[full_ + j_];                                          \
+            b_[j_] = (b)[full_ + j_];                                          \
+        }                                                                      \
+        CHUNK_FN(a_, b_, out_, param);                                         \
+        for (ptrdiff_t j_ = 0; j_ < (n) - full_; ++j_)                         \
+            (out)[full_ + j_] = out_[j_];                                      \
+    }                                                                          \
+} while (0)
+
+/* The loop over one chunk, compiled once per target clone and called for
+ * every chunk, the padded last one too: inlined, the last call's loop over
+ * a zero-padded local copy may be vectorised otherwise (partly scalar
+ * calls) than the others. GCC calls a clone's own clone directly. */
+#if defined(__GNUC__)
+#define FCNN_CHUNK_LOOP FCNN_CLONES __attribute__((noinline)) static void
+#else
+#define FCNN_CHUNK_LOOP static void
+#endif
+
 #define FCNN_DEFINE_ACTIVATIONS(SUFFIX, T, FABS, TANH, EXP, EXPM1, ERFC)      \
 /* y = tanh(x) */                                                             \
-FCNN_CLONES static void fcnn_tanh_##SUFFIX(const T *x, T *y, ptrdiff_t n) {    \
-    for (ptrdiff_t i = 0; i < n; ++i)                                          \
-        y[i] = TANH(x[i]);                                                     \
+FCNN_CHUNK_LOOP fcnn_tanh_chunk_##SUFFIX(const T *x, const T *unused, T *y,   \
+                                          T param) {                           \
+    (void)unused; (void)param;                                                 \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        y[j] = TANH(x[j]);                                                     \
 }                                                                              \
-/* grad_x = grad_y (1 - y^2), from the output y = tanh(x) */                  \
+FCNN_CLONES static void fcnn_tanh_##SUFFIX(const T *x, T *y, ptrdiff_t n) {    \
+    FCNN_BY_CHUNKS(fcnn_tanh_chunk_##SUFFIX, T, x, x, y, n, (T)0);            \
+}                                                                              \
+/* grad_x = grad_y (1 - y^2), from the output y = tanh(x), as             */ \
+/* (1 - y)(1 + y): accurate where y is near +-1 (1 - y^2 cancels), and no   */ \
+/* product-then-sum that GCC would fuse (FMA) in the vector loop but maybe  */ \
+/* not in its scalar remainder, which would round elements differently by   */ \
+/* position                                                                  */ \
 FCNN_CLONES static void fcnn_tanh_backward_##SUFFIX(const T *gy, const T *y,   \
                                                     T *gx, ptrdiff_t n) {      \
     FCNN_SIMD                                                                  \
     for (ptrdiff_t i = 0; i < n; ++i) {                                        \
         T v = y[i];                                                            \
-        gx[i] = gy[i] * ((T)1 - v * v);                                        \
+        gx[i] = gy[i] * (((T)1 - v) * ((T)1 + v));                             \
     }                                                                          \
 }                                                                              \
 /* y = 1 / (1 + exp(-x)), written with e = exp(-|x|) <= 1 so that nothing   */ \
 /* overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below. NaN stays NaN.     */ \
-FCNN_CLONES static void fcnn_sigmoid_##SUFFIX(const T *x, T *y, ptrdiff_t n) { \
-    for (ptrdiff_t i = 0; i < n; ++i) {                                        \
-        T v = x[i];                                                            \
-        T e = EXP(-FABS(v));                                                   \
-        T r = (T)1 / ((T)1 + e);                                               \
-        y[i] = v >= (T)0 ? r : e * r;                                          \
+FCNN_CHUNK_LOOP fcnn_sigmoid_chunk_##SUFFIX(const T *x, const T *unused,      \
+                                             T *y, T param) {                  \
+    (void)unused; (void)param;                                                 \
+    T e[FCNN_CHUNK];                                                           \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        e[j] = EXP(-FABS(x[j]));                                               \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
+        T r = (T)1 / ((T)1 + e[j]);                                            \
+        y[j] = x[j] >= (T)0 ? r : e[j] * r;                                    \
     }                                                                          \
+}                                                                              \
+FCNN_CLONES static void fcnn_sigmoid_##SUFFIX(const T *x, T *y, ptrdiff_t n) { \
+    FCNN_BY_CHUNKS(fcnn_sigmoid_chunk_##SUFFIX, T, x, x, y, n, (T)0);         \
 }                                                                              \
 /* grad_x = grad_y y (1 - y), from the output y = sigmoid(x) */               \
 FCNN_CLONES static void fcnn_sigmoid_backward_##SUFFIX(const T *gy, const T *y, \
@@ -79,13 +253,23 @@ FCNN_CLONES static void fcnn_leaky_relu_backward_##SUFFIX(                     \
 }                                                                              \
 /* y = x for x > 0, alpha (exp(x) - 1) otherwise, by expm1 (exact near 0).  */ \
 /* expm1 gets 0 for x > 0, so that it never overflows; NaN reaches it.      */ \
+FCNN_CHUNK_LOOP fcnn_elu_chunk_##SUFFIX(const T *x, const T *unused, T *y,    \
+                                         T alpha) {                            \
+    (void)unused;                                                              \
+    T e[FCNN_CHUNK];                                                           \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        e[j] = x[j] > (T)0 ? (T)0 : x[j];                                      \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        e[j] = EXPM1(e[j]);                                                    \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        y[j] = x[j] > (T)0 ? x[j] : alpha * e[j];                              \
+}                                                                              \
 FCNN_CLONES static void fcnn_elu_##SUFFIX(const T *x, T *y, ptrdiff_t n,       \
                                           T alpha) {                           \
-    for (ptrdiff_t i = 0; i < n; ++i) {                                        \
-        T v = x[i];                                                            \
-        T negative = alpha * EXPM1(v > (T)0 ? (T)0 : v);                       \
-        y[i] = v > (T)0 ? v : negative;                                        \
-    }                                                                          \
+    FCNN_BY_CHUNKS(fcnn_elu_chunk_##SUFFIX, T, x, x, y, n, alpha);            \
 }                                                                              \
 /* grad_x = grad_y where y > 0, grad_y (y + alpha) elsewhere: below 0 the   */ \
 /* derivative alpha exp(x) is y + alpha; with alpha > 0, y > 0 exactly      */ \
@@ -102,27 +286,44 @@ FCNN_CLONES static void fcnn_elu_backward_##SUFFIX(                            \
 /* function: erfc rather than 1 + erf keeps its relative precision in the   */ \
 /* left tail. Where Phi underflows to 0, y is 0 (also for x = -inf, where  */ \
 /* x Phi would be -inf * 0); NaN stays NaN (NaN == 0 is false).             */ \
+FCNN_CHUNK_LOOP fcnn_gelu_chunk_##SUFFIX(const T *x, const T *unused, T *y,   \
+                                          T param) {                           \
+    (void)unused; (void)param;                                                 \
+    T cdf[FCNN_CHUNK];                                                         \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        cdf[j] = (T)0.5 * ERFC(-x[j] * (T)FCNN_SQRT1_2);                       \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        y[j] = cdf[j] == (T)0 ? (T)0 : x[j] * cdf[j];                          \
+}                                                                              \
 FCNN_CLONES static void fcnn_gelu_##SUFFIX(const T *x, T *y, ptrdiff_t n) {    \
-    for (ptrdiff_t i = 0; i < n; ++i) {                                        \
-        T v = x[i];                                                            \
-        T cdf = (T)0.5 * ERFC(-v * (T)FCNN_SQRT1_2);                           \
-        y[i] = cdf == (T)0 ? (T)0 : v * cdf;                                   \
-    }                                                                          \
+    FCNN_BY_CHUNKS(fcnn_gelu_chunk_##SUFFIX, T, x, x, y, n, (T)0);            \
 }                                                                              \
 /* grad_x = grad_y (Phi(x) + x phi(x)), phi the normal density, from the   */ \
 /* input x. Where phi underflows to 0, x phi is 0 (also for |x| = inf).    */ \
+FCNN_CHUNK_LOOP fcnn_gelu_backward_chunk_##SUFFIX(const T *gy, const T *x,    \
+                                                   T *gx, T param) {           \
+    (void)param;                                                               \
+    T cdf[FCNN_CHUNK], pdf[FCNN_CHUNK];                                         \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
+        T v = x[j];                                                            \
+        cdf[j] = (T)0.5 * ERFC(-v * (T)FCNN_SQRT1_2);                          \
+        pdf[j] = (T)FCNN_INV_SQRT_2PI * EXP((T)-0.5 * v * v);                  \
+    }                                                                          \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
+        T tail = pdf[j] == (T)0 ? (T)0 : x[j] * pdf[j];                        \
+        gx[j] = gy[j] * (cdf[j] + tail);                                       \
+    }                                                                          \
+}                                                                              \
 FCNN_CLONES static void fcnn_gelu_backward_##SUFFIX(const T *gy, const T *x,   \
                                                     T *gx, ptrdiff_t n) {      \
-    for (ptrdiff_t i = 0; i < n; ++i) {                                        \
-        T v = x[i];                                                            \
-        T cdf = (T)0.5 * ERFC(-v * (T)FCNN_SQRT1_2);                           \
-        T pdf = (T)FCNN_INV_SQRT_2PI * EXP((T)-0.5 * v * v);                   \
-        T tail = pdf == (T)0 ? (T)0 : v * pdf;                                 \
-        gx[i] = gy[i] * (cdf + tail);                                          \
-    }                                                                          \
+    FCNN_BY_CHUNKS(fcnn_gelu_backward_chunk_##SUFFIX, T, gy, x, gx, n, (T)0); \
 }
 
-FCNN_DEFINE_ACTIVATIONS(f32, float, fabsf, tanhf, expf, expm1f, erfcf)
+FCNN_DEFINE_ACTIVATIONS(f32, float, fabsf, tanhf, fcnn_exp_f32, expm1f, fcnn_erfc_f32)
 FCNN_DEFINE_ACTIVATIONS(f64, double, fabs, tanh, exp, expm1, erfc)
 
 /* The loops by number, for activations.pyx's one blocked parallel loop:
