@@ -1009,6 +1009,11 @@ def _profile_key(layer, kind):
 
 
 def _forward_sequence(layers, x, n_threads, profile):
+    if profile is None:
+        # the path of every prediction: no key or clock per layer
+        for layer in layers:
+            x = layer.forward(x, n_threads)
+        return x
     for layer in layers:
         x = _timed(profile, _profile_key(layer, "forward"), layer.forward, x, n_threads)
     return x
@@ -1017,6 +1022,10 @@ def _forward_sequence(layers, x, n_threads, profile):
 def _backward_sequence(layers, grad, need_grad_x, n_threads, profile):
     """The gradient with respect to the sequence's input (when
     ``need_grad_x``; else None), from that of its output."""
+    if profile is None:
+        for layer in reversed(layers):
+            grad = layer.backward(grad, need_grad_x or not layer.first, n_threads)
+        return grad
     for layer in reversed(layers):
         grad = _timed(profile, _profile_key(layer, "backward"), layer.backward,
                       grad, need_grad_x or not layer.first, n_threads)
