@@ -447,22 +447,11 @@ def _with_dropout(rng, specs, ndim):
     return specs
 
 
-def _valid_dropout_networks(count, seed):
-    rng = np.random.default_rng(seed)
-    found = []
-    while len(found) < count:
-        ndim = int(rng.integers(1, 3))
-        input_shape = (2, 7, 6) if ndim == 2 else (2, 13)
-        specs = _with_dropout(rng, _random_specs(rng, ndim), ndim)
-        try:
-            Network(specs, input_shape, np.float64)
-        except ValueError:
-            continue
-        found.append((specs, input_shape))
-    return found
+def _random_specs_with_dropout(rng, ndim):
+    return _with_dropout(rng, _random_specs(rng, ndim), ndim)
 
 
-DROPOUT_NETWORKS = _valid_dropout_networks(80, seed=1)
+DROPOUT_NETWORKS = _valid_networks(80, seed=1, make_specs=_random_specs_with_dropout)
 
 
 def test_dropout_sequences_take_every_placement_of_the_dropout_layer():
