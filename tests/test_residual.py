@@ -15,6 +15,7 @@ from fastcnn import CNNClassifier
 from fastcnn._network import Network
 from fastcnn.layers import (Conv1D, Conv2D, Dense, Flatten, MaxPool1D,
                             MaxPool2D, ReLU, Residual)
+from _helpers.checks import check_network_gradient
 
 # ======================================================= the specification
 
@@ -138,22 +139,8 @@ GRADIENT_NETS = {
 
 
 @pytest.mark.parametrize("name", GRADIENT_NETS)
-def test_network_gradient_matches_finite_differences(name, central_differences):
-    specs, input_shape = GRADIENT_NETS[name]
-    network = Network(specs, input_shape, np.float64)
-    network.initialize(np.random.RandomState(0))
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((5,) + input_shape)
-    target = rng.integers(0, 3, size=5)
-    network.allocate(5, training=True)
-
-    def loss():
-        return F.softmax_cross_entropy(network.forward(x, 2), target)
-    network.backward(loss()[1], 2)
-    analytic = network.grads.copy()
-    numeric = central_differences(lambda: loss()[0], network.params, 1e-6)
-    assert np.abs(analytic).max() > 1e-3
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-7)
+def test_network_gradient_matches_finite_differences(name):
+    check_network_gradient(*GRADIENT_NETS[name], n_threads=2)
 
 
 @pytest.mark.parametrize("name", GRADIENT_NETS)

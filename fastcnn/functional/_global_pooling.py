@@ -16,7 +16,7 @@ from .._kernels import global_pooling as _kernels
 from ._calls import KernelCall, preparable, run_unless_preparing
 from ._checks import (SPATIAL, check_apart, check_shape, float_array,
                       output_array, output_pair, readable)
-from ._pooling import _check_plane
+from ._pooling import _argmax_check, _check_plane
 
 
 def _planes(a):
@@ -86,16 +86,9 @@ def _max_backward_call(grad_y, argmax, x_shape, ndim, out):
     grad_x = output_array(out, x_shape, grad_y.dtype)
     if out is not None:
         check_apart([("out", grad_x)], [("grad_y", grad_y), ("argmax", argmax)])
-
-    def check(n_bad):
-        # the kernel skips and counts indices outside the plane
-        if n_bad:
-            raise ValueError(
-                f"argmax values must index the input plane [0, {plane}), got "
-                f"{n_bad} outside it (values in [{argmax.min()}, {argmax.max()}])")
     return KernelCall(_kernels.global_max_pool_backward,
                       (grad_y.reshape(-1), argmax.reshape(-1), _planes(grad_x)),
-                      grad_x, check=check)
+                      grad_x, check=_argmax_check(argmax, plane))
 
 
 @preparable

@@ -42,6 +42,17 @@ def _check_plane(spatial, name):
             f"{_MAX_PLANE}: split it (pool it in pieces)")
 
 
+def _argmax_check(argmax, plane):
+    """The check run after a backward kernel that skips, and counts, the
+    argmax values outside a plane of ``plane`` elements."""
+    def check(n_bad):
+        if n_bad:
+            raise ValueError(
+                f"argmax values must index the input plane [0, {plane}), got "
+                f"{n_bad} outside it (values in [{argmax.min()}, {argmax.max()}])")
+    return check
+
+
 # The 2x2 kernel's last block in a plane also computes (and drops) up to 16
 # windows past its end, whose indices must stay within int32 as well.
 _MAX_PLANE = np.iinfo(np.int32).max - 32
@@ -105,16 +116,10 @@ def _max_pool_backward_call(grad_y, argmax, x_shape, ndim, out, relu_output):
     if out is not None:
         check_apart([("out", grad_x)], [("grad_y", grad_y), ("argmax", argmax),
                                         ("relu_output", relu_output)])
-
-    def check(n_bad):
-        # the kernel skips and counts indices outside the plane
-        if n_bad:
-            raise ValueError(
-                f"argmax values must index the input plane [0, {plane}), got "
-                f"{n_bad} outside it (values in [{argmax.min()}, {argmax.max()}])")
     return KernelCall(_kernels.max_pool2d_backward,
                       (as_4d(grad_y, ndim), as_4d(argmax, ndim),
-                       as_4d(grad_x, ndim), relu_output), grad_x, check=check)
+                       as_4d(grad_x, ndim), relu_output), grad_x,
+                      check=_argmax_check(argmax, plane))
 
 
 def _avg_pool_call(x, size, stride, ndim, out):

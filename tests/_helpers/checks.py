@@ -61,6 +61,27 @@ def central_differences(loss, array, step):
 
 
 
+def check_network_gradient(specs, input_shape, n_threads):
+    """A float64 network's parameter gradient on a batch of 5 random
+    samples, against central differences of its loss."""
+    from fastcnn import functional as F
+    from fastcnn._network import Network
+    network = Network(specs, input_shape, np.float64)
+    network.initialize(np.random.RandomState(0))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5,) + tuple(input_shape))
+    target = rng.integers(0, 3, size=5)
+    network.allocate(5, training=True)
+
+    def loss():
+        return F.softmax_cross_entropy(network.forward(x, n_threads), target)
+    network.backward(loss()[1], n_threads)
+    analytic = network.grads.copy()
+    numeric = central_differences(lambda: loss()[0], network.params, 1e-6)
+    assert np.abs(analytic).max() > 1e-3        # the check is not vacuous
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-7)
+
+
 def guarded_copy(array, side):
     """A copy of ``array`` in memory of its own that ends exactly where a
     page that cannot be read or written begins (side="end"), or begins
