@@ -10,7 +10,8 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from fastcnn import datasets
+from fastcnn import _network, datasets
+from fastcnn.inspection import flop_counts
 from fastcnn.layers import (BatchNorm1D, BatchNorm2D, Conv1D, Conv2D, Dense,
                             Dropout, Flatten, GlobalAvgPool1D, MaxPool2D, ReLU,
                             Residual)
@@ -116,22 +117,16 @@ def load_synthetic_cifar(seed=0, n_train=2560, n_test=1000):
 
 
 def training_flops(network):
-    """Floating-point operations of one training image through a
-    fastcnn._network.Network: 2 per multiply-add of each convolution and
-    dense layer, those in residual blocks included, forward, kernel gradient
-    and input gradient (none for the first layer, whose input needs no
-    gradient). Pooling, activations, the blocks' sums, the loss and the
-    optimizer are not counted."""
-    total = 0
-    for layer in network.all_layers:
-        weight_shape = getattr(layer, "weight_shape", None)
-        if weight_shape is None:
-            continue
-        positions = int(np.prod(layer.output_shape[1:])) if len(layer.output_shape) > 1 else 1
-        macs = positions * int(np.prod(weight_shape))
-        first = layer.first and not isinstance(layer.position, tuple)
-        total += 2 * macs * (2 if first else 3)
-    return total
+    """Floating-point operations of one training image through the
+    convolutions and dense layers of a fastcnn._network.Network, those in
+    residual blocks included: their training-step counts from
+    fastcnn.inspection.flop_counts (2 per multiply-add, forward, kernel
+    gradient and input gradient, none for the first layer, whose input
+    needs no gradient). Pooling, activations, normalization, the blocks'
+    sums, the loss and the optimizer are not counted: the figure measures
+    the matrix products against the FMA peak."""
+    return sum(training for layer, _, training in flop_counts(network)
+               if isinstance(layer, (_network.Conv, _network.Dense)))
 
 
 _FMA_LOOP = r"""

@@ -13,6 +13,7 @@ from . import functional as F
 from . import layers as L
 from ._labels import check_y_passed, encode_labels, labels_1d
 from ._network import Network, layer_output_shape
+from .inspection import SummaryMixin
 from ._parameters import (Boolean, Either, FloatDtype, Integer, IntTuple,
                           LayerSpecs, NoneOr, Real, StrOptions, ThreadCount,
                           check_parameters, float_dtype_name, int_tuple)
@@ -53,7 +54,7 @@ def _as_array(X):
         "each series' last value) before fitting.")
 
 
-class CNNClassifier(ClassifierMixin, BaseEstimator):
+class CNNClassifier(SummaryMixin, ClassifierMixin, BaseEstimator):
     """Convolutional neural network classifier.
 
     Trains ``INPUT -> [CONV -> ACTIVATION -> POOL] * M -> [DENSE ->
