@@ -122,8 +122,12 @@ LIBMVEC_USER = "fastcnn._kernels.activations"
 # gcc/clang flags of single extensions: the activations' float32 exp and erfc
 # clamp with selects that GCC if-converts (so vectorises) without AVX-512
 # only when floating-point operations may not trap; no kernel reads the
-# floating-point exception flags
-GCC_EXTRA_FLAGS = {"fastcnn._kernels.activations": ["-fno-trapping-math"]}
+# floating-point exception flags (the normalization's ReLU gradient is such
+# a select too); the normalization's sums in lanes give the same bits in
+# every build only without fused multiply-adds
+GCC_EXTRA_FLAGS = {"fastcnn._kernels.activations": ["-fno-trapping-math"],
+                   "fastcnn._kernels.normalization": ["-fno-trapping-math",
+                                                      "-ffp-contract=off"]}
 
 
 def libmvec_links(compiler):

@@ -3,8 +3,9 @@ normalization (across channels), forward and backward.
 
 Layout: x (N, C, S), C-contiguous, S the spatial positions of a sample
 flattened (1 for flat features). Batch statistics are per channel, over
-(n, s): each channel is summed by one thread, samples in order and the
-positions of each in order, in float64 whatever the data's dtype, so the
+(n, s): each channel is summed by one thread, in float64 whatever the
+data's dtype, samples in order and the positions of each in eight partial
+sums of a fixed pattern (normalization.h), so the
 statistics and everything derived from them are the same bits for any
 thread count. Per-element passes split the N*C planes between threads.
 Local response normalization works on each sample alone: threads split
@@ -14,6 +15,41 @@ The caller (fastcnn.functional) validates shapes and allocates outputs.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport pow, sqrt
+from libc.stddef cimport ptrdiff_t
+from libc.string cimport memset
+
+
+cdef extern from "normalization.h" nogil:
+    enum: FCNN_LANES
+    void fcnn_lane_sums_f32(const float *x, ptrdiff_t n, double *lanes)
+    void fcnn_lane_sums_f64(const double *x, ptrdiff_t n, double *lanes)
+    void fcnn_lane_squares_f32(const float *x, ptrdiff_t n, double mean,
+                               double *lanes)
+    void fcnn_lane_squares_f64(const double *x, ptrdiff_t n, double mean,
+                               double *lanes)
+    void fcnn_lane_gradient_sums_f32(const float *g, const float *relu_y,
+                                     const float *x, ptrdiff_t n, double mean,
+                                     double *lanes_g, double *lanes_gx)
+    void fcnn_lane_gradient_sums_f64(const double *g, const double *relu_y,
+                                     const double *x, ptrdiff_t n, double mean,
+                                     double *lanes_g, double *lanes_gx)
+    void fcnn_batch_norm_grad_input_f32(const float *g, const float *relu_y,
+                                        const float *x, float *gx, ptrdiff_t n,
+                                        double mean, double scale, double slope,
+                                        double shift)
+    void fcnn_batch_norm_grad_input_f64(const double *g, const double *relu_y,
+                                        const double *x, double *gx, ptrdiff_t n,
+                                        double mean, double scale, double slope,
+                                        double shift)
+
+
+cdef inline double lanes_total(const double *lanes) noexcept nogil:
+    """The partial sums of normalization.h's lanes, added in order."""
+    cdef double total = 0
+    cdef int j
+    for j in range(FCNN_LANES):
+        total = total + lanes[j]
+    return total
 
 
 cdef void channel_moments(const floating *x, Py_ssize_t N, Py_ssize_t C,
@@ -21,22 +57,28 @@ cdef void channel_moments(const floating *x, Py_ssize_t N, Py_ssize_t C,
                           double *var) noexcept nogil:
     """Mean and biased variance of channel c over every (n, s), two passes
     (the second about the mean, which keeps the variance exact for data
-    far from zero)."""
-    cdef Py_ssize_t n, s
+    far from zero), each in normalization.h's fixed lanes."""
+    cdef Py_ssize_t n
     cdef const floating *p
-    cdef double total = 0, squares = 0, d
+    cdef double lanes[FCNN_LANES]
+    cdef double m
+    memset(lanes, 0, sizeof(lanes))
     for n in range(N):
         p = x + (n * C + c) * S
-        for s in range(S):
-            total = total + p[s]
-    total = total / (N * S)
+        if floating is float:
+            fcnn_lane_sums_f32(p, S, lanes)
+        else:
+            fcnn_lane_sums_f64(p, S, lanes)
+    m = lanes_total(lanes) / (N * S)
+    memset(lanes, 0, sizeof(lanes))
     for n in range(N):
         p = x + (n * C + c) * S
-        for s in range(S):
-            d = p[s] - total
-            squares = squares + d * d
-    mean[0] = total
-    var[0] = squares / (N * S)
+        if floating is float:
+            fcnn_lane_squares_f32(p, S, m, lanes)
+        else:
+            fcnn_lane_squares_f64(p, S, m, lanes)
+    mean[0] = m
+    var[0] = lanes_total(lanes) / (N * S)
 
 
 cdef void scale_planes(const floating *x, floating *y, Py_ssize_t N,
@@ -132,37 +174,31 @@ def batch_norm_forward_inference(const floating[:, :, ::1] x,
                      &shift[0], relu, n_threads)
 
 
-cdef extern from "normalization.h" nogil:
-    float fcnn_relu_passed_f32(float g, float y)
-    double fcnn_relu_passed_f64(double g, double y)
-
-cdef inline floating passed(const floating *g, const floating *relu_y,
-                            Py_ssize_t i) noexcept nogil:
-    """g[i], or what a ReLU after the norm lets through of it (relu_y,
-    its output, positive; NULL: no ReLU)."""
-    if relu_y == NULL:
-        return g[i]
-    if floating is float:
-        return fcnn_relu_passed_f32(g[i], relu_y[i])
-    return fcnn_relu_passed_f64(g[i], relu_y[i])
-
-
 cdef void channel_gradient_sums(const floating *g, const floating *relu_y,
                                 const floating *x,
                                 Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
                                 Py_ssize_t c, double mean, double *sum_g,
                                 double *sum_gx) noexcept nogil:
-    """Sums over channel c of g and of g * (x - mean), in a fixed order."""
-    cdef Py_ssize_t n, s, at
-    cdef double a = 0, b = 0, v
+    """Sums over channel c of g and of g * (x - mean), in normalization.h's
+    fixed lanes."""
+    cdef Py_ssize_t n, at
+    cdef const floating *relu_at = NULL
+    cdef double lanes_g[FCNN_LANES]
+    cdef double lanes_gx[FCNN_LANES]
+    memset(lanes_g, 0, sizeof(lanes_g))
+    memset(lanes_gx, 0, sizeof(lanes_gx))
     for n in range(N):
         at = (n * C + c) * S
-        for s in range(S):
-            v = passed(g, relu_y, at + s)
-            a = a + v
-            b = b + v * (x[at + s] - mean)
-    sum_g[0] = a
-    sum_gx[0] = b
+        if relu_y != NULL:
+            relu_at = relu_y + at
+        if floating is float:
+            fcnn_lane_gradient_sums_f32(g + at, relu_at, x + at, S, mean,
+                                        lanes_g, lanes_gx)
+        else:
+            fcnn_lane_gradient_sums_f64(g + at, relu_at, x + at, S, mean,
+                                        lanes_g, lanes_gx)
+    sum_g[0] = lanes_total(lanes_g)
+    sum_gx[0] = lanes_total(lanes_gx)
 
 
 def batch_norm_backward(const floating[:, :, ::1] grad_y,
@@ -185,12 +221,9 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
     scale, shift, slope: (C,) scratch.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
-    cdef Py_ssize_t c, plane, s
-    cdef double count = N * S, sg, sgx, a, m, k, b
-    cdef const floating *gp
-    cdef const floating *xp
-    cdef const floating *yp
-    cdef floating *q
+    cdef Py_ssize_t c, plane
+    cdef double count = N * S, sg, sgx, a
+    cdef const floating *yp = NULL
     cdef const floating *relu_y = NULL
     cdef bint want_grad_x = grad_x is not None
     if relu_output is not None:
@@ -210,20 +243,18 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
         for plane in prange(N * C if want_grad_x else 0,
                             num_threads=n_threads, schedule='static'):
             c = plane % C
-            a = scale[c]
-            b = shift[c]
-            k = slope[c]
-            m = mean[c]
-            gp = &grad_y[0, 0, 0] + plane * S
-            xp = &x[0, 0, 0] + plane * S
-            q = &grad_x[0, 0, 0] + plane * S
-            if relu_y == NULL:
-                for s in range(S):
-                    q[s] = <floating>(gp[s] * a + (xp[s] - m) * k + b)
-            else:
+            if relu_y != NULL:
                 yp = relu_y + plane * S
-                for s in range(S):
-                    q[s] = <floating>(passed(gp, yp, s) * a + (xp[s] - m) * k + b)
+            if floating is float:
+                fcnn_batch_norm_grad_input_f32(
+                    &grad_y[0, 0, 0] + plane * S, yp, &x[0, 0, 0] + plane * S,
+                    &grad_x[0, 0, 0] + plane * S, S, mean[c], scale[c],
+                    slope[c], shift[c])
+            else:
+                fcnn_batch_norm_grad_input_f64(
+                    &grad_y[0, 0, 0] + plane * S, yp, &x[0, 0, 0] + plane * S,
+                    &grad_x[0, 0, 0] + plane * S, S, mean[c], scale[c],
+                    slope[c], shift[c])
 
 
 cdef inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
