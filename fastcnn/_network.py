@@ -990,6 +990,11 @@ def _walk(layers):
         yield from layer.nested_layers()
 
 
+def _holding_arrays(layers):
+    """The layers among ``layers`` that have parameters or state."""
+    return [layer for layer in layers if layer.parameters or layer.states]
+
+
 def _timed(profile, key, run, *args):
     """``run(*args)``, its seconds added to ``profile[key]`` (None: no
     profile)."""
@@ -1250,6 +1255,7 @@ class Network:
         self.input_buffer, self.input_views = None, {}
         self.profile = None
         self._idle_predictors = []
+        self._heads = {}     # n_specs -> head (see head)
 
     def _bind(self):
         """Point every layer's parameter, gradient and state attributes at
@@ -1296,6 +1302,35 @@ class Network:
         for layer in self.drawing_layers:
             layer.random = np.random.default_rng(
                 rng.randint(0, 2**32, size=4, dtype=np.uint64))
+
+    def head(self, n_specs):
+        """A network of the first ``n_specs`` specifications, computing what
+        this one's layers compute up to there, for inference (an
+        estimator's ``transform``): its parameters and state are copied
+        from this one's on every call, so that it follows training, and
+        its layers' random generators are this one's. With every
+        specification, this network itself.
+
+        The head is kept and lent again, as are its inference copies
+        (:meth:`borrow_predictor`), so that repeated calls build nothing:
+        a one-row transform costs about what a one-row prediction does.
+        Its layers with parameters or state are the leading ones of this
+        network's, in the same order: cutting the list of specifications
+        only drops layers at the end, and the order of execution differs
+        from that of the list only by ReLUs, which have neither."""
+        if n_specs == len(self.specs):
+            return self
+        head = self._heads.get(n_specs)
+        if head is None:
+            head = Network(self.specs[:n_specs], self.input_shape, self.dtype)
+            for mine, theirs in zip(head.drawing_layers, self.drawing_layers):
+                mine.random = theirs.random
+            self._heads[n_specs] = head
+        for mine, theirs in zip(_holding_arrays(head.all_layers),
+                                _holding_arrays(self.all_layers)):
+            for declared in mine.parameters + mine.states:
+                getattr(mine, declared.name)[...] = getattr(theirs, declared.name)
+        return head
 
     def allocate(self, capacity, training, share_buffers=True):
         """Buffers for batches of up to ``capacity`` samples, shared as

@@ -1,6 +1,11 @@
-"""Training of CNNClassifier: the epochs and steps of ``fit`` and
-``partial_fit``, the optimizers and their state, snapshots of the weights
-to go back to, and the profile of a training run.
+"""Training of the estimators (fastcnn._base.BaseCNN): the epochs and
+steps of ``fit`` and ``partial_fit``, the optimizers and their state,
+snapshots of the weights to go back to, and the profile of a training run.
+
+The estimator says what is trained for: its ``_loss(scores, y, out)``
+gives a batch's loss and gradient, its ``_validation_score(X, y,
+n_threads)`` the score early stopping follows, its ``_stratify(y)`` how
+the held-out split is drawn; y is encoded as those read it.
 
 An epoch is counted, recorded and snapshotted as one step (Ctrl-C during
 it takes effect once it is done): a fit that diverges or is interrupted
@@ -50,7 +55,7 @@ class TrainingProfile:
         specification class; a layer inside a residual block has its path
         as position, ``(3, 'layers', 1)``, and the block's own keys time
         its sums alone), and under ``'batch copy'`` (gathering the
-        batch's samples and labels), ``'loss'`` (softmax cross-entropy and
+        batch's samples and labels), ``'loss'`` (the estimator's loss and the
         L2 penalty) and ``'optimizer'`` (the parameter update).
     steps : int
         Training steps (batches) timed.
@@ -226,21 +231,20 @@ def batch_size_for(estimator, n_samples):
     return min(estimator.batch_size, n_samples)
 
 
-def validation_split(estimator, X, y_index, rng):
-    """(X, X_val, y_index, y_val): the held-out share for early stopping,
-    stratified when every class has two samples."""
+def validation_split(estimator, X, y, rng):
+    """(X, X_val, y, y_val): the held-out share for early stopping,
+    stratified as the estimator says."""
     # imported here: sklearn.model_selection costs memory and import
     # time that a fit without early stopping never needs
     from sklearn.model_selection import train_test_split
-    stratify = y_index if np.bincount(y_index).min() >= 2 else None
     try:
-        split = train_test_split(X, y_index, random_state=rng,
+        split = train_test_split(X, y, random_state=rng,
                                  test_size=estimator.validation_fraction,
-                                 stratify=stratify)
+                                 stratify=estimator._stratify(y))
     except ValueError as error:
         raise ValueError(
             f"early_stopping with validation_fraction="
-            f"{estimator.validation_fraction} cannot split {len(y_index)} "
+            f"{estimator.validation_fraction} cannot split {len(y)} "
             f"samples: {error}") from None
     if len(split[0]) < 1:
         raise ValueError("too few samples left for training after the "
@@ -250,11 +254,11 @@ def validation_split(estimator, X, y_index, rng):
 
 # ------------------------------------------------------------ training
 
-def train(estimator, X, y_index, rng, epochs, incremental):
+def train(estimator, X, y, rng, epochs, incremental):
     """Train ``estimator.network_`` for up to ``epochs`` epochs (one for
     partial_fit, ``incremental``) and update the estimator's fitted
     attributes; returns the estimator."""
-    TrainingRun(estimator, X, y_index, rng, incremental).run(epochs)
+    TrainingRun(estimator, X, y, rng, incremental).run(epochs)
     return estimator
 
 
@@ -268,15 +272,14 @@ class TrainingRun:
     (Layer.prepared).
     """
 
-    def __init__(self, estimator, X, y_index, rng, incremental):
+    def __init__(self, estimator, X, y, rng, incremental):
         self.estimator, self.rng, self.incremental = estimator, rng, incremental
         self.network = network = estimator.network_
         self.X_val = self.y_val = None
         self.early_stopping = holds_out_validation(estimator, len(X), incremental)
         if self.early_stopping:
-            X, self.X_val, y_index, self.y_val = validation_split(
-                estimator, X, y_index, rng)
-        self.X, self.y_index = X, y_index
+            X, self.X_val, y, self.y_val = validation_split(estimator, X, y, rng)
+        self.X, self.y = X, y
         self._start_records()
         self.n_samples = n_samples = len(X)
         self.batch_size = batch_size = batch_size_for(estimator, n_samples)
@@ -339,7 +342,7 @@ class TrainingRun:
         total_loss, n_threads = self._run_steps()
         epoch_loss = total_loss / self.n_samples
         seconds = time.perf_counter() - start
-        score = (self.estimator._accuracy(self.X_val, self.y_val, n_threads)
+        score = (self.estimator._validation_score(self.X_val, self.y_val, n_threads)
                  if self.early_stopping else None)
         # Counting, recording and snapshotting the epoch is one step: an
         # interrupt before it puts back the last recorded epoch.
@@ -367,23 +370,23 @@ class TrainingRun:
         # on the last batch (NaN or overflowing weights give a non-finite
         # loss), without updating running statistics or drawing dropout
         # masks that training would then see.
-        after, _ = F.softmax_cross_entropy(self.network.check_forward(xb, n_threads), yb)
+        after, _ = self.estimator._loss(self.network.check_forward(xb, n_threads), yb, None)
         if not math.isfinite(after):
             self._diverged(None)
         return total_loss, n_threads
 
     def _step(self, index, n_threads, batch_number):
-        """One optimizer step on the samples ``index``; (loss, batch, labels)."""
+        """One optimizer step on the samples ``index``; (loss, batch, targets)."""
         network, profile, clock = self.network, self.profile, time.perf_counter
         n = len(index)
         batch, grad_scores = self.batches[n]
         tick = step_start = clock()
         xb = F.take_samples(self.X, index, n_threads, out=batch)
-        yb = self.y_index[index]
+        yb = self.y[index]
         profile.add("batch copy", tick)
         logits = network.forward(xb, n_threads)
         tick = clock()
-        loss, grad = F.softmax_cross_entropy(logits, yb, out=grad_scores)
+        loss, grad = self.estimator._loss(logits, yb, grad_scores)
         alpha = self.estimator.alpha
         l2 = alpha / n
         if alpha:

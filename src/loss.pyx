@@ -1,9 +1,11 @@
-"""Softmax cross-entropy: the mean loss over a batch and its gradient with
-respect to the scores, in one pass over each row.
+"""The losses: softmax cross-entropy (classification) and the squared error
+(regression), each the mean loss over a batch and its gradient with respect
+to the scores, in one pass over each row.
 
-Single-threaded: a batch of scores is small (N x classes), and the loss is
-summed over rows in row order, in double precision, so its bits are fixed.
-The caller (fastcnn.functional) validates shapes; target values are
+Single-threaded: a batch of scores is small (N x outputs), and the loss is
+summed over rows in row order, in double precision, so its bits are fixed
+whatever the thread count of the rest of a step. The caller
+(fastcnn.functional) validates shapes; cross-entropy's target values are
 checked here, one compare per row (two NumPy reductions cost more than the
 loss on small batches).
 """
@@ -48,3 +50,23 @@ def softmax_cross_entropy(const floating[:, ::1] logits,
                 grad[n, k] = <floating> (grad[n, k] * ratio)
             grad[n, target[n]] -= <floating> scale
     return loss / N
+
+
+def squared_error(const floating[:, ::1] prediction,
+                  const floating[:, ::1] target,
+                  floating[:, ::1] grad):
+    """Returns sum_{n,k} (prediction[n, k] - target[n, k])^2 / (2 N) and
+    writes grad = (prediction - target) / N: the loss whose gradient
+    MLPRegressor's backpropagation uses (halved, so that the gradient has
+    no factor 2; summed over the outputs, not averaged). Each difference is
+    taken in double precision (exact for float32) and the squares are summed
+    in row order, in double precision, so the loss's bits are fixed."""
+    cdef Py_ssize_t N = prediction.shape[0], K = prediction.shape[1], n, k
+    cdef double d, loss = 0, scale = 1.0 / N
+    with nogil:
+        for n in range(N):
+            for k in range(K):
+                d = <double> prediction[n, k] - <double> target[n, k]
+                loss += d * d
+                grad[n, k] = <floating> (d * scale)
+    return 0.5 * loss * scale

@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastcnn
-import fastcnn._classifier as classifier_module
+import fastcnn._base as base_module
 import fastcnn._network as network_module
 from fastcnn import CNNClassifier, InputShapeWarning
 from fastcnn.layers import Conv1D, Conv2D, Dense, MaxPool1D, MaxPool2D, ReLU
@@ -399,7 +399,7 @@ def test_simple_kernel_too_large_for_valid_padding(small_digits, no_training):
 def test_batched_prediction(small_digits, monkeypatch, buffer_bytes):
     X, y = small_digits
     clf, expected = fit_proba(X, y, input_shape=(1, 8, 8))
-    monkeypatch.setattr(classifier_module, "_PREDICT_BUFFER_BYTES", buffer_bytes)
+    monkeypatch.setattr(base_module, "_PREDICT_BUFFER_BYTES", buffer_bytes)
     calls = []
     original = network_module.Network.forward
 

@@ -144,3 +144,91 @@ def test_int32_indices_are_taken_as_they_are(rng):
     with pytest.raises(IndexError, match=r"\[0, 10\)"):
         fcf.take_samples(x, np.array([1, -1], dtype=np.int32), out=out)
     assert np.all(out == -7.0)
+
+
+# ===================================================== squared error
+
+def _squared_error_ref(prediction, target):
+    """sum (prediction - target)^2 / (2N) and its gradient, in float64."""
+    d = f64(prediction) - f64(target)
+    n = d.shape[0]
+    return float((d ** 2).sum() / (2 * n)), d / n
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 1), (5, 3), (64, 10), (33, 257)], ids=str)
+def test_squared_error_matches_reference(shape, dtype, rng):
+    prediction = (3 * rng.standard_normal(shape)).astype(dtype)
+    target = rng.standard_normal(shape).astype(dtype)
+    saved = prediction.copy(), target.copy()
+    loss, grad = fcf.squared_error(prediction, target)
+    np.testing.assert_array_equal(prediction, saved[0])
+    np.testing.assert_array_equal(target, saved[1])
+    ref_loss, ref_grad = _squared_error_ref(prediction, target)
+    assert isinstance(loss, float)
+    assert grad.dtype == dtype and grad.shape == shape
+    # the loss is summed in float64 whatever the dtype
+    assert abs(loss - ref_loss) <= 1e-12 * ref_loss
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(grad, ref_grad, rtol=eps, atol=0)
+
+
+def test_squared_error_is_pytorchs_half_mse_sum_over_n():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    prediction, target = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    tensor = torch.from_numpy(prediction).requires_grad_()
+    torch_loss = 0.5 * torch.nn.functional.mse_loss(
+        tensor, torch.from_numpy(target), reduction="sum") / 6
+    torch_loss.backward()
+    loss, grad = fcf.squared_error(prediction, target)
+    assert loss == pytest.approx(torch_loss.item(), rel=1e-14)
+    np.testing.assert_allclose(grad, tensor.grad.numpy(), rtol=1e-14)
+
+
+def test_squared_error_gradient_matches_finite_differences(rng, central_differences):
+    prediction = 2 * rng.standard_normal((5, 3))
+    target = rng.standard_normal((5, 3))
+    _, grad = fcf.squared_error(prediction, target)
+    numeric = central_differences(
+        lambda: fcf.squared_error(prediction, target)[0], prediction, 1e-5)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-10)
+
+
+def test_squared_error_writes_into_out(rng):
+    prediction, target = rng.standard_normal((4, 2)), rng.standard_normal((4, 2))
+    out = np.full((4, 2), np.nan)
+    loss, grad = fcf.squared_error(prediction, target, out=out)
+    assert grad is out
+    np.testing.assert_allclose(out, (prediction - target) / 4, rtol=1e-15)
+    with pytest.raises(ValueError, match="out shares memory with prediction"):
+        fcf.squared_error(prediction, target, out=prediction)
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 2\)"):
+        fcf.squared_error(prediction, target, out=np.empty((4, 3)))
+    with pytest.raises(TypeError, match="out must have dtype float64"):
+        fcf.squared_error(prediction, target, out=np.empty((4, 2), np.float32))
+
+
+def test_squared_error_takes_any_layout_and_gives_the_same_bits(rng):
+    """Non-contiguous inputs are copied first; the loss of a batch does not
+    depend on how its rows are laid out (a fixed order of summation)."""
+    wide_prediction = rng.standard_normal((6, 10))
+    wide_target = rng.standard_normal((6, 10))
+    loss, grad = fcf.squared_error(wide_prediction[:, ::2].copy(), wide_target[:, ::2].copy())
+    loss_strided, grad_strided = fcf.squared_error(wide_prediction[:, ::2],
+                                                   wide_target[:, ::2])
+    assert loss_strided == loss
+    np.testing.assert_array_equal(grad_strided, grad)
+
+
+@pytest.mark.parametrize("prediction, target, error, match", [
+    (np.zeros((3, 2)), np.zeros((3, 3)), ValueError, r"target must have the shape of prediction \(3, 2\)"),
+    (np.zeros((3, 2)), np.zeros(3), ValueError, "target must have 2 dimensions"),
+    (np.zeros(3), np.zeros(3), ValueError, "prediction must have 2 dimensions"),
+    (np.zeros((0, 2)), np.zeros((0, 2)), ValueError, "prediction must not be empty"),
+    (np.zeros((3, 2)), np.zeros((3, 2), np.float32), TypeError, "target has dtype float32"),
+    (np.zeros((3, 2)), np.zeros((3, 2), np.int64), TypeError, "target must be a float32 or float64"),
+    (np.zeros((3, 2), np.int64), np.zeros((3, 2)), TypeError, "prediction must be a float32 or float64"),
+], ids=["shapes", "target-1d", "prediction-1d", "empty", "mixed-dtypes", "int-target", "int-prediction"])
+def test_squared_error_rejects_bad_input(prediction, target, error, match):
+    with pytest.raises(error, match=match):
+        fcf.squared_error(prediction, target)

@@ -1,8 +1,12 @@
-"""The README's promise: its test command is the one CI runs."""
+"""The README's promises: its test command is the one CI runs, and its
+examples run."""
 import re
+import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,10 +44,50 @@ def test_the_readmes_layer_lists_build():
         assert network.output_shape == (10,)
 
 
-def _readme_block(marker):
+def _readme_block(distinctive):
+    """The README's ```python block that contains ``distinctive``."""
     text = (ROOT / "README.md").read_text()
-    return next(code for code in re.findall(r"```python\n(.*?)```", text, re.S)
-                if marker in code)
+    blocks = [code for code in re.findall(r"```python\n(.*?)```", text, re.S)
+              if distinctive in code]
+    assert len(blocks) == 1, distinctive
+    # the blocks of a list item are indented with it
+    return textwrap.dedent(blocks[0])
+
+
+def _run_readme_block(distinctive):
+    names = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        exec(_readme_block(distinctive), names)
+    return names
+
+
+def test_the_readmes_regression_example_runs():
+    names = _run_readme_block("reg = CNNRegressor(")
+    assert names["r2"] > 0.9        # the README says 0.95
+    assert names["reg"].predict(names["X"][:2]).shape == (2, 2)
+
+
+def test_the_readmes_features_example_runs():
+    names = _run_readme_block("first_conv = cnn.transform(")
+    assert names["accuracy"] > 0.9
+    assert names["features"].shape == (5, 128)
+    assert names["first_conv"].shape == (5, 1024)
+
+
+def test_the_readmes_attributes_example_runs():
+    names = _run_readme_block("clf.n_outputs_, clf.out_activation_")
+    clf = names["clf"]
+    assert clf.n_layers_ == 10
+    assert (clf.n_outputs_, clf.out_activation_) == (10, "softmax")
+    assert names["shapes"] == [(16, 1, 3, 3), (32, 16, 3, 3), (128, 128), (10, 128)]
+
+
+def test_the_readmes_feature_subset_example_runs():
+    names = _run_readme_block("max_features=0.5")
+    assert "input_shape=(1, 8, 8) holds 64 values per sample, but X has 32" in names["message"]
+    assert "max_features=1.0, bootstrap_features=False" in names["message"]
+    assert names["bag"].predict(names["X"][:3] / 16).shape == (3,)
 
 
 def test_the_readmes_summary_prints_what_it_shows(capsys):
@@ -70,3 +114,4 @@ def test_the_readmes_displays_plot(tmp_path, monkeypatch):
         assert names["curve"].validation_line_ is not None
     finally:
         plt.close("all")
+

@@ -201,3 +201,72 @@ def test_networks_with_dropout_predict_as_pytorch_in_inference(name):
     with torch.no_grad():
         dropped = trainer.model(torch.from_numpy(X)).numpy()
     assert not np.allclose(dropped, torch_scores)
+
+
+# ===================================================== regression
+
+def regression_images(n=48, shape=(1, 12, 12), n_outputs=3, seed=0):
+    """Targets that are smooth functions of the images (means of bands of
+    each sample, squashed), plus a little noise: a net fits them, so the
+    losses move over the steps."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n,) + shape)
+    bands = np.array_split(X.reshape(n, -1), n_outputs, axis=1)
+    y = np.tanh(np.stack([3 * band.mean(axis=1) for band in bands], axis=1))
+    return X, y + 0.05 * rng.standard_normal(y.shape)
+
+
+#: the regression networks: convolutions, pooling and dense layers in 2-D
+#: and 1-D, a residual block, and batch norm
+REGRESSION_NETWORKS = ["conv2d-maxpool-relu-dense", "conv1d-maxpool-avgpool",
+                       "resnet1d-identity-projection",
+                       "conv2d-relu-batchnorm-lrn-dense-batchnorm"]
+
+
+# SGD at 0.05 diverges on the residual net's initial loss (near 10)
+@pytest.mark.parametrize("solver, learning_rate", [("sgd", 0.01), ("adam", 0.003)])
+@pytest.mark.parametrize("name", REGRESSION_NETWORKS)
+def test_squared_error_training_follows_pytorch(name, solver, learning_rate):
+    """fastcnn's squared error (functional.squared_error, CNNRegressor's
+    loss) against PyTorch's 0.5 * mse_loss(reduction='sum') / N, through
+    whole networks with two outputs."""
+    specs, shape, batch_size = NETWORKS[name]
+    X, y = regression_images(shape=shape, n_outputs=2)
+    ours, theirs, trainer = train_both(specs, X, y, solver, batch_size, STEPS,
+                                       learning_rate, loss="squared_error")
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=0)
+    assert abs(ours[-1] - ours[0]) > 1e-3 * ours[0]
+    predictions, torch_predictions = trainer.predict_scores(X)
+    np.testing.assert_allclose(predictions, torch_predictions, rtol=1e-9,
+                               atol=1e-9 * np.abs(torch_predictions).max())
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("solver, learning_rate", [("sgd", 0.05), ("adam", 0.003)])
+def test_cnnregressor_fit_follows_pytorch(solver, learning_rate):
+    """The estimator itself: CNNRegressor's fit (5 epochs of 6 batches, in
+    order) records the epoch means of the losses PyTorch's twin has on the
+    same batches from the same initial weights (both drawn from
+    RandomState(0)), and predicts what the twin predicts."""
+    from fastcnn import CNNRegressor
+    specs, shape, batch_size = NETWORKS["conv2d-maxpool-relu-dense"]
+    X, y = regression_images(shape=shape, n_outputs=3)
+    epochs = 5
+    regressor = CNNRegressor(
+        layers=specs, input_shape=shape, solver=solver, learning_rate_init=learning_rate,
+        batch_size=batch_size, max_iter=epochs, shuffle=False, alpha=0.0,
+        epsilon=1e-30, early_stopping=False, dtype="float64", random_state=0,
+        n_threads=2).fit(X, y)
+    trainer = Trainer(specs, shape, 3, solver, learning_rate, seed=0,
+                      loss="squared_error")
+    losses = [trainer.torch_step(X[start:start + batch_size], y[start:start + batch_size])
+              for _ in range(epochs) for start in range(0, len(X), batch_size)]
+    epoch_means = np.array(losses).reshape(epochs, -1).mean(axis=1)
+    assert regressor.n_iter_ == epochs
+    np.testing.assert_allclose(regressor.loss_curve_, epoch_means, rtol=RTOL, atol=0)
+    assert epoch_means[-1] < 0.9 * epoch_means[0]
+    trainer.model.eval()
+    with torch.no_grad():
+        torch_predictions = trainer.model(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(regressor.predict(X), torch_predictions, rtol=1e-9,
+                               atol=1e-9 * np.abs(torch_predictions).max())

@@ -46,7 +46,7 @@ from ._correlation import (correlate1d, correlate1d_backward,
                            correlate2d_backward_kernel)
 from ._dense import (linear, linear_backward, linear_backward_input,
                      linear_backward_weight)
-from ._loss import log_softmax, softmax, softmax_cross_entropy
+from ._loss import log_softmax, softmax, softmax_cross_entropy, squared_error
 from ._optim import adam_update, sgd_update
 from ._pooling import (avg_pool1d, avg_pool1d_backward, avg_pool2d,
                        avg_pool2d_backward, max_pool1d, max_pool1d_backward,
@@ -70,7 +70,7 @@ __all__ = [
     "avg_pool1d", "avg_pool1d_backward", "output_size",
     "linear", "linear_backward", "linear_backward_input",
     "linear_backward_weight", "relu", "relu_backward", "log_softmax",
-    "softmax", "softmax_cross_entropy", "sgd_update", "adam_update",
+    "softmax", "softmax_cross_entropy", "squared_error", "sgd_update", "adam_update",
     "take_samples", "prepare",
     "dropout", "dropout_backward",
     "l2_pool2d", "l2_pool2d_backward", "l2_pool1d", "l2_pool1d_backward",

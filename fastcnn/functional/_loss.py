@@ -1,10 +1,10 @@
-"""Softmax, its logarithm and the cross-entropy loss: the functions over
-src/loss.pyx."""
+"""Softmax, its logarithm and the losses (softmax cross-entropy, squared
+error): the functions over src/loss.pyx."""
 import numpy as np
 
 from .._kernels import loss as _kernels
 from ._checks import (INDEX_DTYPES, any_shape_float_array, check_apart,
-                      output_array, readable)
+                      float_array, output_array, readable, same_dtype)
 
 
 def log_softmax(logits):
@@ -66,3 +66,40 @@ def softmax_cross_entropy(logits, target, out=None):
     return loss, grad
 
 
+def squared_error(prediction, target, out=None):
+    """Squared-error loss of a batch, ``sum_{n,k} (prediction - target)^2 / (2N)``,
+    and its gradient with respect to the predictions.
+
+    This is the loss whose gradient MLPRegressor's backpropagation uses:
+    halved, so that the gradient has no factor 2, and summed over the K
+    outputs, averaged over the N samples. (MLPRegressor's reported
+    ``loss_curve_`` also divides by K; for one output they agree.) It equals
+    PyTorch's ``0.5 * mse_loss(prediction, target, reduction='sum') / N``.
+
+    Parameters
+    ----------
+    prediction : array of shape (N, K), float32 or float64
+    target : array of shape (N, K), dtype of prediction
+    out : array of shape (N, K), dtype of prediction, optional
+        Where to write grad.
+
+    Returns
+    -------
+    loss : float
+        Accumulated in float64, row by row in a fixed order (the same bits
+        for any thread count).
+    grad : array of shape (N, K), dtype of prediction
+        ``(prediction - target) / N``; written into ``out`` when given.
+    """
+    prediction = float_array(prediction, "prediction", 2, "(N, K)")
+    target = float_array(target, "target", 2, "(N, K)")
+    same_dtype("prediction", prediction, "target", target)
+    if target.shape != prediction.shape:
+        raise ValueError(
+            f"target must have the shape of prediction {prediction.shape}, "
+            f"got {target.shape}")
+    grad = output_array(out, prediction.shape, prediction.dtype)
+    if out is not None:
+        check_apart([("out", grad)], [("prediction", prediction), ("target", target)])
+    loss = _kernels.squared_error(prediction, target, grad)
+    return loss, grad

@@ -190,15 +190,34 @@ def torch_twin(network):
     return model, pairs
 
 
+def _torch_cross_entropy(scores, y):
+    import torch
+    return torch.nn.functional.cross_entropy(scores, torch.from_numpy(y.astype(np.int64)))
+
+
+def _torch_half_squared_error(predictions, y):
+    """PyTorch's form of CNNRegressor's loss, 0.5 * MSE summed / N."""
+    import torch
+    return 0.5 * torch.nn.functional.mse_loss(
+        predictions, torch.from_numpy(y), reduction="sum") / len(y)
+
+
+#: loss -> (fastcnn's function, PyTorch's) of (scores, targets): class
+#: indices for CNNClassifier's, float targets (N, K) for CNNRegressor's
+LOSSES = {"cross_entropy": (F.softmax_cross_entropy, _torch_cross_entropy),
+          "squared_error": (F.squared_error, _torch_half_squared_error)}
+
+
 class Trainer:
     """fastcnn's network trained by hand, as the estimator's training loop
-    does it (forward, softmax cross-entropy, backward, one optimizer step
-    over the flat parameters), and its PyTorch twin trained alike."""
+    does it (forward, the loss, backward, one optimizer step over the flat
+    parameters), and its PyTorch twin trained alike."""
 
-    def __init__(self, specs, input_shape, n_classes, solver, learning_rate,
-                 seed=0, n_threads=2):
-        self.network = Network(list(specs) + [L.Dense(n_classes)], input_shape,
+    def __init__(self, specs, input_shape, n_outputs, solver, learning_rate,
+                 seed=0, n_threads=2, loss="cross_entropy"):
+        self.network = Network(list(specs) + [L.Dense(n_outputs)], input_shape,
                                np.float64)
+        self.fastcnn_loss, self.torch_loss = LOSSES[loss]
         self.network.initialize(np.random.RandomState(seed))
         self.model, self.pairs = torch_twin(self.network)
         self.solver, self.learning_rate = solver, learning_rate
@@ -222,7 +241,7 @@ class Trainer:
         network, n_threads = self.network, self.n_threads
         network.allocate(len(xb), training=True)
         logits = network.forward(np.ascontiguousarray(xb), n_threads)
-        loss, grad = F.softmax_cross_entropy(logits, yb)
+        loss, grad = self.fastcnn_loss(logits, yb)
         network.backward(grad, n_threads)
         self.step_count += 1
         if self.solver == "adam":
@@ -239,8 +258,7 @@ class Trainer:
         import torch
         self.model.train()
         self.optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(
-            self.model(torch.from_numpy(xb)), torch.from_numpy(yb.astype(np.int64)))
+        loss = self.torch_loss(self.model(torch.from_numpy(xb)), yb)
         loss.backward()
         self.optimizer.step()
         return loss.item()
@@ -256,11 +274,14 @@ class Trainer:
         return ours, theirs
 
 
-def train_both(specs, X, y, solver, batch_size, steps, learning_rate, seed=0):
+def train_both(specs, X, y, solver, batch_size, steps, learning_rate, seed=0,
+               loss="cross_entropy"):
     """Losses of ``steps`` steps of each library on the batches of X in
-    order (cycling), and the trainer (for its final weights and scores)."""
-    n_classes = int(y.max()) + 1
-    trainer = Trainer(specs, X.shape[1:], n_classes, solver, learning_rate, seed)
+    order (cycling), and the trainer (for its final weights and scores).
+    y: class indices, or float targets (N, K) for the squared error."""
+    n_outputs = y.shape[1] if loss == "squared_error" else int(y.max()) + 1
+    trainer = Trainer(specs, X.shape[1:], n_outputs, solver, learning_rate, seed,
+                      loss=loss)
     ours, theirs = [], []
     starts = list(range(0, len(X) - batch_size + 1, batch_size))
     for step in range(steps):
