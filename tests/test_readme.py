@@ -2,6 +2,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,3 +38,20 @@ def test_the_readmes_layer_lists_build():
                          (names["vgg_bn"], (1, 28, 28))]:
         network = Network(list(specs) + [L.Dense(10)], shape, np.float32)
         assert network.output_shape == (10,)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_the_readmes_onnx_example_runs():
+    import numpy as np
+    for package in ("onnx", "onnxruntime", "skl2onnx"):
+        pytest.importorskip(package)
+    text = (ROOT / "README.md").read_text()
+    block = next(code for code in re.findall(r"```python\n(.*?)```", text, re.S)
+                 if "register_skl2onnx()" in code)
+    names = {}
+    exec(block, names)
+    X, clf, pipe = names["X"], names["clf"], names["pipe"]
+    np.testing.assert_array_equal(names["label"], clf.predict(X))
+    np.testing.assert_allclose(names["proba"], clf.predict_proba(X), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(names["pipe_label"], pipe.predict(X))
+    np.testing.assert_allclose(names["pipe_proba"], pipe.predict_proba(X), rtol=0, atol=1e-5)
