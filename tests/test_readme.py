@@ -115,3 +115,18 @@ def test_the_readmes_displays_plot(tmp_path, monkeypatch):
     finally:
         plt.close("all")
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_the_readmes_onnx_example_runs():
+    import numpy as np
+    for package in ("onnx", "onnxruntime", "skl2onnx"):
+        pytest.importorskip(package)
+    text = (ROOT / "README.md").read_text()
+    block = next(code for code in re.findall(r"```python\n(.*?)```", text, re.S)
+                 if "register_skl2onnx()" in code)
+    names = {}
+    exec(block, names)
+    X, clf, pipe = names["X"], names["clf"], names["pipe"]
+    np.testing.assert_array_equal(names["label"], clf.predict(X))
+    np.testing.assert_allclose(names["proba"], clf.predict_proba(X), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(names["pipe_label"], pipe.predict(X))
+    np.testing.assert_allclose(names["pipe_proba"], pipe.predict_proba(X), rtol=0, atol=1e-5)
