@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import functional as F
 from . import layers as L
+from ._layer_params import LayerParamsMixin
 from ._labels import check_y_passed, encode_labels, labels_1d
 from ._network import Network, layer_output_shape
 from ._parameters import (Boolean, Either, FloatDtype, Integer, IntTuple,
@@ -53,7 +54,7 @@ def _as_array(X):
         "each series' last value) before fitting.")
 
 
-class CNNClassifier(ClassifierMixin, BaseEstimator):
+class CNNClassifier(LayerParamsMixin, ClassifierMixin, BaseEstimator):
     """Convolutional neural network classifier.
 
     Trains ``INPUT -> [CONV -> ACTIVATION -> POOL] * M -> [DENSE ->
