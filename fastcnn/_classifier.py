@@ -172,7 +172,8 @@ class CNNClassifier(LayerParamsMixin, ClassifierMixin, BaseEstimator):
     tol : float, default=1e-3
         Training stops when the loss (or, with early stopping, the validation
         accuracy) has not improved by at least ``tol`` for more than
-        ``n_iter_no_change`` consecutive epochs (the rule of MLPClassifier).
+        ``n_iter_no_change`` consecutive epochs (the rule of MLPClassifier;
+        with ``learning_rate='adaptive'`` the rate is divided there instead).
         A CNN drives the training loss of small image sets towards zero,
         ever more slowly: MLPClassifier's 1e-4 trains the default network
         many more epochs for no better test accuracy. As an accuracy (early

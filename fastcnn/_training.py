@@ -110,27 +110,23 @@ def profile_training():
 
 class Snapshot:
     """A copy of the network's parameters and non-trainable state and of
-    the optimizer's state (its buffers and its scalars: the step count and
-    'adaptive''s learning rate), to go back to."""
-
-    SCALARS = ("step", "learning_rate")
+    the optimizer's state, to go back to."""
 
     def __init__(self, network, optimizer_state):
         self.state = optimizer_state
         self.arrays = [network.params, network.state] + optimizer_state["buffers"]
         self.saved = [a.copy() for a in self.arrays]
-        self.saved_scalars = {}
-        self.save()
+        self.saved_step = optimizer_state["step"]
 
     def save(self):
         for saved, array in zip(self.saved, self.arrays):
             np.copyto(saved, array)
-        self.saved_scalars = {name: self.state[name] for name in self.SCALARS}
+        self.saved_step = self.state["step"]
 
     def restore(self):
         for saved, array in zip(self.saved, self.arrays):
             np.copyto(array, saved)
-        self.state.update(self.saved_scalars)
+        self.state["step"] = self.saved_step
 
 
 class InterruptDeferred:
@@ -506,8 +502,9 @@ class TrainingRun:
 
     def _update_no_improvement_count(self, improved):
         """The count of epochs without improvement; where it passes
-        n_iter_no_change, 'adaptive' divides the learning rate and starts
-        it again (MLPClassifier's rule) instead of letting the fit stop."""
+        n_iter_no_change, 'adaptive' divides the learning rate and the
+        count starts again (MLPClassifier's rule) instead of the fit
+        stopping."""
         estimator = self.estimator
         count = 0 if improved else estimator._no_improvement_count + 1
         self.decayed = count > estimator.n_iter_no_change and self.schedule.decay()
