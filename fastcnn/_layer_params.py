@@ -146,6 +146,13 @@ class LayerParamsMixin:
             setattr(self, _PREFIX, layers)
         return self
 
+    def _get_params_html(self, deep=True, doc_link=""):
+        """The parameter table of scikit-learn's HTML representation: the
+        estimator's own parameters (``layers`` a row of its own), not a
+        row per layer field, which scikit-learn would all mark as changed
+        from their defaults (no constructor argument has their names)."""
+        return super()._get_params_html(deep=False, doc_link=doc_link)
+
     def _set_layer_param(self, layers, key, value):
         """``layers`` (a list of specifications) with ``key`` set to value."""
         invalid = f"Invalid parameter {key!r} for estimator {type(self).__name__}: "

@@ -167,3 +167,9 @@ def test_fitted_estimator_keeps_working_after_set_params(small_digits):
     clf.set_params(layers__0__filters=2)
     np.testing.assert_array_equal(clf.predict_proba(X), before)
     assert clf.fit(X, y).coefs_[0].shape[0] == 2
+
+
+def test_html_representation_lists_the_estimators_own_parameters():
+    html = CNNClassifier(layers=make_layers(), learning_rate="cosine")._repr_html_()
+    assert "learning_rate" in html and "layers" in html
+    assert "layers__0" not in html
