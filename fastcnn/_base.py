@@ -42,7 +42,8 @@ from ._parameters import (Boolean, Either, FloatDtype, Integer, IntTuple,
                           LayerSpecs, NoneOr, Real, StrOptions, ThreadCount,
                           check_parameters, float_dtype_name, int_tuple)
 from ._threads import effective_n_threads
-from ._training import holds_out_validation, train
+from ._layer_params import LayerParamsMixin
+from ._training import LEARNING_RATE_SCHEDULES, holds_out_validation, train
 from .inspection import SummaryMixin
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -129,10 +130,41 @@ PARAMETERS_DOC = """    filters : tuple of int, default=(16, 32)
         When given, these are the hidden layers and the nine parameters
         above are ignored.
     solver : {'adam', 'sgd'}, default='adam'
+    learning_rate : {'constant', 'invscaling', 'adaptive', 'cosine'}, default='constant'
+        The learning rate schedule, for both solvers (MLPClassifier's apply
+        to 'sgd' only; here, as with PyTorch's schedulers, the rate also
+        scales Adam's steps).
+
+        - 'constant': ``learning_rate_init`` at every step.
+        - 'invscaling': ``learning_rate_init / t ** power_t`` in each
+          epoch, ``t`` one more than the samples trained on before it
+          (``t_ + 1``, MLPClassifier's ``t``).
+        - 'adaptive': ``learning_rate_init`` for as long as the stopping
+          rule (``tol``, ``n_iter_no_change``, on the training loss or with
+          early stopping the validation score) does not fire; where it
+          fires the rate is divided by 5 and the count of epochs without
+          improvement starts again, and training stops there only once
+          the rate is at most 1e-6 (MLPClassifier's rule). Every ``fit``
+          starts at ``learning_rate_init``; ``partial_fit``, which never
+          stops, keeps the rate it finds.
+        - 'cosine': cosine annealing from ``learning_rate_init`` towards 0
+          over ``max_iter`` epochs, step by step (PyTorch's
+          CosineAnnealingLR stepped every batch with ``T_max`` the fit's
+          steps): ``learning_rate_init * (1 + cos(pi * s / S)) / 2`` at
+          step ``s`` of ``S = max_iter * batches per epoch``. Per step
+          rather than per epoch because these fits run few epochs, where
+          a per-epoch staircase is coarse and never gets below
+          ``(1 + cos(pi (max_iter - 1) / max_iter)) / 2`` of the initial
+          rate. The stopping rule still applies (``n_iter_no_change=max_iter``
+          runs the whole anneal); a warm-start fit anneals again from
+          ``learning_rate_init``, and successive ``partial_fit`` calls, an
+          epoch each, anneal over ``max_iter`` of them and start again.
     learning_rate_init : float, default=0.003
         Adam's customary 0.001 makes these small networks take more epochs
         to reach the stopping rule for no better accuracy; 0.003 is still
         stable with batches of 32.
+    power_t : float, default=0.5
+        The exponent of 'invscaling', >= 0.
     momentum : float, default=0.9
         SGD momentum, in [0, 1].
     nesterovs_momentum : bool, default=True
@@ -157,7 +189,8 @@ PARAMETERS_DOC = """    filters : tuple of int, default=(16, 32)
         Training stops when the loss (or, with early stopping, the validation
         score: accuracy, or R^2 for CNNRegressor) has not improved by at
         least ``tol`` for more than ``n_iter_no_change`` consecutive epochs
-        (the rule of MLPClassifier).
+        (the rule of MLPClassifier; with ``learning_rate='adaptive'`` the
+        rate is divided there instead).
         A CNN drives the training loss of small image sets towards zero,
         ever more slowly: MLPClassifier's 1e-4 trains the default network
         many more epochs for no better test accuracy. As an accuracy or R^2
@@ -277,8 +310,8 @@ def forward_in_batches(network, X, n_threads):
     return out
 
 
-class BaseCNN(SummaryMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
-              BaseEstimator):
+class BaseCNN(LayerParamsMixin, SummaryMixin, ClassNamePrefixFeaturesOutMixin,
+              TransformerMixin, BaseEstimator):
     """A convolutional network trained as a scikit-learn estimator; the base
     of CNNClassifier and CNNRegressor (see the module's docstring for what
     a subclass defines)."""
@@ -289,7 +322,8 @@ class BaseCNN(SummaryMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     def __init__(self, filters=(16, 32), kernel_size=3, pool_size=2,
                  padding="same", hidden_layer_sizes=(128,), activation="relu",
                  batch_norm=False, dropout=0.0, global_pool="auto", layers=None,
-                 solver="adam", learning_rate_init=0.003, momentum=0.9,
+                 solver="adam", learning_rate="constant",
+                 learning_rate_init=0.003, power_t=0.5, momentum=0.9,
                  nesterovs_momentum=True, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size="auto", max_iter=200, alpha=0.0001,
                  shuffle=True, random_state=None, tol=1e-3,
@@ -307,7 +341,9 @@ class BaseCNN(SummaryMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
         self.global_pool = global_pool
         self.layers = layers
         self.solver = solver
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.momentum = momentum
         self.nesterovs_momentum = nesterovs_momentum
         self.beta_1 = beta_1
@@ -335,7 +371,9 @@ class BaseCNN(SummaryMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
     # parameters only when ``layers`` is None (otherwise they are ignored).
     _parameter_constraints = {
         "solver": StrOptions("adam", "sgd"),
+        "learning_rate": StrOptions(*LEARNING_RATE_SCHEDULES),
         "learning_rate_init": Real(0, low_open=True),
+        "power_t": Real(0),
         "momentum": Real(0, 1),
         "beta_1": Real(0, 1, high_open=True),
         "beta_2": Real(0, 1, high_open=True),

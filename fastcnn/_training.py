@@ -162,39 +162,109 @@ class InterruptDeferred:
 
 def optimizer_state(estimator, params):
     """The optimizer's state, kept on the estimator (``_optimizer_state``)
-    so that partial_fit and warm_start continue: the step count and the
-    moment buffers (Adam: two, SGD: the velocity). A new solver or network
-    starts from zero."""
+    so that partial_fit and warm_start continue: the step count, the
+    moment buffers (Adam: two, SGD: the velocity) and the learning rate
+    of 'adaptive'. A new solver or network starts from zero."""
     state = estimator._optimizer_state
     if (state is None or state["solver"] != estimator.solver
             or len(state["buffers"][0]) != len(params)):
         count = 2 if estimator.solver == "adam" else 1
         state = {"solver": estimator.solver, "step": 0,
+                 "learning_rate": estimator.learning_rate_init,
                  "buffers": [np.zeros_like(params) for _ in range(count)]}
         estimator._optimizer_state = state
     return state
 
 
 def optimizer_step(estimator, network, state):
-    """A function taking one step on the network's gradients, given the L2
-    penalty per sample and the threads."""
+    """A function taking one step on the network's gradients, given the
+    learning rate in effect, the L2 penalty per sample and the threads."""
     params, grads = network.params, network.grads
     buffers, n_weights = state["buffers"], network.n_weights
-    lr = estimator.learning_rate_init
     if estimator.solver == "adam":
         beta_1, beta_2, epsilon = estimator.beta_1, estimator.beta_2, estimator.epsilon
 
-        def step(l2, n_threads):
+        def step(lr, l2, n_threads):
             state["step"] += 1
             F.adam_update(params, grads, buffers[0], buffers[1], state["step"],
                           lr, beta_1, beta_2, epsilon, l2, n_weights, n_threads)
         return step
     momentum, nesterov = estimator.momentum, estimator.nesterovs_momentum
 
-    def step(l2, n_threads):
+    def step(lr, l2, n_threads):
         F.sgd_update(params, grads, buffers[0], lr, momentum, nesterov, l2,
                      n_weights, n_threads)
     return step
+
+
+# ------------------------------------------------------ learning rates
+
+#: the values of ``learning_rate``
+LEARNING_RATE_SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
+# MLPClassifier's 'adaptive' rule: the rate is divided by this where the
+# stopping rule fires, and training stops there once the rate is at most
+# ADAPTIVE_MIN_RATE
+ADAPTIVE_DIVISOR = 5.0
+ADAPTIVE_MIN_RATE = 1e-6
+
+
+class LearningRateSchedule:
+    """The learning rate of every step of one fit or partial_fit call, by
+    the estimator's ``learning_rate``.
+
+    'constant' is ``learning_rate_init``; 'invscaling' is MLPClassifier's
+    ``learning_rate_init / (t_ + 1) ** power_t`` for the epoch, ``t_`` the
+    samples trained on before it; 'adaptive' is the rate in the optimizer
+    state, set to ``learning_rate_init`` at the start of every fit (kept
+    by partial_fit) and divided by :meth:`decay`; 'cosine' anneals from
+    ``learning_rate_init`` to 0 step by step over ``max_iter`` epochs of
+    ``n_batches`` steps: ``learning_rate_init * (1 + cos(pi * s / S)) /
+    2`` at step ``s`` of ``S = max_iter * n_batches``, counting from the
+    fit's first epoch (a warm-start fit anneals again, a warm restart) or,
+    for partial_fit, every ``max_iter`` epochs since initialisation.
+    """
+
+    def __init__(self, estimator, state, n_batches, incremental):
+        self.estimator, self.state, self.n_batches = estimator, state, n_batches
+        self.cycle_start = 0 if incremental else estimator.n_iter_
+        if not incremental:
+            state["learning_rate"] = estimator.learning_rate_init
+
+    def epoch_rates(self):
+        """A function giving the learning rate of each step of the epoch
+        about to start, by its batch number in the epoch."""
+        return getattr(self, "_" + self.estimator.learning_rate)()
+
+    def _constant(self):
+        rate = self.estimator.learning_rate_init
+        return lambda batch: rate
+
+    def _invscaling(self):
+        estimator = self.estimator
+        rate = (float(estimator.learning_rate_init)
+                / (estimator.t_ + 1) ** estimator.power_t)
+        return lambda batch: rate
+
+    def _adaptive(self):
+        rate = self.state["learning_rate"]
+        return lambda batch: rate
+
+    def _cosine(self):
+        estimator, n_batches = self.estimator, self.n_batches
+        rate, epochs = estimator.learning_rate_init, estimator.max_iter
+        first = (estimator.n_iter_ - self.cycle_start) % epochs * n_batches
+        steps = epochs * n_batches
+        return lambda batch: rate * (1 + math.cos(math.pi * (first + batch) / steps)) / 2
+
+    def decay(self):
+        """Where the stopping rule fires: with 'adaptive', divide the rate
+        by 5 and go on (True) unless it is at most 1e-6; otherwise stop
+        (False)."""
+        if (self.estimator.learning_rate != "adaptive"
+                or self.state["learning_rate"] <= ADAPTIVE_MIN_RATE):
+            return False
+        self.state["learning_rate"] /= ADAPTIVE_DIVISOR
+        return True
 
 
 def thread_governor(estimator, n_threads):
@@ -292,6 +362,11 @@ class TrainingRun:
                         last: (batch[:last], grad_scores[:last])}
         state = optimizer_state(estimator, network.params)
         self.optimizer = optimizer_step(estimator, network, state)
+        self.n_batches = -(-n_samples // batch_size)
+        self.schedule = LearningRateSchedule(estimator, state, self.n_batches,
+                                             incremental)
+        self.rates = None           # the current epoch's, by batch number
+        self.decayed = False        # 'adaptive' divided the rate this epoch
         self.governor = thread_governor(estimator, effective_n_threads(estimator.n_threads))
         # the weights and optimizer state of the last recorded epoch, put
         # back when training diverges or is interrupted
@@ -339,6 +414,7 @@ class TrainingRun:
         if self.estimator.shuffle:
             # a uniform random order whatever the order before
             self.rng.shuffle(self.order)
+        self.rates = self.schedule.epoch_rates()
         total_loss, n_threads = self._run_steps()
         epoch_loss = total_loss / self.n_samples
         seconds = time.perf_counter() - start
@@ -397,7 +473,7 @@ class TrainingRun:
         profile.add("loss", tick)
         network.backward(grad, n_threads)
         tick = clock()
-        self.optimizer(l2, n_threads)
+        self.optimizer(self.rates(batch_number), l2, n_threads)
         if n == self.batch_size:
             self.governor.record(clock() - step_start, n)
         profile.add("optimizer", tick)
@@ -428,9 +504,14 @@ class TrainingRun:
         return best
 
     def _update_no_improvement_count(self, improved):
+        """The count of epochs without improvement; where it passes
+        n_iter_no_change, 'adaptive' divides the learning rate and the
+        count starts again (MLPClassifier's rule) instead of the fit
+        stopping."""
         estimator = self.estimator
-        estimator._no_improvement_count = (
-            0 if improved else estimator._no_improvement_count + 1)
+        count = 0 if improved else estimator._no_improvement_count + 1
+        self.decayed = count > estimator.n_iter_no_change and self.schedule.decay()
+        estimator._no_improvement_count = 0 if self.decayed else count
 
     def _diverged(self, batch):
         """Puts back the last recorded epoch and raises; ``batch``: the
@@ -461,9 +542,13 @@ class TrainingRun:
                 "reached and the optimization hasn't converged yet.",
                 ConvergenceWarning)
         if estimator.verbose and stopped_by == "no improvement":
-            what = "Validation score" if self.early_stopping else "Training loss"
-            print(f"{what} did not improve more than tol={estimator.tol} for "
-                  f"{estimator.n_iter_no_change} consecutive epochs. Stopping.")
+            print(f"{self._no_improvement()} Stopping.")
+
+    def _no_improvement(self):
+        estimator = self.estimator
+        what = "Validation score" if self.early_stopping else "Training loss"
+        return (f"{what} did not improve more than tol={estimator.tol} for "
+                f"{estimator.n_iter_no_change} consecutive epochs.")
 
     def _warn_interrupted(self):
         """The warning of an interrupted fit, naming the epoch whose weights
@@ -486,11 +571,17 @@ class TrainingRun:
         line = f"Epoch {estimator.n_iter_}: loss = {loss:.6f}"
         if estimator.validation_scores_:
             line += f", validation score = {estimator.validation_scores_[-1]:.4f}"
+        if estimator.learning_rate != "constant":
+            # the rate of the epoch's last step
+            line += f", learning rate = {self.rates(self.n_batches - 1):.4g}"
         line += (f", {seconds:.2f} s, "
                  f"{self.n_samples / max(seconds, 1e-9):,.0f} images/s")
         if estimator.verbose >= 2:
             sys.stdout.write("\r" + " " * 60 + "\r")
         print(line, flush=True)
+        if self.decayed:
+            print(f"{self._no_improvement()} Setting learning rate to "
+                  f"{self.schedule.state['learning_rate']:.4g}.", flush=True)
 
     def _progress(self, done):
         width, total = 30, self.n_samples

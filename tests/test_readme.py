@@ -130,3 +130,35 @@ def test_the_readmes_onnx_example_runs():
     np.testing.assert_allclose(names["proba"], clf.predict_proba(X), rtol=0, atol=1e-5)
     np.testing.assert_array_equal(names["pipe_label"], pipe.predict(X))
     np.testing.assert_allclose(names["pipe_proba"], pipe.predict_proba(X), rtol=0, atol=1e-5)
+def test_the_readmes_schedule_and_layer_parameter_examples_run():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from fastcnn.layers import Conv2D
+    names = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        exec(_readme_block('learning_rate="cosine"'), names)
+        assert names["clf"].learning_rate == "cosine" and names["clf"].n_iter_ == 10
+        exec(_readme_block('"layers__0__filters": [4, 8]'), names)
+    assert names["cnn"].get_params()["layers__3__layers__0__filters"] == 8
+    best = names["search"].best_estimator_
+    assert best.layers[0] == Conv2D(names["search"].best_params_["layers__0__filters"],
+                                    3, padding=1)
+    assert len(names["search"].cv_results_["params"]) == 4
+
+
+def test_the_readmes_dask_example_runs():
+    import pytest
+    pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    names = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        exec(_readme_block('joblib.parallel_backend("dask")'), names)
+    assert len(names["search"].cv_results_["mean_test_score"]) == 4
+    assert names["search"].best_score_ > 0.5
