@@ -299,9 +299,13 @@ def real(value, name, low, high=math.inf, high_included=True):
     ValueError naming it; NaN is never in range."""
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+    closing = "]" if high_included else ")"
+    try:
+        value = float(value)
+    except OverflowError:      # an int (or fraction) beyond every float
+        raise ValueError(f"{name} must lie in [{low}, {high}{closing}, got "
+                         f"{value!r:.30}..., beyond the float range") from None
     if not (low <= value <= high) or (value == high and not high_included):
-        closing = "]" if high_included else ")"
         raise ValueError(f"{name} must lie in [{low}, {high}{closing}, got {value}")
     return value
 

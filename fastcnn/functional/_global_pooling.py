@@ -29,6 +29,8 @@ def _check_grad_y(grad_y, x_shape, ndim):
     agree with it on samples and channels."""
     grad_y = float_array(grad_y, "grad_y", 2, "(N, C)")
     x_shape = check_shape(x_shape, "x_shape", ndim)
+    if math.prod(x_shape) > np.iinfo(np.intp).max // grad_y.itemsize:
+        raise ValueError(f"x_shape {x_shape} has more elements than an array can hold")
     if grad_y.shape != x_shape[:2]:
         raise ValueError(
             f"grad_y must have shape (N, C) = {x_shape[:2]} of x_shape "

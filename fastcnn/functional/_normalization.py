@@ -7,7 +7,6 @@ axes, as PyTorch's does); the kernels see it as ``(N, C, S)``, S the
 spatial positions of a sample.
 """
 import math
-import numbers
 
 import numpy as np
 
@@ -54,10 +53,13 @@ def _channel_vector(a, name, x, default=None):
     return readable(a)
 
 
-def _running(a, name, x):
-    """A running statistic, updated in place: never a copy."""
+def _running(a, name, x, training):
+    """A running statistic: in training updated in place, never a copy; in
+    inference only read, as any input."""
     if a is None:
         return None
+    if not training:
+        return _channel_vector(a, name, x)
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array (it is updated in place), "
                         f"got {type(a).__name__}")
@@ -66,11 +68,12 @@ def _running(a, name, x):
 
 
 def _check_eps(eps):
-    if not isinstance(eps, numbers.Real) or isinstance(eps, bool):
+    if isinstance(eps, bool):
         raise TypeError(f"eps must be a real number, got {eps!r}")
-    if not 0 < eps < math.inf:     # NaN too
-        raise ValueError(f"eps must be positive and finite, got {eps}")
-    return float(eps)
+    eps = real(eps, "eps", 0.0, math.inf, high_included=False)    # NaN too
+    if eps == 0:
+        raise ValueError("eps must be positive and finite, got 0.0")
+    return eps
 
 
 def _outputs(out, count, names):
@@ -94,7 +97,10 @@ def _batch_norm_training(x, weight, bias, running_mean, running_var, momentum,
                             ("running_mean", running_mean),
                             ("running_var", running_var)])
     update = running_mean is not None
-    if not update:     # the kernel writes them unread
+    if update:     # written while x, weight and bias are read
+        check_apart([("running_mean", running_mean), ("running_var", running_var)],
+                    [("x", x), ("weight", weight), ("bias", bias)])
+    else:          # the kernel writes them unread
         running_mean = running_var = np.empty(channels, dtype=x.dtype)
     scratch = np.empty((2,) + channels)
     return KernelCall(_kernels.batch_norm_forward_training,
@@ -132,7 +138,8 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None,
         The learned scale and shift.
     running_mean, running_var : arrays of shape (C,) and x's dtype, or None
         Needed in inference, which normalises with them. In training they
-        are updated in place (when given, both):
+        are updated in place (when given, both; arrays of their own, sharing
+        no memory with x, weight, bias or each other):
         ``running = (1 - momentum) * running + momentum * batch_stat``, with
         the batch's unbiased variance. A channel with a single value in the
         batch (N = 1 on flat features) keeps its running_var: one value has
@@ -162,8 +169,8 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None,
     x = _batch(x, "x", (2, 3, 4))
     weight = _channel_vector(weight, "weight", x, 1.0)
     bias = _channel_vector(bias, "bias", x, 0.0)
-    running_mean = _running(running_mean, "running_mean", x)
-    running_var = _running(running_var, "running_var", x)
+    running_mean = _running(running_mean, "running_mean", x, training)
+    running_var = _running(running_var, "running_var", x, training)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together")
     momentum = real(momentum, "momentum", 0.0, 1.0)
