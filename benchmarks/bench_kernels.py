@@ -259,6 +259,11 @@ CASES += [ActivationCase(name, 128, 32, (28, 28)) for name in ACTIVATIONS]
 
 CASES += [NormCase("batch_norm", 128, 32, (28, 28)), NormCase("lrn", 128, 32, (28, 28))]
 
+# the batch norms of the nets: vgg-bn's second block and its dense
+# layer's (BatchNorm1D over features), the 1-D FCN's middle layer (batch 16)
+CASES += [NormCase("batch_norm", 128, 64, (14, 14)), NormCase("batch_norm", 128, 256, ()),
+          NormCase("batch_norm", 16, 256, (40,))]
+
 
 @dataclass
 class Op:

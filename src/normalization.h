@@ -9,89 +9,88 @@
 #include "elementwise.h"
 
 /*
- * A channel's sums over the positions of one sample, in float64, into
- * FCNN_LANES partial sums: position i goes to lane i % FCNN_LANES, and the
- * caller adds the lanes in order at the end. One chain of float64 additions
- * would wait on each addition's latency; eight independent ones fill a
- * vector. The order is written out, not left to the compiler's vector
- * width, so every build gives the same bits (setup.py builds this module
- * with -ffp-contract=off: no fused multiply-add in one build and not in
- * another).
+ * A channel's sums over (sample, position), in float64: the channel's
+ * positions in each of `planes` samples (S values a sample, `stride` values
+ * from one sample's to the next's), samples in order, position i of each
+ * going to partial sum i % FCNN_LANES; the partial sums are added in order
+ * at the end. One chain of float64 additions would wait on each addition's
+ * latency; eight independent ones fill a vector. The order is written out,
+ * not left to the compiler's vector width, so every build gives the same
+ * bits (setup.py builds this module with -ffp-contract=off: no fused
+ * multiply-add in one build and not in another).
  */
 #define FCNN_LANES 8
 
+static inline double fcnn_lanes_total(const double *lanes) {
+    double total = 0.0;
+    for (int j = 0; j < FCNN_LANES; ++j)
+        total += lanes[j];
+    return total;
+}
+
+/* The loop over a channel's planes: BODY(i, j) adds position i of the
+ * plane at offset `at` to lane j. */
+#define FCNN_CHANNEL_LOOP(planes, S, stride, BODY) do {                        \
+    ptrdiff_t full_ = (S) - (S) % FCNN_LANES;                                  \
+    for (ptrdiff_t n_ = 0; n_ < (planes); ++n_) {                              \
+        ptrdiff_t at = n_ * (stride);                                          \
+        for (ptrdiff_t i_ = 0; i_ < full_; i_ += FCNN_LANES) {                 \
+            FCNN_SIMD                                                          \
+            for (int j_ = 0; j_ < FCNN_LANES; ++j_)                            \
+                BODY(at + i_ + j_, j_);                                        \
+        }                                                                      \
+        for (ptrdiff_t j_ = 0; j_ < (S) - full_; ++j_)                         \
+            BODY(at + full_ + j_, j_);                                         \
+    }                                                                          \
+} while (0)
+
+#define FCNN_SUM_BODY(i, j) acc[j] += (double)x[i]
+#define FCNN_SQUARES_BODY(i, j) do {                                           \
+    double d_ = (double)x[i] - mean;                                           \
+    acc[j] += d_ * d_;                                                         \
+} while (0)
+#define FCNN_GRADIENT_BODY(i, j) do {                                          \
+    double v_ = (double)g[i];                                                  \
+    a[j] += v_;                                                                \
+    b[j] += v_ * ((double)x[i] - mean);                                        \
+} while (0)
+/* g loaded unconditionally: a select, which vectorises */
+#define FCNN_RELU_GRADIENT_BODY(i, j) do {                                     \
+    double gv_ = (double)g[i];                                                 \
+    double v_ = relu_y[i] > 0 ? gv_ : 0.0;                                     \
+    a[j] += v_;                                                                \
+    b[j] += v_ * ((double)x[i] - mean);                                        \
+} while (0)
+
 #define FCNN_DEFINE_LANE_SUMS(SUFFIX, T)                                       \
-/* lanes[i % 8] += x[i] for i < n */                                         \
-FCNN_CLONES static void fcnn_lane_sums_##SUFFIX(const T *x, ptrdiff_t n,       \
-                                              double *lanes) {                 \
-    double acc[FCNN_LANES];                                                    \
-    memcpy(acc, lanes, sizeof acc);                                            \
-    ptrdiff_t full = n - n % FCNN_LANES;                                       \
-    for (ptrdiff_t i = 0; i < full; i += FCNN_LANES) {                         \
-        FCNN_SIMD                                                              \
-        for (int j = 0; j < FCNN_LANES; ++j)                                   \
-            acc[j] += (double)x[i + j];                                        \
-    }                                                                          \
-    for (ptrdiff_t j = 0; j < n - full; ++j)                                   \
-        acc[j] += (double)x[full + j];                                         \
-    memcpy(lanes, acc, sizeof acc);                                            \
+/* The channel's sum of x */                                                 \
+FCNN_CLONES static double fcnn_channel_sum_##SUFFIX(                           \
+        const T *x, ptrdiff_t planes, ptrdiff_t S, ptrdiff_t stride) {         \
+    double acc[FCNN_LANES] = {0};                                              \
+    FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_SUM_BODY);                       \
+    return fcnn_lanes_total(acc);                                              \
 }                                                                              \
-/* lanes[i % 8] += (x[i] - mean)^2 for i < n */                              \
-FCNN_CLONES static void fcnn_lane_squares_##SUFFIX(const T *x, ptrdiff_t n,    \
-                                                 double mean, double *lanes) { \
-    double acc[FCNN_LANES];                                                    \
-    memcpy(acc, lanes, sizeof acc);                                            \
-    ptrdiff_t full = n - n % FCNN_LANES;                                       \
-    for (ptrdiff_t i = 0; i < full; i += FCNN_LANES) {                         \
-        FCNN_SIMD                                                              \
-        for (int j = 0; j < FCNN_LANES; ++j) {                                 \
-            double d = (double)x[i + j] - mean;                                \
-            acc[j] += d * d;                                                   \
-        }                                                                      \
-    }                                                                          \
-    for (ptrdiff_t j = 0; j < n - full; ++j) {                                 \
-        double d = (double)x[full + j] - mean;                                 \
-        acc[j] += d * d;                                                       \
-    }                                                                          \
-    memcpy(lanes, acc, sizeof acc);                                            \
+/* The channel's sum of (x - mean)^2 */                                      \
+FCNN_CLONES static double fcnn_channel_squares_##SUFFIX(                       \
+        const T *x, ptrdiff_t planes, ptrdiff_t S, ptrdiff_t stride,           \
+        double mean) {                                                         \
+    double acc[FCNN_LANES] = {0};                                              \
+    FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_SQUARES_BODY);                   \
+    return fcnn_lanes_total(acc);                                              \
 }                                                                              \
-/* lanes_g[i % 8] += v and lanes_gx[i % 8] += v (x[i] - mean) for i < n,    */ \
-/* v = g[i], or with relu_y (not NULL) g[i] where relu_y[i] > 0, else +0 */ \
-FCNN_CLONES static void fcnn_lane_gradient_sums_##SUFFIX(                      \
-        const T *g, const T *relu_y, const T *x, ptrdiff_t n, double mean,     \
-        double *lanes_g, double *lanes_gx) {                                   \
-    double a[FCNN_LANES], b[FCNN_LANES];                                       \
-    memcpy(a, lanes_g, sizeof a);                                              \
-    memcpy(b, lanes_gx, sizeof b);                                             \
-    ptrdiff_t full = n - n % FCNN_LANES;                                       \
-    if (relu_y == NULL) {                                                      \
-        for (ptrdiff_t i = 0; i < full; i += FCNN_LANES) {                     \
-            FCNN_SIMD                                                          \
-            for (int j = 0; j < FCNN_LANES; ++j) {                             \
-                double v = (double)g[i + j];                                   \
-                a[j] += v;                                                     \
-                b[j] += v * ((double)x[i + j] - mean);                         \
-            }                                                                  \
-        }                                                                      \
-    } else {                                                                   \
-        for (ptrdiff_t i = 0; i < full; i += FCNN_LANES) {                     \
-            FCNN_SIMD                                                          \
-            for (int j = 0; j < FCNN_LANES; ++j) {                             \
-                T gv = g[i + j];     /* loaded unconditionally: a select */ \
-                double v = (double)(relu_y[i + j] > (T)0 ? gv : (T)0);         \
-                a[j] += v;                                                     \
-                b[j] += v * ((double)x[i + j] - mean);                         \
-            }                                                                  \
-        }                                                                      \
-    }                                                                          \
-    for (ptrdiff_t j = 0; j < n - full; ++j) {                                 \
-        double v = (relu_y == NULL || relu_y[full + j] > (T)0)                 \
-            ? (double)g[full + j] : 0.0;                                       \
-        a[j] += v;                                                             \
-        b[j] += v * ((double)x[full + j] - mean);                              \
-    }                                                                          \
-    memcpy(lanes_g, a, sizeof a);                                              \
-    memcpy(lanes_gx, b, sizeof b);                                             \
+/* The channel's sums of v and of v (x - mean), v = g, or with relu_y (not  */ \
+/* NULL) g where relu_y > 0 and +0 elsewhere (the fused ReLU's gradient)    */ \
+FCNN_CLONES static void fcnn_channel_gradient_sums_##SUFFIX(                   \
+        const T *g, const T *relu_y, const T *x, ptrdiff_t planes,             \
+        ptrdiff_t S, ptrdiff_t stride, double mean, double *sum_g,             \
+        double *sum_gx) {                                                      \
+    double a[FCNN_LANES] = {0}, b[FCNN_LANES] = {0};                           \
+    if (relu_y == NULL)                                                        \
+        FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_GRADIENT_BODY);              \
+    else                                                                       \
+        FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_RELU_GRADIENT_BODY);         \
+    *sum_g = fcnn_lanes_total(a);                                              \
+    *sum_gx = fcnn_lanes_total(b);                                             \
 }                                                                              \
 /* gx[i] = v scale + (x[i] - mean) slope + shift in float64, v as above    */ \
 FCNN_CLONES static void fcnn_batch_norm_grad_input_##SUFFIX(                   \
@@ -112,7 +111,94 @@ FCNN_CLONES static void fcnn_batch_norm_grad_input_##SUFFIX(                   \
     }                                                                          \
 }
 
+#define FCNN_DEFINE_FEATURE_ROWS(SUFFIX, T)                                    \
+/* Flat features (S = 1): the sums of channels [c0, c1) over the N samples, */ \
+/* in sample order, vectorised across the channels. Each channel's sum is   */ \
+/* the same chain that the lanes above give it (all in lane 0). sums, and   */ \
+/* the sum_ arrays below, start at 0 (the caller's).                        */ \
+FCNN_CLONES static void fcnn_feature_sums_##SUFFIX(                            \
+        const T *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t c0, ptrdiff_t c1,      \
+        double *sums) {                                                        \
+    for (ptrdiff_t n = 0; n < N; ++n) {                                        \
+        const T *row = x + n * C;                                              \
+        FCNN_SIMD                                                              \
+        for (ptrdiff_t c = c0; c < c1; ++c)                                    \
+            sums[c] += (double)row[c];                                         \
+    }                                                                          \
+}                                                                              \
+FCNN_CLONES static void fcnn_feature_squares_##SUFFIX(                         \
+        const T *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t c0, ptrdiff_t c1,      \
+        const double *mean, double *sums) {                                    \
+    for (ptrdiff_t n = 0; n < N; ++n) {                                        \
+        const T *row = x + n * C;                                              \
+        FCNN_SIMD                                                              \
+        for (ptrdiff_t c = c0; c < c1; ++c) {                                  \
+            double d = (double)row[c] - mean[c];                               \
+            sums[c] += d * d;                                                  \
+        }                                                                      \
+    }                                                                          \
+}                                                                              \
+FCNN_CLONES static void fcnn_feature_gradient_sums_##SUFFIX(                   \
+        const T *g, const T *relu_y, const T *x, ptrdiff_t N, ptrdiff_t C,     \
+        ptrdiff_t c0, ptrdiff_t c1, const double *mean, double *sum_g,         \
+        double *sum_gx) {                                                      \
+    for (ptrdiff_t n = 0; n < N; ++n) {                                        \
+        const T *gr = g + n * C, *xr = x + n * C;                              \
+        const T *yr = relu_y == NULL ? NULL : relu_y + n * C;                  \
+        if (yr == NULL) {                                                      \
+            FCNN_SIMD                                                          \
+            for (ptrdiff_t c = c0; c < c1; ++c) {                              \
+                double v = (double)gr[c];                                      \
+                sum_g[c] += v;                                                 \
+                sum_gx[c] += v * ((double)xr[c] - mean[c]);                    \
+            }                                                                  \
+        } else {                                                               \
+            FCNN_SIMD                                                          \
+            for (ptrdiff_t c = c0; c < c1; ++c) {                              \
+                double gv = (double)gr[c];                                     \
+                double v = yr[c] > 0 ? gv : 0.0;                               \
+                sum_g[c] += v;                                                 \
+                sum_gx[c] += v * ((double)xr[c] - mean[c]);                    \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+}                                                                              \
+/* One sample of flat features (S = 1), channel c at x[c]: the per-element  */ \
+/* passes of the planes, vectorised across the channels, same arithmetic.   */ \
+/* y[c] = (x[c] - center[c]) scale[c] + shift[c], then max(y, 0) with relu  */ \
+FCNN_CLONES static void fcnn_batch_norm_row_##SUFFIX(                          \
+        const T *x, T *y, ptrdiff_t C, const double *center,                   \
+        const double *scale, const double *shift, int relu) {                  \
+    FCNN_SIMD                                                                  \
+    for (ptrdiff_t c = 0; c < C; ++c) {                                        \
+        T v = (T)(((double)x[c] - center[c]) * scale[c] + shift[c]);           \
+        y[c] = relu && v <= (T)0 ? (T)0 : v;                                   \
+    }                                                                          \
+}                                                                              \
+/* gx[c] = v scale[c] + (x[c] - mean[c]) slope[c] + shift[c]              */ \
+FCNN_CLONES static void fcnn_batch_norm_grad_input_row_##SUFFIX(               \
+        const T *g, const T *relu_y, const T *x, T *gx, ptrdiff_t C,           \
+        const double *mean, const double *scale, const double *slope,          \
+        const double *shift) {                                                 \
+    if (relu_y == NULL) {                                                      \
+        FCNN_SIMD                                                              \
+        for (ptrdiff_t c = 0; c < C; ++c)                                      \
+            gx[c] = (T)((double)g[c] * scale[c]                                \
+                        + ((double)x[c] - mean[c]) * slope[c] + shift[c]);     \
+    } else {                                                                   \
+        FCNN_SIMD                                                              \
+        for (ptrdiff_t c = 0; c < C; ++c) {                                    \
+            T gv = g[c];                                                       \
+            double v = (double)(relu_y[c] > (T)0 ? gv : (T)0);                 \
+            gx[c] = (T)(v * scale[c] + ((double)x[c] - mean[c]) * slope[c]     \
+                        + shift[c]);                                           \
+        }                                                                      \
+    }                                                                          \
+}
+
 FCNN_DEFINE_LANE_SUMS(f32, float)
 FCNN_DEFINE_LANE_SUMS(f64, double)
+FCNN_DEFINE_FEATURE_ROWS(f32, float)
+FCNN_DEFINE_FEATURE_ROWS(f64, double)
 
 #endif

@@ -16,23 +16,27 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport pow, sqrt
 from libc.stddef cimport ptrdiff_t
-from libc.string cimport memset
 
 
 cdef extern from "normalization.h" nogil:
-    enum: FCNN_LANES
-    void fcnn_lane_sums_f32(const float *x, ptrdiff_t n, double *lanes)
-    void fcnn_lane_sums_f64(const double *x, ptrdiff_t n, double *lanes)
-    void fcnn_lane_squares_f32(const float *x, ptrdiff_t n, double mean,
-                               double *lanes)
-    void fcnn_lane_squares_f64(const double *x, ptrdiff_t n, double mean,
-                               double *lanes)
-    void fcnn_lane_gradient_sums_f32(const float *g, const float *relu_y,
-                                     const float *x, ptrdiff_t n, double mean,
-                                     double *lanes_g, double *lanes_gx)
-    void fcnn_lane_gradient_sums_f64(const double *g, const double *relu_y,
-                                     const double *x, ptrdiff_t n, double mean,
-                                     double *lanes_g, double *lanes_gx)
+    double fcnn_channel_sum_f32(const float *x, ptrdiff_t planes, ptrdiff_t S,
+                                ptrdiff_t stride)
+    double fcnn_channel_sum_f64(const double *x, ptrdiff_t planes, ptrdiff_t S,
+                                ptrdiff_t stride)
+    double fcnn_channel_squares_f32(const float *x, ptrdiff_t planes,
+                                    ptrdiff_t S, ptrdiff_t stride, double mean)
+    double fcnn_channel_squares_f64(const double *x, ptrdiff_t planes,
+                                    ptrdiff_t S, ptrdiff_t stride, double mean)
+    void fcnn_channel_gradient_sums_f32(const float *g, const float *relu_y,
+                                        const float *x, ptrdiff_t planes,
+                                        ptrdiff_t S, ptrdiff_t stride,
+                                        double mean, double *sum_g,
+                                        double *sum_gx)
+    void fcnn_channel_gradient_sums_f64(const double *g, const double *relu_y,
+                                        const double *x, ptrdiff_t planes,
+                                        ptrdiff_t S, ptrdiff_t stride,
+                                        double mean, double *sum_g,
+                                        double *sum_gx)
     void fcnn_batch_norm_grad_input_f32(const float *g, const float *relu_y,
                                         const float *x, float *gx, ptrdiff_t n,
                                         double mean, double scale, double slope,
@@ -41,44 +45,84 @@ cdef extern from "normalization.h" nogil:
                                         const double *x, double *gx, ptrdiff_t n,
                                         double mean, double scale, double slope,
                                         double shift)
+    void fcnn_feature_sums_f32(const float *x, ptrdiff_t N, ptrdiff_t C,
+                               ptrdiff_t c0, ptrdiff_t c1, double *sums)
+    void fcnn_feature_sums_f64(const double *x, ptrdiff_t N, ptrdiff_t C,
+                               ptrdiff_t c0, ptrdiff_t c1, double *sums)
+    void fcnn_feature_squares_f32(const float *x, ptrdiff_t N, ptrdiff_t C,
+                                  ptrdiff_t c0, ptrdiff_t c1, const double *mean,
+                                  double *sums)
+    void fcnn_feature_squares_f64(const double *x, ptrdiff_t N, ptrdiff_t C,
+                                  ptrdiff_t c0, ptrdiff_t c1, const double *mean,
+                                  double *sums)
+    void fcnn_feature_gradient_sums_f32(const float *g, const float *relu_y,
+                                        const float *x, ptrdiff_t N, ptrdiff_t C,
+                                        ptrdiff_t c0, ptrdiff_t c1,
+                                        const double *mean, double *sum_g,
+                                        double *sum_gx)
+    void fcnn_feature_gradient_sums_f64(const double *g, const double *relu_y,
+                                        const double *x, ptrdiff_t N, ptrdiff_t C,
+                                        ptrdiff_t c0, ptrdiff_t c1,
+                                        const double *mean, double *sum_g,
+                                        double *sum_gx)
+    void fcnn_batch_norm_row_f32(const float *x, float *y, ptrdiff_t C,
+                                 const double *center, const double *scale,
+                                 const double *shift, int relu)
+    void fcnn_batch_norm_row_f64(const double *x, double *y, ptrdiff_t C,
+                                 const double *center, const double *scale,
+                                 const double *shift, int relu)
+    void fcnn_batch_norm_grad_input_row_f32(
+        const float *g, const float *relu_y, const float *x, float *gx,
+        ptrdiff_t C, const double *mean, const double *scale,
+        const double *slope, const double *shift)
+    void fcnn_batch_norm_grad_input_row_f64(
+        const double *g, const double *relu_y, const double *x, double *gx,
+        ptrdiff_t C, const double *mean, const double *scale,
+        const double *slope, const double *shift)
 
 
-cdef inline double lanes_total(const double *lanes) noexcept nogil:
-    """The partial sums of normalization.h's lanes, added in order."""
-    cdef double total = 0
-    cdef int j
-    for j in range(FCNN_LANES):
-        total = total + lanes[j]
-    return total
+# Channels a block of the flat-feature (S = 1) sums: a block is summed by
+# one thread, across its channels at once.
+cdef enum:
+    FEATURE_BLOCK = 64
 
 
-cdef void channel_moments(const floating *x, Py_ssize_t N, Py_ssize_t C,
-                          Py_ssize_t S, Py_ssize_t c, double *mean,
-                          double *var) noexcept nogil:
-    """Mean and biased variance of channel c over every (n, s), two passes
-    (the second about the mean, which keeps the variance exact for data
-    far from zero), each in normalization.h's fixed lanes."""
-    cdef Py_ssize_t n
-    cdef const floating *p
-    cdef double lanes[FCNN_LANES]
-    cdef double m
-    memset(lanes, 0, sizeof(lanes))
-    for n in range(N):
-        p = x + (n * C + c) * S
+cdef void moments(const floating *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                  double *mean, double *var, int n_threads) noexcept nogil:
+    """Mean and biased variance of every channel over every (n, s), two
+    passes (the second about the mean, which keeps the variance exact for
+    data far from zero), each in normalization.h's fixed order."""
+    cdef Py_ssize_t c, b, c0, c1
+    if S == 1:
+        for b in prange((C + FEATURE_BLOCK - 1) // FEATURE_BLOCK,
+                        num_threads=n_threads, schedule='static'):
+            c0 = b * FEATURE_BLOCK
+            c1 = min(C, c0 + FEATURE_BLOCK)
+            for c in range(c0, c1):
+                mean[c] = 0
+                var[c] = 0
+            if floating is float:
+                fcnn_feature_sums_f32(x, N, C, c0, c1, mean)
+            else:
+                fcnn_feature_sums_f64(x, N, C, c0, c1, mean)
+            for c in range(c0, c1):
+                mean[c] = mean[c] / N
+            if floating is float:
+                fcnn_feature_squares_f32(x, N, C, c0, c1, mean, var)
+            else:
+                fcnn_feature_squares_f64(x, N, C, c0, c1, mean, var)
+            for c in range(c0, c1):
+                var[c] = var[c] / N
+        return
+    for c in prange(C, num_threads=n_threads, schedule='static'):
         if floating is float:
-            fcnn_lane_sums_f32(p, S, lanes)
+            mean[c] = fcnn_channel_sum_f32(x + c * S, N, S, C * S) / (N * S)
+            var[c] = fcnn_channel_squares_f32(x + c * S, N, S, C * S,
+                                              mean[c]) / (N * S)
         else:
-            fcnn_lane_sums_f64(p, S, lanes)
-    m = lanes_total(lanes) / (N * S)
-    memset(lanes, 0, sizeof(lanes))
-    for n in range(N):
-        p = x + (n * C + c) * S
-        if floating is float:
-            fcnn_lane_squares_f32(p, S, m, lanes)
-        else:
-            fcnn_lane_squares_f64(p, S, m, lanes)
-    mean[0] = m
-    var[0] = lanes_total(lanes) / (N * S)
+            mean[c] = fcnn_channel_sum_f64(x + c * S, N, S, C * S) / (N * S)
+            var[c] = fcnn_channel_squares_f64(x + c * S, N, S, C * S,
+                                              mean[c]) / (N * S)
 
 
 cdef void scale_planes(const floating *x, floating *y, Py_ssize_t N,
@@ -87,12 +131,22 @@ cdef void scale_planes(const floating *x, floating *y, Py_ssize_t N,
                        int n_threads) noexcept nogil:
     """y = (x - center[c]) * scale[c] + shift[c], in float64 before
     rounding to y (centred first: no cancellation for data far from 0);
-    with relu, then max(y, 0) as a ReLU layer computes it (NaN stays)."""
-    cdef Py_ssize_t plane, s, c
+    with relu, then max(y, 0) as a ReLU layer computes it (NaN stays).
+    Flat features (S = 1) go a sample's row at a time, across channels."""
+    cdef Py_ssize_t plane, s, c, n
     cdef const floating *p
     cdef floating *q
     cdef floating v
     cdef double m, a, b
+    if S == 1:
+        for n in prange(N, num_threads=n_threads, schedule='static'):
+            if floating is float:
+                fcnn_batch_norm_row_f32(x + n * C, y + n * C, C, center, scale,
+                                        shift, relu)
+            else:
+                fcnn_batch_norm_row_f64(x + n * C, y + n * C, C, center, scale,
+                                        shift, relu)
+        return
     for plane in prange(N * C, num_threads=n_threads, schedule='static'):
         c = plane % C
         m = center[c]
@@ -133,10 +187,8 @@ def batch_norm_forward_training(const floating[:, :, ::1] x,
     cdef Py_ssize_t count = N * S
     cdef double m, v, unbiased
     with nogil:
+        moments(&x[0, 0, 0], N, C, S, &mean[0], &shift[0], n_threads)
         for c in prange(C, num_threads=n_threads, schedule='static'):
-            # through the arrays: a local whose address is taken would be
-            # shared between the threads
-            channel_moments(&x[0, 0, 0], N, C, S, c, &mean[c], &shift[c])
             m = mean[c]
             v = shift[c]
             invstd[c] = 1.0 / sqrt(v + eps)
@@ -174,31 +226,75 @@ def batch_norm_forward_inference(const floating[:, :, ::1] x,
                      &shift[0], relu, n_threads)
 
 
-cdef void channel_gradient_sums(const floating *g, const floating *relu_y,
-                                const floating *x,
-                                Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
-                                Py_ssize_t c, double mean, double *sum_g,
-                                double *sum_gx) noexcept nogil:
-    """Sums over channel c of g and of g * (x - mean), in normalization.h's
-    fixed lanes."""
-    cdef Py_ssize_t n, at
-    cdef const floating *relu_at = NULL
-    cdef double lanes_g[FCNN_LANES]
-    cdef double lanes_gx[FCNN_LANES]
-    memset(lanes_g, 0, sizeof(lanes_g))
-    memset(lanes_gx, 0, sizeof(lanes_gx))
-    for n in range(N):
-        at = (n * C + c) * S
+cdef void gradient_sums(const floating *g, const floating *relu_y,
+                        const floating *x, Py_ssize_t N, Py_ssize_t C,
+                        Py_ssize_t S, const double *mean, double *sum_g,
+                        double *sum_gx, int n_threads) noexcept nogil:
+    """Sums over each channel of g and of g * (x - mean), in
+    normalization.h's fixed order."""
+    cdef Py_ssize_t c, b, c0, c1
+    cdef const floating *relu_c = NULL
+    if S == 1:
+        for b in prange((C + FEATURE_BLOCK - 1) // FEATURE_BLOCK,
+                        num_threads=n_threads, schedule='static'):
+            c0 = b * FEATURE_BLOCK
+            c1 = min(C, c0 + FEATURE_BLOCK)
+            for c in range(c0, c1):
+                sum_g[c] = 0
+                sum_gx[c] = 0
+            if floating is float:
+                fcnn_feature_gradient_sums_f32(g, relu_y, x, N, C, c0, c1, mean,
+                                               sum_g, sum_gx)
+            else:
+                fcnn_feature_gradient_sums_f64(g, relu_y, x, N, C, c0, c1, mean,
+                                               sum_g, sum_gx)
+        return
+    for c in prange(C, num_threads=n_threads, schedule='static'):
         if relu_y != NULL:
-            relu_at = relu_y + at
+            relu_c = relu_y + c * S
         if floating is float:
-            fcnn_lane_gradient_sums_f32(g + at, relu_at, x + at, S, mean,
-                                        lanes_g, lanes_gx)
+            fcnn_channel_gradient_sums_f32(g + c * S, relu_c, x + c * S, N, S,
+                                           C * S, mean[c], &sum_g[c], &sum_gx[c])
         else:
-            fcnn_lane_gradient_sums_f64(g + at, relu_at, x + at, S, mean,
-                                        lanes_g, lanes_gx)
-    sum_g[0] = lanes_total(lanes_g)
-    sum_gx[0] = lanes_total(lanes_gx)
+            fcnn_channel_gradient_sums_f64(g + c * S, relu_c, x + c * S, N, S,
+                                           C * S, mean[c], &sum_g[c], &sum_gx[c])
+
+
+cdef void grad_input(const floating *g, const floating *relu_y,
+                     const floating *x, floating *gx, Py_ssize_t N,
+                     Py_ssize_t C, Py_ssize_t S, const double *mean,
+                     const double *scale, const double *slope,
+                     const double *shift, int n_threads) noexcept nogil:
+    """gx = v * scale[c] + (x - mean[c]) * slope[c] + shift[c] per element,
+    v the gradient that reaches the norm (normalization.h); planes split
+    between threads, flat features (S = 1) a sample's row at a time."""
+    cdef Py_ssize_t plane, c, n
+    cdef const floating *relu_at = NULL
+    if S == 1:
+        for n in prange(N, num_threads=n_threads, schedule='static'):
+            if relu_y != NULL:
+                relu_at = relu_y + n * C
+            if floating is float:
+                fcnn_batch_norm_grad_input_row_f32(g + n * C, relu_at, x + n * C,
+                                                   gx + n * C, C, mean, scale,
+                                                   slope, shift)
+            else:
+                fcnn_batch_norm_grad_input_row_f64(g + n * C, relu_at, x + n * C,
+                                                   gx + n * C, C, mean, scale,
+                                                   slope, shift)
+        return
+    for plane in prange(N * C, num_threads=n_threads, schedule='static'):
+        c = plane % C
+        if relu_y != NULL:
+            relu_at = relu_y + plane * S
+        if floating is float:
+            fcnn_batch_norm_grad_input_f32(g + plane * S, relu_at, x + plane * S,
+                                           gx + plane * S, S, mean[c], scale[c],
+                                           slope[c], shift[c])
+        else:
+            fcnn_batch_norm_grad_input_f64(g + plane * S, relu_at, x + plane * S,
+                                           gx + plane * S, S, mean[c], scale[c],
+                                           slope[c], shift[c])
 
 
 def batch_norm_backward(const floating[:, :, ::1] grad_y,
@@ -221,17 +317,16 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
     scale, shift, slope: (C,) scratch.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
-    cdef Py_ssize_t c, plane
+    cdef Py_ssize_t c
     cdef double count = N * S, sg, sgx, a
-    cdef const floating *yp = NULL
     cdef const floating *relu_y = NULL
     cdef bint want_grad_x = grad_x is not None
     if relu_output is not None:
         relu_y = &relu_output[0, 0, 0]
     with nogil:
+        gradient_sums(&grad_y[0, 0, 0], relu_y, &x[0, 0, 0], N, C, S, &mean[0],
+                      &scale[0], &shift[0], n_threads)
         for c in prange(C, num_threads=n_threads, schedule='static'):
-            channel_gradient_sums(&grad_y[0, 0, 0], relu_y, &x[0, 0, 0], N, C, S,
-                                  c, mean[c], &scale[c], &shift[c])
             sg = scale[c]
             sgx = shift[c]
             grad_bias[c] = <floating>sg
@@ -240,21 +335,10 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
             scale[c] = a
             shift[c] = -a * sg / count
             slope[c] = -a * invstd[c] * invstd[c] * sgx / count
-        for plane in prange(N * C if want_grad_x else 0,
-                            num_threads=n_threads, schedule='static'):
-            c = plane % C
-            if relu_y != NULL:
-                yp = relu_y + plane * S
-            if floating is float:
-                fcnn_batch_norm_grad_input_f32(
-                    &grad_y[0, 0, 0] + plane * S, yp, &x[0, 0, 0] + plane * S,
-                    &grad_x[0, 0, 0] + plane * S, S, mean[c], scale[c],
-                    slope[c], shift[c])
-            else:
-                fcnn_batch_norm_grad_input_f64(
-                    &grad_y[0, 0, 0] + plane * S, yp, &x[0, 0, 0] + plane * S,
-                    &grad_x[0, 0, 0] + plane * S, S, mean[c], scale[c],
-                    slope[c], shift[c])
+        if want_grad_x:
+            grad_input(&grad_y[0, 0, 0], relu_y, &x[0, 0, 0], &grad_x[0, 0, 0],
+                       N, C, S, &mean[0], &scale[0], &slope[0], &shift[0],
+                       n_threads)
 
 
 cdef inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
