@@ -340,3 +340,12 @@ def test_bad_weights_are_refused(loss_name, weight):
     target = np.array([0, 1]) if loss_name == "softmax_cross_entropy" else scores
     with pytest.raises(ValueError, match="sample_weight"):
         getattr(fcf, loss_name)(scores, target, sample_weight=weight)
+
+
+@pytest.mark.parametrize("loss_name", ["softmax_cross_entropy", "squared_error"])
+def test_out_sharing_memory_with_the_weights_is_refused(loss_name):
+    out = np.zeros((2, 2))
+    scores = np.ones((2, 2))
+    target = np.array([0, 1]) if loss_name == "softmax_cross_entropy" else scores
+    with pytest.raises(ValueError, match="out shares memory with sample_weight"):
+        getattr(fcf, loss_name)(scores, target, out=out, sample_weight=out[0])

@@ -79,10 +79,11 @@ def softmax_cross_entropy(logits, target, out=None, sample_weight=None):
     if target.dtype not in INDEX_DTYPES:
         target = target.astype(np.intp)   # wider values wrap to negative
     target = readable(target)
+    weights = _batch_weights(sample_weight, n)
     grad = output_array(out, logits.shape, logits.dtype)   # the kernel checks target's range
     if out is not None:
-        check_apart([("out", grad)], [("logits", logits), ("target", target)])
-    weights = _batch_weights(sample_weight, n)
+        check_apart([("out", grad)], [("logits", logits), ("target", target),
+                                      ("sample_weight", weights)])
     loss = _kernels.softmax_cross_entropy(logits, target, grad, weights)
     return loss, grad
 
@@ -124,9 +125,10 @@ def squared_error(prediction, target, out=None, sample_weight=None):
         raise ValueError(
             f"target must have the shape of prediction {prediction.shape}, "
             f"got {target.shape}")
+    weights = _batch_weights(sample_weight, len(prediction))
     grad = output_array(out, prediction.shape, prediction.dtype)
     if out is not None:
-        check_apart([("out", grad)], [("prediction", prediction), ("target", target)])
-    weights = _batch_weights(sample_weight, len(prediction))
+        check_apart([("out", grad)], [("prediction", prediction), ("target", target),
+                                      ("sample_weight", weights)])
     loss = _kernels.squared_error(prediction, target, grad, weights)
     return loss, grad
