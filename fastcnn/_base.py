@@ -12,11 +12,15 @@ differs between a classifier and a regressor, through these hooks:
   (n_samples, n_outputs)), setting or checking the fitted attributes that
   describe y (``classes_``; the regressor's output count);
 - ``_output_width(y)``: the units of the output layer, given encoded y;
-- ``_loss(scores, y, out)``: ``(mean loss, gradient with respect to the
-  scores)`` of a batch, the gradient written into ``out`` (None: a new
-  array);
-- ``_validation_score(X, y, n_threads)``: the score early stopping
-  maximises, on held-out encoded data;
+- ``_loss(scores, y, out, sample_weight)``: ``(mean loss, gradient with
+  respect to the scores)`` of a batch, the gradient written into ``out``
+  (None: a new array), the mean weighted by ``sample_weight`` (None: all
+  equal);
+- ``_validation_score(X, y, n_threads, sample_weight)``: the score early
+  stopping maximises, on held-out encoded data, weighted as scikit-learn's
+  scorers weight it;
+- ``_training_weights(sample_weight, y)``: the weights of the samples
+  (validated, with a classifier's ``class_weight`` applied), or None;
 - ``_stratify(y)``: the labels to stratify the held-out split by, or None;
 - ``OUT_ACTIVATION``: the name of what turns scores into predictions
   (``out_activation_``), and ``predict`` and its relatives.
@@ -33,7 +37,8 @@ from scipy.sparse import issparse
 from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin,
                           TransformerMixin)
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import (_check_sample_weight, check_array,
+                                      check_is_fitted, validate_data)
 
 from . import layers as L
 from ._labels import check_y_passed
@@ -276,7 +281,9 @@ ATTRIBUTES_DOC = """    n_features_in_ : int
     out_activation_ : str
         What turns the output layer's scores into predictions.
     loss_curve_ : list of float
-        Mean training loss of each epoch.
+        Mean training loss of each epoch; with ``sample_weight``, as
+        MLPClassifier's, the mean of the batches' weighted mean losses
+        weighted by their sample counts.
     best_loss_ : float or None
         Lowest training loss (None when the fit used early stopping).
     validation_scores_ : list of float or None
@@ -614,7 +621,7 @@ class BaseCNN(LayerParamsMixin, SummaryMixin, ClassNamePrefixFeaturesOutMixin,
 
     # ------------------------------------------------------------ fit
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network on X, y.
 
         Parameters
@@ -628,6 +635,14 @@ class BaseCNN(LayerParamsMixin, SummaryMixin, ClassNamePrefixFeaturesOutMixin,
         y : array-like of shape (n_samples,) or, for CNNRegressor, (n_samples, n_outputs)
             Class labels of any type (CNNClassifier) or real targets
             (CNNRegressor).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples; None weighs them equally.
+            Each batch's loss is the mean of its samples' losses weighted
+            by them, as in MLPClassifier (see the "Sample and class
+            weights" section of the README); the weights follow the samples
+            through the shuffling and the early-stopping split, whose score
+            they weight too. Batch norm's statistics and dropout's masks
+            are unweighted.
 
         Returns
         -------
@@ -635,30 +650,45 @@ class BaseCNN(LayerParamsMixin, SummaryMixin, ClassNamePrefixFeaturesOutMixin,
         """
         dtype = self._check_params()
         warm = self.warm_start and hasattr(self, "network_")
-        X, y = self._validate_training_data(X, y, not warm, dtype, incremental=False)
+        X, y, sample_weight = self._validate_training_data(
+            X, y, sample_weight, not warm, dtype, incremental=False)
         rng = check_random_state(self.random_state)
         self._rng = rng    # partial_fit after fit goes on drawing from it
         if not warm:
             self._initialize(dtype, rng, holds_out_validation(self, len(X), False),
                              self._output_width(y))
-        return train(self, X, y, rng, epochs=self.max_iter, incremental=False)
+        return train(self, X, y, sample_weight, rng, epochs=self.max_iter,
+                     incremental=False)
 
-    def _partial_fit(self, X, y, first):
+    def _partial_fit(self, X, y, sample_weight, first):
         """One epoch over X, y; ``first``: from new weights."""
         dtype = self._check_params()
         if first and hasattr(self, "network_"):
             del self.network_
-        X, y = self._validate_training_data(X, y, first, dtype, incremental=True)
+        X, y, sample_weight = self._validate_training_data(
+            X, y, sample_weight, first, dtype, incremental=True)
         if first:
             self._rng = check_random_state(self.random_state)
             self._initialize(dtype, self._rng, False, self._output_width(y))
-        return train(self, X, y, self._rng, epochs=1, incremental=True)
+        return train(self, X, y, sample_weight, self._rng, epochs=1, incremental=True)
 
-    def _validate_training_data(self, X, y, reset, dtype, incremental):
-        """(X, y): X validated as for prediction, y as the loss reads it."""
+    def _validate_training_data(self, X, y, sample_weight, reset, dtype, incremental):
+        """(X, y, sample_weight): X validated as for prediction, y as the
+        loss reads it, the samples' weights as training reads them (None:
+        all equal)."""
         check_y_passed(y, type(self).__name__)
         X = self._validate_X(X, reset=reset, dtype=dtype)
-        return X, self._encode_targets(y, X, dtype, reset, incremental)
+        y = self._encode_targets(y, X, dtype, reset, incremental)
+        return X, y, self._training_weights(sample_weight, y)
+
+    def _training_weights(self, sample_weight, y):
+        """sample_weight as float64 non-negative weights, one per sample of
+        y, not all zero (scikit-learn's checks and messages); None stays
+        None."""
+        if sample_weight is None:
+            return None
+        return _check_sample_weight(sample_weight, y, dtype=np.float64,
+                                    ensure_non_negative=True)
 
     def _initialize(self, dtype, rng, early_stopping, n_outputs):
         network = self._build_network(dtype, n_outputs)

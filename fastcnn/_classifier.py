@@ -6,6 +6,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call
 from . import functional as F
 from ._base import ATTRIBUTES_DOC, PARAMETERS_DOC, BaseCNN, InputShapeWarning
 from ._labels import encode_labels, labels_1d
+from ._parameters import ClassWeight, NoneOr
 
 __all__ = ["CNNClassifier", "InputShapeWarning"]
 
@@ -34,6 +35,15 @@ class CNNClassifier(ClassifierMixin, BaseCNN):
     Parameters
     ----------
 {PARAMETERS_DOC}
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, ``{{class_label: weight}}`` (classes not
+        named weigh 1), multiplying ``sample_weight``. 'balanced' weighs
+        each class by ``n_samples / (n_classes * np.bincount(y))`` over the
+        y given to ``fit``, as :func:`sklearn.utils.class_weight.compute_sample_weight`
+        does; ``partial_fit`` sees only a part of the data, so it refuses
+        'balanced' (as SGDClassifier does): compute the weights once with
+        :func:`sklearn.utils.class_weight.compute_class_weight` over a
+        sample of all the labels and pass them as a dict.
 
     Attributes
     ----------
@@ -54,7 +64,42 @@ class CNNClassifier(ClassifierMixin, BaseCNN):
 
     OUT_ACTIVATION = "softmax"
 
-    def partial_fit(self, X, y, classes=None):
+    # BaseCNN's parameters and class_weight: scikit-learn reads an
+    # estimator's parameters from its __init__'s signature, so they are
+    # listed again here (tests/test_weights.py checks the two agree).
+    def __init__(self, filters=(16, 32), kernel_size=3, pool_size=2,
+                 padding="same", hidden_layer_sizes=(128,), activation="relu",
+                 batch_norm=False, dropout=0.0, global_pool="auto", layers=None,
+                 solver="adam", learning_rate="constant",
+                 learning_rate_init=0.003, power_t=0.5, momentum=0.9,
+                 nesterovs_momentum=True, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, batch_size="auto", max_iter=200, alpha=0.0001,
+                 shuffle=True, random_state=None, tol=1e-3,
+                 early_stopping="auto", validation_fraction=0.1,
+                 n_iter_no_change=5, warm_start=False, verbose=0,
+                 n_threads=None, dtype="float32", input_shape=None,
+                 class_weight=None):
+        super().__init__(
+            filters=filters, kernel_size=kernel_size, pool_size=pool_size,
+            padding=padding, hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation, batch_norm=batch_norm, dropout=dropout,
+            global_pool=global_pool, layers=layers, solver=solver,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, batch_size=batch_size, max_iter=max_iter,
+            alpha=alpha, shuffle=shuffle, random_state=random_state, tol=tol,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, warm_start=warm_start,
+            verbose=verbose, n_threads=n_threads, dtype=dtype,
+            input_shape=input_shape)
+        self.class_weight = class_weight
+
+    _parameter_constraints = {**BaseCNN._parameter_constraints,
+                              "class_weight": NoneOr(ClassWeight())}
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over X, y, continuing from the current weights.
 
         Parameters
@@ -64,12 +109,23 @@ class CNNClassifier(ClassifierMixin, BaseCNN):
         classes : array-like of shape (n_classes,), default=None
             Every class of the whole problem; required on the first call,
             ignored afterwards.
+        sample_weight : array-like of shape (n_samples,), default=None
+            As for :meth:`fit`.
 
         Returns
         -------
         self
         """
-        return self._partial_fit(X, y, _check_partial_fit_first_call(self, classes))
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit, "
+                "which sees only part of the data: compute the weights with "
+                "sklearn.utils.class_weight.compute_class_weight('balanced', "
+                "classes=classes, y=y) over all the labels (or a large enough "
+                "sample of them) and pass them as class_weight=dict(zip(classes, "
+                "weights))")
+        return self._partial_fit(X, y, sample_weight,
+                                 _check_partial_fit_first_call(self, classes))
 
     # ----------------------------------------------------------- hooks
 
@@ -93,14 +149,46 @@ class CNNClassifier(ClassifierMixin, BaseCNN):
     def _output_width(self, y_index):
         return len(self.classes_)
 
-    def _loss(self, scores, y_index, out):
-        return F.softmax_cross_entropy(scores, y_index, out=out)
+    def _training_weights(self, sample_weight, y_index):
+        """The validated sample_weight times the weight of each sample's
+        class (class_weight); None when neither is given."""
+        weights = super()._training_weights(sample_weight, y_index)
+        if self.class_weight is None:
+            return weights
+        per_sample = self._class_weights(y_index)[y_index]
+        if weights is not None:
+            per_sample *= weights
+        if not per_sample.any():
+            raise ValueError(
+                "class_weight gives every sample of y weight zero (with "
+                "sample_weight): there is nothing to fit")
+        return per_sample
 
-    def _validation_score(self, X, y_index, n_threads):
-        return self._accuracy(X, y_index, n_threads)
+    def _class_weights(self, y_index):
+        """The weight of each class of ``classes_``, by class_weight."""
+        # imported here: sklearn.utils.class_weight is only needed with
+        # class_weight
+        from sklearn.utils.class_weight import compute_class_weight
+        if self.class_weight == "balanced":
+            return compute_class_weight("balanced", classes=np.arange(len(self.classes_)),
+                                        y=y_index)
+        labels = self.classes_.tolist()
+        unknown = [key for key in self.class_weight if key not in labels]
+        if unknown:
+            raise ValueError(
+                f"class_weight has weights for {unknown!r}, which are not "
+                f"classes of y (classes_ = {labels!r})")
+        return np.array([float(self.class_weight.get(label, 1.0)) for label in labels])
 
-    def _accuracy(self, X, y_index, n_threads):
-        return float(np.mean(self._network_outputs(X, n_threads).argmax(axis=1) == y_index))
+    def _loss(self, scores, y_index, out, sample_weight):
+        return F.softmax_cross_entropy(scores, y_index, out=out,
+                                       sample_weight=sample_weight)
+
+    def _validation_score(self, X, y_index, n_threads, sample_weight):
+        # accuracy_score's weighting: sum of the weights of the right
+        # predictions over the sum of the weights
+        right = self._network_outputs(X, n_threads).argmax(axis=1) == y_index
+        return float(np.average(right, weights=sample_weight))
 
     def _stratify(self, y_index):
         """Stratify the held-out split by class when every class has two

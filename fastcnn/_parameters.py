@@ -149,6 +149,18 @@ class ThreadCount(Constraint):
             raise ValueError(str(error)) from None
 
 
+class ClassWeight(Constraint):
+    """'balanced', or a dict of finite non-negative weights by class label."""
+    alternatives = ("'balanced'", "a dict {class_label: weight} of non-negative weights")
+
+    def accepts(self, value):
+        if isinstance(value, str):
+            return value == "balanced"
+        return isinstance(value, dict) and all(
+            isinstance(w, numbers.Real) and not isinstance(w, bool)
+            and np.isfinite(w) and w >= 0 for w in value.values())
+
+
 class IntTuple(Constraint):
     """A positive int or a tuple (or list) of them, of one of ``lengths``
     (None: any length) with ``shapes`` naming them in the message."""

@@ -42,7 +42,9 @@ class CNNRegressor(RegressorMixin, BaseCNN):
     gradient MLPRegressor's backpropagation follows (halved, summed over the
     outputs; MLPRegressor's reported ``loss_curve_`` also divides by K, so
     the two agree for one output), plus the L2 penalty; PyTorch writes it
-    ``0.5 * mse_loss(prediction, y, reduction='sum') / N``. ``score`` is
+    ``0.5 * mse_loss(prediction, y, reduction='sum') / N``; with
+    ``sample_weight``, the samples' terms are weighted and divided by the
+    batch's sum of weights instead of N. ``score`` is
     R^2 (:func:`sklearn.metrics.r2_score`, averaged over the outputs), the
     score early stopping follows too. Predictions are float64, of the
     shape of y in ``fit``: ``(n_samples,)`` or ``(n_samples, n_outputs)``.
@@ -72,7 +74,7 @@ class CNNRegressor(RegressorMixin, BaseCNN):
 
     OUT_ACTIVATION = "identity"
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch over X, y, continuing from the current weights (from new
         ones on the first call).
 
@@ -80,12 +82,14 @@ class CNNRegressor(RegressorMixin, BaseCNN):
         ----------
         X, y
             As for :meth:`fit`; y with as many outputs as before.
+        sample_weight : array-like of shape (n_samples,), default=None
+            As for :meth:`fit`.
 
         Returns
         -------
         self
         """
-        return self._partial_fit(X, y, not hasattr(self, "network_"))
+        return self._partial_fit(X, y, sample_weight, not hasattr(self, "network_"))
 
     # ----------------------------------------------------------- hooks
 
@@ -113,16 +117,18 @@ class CNNRegressor(RegressorMixin, BaseCNN):
     def _output_width(self, targets):
         return targets.shape[1]
 
-    def _loss(self, predictions, targets, out):
-        return F.squared_error(predictions, targets, out=out)
+    def _loss(self, predictions, targets, out, sample_weight):
+        return F.squared_error(predictions, targets, out=out,
+                               sample_weight=sample_weight)
 
-    def _validation_score(self, X, targets, n_threads):
+    def _validation_score(self, X, targets, n_threads, sample_weight):
         # imported here, as RegressorMixin.score does: sklearn.metrics costs
         # import time that a fit without early stopping never needs
         from sklearn.metrics import r2_score
         predictions = self._network_outputs(X, n_threads)
         return float(r2_score(targets.astype(np.float64),
-                              predictions.astype(np.float64)))
+                              predictions.astype(np.float64),
+                              sample_weight=sample_weight))
 
     def _stratify(self, targets):
         return None

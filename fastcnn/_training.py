@@ -2,10 +2,20 @@
 steps of ``fit`` and ``partial_fit``, the optimizers and their state,
 snapshots of the weights to go back to, and the profile of a training run.
 
-The estimator says what is trained for: its ``_loss(scores, y, out)``
-gives a batch's loss and gradient, its ``_validation_score(X, y,
-n_threads)`` the score early stopping follows, its ``_stratify(y)`` how
-the held-out split is drawn; y is encoded as those read it.
+The estimator says what is trained for: its ``_loss(scores, y, out,
+sample_weight)`` gives a batch's (weighted) mean loss and gradient, its
+``_validation_score(X, y, n_threads, sample_weight)`` the score early
+stopping follows, its ``_stratify(y)`` how the held-out split is drawn; y
+is encoded as those read it.
+
+Sample weights follow MLPClassifier's convention: a batch's loss is the
+weighted mean ``sum_i w_i l_i / sum_i w_i`` of its samples' losses, the L2
+penalty of the step is ``alpha / (2 sum_i w_i) * ||W||^2`` (``alpha / (2
+batch)`` without weights), and ``loss_curve_`` is the mean of the batches'
+losses weighted by their sample counts. The weights follow the samples
+through the shuffling and the validation split, and weight the validation
+score. A batch whose weights are all zero is skipped (no step: it has no
+loss to descend), where MLPClassifier would divide by zero.
 
 An epoch is counted, recorded and snapshotted as one step (Ctrl-C during
 it takes effect once it is done): a fit that diverges or is interrupted
@@ -301,14 +311,16 @@ def batch_size_for(estimator, n_samples):
     return min(estimator.batch_size, n_samples)
 
 
-def validation_split(estimator, X, y, rng):
-    """(X, X_val, y, y_val): the held-out share for early stopping,
-    stratified as the estimator says."""
+def validation_split(estimator, X, y, sample_weight, rng):
+    """(X, X_val, y, y_val, sample_weight, sample_weight_val): the held-out
+    share for early stopping, stratified as the estimator says; the weights
+    are None without sample_weight."""
     # imported here: sklearn.model_selection costs memory and import
     # time that a fit without early stopping never needs
     from sklearn.model_selection import train_test_split
+    arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
     try:
-        split = train_test_split(X, y, random_state=rng,
+        split = train_test_split(*arrays, random_state=rng,
                                  test_size=estimator.validation_fraction,
                                  stratify=estimator._stratify(y))
     except ValueError as error:
@@ -319,16 +331,24 @@ def validation_split(estimator, X, y, rng):
     if len(split[0]) < 1:
         raise ValueError("too few samples left for training after the "
                          "validation split")
+    if sample_weight is None:
+        return split + [None, None]
+    if not split[5].sum() > 0:
+        raise ValueError(
+            "The sample weights of the validation set (validation_fraction="
+            f"{estimator.validation_fraction}) are all zero: early_stopping "
+            "cannot score it; use another random_state or fewer zero weights")
     return split
 
 
 # ------------------------------------------------------------ training
 
-def train(estimator, X, y, rng, epochs, incremental):
+def train(estimator, X, y, sample_weight, rng, epochs, incremental):
     """Train ``estimator.network_`` for up to ``epochs`` epochs (one for
-    partial_fit, ``incremental``) and update the estimator's fitted
-    attributes; returns the estimator."""
-    TrainingRun(estimator, X, y, rng, incremental).run(epochs)
+    partial_fit, ``incremental``) on X, y and the samples' weights (None:
+    all equal) and update the estimator's fitted attributes; returns the
+    estimator."""
+    TrainingRun(estimator, X, y, sample_weight, rng, incremental).run(epochs)
     return estimator
 
 
@@ -342,14 +362,15 @@ class TrainingRun:
     (Layer.prepared).
     """
 
-    def __init__(self, estimator, X, y, rng, incremental):
+    def __init__(self, estimator, X, y, sample_weight, rng, incremental):
         self.estimator, self.rng, self.incremental = estimator, rng, incremental
         self.network = network = estimator.network_
-        self.X_val = self.y_val = None
+        self.X_val = self.y_val = self.weight_val = None
         self.early_stopping = holds_out_validation(estimator, len(X), incremental)
         if self.early_stopping:
-            X, self.X_val, y, self.y_val = validation_split(estimator, X, y, rng)
-        self.X, self.y = X, y
+            X, self.X_val, y, self.y_val, sample_weight, self.weight_val = (
+                validation_split(estimator, X, y, sample_weight, rng))
+        self.X, self.y, self.sample_weight = X, y, sample_weight
         self._start_records()
         self.n_samples = n_samples = len(X)
         self.batch_size = batch_size = batch_size_for(estimator, n_samples)
@@ -418,7 +439,8 @@ class TrainingRun:
         total_loss, n_threads = self._run_steps()
         epoch_loss = total_loss / self.n_samples
         seconds = time.perf_counter() - start
-        score = (self.estimator._validation_score(self.X_val, self.y_val, n_threads)
+        score = (self.estimator._validation_score(self.X_val, self.y_val, n_threads,
+                                                  self.weight_val)
                  if self.early_stopping else None)
         # Counting, recording and snapshotting the epoch is one step: an
         # interrupt before it puts back the last recorded epoch.
@@ -446,7 +468,8 @@ class TrainingRun:
         # on the last batch (NaN or overflowing weights give a non-finite
         # loss), without updating running statistics or drawing dropout
         # masks that training would then see.
-        after, _ = self.estimator._loss(self.network.check_forward(xb, n_threads), yb, None)
+        after, _ = self.estimator._loss(self.network.check_forward(xb, n_threads), yb,
+                                        None, None)
         if not math.isfinite(after):
             self._diverged(None)
         return total_loss, n_threads
@@ -459,12 +482,17 @@ class TrainingRun:
         tick = step_start = clock()
         xb = F.take_samples(self.X, index, n_threads, out=batch)
         yb = self.y[index]
+        wb = None if self.sample_weight is None else self.sample_weight[index]
+        # MLPClassifier's scale of the penalty: per unit of weight
+        weight_sum = n if wb is None else float(wb.sum())
         profile.add("batch copy", tick)
+        if weight_sum == 0:
+            return 0.0, xb, yb
         logits = network.forward(xb, n_threads)
         tick = clock()
-        loss, grad = self.estimator._loss(logits, yb, grad_scores)
+        loss, grad = self.estimator._loss(logits, yb, grad_scores, wb)
         alpha = self.estimator.alpha
-        l2 = alpha / n
+        l2 = alpha / weight_sum
         if alpha:
             weights = network.params[:network.n_weights]
             loss += 0.5 * l2 * float(np.dot(weights, weights))

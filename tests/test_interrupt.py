@@ -42,9 +42,9 @@ def data():
 def scripted_scores(monkeypatch):
     """The validation pass of early stopping returns SCORES[epoch - 1],
     so that the best epoch is known (epoch 2) and not the last."""
-    def accuracy(self, X, y_index, n_threads):
+    def accuracy(self, X, y_index, n_threads, sample_weight):
         return SCORES[len(self.validation_scores_)]
-    monkeypatch.setattr(CNNClassifier, "_accuracy", accuracy)
+    monkeypatch.setattr(CNNClassifier, "_validation_score", accuracy)
 
 
 def interrupt_on_call(monkeypatch, owner, name, k):
@@ -155,7 +155,7 @@ def test_interrupt_in_the_validation_pass(data, monkeypatch, scripted_scores):
     X, y = data
     params = dict(PARAMS, early_stopping=True)
     reference = CNNClassifier(max_iter=2, **params).fit(X, y)
-    calls = interrupt_on_call(monkeypatch, CNNClassifier, "_accuracy", 3)
+    calls = interrupt_on_call(monkeypatch, CNNClassifier, "_validation_score", 3)
     clf = CNNClassifier(max_iter=10, **params)
     message = interrupted_fit(clf, X, y, calls, 3)
     assert clf.n_iter_ == 2

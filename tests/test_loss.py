@@ -232,3 +232,120 @@ def test_squared_error_takes_any_layout_and_gives_the_same_bits(rng):
 def test_squared_error_rejects_bad_input(prediction, target, error, match):
     with pytest.raises(error, match=match):
         fcf.squared_error(prediction, target)
+
+
+# ================================================ weighted losses
+
+def _weighted_cross_entropy_ref(logits, target, weight):
+    """sum_n w_n loss_n / sum_n w_n and its gradient, in float64."""
+    z = f64(logits)
+    n = z.shape[0]
+    log_p = z - scipy.special.logsumexp(z, axis=1, keepdims=True)
+    onehot = np.zeros_like(z)
+    onehot[np.arange(n), target] = 1
+    total = weight.sum()
+    loss = -(weight * log_p[np.arange(n), target]).sum() / total
+    return loss, (np.exp(log_p) - onehot) * weight[:, None] / total
+
+
+def _weighted_squared_error_ref(prediction, target, weight):
+    d = f64(prediction) - f64(target)
+    total = weight.sum()
+    return 0.5 * (weight[:, None] * d * d).sum() / total, d * weight[:, None] / total
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (64, 10), (33, 257)], ids=str)
+def test_weighted_softmax_cross_entropy_matches_reference(shape, dtype, rng):
+    n, k = shape
+    logits = (3 * rng.standard_normal(shape)).astype(dtype)
+    target = rng.integers(0, k, n)
+    weight = rng.uniform(0.1, 5, n)
+    weight[::3] = 0                      # zero weights count for nothing
+    weight[-1] = 2.5
+    loss, grad = fcf.softmax_cross_entropy(logits, target, sample_weight=weight)
+    ref_loss, ref_grad = _weighted_cross_entropy_ref(logits, target, weight)
+    eps = np.finfo(dtype).eps
+    assert abs(loss - ref_loss) <= 16 * eps * max(1.0, abs(ref_loss))
+    np.testing.assert_allclose(grad, ref_grad, rtol=16 * eps, atol=16 * eps / n)
+    assert np.all(grad[weight == 0] == 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (64, 2)], ids=str)
+def test_weighted_squared_error_matches_reference(shape, dtype, rng):
+    prediction = rng.standard_normal(shape).astype(dtype)
+    target = rng.standard_normal(shape).astype(dtype)
+    weight = rng.uniform(0, 4, shape[0])
+    loss, grad = fcf.squared_error(prediction, target, sample_weight=weight)
+    ref_loss, ref_grad = _weighted_squared_error_ref(prediction, target, weight)
+    eps = np.finfo(dtype).eps
+    assert abs(loss - ref_loss) <= 16 * eps * max(1.0, abs(ref_loss))
+    np.testing.assert_allclose(grad, ref_grad, rtol=16 * eps, atol=16 * eps)
+
+
+@pytest.mark.parametrize("loss_name", ["softmax_cross_entropy", "squared_error"])
+def test_weighted_loss_gradient_matches_finite_differences(loss_name, rng,
+                                                           central_differences):
+    scores = 2 * rng.standard_normal((5, 4))
+    target = (np.array([3, 0, 1, 1, 2]) if loss_name == "softmax_cross_entropy"
+              else rng.standard_normal((5, 4)))
+    weight = np.array([0.5, 0.0, 3.0, 1.25, 2.0])
+    loss = getattr(fcf, loss_name)
+    _, grad = loss(scores, target, sample_weight=weight)
+    numeric = central_differences(
+        lambda: loss(scores, target, sample_weight=weight)[0], scores, 1e-5)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("loss_name", ["softmax_cross_entropy", "squared_error"])
+def test_unit_and_integer_weights(loss_name, dtype, rng):
+    """Unit weights give the bits of no weights; integer weights equal
+    repeating the rows (to float rounding: the sums run in another order)."""
+    scores = (2 * rng.standard_normal((6, 3))).astype(dtype)
+    target = (rng.integers(0, 3, 6) if loss_name == "softmax_cross_entropy"
+              else rng.standard_normal((6, 3)).astype(dtype))
+    loss = getattr(fcf, loss_name)
+    plain_loss, plain_grad = loss(scores, target)
+    unit_loss, unit_grad = loss(scores, target, sample_weight=np.ones(6))
+    assert unit_loss == plain_loss
+    np.testing.assert_array_equal(unit_grad, plain_grad)
+
+    counts = np.array([2, 0, 1, 3, 1, 1])
+    weighted_loss, weighted_grad = loss(scores, target, sample_weight=counts)
+    repeated_loss, repeated_grad = loss(np.repeat(scores, counts, axis=0),
+                                        np.repeat(target, counts, axis=0))
+    eps = float(np.finfo(dtype).eps)
+    assert weighted_loss == pytest.approx(repeated_loss, rel=16 * eps)
+    # a repeated row's gradient is shared by its copies
+    starts = (np.cumsum(counts) - counts)[counts > 0]
+    summed = np.add.reduceat(f64(repeated_grad), starts)
+    np.testing.assert_allclose(weighted_grad[counts > 0], summed, rtol=64 * eps, atol=64 * eps)
+    assert np.all(weighted_grad[counts == 0] == 0)
+
+
+@pytest.mark.parametrize("loss_name", ["softmax_cross_entropy", "squared_error"])
+def test_weights_summing_to_zero_give_zero_loss_and_gradient(loss_name):
+    scores = np.array([[1.0, -2.0], [0.5, 3.0]])
+    target = np.array([0, 1]) if loss_name == "softmax_cross_entropy" else scores + 1
+    loss, grad = getattr(fcf, loss_name)(scores, target, sample_weight=np.zeros(2))
+    assert loss == 0.0
+    np.testing.assert_array_equal(grad, 0)
+
+
+@pytest.mark.parametrize("loss_name", ["softmax_cross_entropy", "squared_error"])
+@pytest.mark.parametrize("weight", [np.ones(3), np.ones((2, 1)), np.array([1.0, -1.0]),
+                                    np.array([1.0, np.nan]), np.array(["a", "b"])],
+                         ids=["long", "2d", "negative", "nan", "text"])
+def test_bad_weights_are_refused(loss_name, weight):
+    scores = np.zeros((2, 3))
+    target = np.array([0, 1]) if loss_name == "softmax_cross_entropy" else scores
+    with pytest.raises(ValueError, match="sample_weight"):
+        getattr(fcf, loss_name)(scores, target, sample_weight=weight)
+
+
+@pytest.mark.parametrize("loss_name", ["softmax_cross_entropy", "squared_error"])
+def test_out_sharing_memory_with_the_weights_is_refused(loss_name):
+    out = np.zeros((2, 2))
+    scores = np.ones((2, 2))
+    target = np.array([0, 1]) if loss_name == "softmax_cross_entropy" else scores
+    with pytest.raises(ValueError, match="out shares memory with sample_weight"):
+        getattr(fcf, loss_name)(scores, target, out=out, sample_weight=out[0])

@@ -162,3 +162,15 @@ def test_the_readmes_dask_example_runs():
         exec(_readme_block('joblib.parallel_backend("dask")'), names)
     assert len(names["search"].cv_results_["mean_test_score"]) == 4
     assert names["search"].best_score_ > 0.5
+
+
+def test_the_readmes_weights_example_runs():
+    import sklearn
+    try:
+        names = _run_readme_block("class_weight=\"balanced\").fit(X, y)")
+    finally:
+        sklearn.set_config(enable_metadata_routing=False)
+    assert names["identical"]
+    assert names["clf"].score(names["X"], names["y"]) > 0.8
+    assert len(names["scores"]) == 3 and min(names["scores"]) > 0.5
+    assert not sklearn.get_config()["enable_metadata_routing"]

@@ -18,6 +18,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastcnn
+from _helpers.estimators import EXPECTED_FAILED_CHECKS
 from fastcnn import CNNRegressor
 
 # Most fits below stop at a deliberately small max_iter.
@@ -44,7 +45,8 @@ def centres():
 # ============================================= 1. scikit-learn's checks
 
 @parametrize_with_checks([CNNRegressor(filters=(8,), hidden_layer_sizes=(16,),
-                                       max_iter=50, random_state=0)])
+                                       max_iter=50, random_state=0)],
+                         expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -181,8 +183,8 @@ def test_early_stopping_follows_the_validation_r2(centres, monkeypatch):
     seen = []
     original = CNNRegressor._validation_score
 
-    def spy(self, X_val, y_val, n_threads):
-        score = original(self, X_val, y_val, n_threads)
+    def spy(self, X_val, y_val, n_threads, sample_weight):
+        score = original(self, X_val, y_val, n_threads, sample_weight)
         seen.append((X_val, y_val, r2_score(y_val, self.predict(X_val))))
         return score
     monkeypatch.setattr(CNNRegressor, "_validation_score", spy)
