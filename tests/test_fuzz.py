@@ -1466,6 +1466,49 @@ def test_softmax_cross_entropy(data):
     exercise(F.softmax_cross_entropy, build, verify, threaded=False)
 
 
+@fuzz(200)
+@given(data=st.data())
+def test_squared_error(data):
+    """Loss (a float) and its gradient (prediction - target) / N into out=;
+    with sample_weight, the weighted mean over the rows."""
+    n, k = data.draw(st.tuples(st.integers(1, 9), st.integers(1, 12)), label="N, K")
+    weighted = data.draw(st.booleans(), label="weighted")
+    faults = (array_faults(["prediction", "target"], ("extra_axis", "missing_axis", "empty"))
+              + out_faults("out", aliases=("prediction", "target")))
+    spec = draw_spec(data, ["prediction", "target"], faults, threaded=False)
+
+    def build():
+        b = Build(spec, (n, k))
+        b.array("prediction", (n, k))
+        b.array("target", (n, k))
+        kwargs = {}
+        if weighted:
+            b.array("sample_weight", (n,), lambda rng, s: rng.uniform(0, 2, s),
+                    fixed="float64")
+            kwargs["sample_weight"] = b.named["sample_weight"]
+        out = b.out((n, k), aliases=("prediction", "target"))
+        return b.finish([b.named["prediction"], b.named["target"]],
+                        dict(out=out, **kwargs))
+
+    def verify(result, b):
+        assert isinstance(result, tuple) and len(result) == 2
+        loss, grad = result
+        p, t = f64(b.snap["prediction"]), f64(b.snap["target"])
+        w = f64(b.snap["sample_weight"]) if weighted else np.ones(n)
+        total = w.sum()
+        row = ((p - t) ** 2).sum(axis=1) / 2
+        expected_loss = (w * row).sum() / total if total else 0.0
+        spread = (abs(p) + abs(t)) ** 2
+        assert isinstance(loss, float), f"loss is a {type(loss).__name__}, not a float"
+        assert abs(loss - expected_loss) <= RTOL[b.dtype] * (w * spread.sum(axis=1)).sum() \
+            / max(total, 1e-300) + 1e-300, f"loss {loss!r}, expected {expected_loss!r}"
+        factor = (w / total if total else np.zeros(n))[:, None]
+        assert_close(grad, (p - t) * factor, (abs(p) + abs(t)) * factor, b.dtype, "grad")
+        assert_is_out(result, b, index=1)
+
+    exercise(F.squared_error, build, verify, threaded=False)
+
+
 # ======================================================= optimizers
 
 LEARNING_RATES = [0.0, 1e-3, 0.1, 1, np.float32(0.05)]
@@ -2713,7 +2756,8 @@ def test_prepare(function, family, key, data):
 
 
 @pytest.mark.parametrize("function", [
-    F.softmax, F.log_softmax, F.softmax_cross_entropy, F.sgd_update, F.adam_update,
+    F.softmax, F.log_softmax, F.softmax_cross_entropy, F.squared_error, F.sgd_update,
+    F.adam_update,
     F.take_samples, F.output_size, F.correlate2d_backward, F.correlate1d_backward,
     F.linear_backward])
 def test_prepare_refuses_other_functions(function):
@@ -2751,7 +2795,7 @@ SWEPT = ([(test_correlation, dict(ndim=n, which=w)) for n, w in CORR_CASES]
          + [(test_linear, dict(which=w)) for w in LINEAR]
          + [(test_relu, dict(which=w)) for w in RELU]
          + [(test_softmax, dict(function=f)) for f in (F.softmax, F.log_softmax)]
-         + [(test_softmax_cross_entropy, {}), (test_sgd_update, {}),
+         + [(test_softmax_cross_entropy, {}), (test_squared_error, {}), (test_sgd_update, {}),
             (test_adam_update, {}), (test_take_samples, {}), (test_output_size, {})]
          + [(test_dropout, dict(which=w)) for w in DROPOUT]
          + [(test_activation, dict(name=n, which=w)) for n, w in ACTIVATION_CASES]
