@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV
 
-from fastcnn import CNNClassifier
+from fastcnn import CNNClassifier, effective_n_threads
 from fastcnn.layers import Conv2D, MaxPool2D, ReLU
 
 pytest.importorskip("dask")
@@ -26,11 +26,6 @@ def client():
                                   host="127.0.0.1", dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         yield client
-
-
-def _kernel_threads_of_a_worker():
-    from fastcnn._threads import effective_n_threads
-    return effective_n_threads(None)
 
 
 def test_grid_search_on_dask_equals_n_jobs_1(client, digits):
@@ -57,6 +52,8 @@ def test_grid_search_on_dask_equals_n_jobs_1(client, digits):
 def test_worker_processes_give_fastcnn_one_thread(client):
     """distributed's nanny starts workers with OMP_NUM_THREADS=1, which
     n_threads=None honours (the README says so)."""
-    threads = client.run(_kernel_threads_of_a_worker)
+    # a fastcnn function, which the workers import (one of this test module
+    # would be pickled by reference to a module they cannot import)
+    threads = client.run(effective_n_threads, None)
     assert len(threads) == 2
     assert set(threads.values()) == {1}
