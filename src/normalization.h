@@ -114,11 +114,13 @@ FCNN_CLONES static void fcnn_batch_norm_grad_input_##SUFFIX(                   \
 #define FCNN_DEFINE_FEATURE_ROWS(SUFFIX, T)                                    \
 /* Flat features (S = 1): the sums of channels [c0, c1) over the N samples, */ \
 /* in sample order, vectorised across the channels. Each channel's sum is   */ \
-/* the same chain that the lanes above give it (all in lane 0). sums, and   */ \
-/* the sum_ arrays below, start at 0 (the caller's).                        */ \
+/* the same chain that the lanes above give it (all in lane 0). Entries    */ \
+/* [c0, c1) of sums (and of the sum_ arrays below) are overwritten.         */ \
 FCNN_CLONES static void fcnn_feature_sums_##SUFFIX(                            \
         const T *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t c0, ptrdiff_t c1,      \
         double *sums) {                                                        \
+    for (ptrdiff_t c = c0; c < c1; ++c)                                        \
+        sums[c] = 0.0;                                                         \
     for (ptrdiff_t n = 0; n < N; ++n) {                                        \
         const T *row = x + n * C;                                              \
         FCNN_SIMD                                                              \
@@ -129,6 +131,8 @@ FCNN_CLONES static void fcnn_feature_sums_##SUFFIX(                            \
 FCNN_CLONES static void fcnn_feature_squares_##SUFFIX(                         \
         const T *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t c0, ptrdiff_t c1,      \
         const double *mean, double *sums) {                                    \
+    for (ptrdiff_t c = c0; c < c1; ++c)                                        \
+        sums[c] = 0.0;                                                         \
     for (ptrdiff_t n = 0; n < N; ++n) {                                        \
         const T *row = x + n * C;                                              \
         FCNN_SIMD                                                              \
@@ -142,6 +146,8 @@ FCNN_CLONES static void fcnn_feature_gradient_sums_##SUFFIX(                   \
         const T *g, const T *relu_y, const T *x, ptrdiff_t N, ptrdiff_t C,     \
         ptrdiff_t c0, ptrdiff_t c1, const double *mean, double *sum_g,         \
         double *sum_gx) {                                                      \
+    for (ptrdiff_t c = c0; c < c1; ++c)                                        \
+        sum_g[c] = sum_gx[c] = 0.0;                                            \
     for (ptrdiff_t n = 0; n < N; ++n) {                                        \
         const T *gr = g + n * C, *xr = x + n * C;                              \
         const T *yr = relu_y == NULL ? NULL : relu_y + n * C;                  \

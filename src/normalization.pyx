@@ -98,9 +98,6 @@ cdef void moments(const floating *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
                         num_threads=n_threads, schedule='static'):
             c0 = b * FEATURE_BLOCK
             c1 = min(C, c0 + FEATURE_BLOCK)
-            for c in range(c0, c1):
-                mean[c] = 0
-                var[c] = 0
             if floating is float:
                 fcnn_feature_sums_f32(x, N, C, c0, c1, mean)
             else:
@@ -239,9 +236,6 @@ cdef void gradient_sums(const floating *g, const floating *relu_y,
                         num_threads=n_threads, schedule='static'):
             c0 = b * FEATURE_BLOCK
             c1 = min(C, c0 + FEATURE_BLOCK)
-            for c in range(c0, c1):
-                sum_g[c] = 0
-                sum_gx[c] = 0
             if floating is float:
                 fcnn_feature_gradient_sums_f32(g, relu_y, x, N, C, c0, c1, mean,
                                                sum_g, sum_gx)
