@@ -780,6 +780,20 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
         aligned_free(offsets)
 
 
+def mirror_kernel(const floating[:, :, ::1] w, floating[:, :, ::1] mirrored,
+                  int n_threads):
+    """mirrored[c, f, k] = w[f, c, K - 1 - k]: the kernel w (F, C, K), its
+    K = KH*KW positions flattened, rotated 180 degrees (the flattened
+    positions reversed) with input and output channels swapped, as the
+    backward pass to the input correlates with it. mirrored is (C, F, K)."""
+    cdef Py_ssize_t F = w.shape[0], C = w.shape[1], K = w.shape[2], c, f, k
+    with nogil:
+        for c in prange(C, num_threads=n_threads, schedule='static'):
+            for f in range(F):
+                for k in range(K):
+                    mirrored[c, f, k] = w[f, c, K - 1 - k]
+
+
 def correlate2d_forward_naive(const floating[:, :, :, ::1] x,
                               const floating[:, :, :, ::1] w,
                               const floating[::1] bias,

@@ -92,21 +92,53 @@ FCNN_CLONES static void fcnn_channel_gradient_sums_##SUFFIX(                   \
     *sum_g = fcnn_lanes_total(a);                                              \
     *sum_gx = fcnn_lanes_total(b);                                             \
 }                                                                              \
-/* gx[i] = v scale + (x[i] - mean) slope + shift in float64, v as above    */ \
+/* A channel's planes as FCNN_CHANNEL_LOOP walks them (`planes` planes of */ \
+/* S values, `stride` values apart): y = (x - center) scale + shift in     */ \
+/* float64, rounded to T; with relu, then max(y, 0) as a ReLU layer        */ \
+/* computes it (NaN stays)                                                  */ \
+FCNN_CLONES static void fcnn_batch_norm_channel_##SUFFIX(                      \
+        const T *x, T *y, ptrdiff_t planes, ptrdiff_t S, ptrdiff_t stride,     \
+        double center, double scale, double shift, int relu) {                 \
+    for (ptrdiff_t n = 0; n < planes; ++n) {                                   \
+        const T *p = x + n * stride;                                           \
+        T *q = y + n * stride;                                                 \
+        if (relu) {                                                            \
+            FCNN_SIMD                                                          \
+            for (ptrdiff_t i = 0; i < S; ++i) {                                \
+                T v = (T)(((double)p[i] - center) * scale + shift);            \
+                q[i] = v <= (T)0 ? (T)0 : v;                                   \
+            }                                                                  \
+        } else {                                                               \
+            FCNN_SIMD                                                          \
+            for (ptrdiff_t i = 0; i < S; ++i)                                  \
+                q[i] = (T)(((double)p[i] - center) * scale + shift);           \
+        }                                                                      \
+    }                                                                          \
+}                                                                              \
+/* The channel's planes of gx = v scale + (x - mean) slope + shift in      */ \
+/* float64, v as above                                                      */ \
 FCNN_CLONES static void fcnn_batch_norm_grad_input_##SUFFIX(                   \
-        const T *g, const T *relu_y, const T *x, T *gx, ptrdiff_t n,           \
-        double mean, double scale, double slope, double shift) {               \
-    if (relu_y == NULL) {                                                      \
-        FCNN_SIMD                                                              \
-        for (ptrdiff_t i = 0; i < n; ++i)                                      \
-            gx[i] = (T)((double)g[i] * scale + ((double)x[i] - mean) * slope   \
-                        + shift);                                              \
-    } else {                                                                   \
-        FCNN_SIMD                                                              \
-        for (ptrdiff_t i = 0; i < n; ++i) {                                    \
-            T gv = g[i];                                                       \
-            double v = (double)(relu_y[i] > (T)0 ? gv : (T)0);                 \
-            gx[i] = (T)(v * scale + ((double)x[i] - mean) * slope + shift);    \
+        const T *g, const T *relu_y, const T *x, T *gx, ptrdiff_t planes,      \
+        ptrdiff_t S, ptrdiff_t stride, double mean, double scale,              \
+        double slope, double shift) {                                          \
+    for (ptrdiff_t n = 0; n < planes; ++n) {                                   \
+        ptrdiff_t at = n * stride;                                             \
+        const T *gp = g + at, *xp = x + at;                                    \
+        T *out = gx + at;                                                      \
+        if (relu_y == NULL) {                                                  \
+            FCNN_SIMD                                                          \
+            for (ptrdiff_t i = 0; i < S; ++i)                                  \
+                out[i] = (T)((double)gp[i] * scale                             \
+                             + ((double)xp[i] - mean) * slope + shift);        \
+        } else {                                                               \
+            const T *yp = relu_y + at;                                         \
+            FCNN_SIMD                                                          \
+            for (ptrdiff_t i = 0; i < S; ++i) {                                \
+                T gv = gp[i];                                                  \
+                double v = (double)(yp[i] > (T)0 ? gv : (T)0);                 \
+                out[i] = (T)(v * scale + ((double)xp[i] - mean) * slope        \
+                             + shift);                                         \
+            }                                                                  \
         }                                                                      \
     }                                                                          \
 }

@@ -215,6 +215,18 @@ def test_transposed_product_kernel_matches_numpy_reference(conv_case, dtype, gem
                  scale=ref.correlate_backward_input(*_abs(grad_y, w), *geometry))
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 2, 1, 5), (8, 5, 3, 3), (6, 9, 2, 4)])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_mirror_kernel_is_numpy_rotation_with_channels_swapped(shape, n_threads, dtype):
+    """The backward pass's mirrored kernel: w rotated 180 degrees in its
+    spatial axes, filters and channels swapped, copied exactly."""
+    w = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    mirrored = np.full((shape[1], shape[0]) + shape[2:], np.nan, dtype=dtype)
+    correlation_kernels.mirror_kernel(w.reshape(shape[0], shape[1], -1),
+                                      mirrored.reshape(shape[1], shape[0], -1), n_threads)
+    np.testing.assert_array_equal(mirrored, np.swapaxes(w[:, :, ::-1, ::-1], 0, 1))
+
+
 def test_mirrored_backward_input_agrees_with_transposed_product(
         conv2d_case, dtype, gemm_kernel, rng, ref, assert_close):
     """The two ways to the input gradient (dilate + pad + correlate with the

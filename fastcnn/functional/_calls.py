@@ -19,10 +19,10 @@ from ._checks import FLOAT_DTYPES
 class KernelCall:
     """One kernel call, validated: the kernel, its arguments but the number
     of threads (always its last), what the public function returns, and
-    optionally a step run before the kernel (``before``) and a check of
-    what it returns (``check``). ``run`` makes the call; see prepare(),
-    which also sets ``shapes``: the arrays whose shapes the validation saw,
-    with those shapes."""
+    optionally a step run before the kernel (``before``, called with the
+    number of threads) and a check of what it returns (``check``). ``run``
+    makes the call; see prepare(), which also sets ``shapes``: the arrays
+    whose shapes the validation saw, with those shapes."""
     __slots__ = ("kernel", "args", "result", "before", "check", "shapes")
 
     def __init__(self, kernel, args, result, before=None, check=None):
@@ -41,7 +41,7 @@ class KernelCall:
                     f"an array of this prepared call has shape {a.shape} but "
                     f"was prepared with shape {shape}: prepare the call again")
         if self.before is not None:
-            self.before()
+            self.before(n_threads)
         value = self.kernel(*self.args, n_threads)
         if self.check is not None:
             self.check(value)

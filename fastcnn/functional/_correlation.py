@@ -468,11 +468,12 @@ def _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding,
     both refreshed from grad_y and w before each run of the call."""
     out_spatial = grad_y.shape[2:]
     kernel = w.shape[2:]
-    flip = (slice(None), slice(None)) + (slice(None, None, -1),) * ndim
     mirrored = np.empty((w.shape[1], w.shape[0]) + kernel, dtype=w.dtype)
+    flat_w = w.reshape(w.shape[0], w.shape[1], -1)
+    flat_mirrored = mirrored.reshape(w.shape[1], w.shape[0], -1)
 
-    def mirror():
-        np.copyto(mirrored, w[flip].swapaxes(0, 1))
+    def mirror(n_threads):
+        _kernels.mirror_kernel(flat_w, flat_mirrored, n_threads)
 
     spans = tuple(_span(k, d) for k, d in zip(kernel, dilation))
     if _mirrored_is_plain_correlation(stride, padding, kernel, dilation):
@@ -500,8 +501,8 @@ def _backward_input_mirrored_call(grad_y, w, x_shape, stride, padding,
     into = np.ix_(*[np.arange(n) for n in frame.shape[:2]], *index_frame[2:])
     taken = np.ix_(*[np.arange(n) for n in grad_y.shape[:2]], *index_grad[2:])
 
-    def mirror_and_dilate():
-        mirror()
+    def mirror_and_dilate(n_threads):
+        mirror(n_threads)
         frame[into] = grad_y[taken]
 
     call = _correlate_call(frame, mirrored, None, 1, 0, dilation, ndim, out)
