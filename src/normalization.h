@@ -143,63 +143,96 @@ FCNN_CLONES static void fcnn_batch_norm_grad_input_##SUFFIX(                   \
     }                                                                          \
 }
 
+/*
+ * Flat features (S = 1), channel c of sample n at n * C + c: channels
+ * [c0, c1) are summed FCNN_FEATURE_WIDTH at a time, the samples in order,
+ * each group's partial sums held in registers (START(c, j) before the
+ * group's samples, BODY(i, j) for the value at offset i into sum j,
+ * FINISH(c, j) after). Each channel's sum is the same chain that
+ * FCNN_CHANNEL_LOOP gives it (all in lane 0).
+ */
+#define FCNN_FEATURE_WIDTH 16
+
+#define FCNN_FEATURE_LOOP(N, C, c0, c1, START, BODY, FINISH) do {               \
+    for (ptrdiff_t c_ = (c0); c_ < (c1); c_ += FCNN_FEATURE_WIDTH) {           \
+        int w_ = (int)((c1) - c_ < FCNN_FEATURE_WIDTH ? (c1) - c_              \
+                                                      : FCNN_FEATURE_WIDTH);   \
+        for (int j_ = 0; j_ < FCNN_FEATURE_WIDTH; ++j_)                        \
+            START(c_ + (j_ < w_ ? j_ : 0), j_);                                \
+        if (w_ == FCNN_FEATURE_WIDTH) {                                        \
+            for (ptrdiff_t n_ = 0; n_ < (N); ++n_) {                           \
+                FCNN_SIMD                                                      \
+                for (int j_ = 0; j_ < FCNN_FEATURE_WIDTH; ++j_)                \
+                    BODY(n_ * (C) + c_ + j_, j_);                              \
+            }                                                                  \
+        } else {                                                               \
+            for (ptrdiff_t n_ = 0; n_ < (N); ++n_)                             \
+                for (int j_ = 0; j_ < w_; ++j_)                                \
+                    BODY(n_ * (C) + c_ + j_, j_);                              \
+        }                                                                      \
+        for (int j_ = 0; j_ < w_; ++j_)                                        \
+            FINISH(c_ + j_, j_);                                               \
+    }                                                                          \
+} while (0)
+
+#define FCNN_FEATURE_START(c, j) do { acc[j] = 0.0; m[j] = mean[c]; } while (0)
+#define FCNN_FEATURE_START_SUM(c, j) acc[j] = 0.0
+#define FCNN_FEATURE_FINISH(c, j) sums[c] = acc[j]
+#define FCNN_FEATURE_SQUARES_BODY(i, j) do {                                   \
+    double d_ = (double)x[i] - m[j];                                           \
+    acc[j] += d_ * d_;                                                         \
+} while (0)
+#define FCNN_FEATURE_GRADIENT_START(c, j) do {                                 \
+    a[j] = 0.0;                                                                \
+    b[j] = 0.0;                                                                \
+    m[j] = mean[c];                                                            \
+} while (0)
+#define FCNN_FEATURE_GRADIENT_BODY(i, j) do {                                  \
+    double v_ = (double)g[i];                                                  \
+    a[j] += v_;                                                                \
+    b[j] += v_ * ((double)x[i] - m[j]);                                        \
+} while (0)
+#define FCNN_FEATURE_RELU_GRADIENT_BODY(i, j) do {                             \
+    double gv_ = (double)g[i];                                                 \
+    double v_ = relu_y[i] > 0 ? gv_ : 0.0;                                     \
+    a[j] += v_;                                                                \
+    b[j] += v_ * ((double)x[i] - m[j]);                                        \
+} while (0)
+#define FCNN_FEATURE_GRADIENT_FINISH(c, j) do {                                \
+    sum_g[c] = a[j];                                                           \
+    sum_gx[c] = b[j];                                                          \
+} while (0)
+
 #define FCNN_DEFINE_FEATURE_ROWS(SUFFIX, T)                                    \
-/* Flat features (S = 1): the sums of channels [c0, c1) over the N samples, */ \
-/* in sample order, vectorised across the channels. Each channel's sum is   */ \
-/* the same chain that the lanes above give it (all in lane 0). Entries    */ \
-/* [c0, c1) of sums (and of the sum_ arrays below) are overwritten.         */ \
+/* The flat features' sums of channels [c0, c1) over the N samples: entries */ \
+/* [c0, c1) of sums (and of the sum_ arrays) are overwritten.               */ \
 FCNN_CLONES static void fcnn_feature_sums_##SUFFIX(                            \
         const T *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t c0, ptrdiff_t c1,      \
         double *sums) {                                                        \
-    for (ptrdiff_t c = c0; c < c1; ++c)                                        \
-        sums[c] = 0.0;                                                         \
-    for (ptrdiff_t n = 0; n < N; ++n) {                                        \
-        const T *row = x + n * C;                                              \
-        FCNN_SIMD                                                              \
-        for (ptrdiff_t c = c0; c < c1; ++c)                                    \
-            sums[c] += (double)row[c];                                         \
-    }                                                                          \
+    double acc[FCNN_FEATURE_WIDTH];                                            \
+    FCNN_FEATURE_LOOP(N, C, c0, c1, FCNN_FEATURE_START_SUM, FCNN_SUM_BODY,     \
+                      FCNN_FEATURE_FINISH);                                    \
 }                                                                              \
 FCNN_CLONES static void fcnn_feature_squares_##SUFFIX(                         \
         const T *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t c0, ptrdiff_t c1,      \
         const double *mean, double *sums) {                                    \
-    for (ptrdiff_t c = c0; c < c1; ++c)                                        \
-        sums[c] = 0.0;                                                         \
-    for (ptrdiff_t n = 0; n < N; ++n) {                                        \
-        const T *row = x + n * C;                                              \
-        FCNN_SIMD                                                              \
-        for (ptrdiff_t c = c0; c < c1; ++c) {                                  \
-            double d = (double)row[c] - mean[c];                               \
-            sums[c] += d * d;                                                  \
-        }                                                                      \
-    }                                                                          \
+    double acc[FCNN_FEATURE_WIDTH], m[FCNN_FEATURE_WIDTH];                     \
+    FCNN_FEATURE_LOOP(N, C, c0, c1, FCNN_FEATURE_START,                        \
+                      FCNN_FEATURE_SQUARES_BODY, FCNN_FEATURE_FINISH);         \
 }                                                                              \
 FCNN_CLONES static void fcnn_feature_gradient_sums_##SUFFIX(                   \
         const T *g, const T *relu_y, const T *x, ptrdiff_t N, ptrdiff_t C,     \
         ptrdiff_t c0, ptrdiff_t c1, const double *mean, double *sum_g,         \
         double *sum_gx) {                                                      \
-    for (ptrdiff_t c = c0; c < c1; ++c)                                        \
-        sum_g[c] = sum_gx[c] = 0.0;                                            \
-    for (ptrdiff_t n = 0; n < N; ++n) {                                        \
-        const T *gr = g + n * C, *xr = x + n * C;                              \
-        const T *yr = relu_y == NULL ? NULL : relu_y + n * C;                  \
-        if (yr == NULL) {                                                      \
-            FCNN_SIMD                                                          \
-            for (ptrdiff_t c = c0; c < c1; ++c) {                              \
-                double v = (double)gr[c];                                      \
-                sum_g[c] += v;                                                 \
-                sum_gx[c] += v * ((double)xr[c] - mean[c]);                    \
-            }                                                                  \
-        } else {                                                               \
-            FCNN_SIMD                                                          \
-            for (ptrdiff_t c = c0; c < c1; ++c) {                              \
-                double gv = (double)gr[c];                                     \
-                double v = yr[c] > 0 ? gv : 0.0;                               \
-                sum_g[c] += v;                                                 \
-                sum_gx[c] += v * ((double)xr[c] - mean[c]);                    \
-            }                                                                  \
-        }                                                                      \
-    }                                                                          \
+    double a[FCNN_FEATURE_WIDTH], b[FCNN_FEATURE_WIDTH], m[FCNN_FEATURE_WIDTH];\
+    if (relu_y == NULL)                                                        \
+        FCNN_FEATURE_LOOP(N, C, c0, c1, FCNN_FEATURE_GRADIENT_START,           \
+                          FCNN_FEATURE_GRADIENT_BODY,                          \
+                          FCNN_FEATURE_GRADIENT_FINISH);                       \
+    else                                                                       \
+        FCNN_FEATURE_LOOP(N, C, c0, c1, FCNN_FEATURE_GRADIENT_START,           \
+                          FCNN_FEATURE_RELU_GRADIENT_BODY,                     \
+                          FCNN_FEATURE_GRADIENT_FINISH);                       \
 }                                                                              \
 /* One sample of flat features (S = 1), channel c at x[c]: the per-element  */ \
 /* passes of the planes, vectorised across the channels, same arithmetic.   */ \
