@@ -28,12 +28,32 @@ static inline double fcnn_lanes_total(const double *lanes) {
     return total;
 }
 
+/* Planes ahead of the one being summed that the channel loop asks the
+ * cache for: a channel's planes lie `stride` values apart, in other pages,
+ * where the hardware's prefetcher does not follow. */
+#define FCNN_PREFETCH_PLANES 2
+
+#if defined(__GNUC__)
+static inline void fcnn_prefetch(const void *p, ptrdiff_t bytes) {
+    for (ptrdiff_t b = 0; b < bytes; b += 64)
+        __builtin_prefetch((const char *)p + b);
+}
+#else
+static inline void fcnn_prefetch(const void *p, ptrdiff_t bytes) {
+    (void)p;
+    (void)bytes;
+}
+#endif
+
 /* The loop over a channel's planes: BODY(i, j) adds position i of the
- * plane at offset `at` to lane j. */
-#define FCNN_CHANNEL_LOOP(planes, S, stride, BODY) do {                        \
+ * plane at offset `at` to lane j; AHEAD(at) prefetches the plane at offset
+ * `at` (FCNN_PREFETCH_PLANES planes on). */
+#define FCNN_CHANNEL_LOOP(planes, S, stride, BODY, AHEAD) do {                 \
     ptrdiff_t full_ = (S) - (S) % FCNN_LANES;                                  \
     for (ptrdiff_t n_ = 0; n_ < (planes); ++n_) {                              \
         ptrdiff_t at = n_ * (stride);                                          \
+        if (n_ + FCNN_PREFETCH_PLANES < (planes))                              \
+            AHEAD(at + FCNN_PREFETCH_PLANES * (stride));                       \
         for (ptrdiff_t i_ = 0; i_ < full_; i_ += FCNN_LANES) {                 \
             FCNN_SIMD                                                          \
             for (int j_ = 0; j_ < FCNN_LANES; ++j_)                            \
@@ -44,6 +64,15 @@ static inline double fcnn_lanes_total(const double *lanes) {
     }                                                                          \
 } while (0)
 
+#define FCNN_AHEAD_X(at) fcnn_prefetch(x + (at), S * (ptrdiff_t)sizeof(*x))
+#define FCNN_AHEAD_GX(at) do {                                                 \
+    fcnn_prefetch(g + (at), S * (ptrdiff_t)sizeof(*g));                        \
+    fcnn_prefetch(x + (at), S * (ptrdiff_t)sizeof(*x));                        \
+} while (0)
+#define FCNN_AHEAD_GXY(at) do {                                                \
+    FCNN_AHEAD_GX(at);                                                         \
+    fcnn_prefetch(relu_y + (at), S * (ptrdiff_t)sizeof(*relu_y));              \
+} while (0)
 #define FCNN_SUM_BODY(i, j) acc[j] += (double)x[i]
 #define FCNN_SQUARES_BODY(i, j) do {                                           \
     double d_ = (double)x[i] - mean;                                           \
@@ -67,7 +96,7 @@ static inline double fcnn_lanes_total(const double *lanes) {
 FCNN_CLONES static double fcnn_channel_sum_##SUFFIX(                           \
         const T *x, ptrdiff_t planes, ptrdiff_t S, ptrdiff_t stride) {         \
     double acc[FCNN_LANES] = {0};                                              \
-    FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_SUM_BODY);                       \
+    FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_SUM_BODY, FCNN_AHEAD_X);         \
     return fcnn_lanes_total(acc);                                              \
 }                                                                              \
 /* The channel's sum of (x - mean)^2 */                                      \
@@ -75,7 +104,7 @@ FCNN_CLONES static double fcnn_channel_squares_##SUFFIX(                       \
         const T *x, ptrdiff_t planes, ptrdiff_t S, ptrdiff_t stride,           \
         double mean) {                                                         \
     double acc[FCNN_LANES] = {0};                                              \
-    FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_SQUARES_BODY);                   \
+    FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_SQUARES_BODY, FCNN_AHEAD_X);     \
     return fcnn_lanes_total(acc);                                              \
 }                                                                              \
 /* The channel's sums of v and of v (x - mean), v = g, or with relu_y (not  */ \
@@ -86,9 +115,11 @@ FCNN_CLONES static void fcnn_channel_gradient_sums_##SUFFIX(                   \
         double *sum_gx) {                                                      \
     double a[FCNN_LANES] = {0}, b[FCNN_LANES] = {0};                           \
     if (relu_y == NULL)                                                        \
-        FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_GRADIENT_BODY);              \
+        FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_GRADIENT_BODY,               \
+                          FCNN_AHEAD_GX);                                      \
     else                                                                       \
-        FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_RELU_GRADIENT_BODY);         \
+        FCNN_CHANNEL_LOOP(planes, S, stride, FCNN_RELU_GRADIENT_BODY,          \
+                          FCNN_AHEAD_GXY);                                     \
     *sum_g = fcnn_lanes_total(a);                                              \
     *sum_gx = fcnn_lanes_total(b);                                             \
 }                                                                              \
@@ -153,7 +184,7 @@ FCNN_CLONES static void fcnn_batch_norm_grad_input_##SUFFIX(                   \
  */
 #define FCNN_FEATURE_WIDTH 16
 
-#define FCNN_FEATURE_LOOP(N, C, c0, c1, START, BODY, FINISH) do {               \
+#define FCNN_FEATURE_LOOP(N, C, c0, c1, START, BODY, FINISH) do {              \
     for (ptrdiff_t c_ = (c0); c_ < (c1); c_ += FCNN_FEATURE_WIDTH) {           \
         int w_ = (int)((c1) - c_ < FCNN_FEATURE_WIDTH ? (c1) - c_              \
                                                       : FCNN_FEATURE_WIDTH);   \
