@@ -16,7 +16,12 @@ signals, 150 epochs, Adam 0.01, alpha 0.01. vgg-bn: a VGG-style net with
 batch norm and dropout on Fashion-MNIST, 15 epochs, batch 128, Adam 0.001
 (target 0.93); fcn1d and resnet1d: the time-series FCN (batch 16) and a
 small 1-D ResNet on MNIST-1D, 100 epochs, Adam 0.001, compared with their
-PyTorch twins (--torch): at least as accurate, within 0.5 points. Fashion-MNIST comes from Debian's dataset-fashion-mnist package;
+PyTorch twins (--torch): at least as accurate, within 0.5 points.
+--last-epochs K also reports, for each seed, the test accuracy after each
+of the last K epochs (fastcnn trained by partial_fit an epoch at a time, so
+that it can be scored between epochs): late in a long run with Adam the
+accuracy moves from epoch to epoch, and one epoch's figure is a draw from
+that spread. Fashion-MNIST comes from Debian's dataset-fashion-mnist package;
 MNIST-1D needs `pip install mnist1d` (its generator only; nothing is
 downloaded). Problems whose data is missing are skipped with a note.
 """
@@ -86,7 +91,35 @@ def run(name, n_threads, seeds, repeats, verbose):
     return accuracy
 
 
-def run_torch(name, n_threads, seeds):
+def _late_summary(library, name, seed, accuracies):
+    """One line on the test accuracies after the last epochs of a seed."""
+    low = sum(a < 0.98 for a in accuracies) / len(accuracies)
+    print(f"{name:9s} {library} seed {seed}, last {len(accuracies)} epochs: "
+          f"median {statistics.median(accuracies):.4f}, min {min(accuracies):.4f}, "
+          f"max {max(accuracies):.4f}, share below 0.98 {low:.2f}", flush=True)
+
+
+def run_last_epochs(name, n_threads, seeds, last):
+    """fastcnn's test accuracy after each of the last ``last`` epochs."""
+    loader, settings, _ = PROBLEMS[name]
+    X_train, X_test, y_train, y_test = loader()
+    pooled = []
+    for seed in seeds:
+        clf = CNNClassifier(layers=NETWORKS[name], random_state=seed,
+                            n_threads=n_threads, early_stopping=False,
+                            **{**settings, "max_iter": 1})
+        classes = sorted(set(y_train))
+        accuracies = []
+        for epoch in range(settings["max_iter"]):
+            clf.partial_fit(X_train, y_train, classes=classes)
+            if epoch >= settings["max_iter"] - last:
+                accuracies.append(clf.score(X_test, y_test))
+        _late_summary("fastcnn", name, seed, accuracies)
+        pooled += accuracies
+    _late_summary("fastcnn", name, "all", pooled)
+
+
+def run_torch(name, n_threads, seeds, last=0):
     """PyTorch's twin of the problem's network (bench_training.torch_model),
     trained as fastcnn is: Adam at the same learning rate, the same epochs
     and batch size, shuffled each epoch; the median test accuracy over the
@@ -98,13 +131,20 @@ def run_torch(name, n_threads, seeds):
     X_train, X_test, y_train, y_test = loader()
     torch.set_num_threads(n_threads)
     X, y = torch.from_numpy(X_train), torch.from_numpy(y_train.astype("int64"))
-    accuracies = []
+    def test_accuracy(model):
+        model.eval()
+        with torch.no_grad():
+            predicted = model(torch.from_numpy(X_test)).argmax(1).numpy()
+        return float((predicted == y_test).mean())
+
+    accuracies, pooled = [], []
     for seed in seeds:
         torch.manual_seed(seed)
         model = torch_model(NETWORKS[name], X_train.shape[1:], seed=seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate_init"])
         batch = settings["batch_size"]
-        for _ in range(settings["max_iter"]):
+        late = []
+        for epoch in range(settings["max_iter"]):
             model.train()
             order = torch.randperm(len(X))
             for start in range(0, len(X), batch):
@@ -113,10 +153,14 @@ def run_torch(name, n_threads, seeds):
                 loss = torch.nn.functional.cross_entropy(model(X[index]), y[index])
                 loss.backward()
                 optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            predicted = model(torch.from_numpy(X_test)).argmax(1).numpy()
-        accuracies.append(float((predicted == y_test).mean()))
+            if epoch >= settings["max_iter"] - last:
+                late.append(test_accuracy(model))
+        accuracies.append(test_accuracy(model))
+        if last:
+            _late_summary("PyTorch", name, seed, late)
+            pooled += late
+    if last:
+        _late_summary("PyTorch", name, "all", pooled)
     accuracy = statistics.median(accuracies)
     print(f"{name:9s} PyTorch test accuracy {accuracy:.4f} (median over seeds "
           f"{seeds}: {', '.join(f'{a:.4f}' for a in accuracies)}), {n_threads} threads")
@@ -139,14 +183,21 @@ def main():
     parser.add_argument("--verbose", type=int, default=0)
     parser.add_argument("--torch", action="store_true",
                         help="also train each problem's PyTorch twin, side by side")
+    parser.add_argument("--last-epochs", type=int, default=0, metavar="K",
+                        help="also the test accuracy after each of the last K "
+                        "epochs of every seed (fastcnn through partial_fit)")
     args = parser.parse_args()
     n_threads = effective_n_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.only.split(","):
         repeats = args.repeats if name == "digits" else 1
         use = seeds if (name != "fourconv" or args.all_seeds) else seeds[:1]
-        if run(name, n_threads, use, repeats, args.verbose) is not None and args.torch:
-            run_torch(name, n_threads, use)
+        if run(name, n_threads, use, repeats, args.verbose) is None:
+            continue
+        if args.last_epochs:
+            run_last_epochs(name, n_threads, use, args.last_epochs)
+        if args.torch:
+            run_torch(name, n_threads, use, args.last_epochs)
 
 
 if __name__ == "__main__":
