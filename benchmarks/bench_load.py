@@ -3,7 +3,7 @@ at 1 thread and at a fixed 2 threads, against PyTorch's CPU build, while a
 background load this script starts itself runs.
 
     python benchmarks/bench_load.py [--loads none,busy,mixed]
-                                    [--only digits,lenet5-64,fourconv]
+                                    [--only digits,lenet5-64,fourconv,vgg-bn,fcn1d,resnet1d]
                                     [--repeats 3] [--seconds 1.0] [--no-torch]
 
 Loads (benchmarks/_load.py): ``none``; ``busy``, one busy loop at normal
@@ -33,7 +33,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import NETWORKS, load_digits_split, load_fashion  # noqa: E402
+from _common import NETWORKS, load_digits_split, load_fashion, load_mnist1d  # noqa: E402
 from _load import BackgroundLoad  # noqa: E402
 from bench_training import N_CLASSES, torch_model  # noqa: E402
 
@@ -41,7 +41,12 @@ from fastcnn import CNNClassifier  # noqa: E402
 
 NETS = {"digits": ("digits", 64, load_digits_split),
         "lenet5-64": ("lenet5", 64, load_fashion),
-        "fourconv": ("fourconv", 128, load_fashion)}
+        "fourconv": ("fourconv", 128, load_fashion),
+        # the networks of the layer vocabulary (not run unless named)
+        "vgg-bn": ("vgg-bn", 128, load_fashion),
+        "fcn1d": ("fcn1d", 16, load_mnist1d),
+        "resnet1d": ("resnet1d", 100, load_mnist1d)}
+DEFAULT_NETS = ("digits", "lenet5-64", "fourconv")
 
 
 def chunks(batch, seconds, train):
@@ -110,7 +115,8 @@ def data(loader, at_least):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loads", default="none,busy,mixed")
-    parser.add_argument("--only", default=",".join(NETS))
+    parser.add_argument("--only", default=",".join(DEFAULT_NETS),
+                        help=f"networks, of {', '.join(NETS)}")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--no-torch", action="store_true")
