@@ -70,11 +70,15 @@ class Fastcnn:
         self.clf.partial_fit(X[:batch], y[:batch], classes=np.arange(N_CLASSES))
 
     def train(self, n_images):
-        if self.at + n_images > len(self.X):
-            self.at = 0
-        part = slice(self.at, self.at + n_images)
-        self.clf.partial_fit(self.X[part], self.y[part])
-        self.at += n_images
+        # a chunk longer than the data goes in several calls
+        while n_images > 0:
+            take = min(n_images, len(self.X))
+            if self.at + take > len(self.X):
+                self.at = 0
+            part = slice(self.at, self.at + take)
+            self.clf.partial_fit(self.X[part], self.y[part])
+            self.at += take
+            n_images -= take
 
 
 class Torch:
@@ -103,10 +107,15 @@ class Torch:
             self.optimizer.step()
 
 
+# Memory the repeated training data may take
+DATA_BYTES = 512 * 2**20
+
+
 def data(loader, at_least):
     X, _, y, _ = loader()
     X, y = np.ascontiguousarray(X, dtype=np.float32), np.asarray(y)
-    if len(X) < at_least:   # the digits: repeated, so chunks never run out
+    at_least = min(at_least, DATA_BYTES // X[0].nbytes)
+    if len(X) < at_least:   # the digits: repeated, so chunks seldom run out
         times = -(-at_least // len(X))
         X, y = np.concatenate([X] * times), np.concatenate([y] * times)
     return X, y
