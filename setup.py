@@ -117,8 +117,8 @@ def openmp_flags(compiler):
     return None
 
 
-# the extension whose loops call libmvec's vector functions when it links
-LIBMVEC_USER = "fastcnn._kernels.activations"
+# the extensions whose loops call libmvec's vector functions when it links
+LIBMVEC_USERS = {"fastcnn._kernels.activations", "fastcnn._kernels.normalization"}
 # gcc/clang flags of single extensions: the activations' float32 exp and erfc
 # clamp with selects that GCC if-converts (so vectorises) without AVX-512
 # only when floating-point operations may not trap; no kernel reads the
@@ -132,10 +132,11 @@ GCC_EXTRA_FLAGS = {"fastcnn._kernels.activations": ["-fno-trapping-math"],
 
 def libmvec_links(compiler):
     """Whether glibc's vector math library links (and loads) here: GCC on
-    x86-64 Linux with glibc 2.35 or later, for the vector tanh, exp, expm1
-    and erfc that src/activations.h declares (ctypes loads with RTLD_NOW, so
-    an older libmvec without them fails here). Without it those loops call
-    the scalar libm functions."""
+    x86-64 Linux with glibc 2.35 or later, for the vector tanh, exp, expm1,
+    erfc and pow that src/vector_math.h declares (ctypes loads with
+    RTLD_NOW, so an older libmvec without the first four fails here; pow has
+    been there since glibc 2.22). Without it those loops call the scalar
+    libm functions."""
     if (compiler.compiler_type != "unix" or not sys.platform.startswith("linux")
             or platform.machine() not in {"x86_64", "AMD64"}):
         return False
@@ -193,7 +194,7 @@ class BuildExt(build_ext):
             ext.extra_link_args = link_flags + ext.extra_link_args
             if self.compiler.compiler_type != "msvc":
                 ext.extra_compile_args += GCC_EXTRA_FLAGS.get(ext.name, [])
-            if libmvec and ext.name == LIBMVEC_USER:
+            if libmvec and ext.name in LIBMVEC_USERS:
                 ext.define_macros.append(("FCNN_HAVE_LIBMVEC", "1"))
                 ext.extra_link_args += ["-lmvec", "-lm"]
         super().build_extensions()

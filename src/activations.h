@@ -36,23 +36,7 @@
 #include <stddef.h>
 
 #include "elementwise.h"
-
-/* glibc's <bits/math-vector.h> declares these only under -ffast-math;
- * "notinbranch": the loops call them unconditionally. libmvec exports the
- * SSE2, AVX, AVX2 and AVX-512 variants that GCC's x86-64 vector ABI
- * assumes for a declaration without a target ISA. */
-#if defined(FCNN_HAVE_LIBMVEC) && defined(__GNUC__) && !defined(__clang__) \
-    && defined(__x86_64__)
-#define FCNN_VECTOR_MATH __attribute__((simd("notinbranch")))
-FCNN_VECTOR_MATH float tanhf(float);
-FCNN_VECTOR_MATH float expf(float);
-FCNN_VECTOR_MATH float expm1f(float);
-FCNN_VECTOR_MATH float erfcf(float);
-FCNN_VECTOR_MATH double tanh(double);
-FCNN_VECTOR_MATH double exp(double);
-FCNN_VECTOR_MATH double expm1(double);
-FCNN_VECTOR_MATH double erfc(double);
-#endif
+#include "vector_math.h"
 
 #if defined(__GNUC__)
 #define FCNN_MATH_INLINE static inline __attribute__((always_inline, unused))

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "elementwise.h"
+#include "vector_math.h"
 
 /*
  * A channel's sums over (sample, position), in float64: the channel's
@@ -302,5 +303,96 @@ FCNN_DEFINE_LANE_SUMS(f32, float)
 FCNN_DEFINE_LANE_SUMS(f64, double)
 FCNN_DEFINE_FEATURE_ROWS(f32, float)
 FCNN_DEFINE_FEATURE_ROWS(f64, double)
+
+/*
+ * Local response normalization of one sample (C channels of S positions),
+ * a channel at a time, its positions FCNN_LRN_CHUNK at a time. The power
+ * scale^-beta goes through libmvec's vector pow where it links
+ * (vector_math.h); its loop always runs over a whole chunk (positions past
+ * the end with the scale of a zero window, k > 0), so that every value goes
+ * through the same vector call wherever it falls.
+ */
+#define FCNN_LRN_CHUNK 256
+
+static inline ptrdiff_t fcnn_max(ptrdiff_t a, ptrdiff_t b) { return a > b ? a : b; }
+static inline ptrdiff_t fcnn_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+
+#define FCNN_DEFINE_LRN(SUFFIX, T)                                             \
+/* scale = k + ratio * (sum of x^2 over channels [c - size / 2,             */ \
+/* c + (size - 1) / 2] within [0, C), in channel order); y = x scale^-beta; */ \
+/* scale is kept unless NULL                                                */ \
+FCNN_CLONES static void fcnn_lrn_forward_##SUFFIX(                             \
+        const T *x, T *y, T *scale, ptrdiff_t C, ptrdiff_t S, ptrdiff_t size,  \
+        double ratio, double beta, double k) {                                 \
+    double acc[FCNN_LRN_CHUNK], power[FCNN_LRN_CHUNK];                         \
+    T sv[FCNN_LRN_CHUNK];                                                      \
+    for (ptrdiff_t c = 0; c < C; ++c) {                                        \
+        ptrdiff_t lo = fcnn_max(c - size / 2, 0);                              \
+        ptrdiff_t hi = fcnn_min(c + (size - 1) / 2, C - 1);                    \
+        for (ptrdiff_t s0 = 0; s0 < S; s0 += FCNN_LRN_CHUNK) {                 \
+            ptrdiff_t len = fcnn_min(S - s0, FCNN_LRN_CHUNK);                  \
+            for (int s = 0; s < FCNN_LRN_CHUNK; ++s)                           \
+                acc[s] = 0.0;                                                  \
+            for (ptrdiff_t d = lo; d <= hi; ++d) {                             \
+                const T *row = x + d * S + s0;                                 \
+                FCNN_SIMD                                                      \
+                for (ptrdiff_t s = 0; s < len; ++s) {                          \
+                    double v = row[s];                                         \
+                    acc[s] = acc[s] + v * v;                                   \
+                }                                                              \
+            }                                                                  \
+            FCNN_SIMD                                                          \
+            for (int s = 0; s < FCNN_LRN_CHUNK; ++s)                           \
+                sv[s] = (T)(k + ratio * acc[s]);                               \
+            FCNN_SIMD                                                          \
+            for (int s = 0; s < FCNN_LRN_CHUNK; ++s)                           \
+                power[s] = pow((double)sv[s], -beta);                          \
+            const T *xc = x + c * S + s0;                                      \
+            T *yc = y + c * S + s0;                                            \
+            FCNN_SIMD                                                          \
+            for (ptrdiff_t s = 0; s < len; ++s)                                \
+                yc[s] = (T)(xc[s] * power[s]);                                 \
+            if (scale != NULL)                                                 \
+                for (ptrdiff_t s = 0; s < len; ++s)                            \
+                    scale[c * S + s0 + s] = sv[s];                             \
+        }                                                                      \
+    }                                                                          \
+}                                                                              \
+/* gx = g scale^-beta - coef x (sum of g y / scale over the channels i      */ \
+/* whose window holds c: [c - (size - 1) / 2, c + size / 2], in order)       */ \
+FCNN_CLONES static void fcnn_lrn_backward_##SUFFIX(                            \
+        const T *g, const T *x, const T *y, const T *scale, T *gx,             \
+        ptrdiff_t C, ptrdiff_t S, ptrdiff_t size, double beta, double coef) {  \
+    double acc[FCNN_LRN_CHUNK], power[FCNN_LRN_CHUNK], sv[FCNN_LRN_CHUNK];     \
+    for (ptrdiff_t c = 0; c < C; ++c) {                                        \
+        ptrdiff_t lo = fcnn_max(c - (size - 1) / 2, 0);                        \
+        ptrdiff_t hi = fcnn_min(c + size / 2, C - 1);                          \
+        for (ptrdiff_t s0 = 0; s0 < S; s0 += FCNN_LRN_CHUNK) {                 \
+            ptrdiff_t len = fcnn_min(S - s0, FCNN_LRN_CHUNK);                  \
+            for (int s = 0; s < FCNN_LRN_CHUNK; ++s)                           \
+                acc[s] = 0.0;                                                  \
+            for (ptrdiff_t i = lo; i <= hi; ++i) {                             \
+                ptrdiff_t at = i * S + s0;                                     \
+                FCNN_SIMD                                                      \
+                for (ptrdiff_t s = 0; s < len; ++s)                            \
+                    acc[s] = acc[s]                                            \
+                             + (double)g[at + s] * y[at + s] / scale[at + s];  \
+            }                                                                  \
+            ptrdiff_t at = c * S + s0;                                         \
+            for (int s = 0; s < FCNN_LRN_CHUNK; ++s)                           \
+                sv[s] = s < len ? (double)scale[at + s] : 1.0;                 \
+            FCNN_SIMD                                                          \
+            for (int s = 0; s < FCNN_LRN_CHUNK; ++s)                           \
+                power[s] = pow(sv[s], -beta);                                  \
+            FCNN_SIMD                                                          \
+            for (ptrdiff_t s = 0; s < len; ++s)                                \
+                gx[at + s] = (T)(g[at + s] * power[s]                          \
+                                 - coef * x[at + s] * acc[s]);                 \
+        }                                                                      \
+    }                                                                          \
+}
+
+FCNN_DEFINE_LRN(f32, float)
+FCNN_DEFINE_LRN(f64, double)
 
 #endif

@@ -17,7 +17,7 @@ The caller (fastcnn.functional) validates shapes and allocates outputs.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport pow, sqrt
+from libc.math cimport sqrt
 from libc.stddef cimport ptrdiff_t
 
 
@@ -55,6 +55,18 @@ cdef extern from "normalization.h" nogil:
                                         ptrdiff_t planes, ptrdiff_t S,
                                         ptrdiff_t stride, double mean, double scale,
                                         double slope, double shift)
+    void fcnn_lrn_forward_f32(const float *x, float *y, float *scale, ptrdiff_t C,
+                              ptrdiff_t S, ptrdiff_t size, double ratio, double beta,
+                              double k)
+    void fcnn_lrn_forward_f64(const double *x, double *y, double *scale, ptrdiff_t C,
+                              ptrdiff_t S, ptrdiff_t size, double ratio, double beta,
+                              double k)
+    void fcnn_lrn_backward_f32(const float *g, const float *x, const float *y,
+                               const float *scale, float *gx, ptrdiff_t C,
+                               ptrdiff_t S, ptrdiff_t size, double beta, double coef)
+    void fcnn_lrn_backward_f64(const double *g, const double *x, const double *y,
+                               const double *scale, double *gx, ptrdiff_t C,
+                               ptrdiff_t S, ptrdiff_t size, double beta, double coef)
     void fcnn_feature_sums_f32(const float *x, ptrdiff_t N, ptrdiff_t C,
                                ptrdiff_t c0, ptrdiff_t c1, double *sums)
     void fcnn_feature_sums_f64(const double *x, ptrdiff_t N, ptrdiff_t C,
@@ -359,14 +371,6 @@ def batch_norm_backward(const floating[:, :, ::1] grad_y,
                                                    scale[c], slope[c], shift[c])
 
 
-cdef inline Py_ssize_t imax(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return a if a > b else b
-
-
-cdef inline Py_ssize_t imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return a if a < b else b
-
-
 def local_response_norm_forward(const floating[:, :, ::1] x,
                                 floating[:, :, ::1] y,
                                 floating[:, :, ::1] scale,
@@ -375,26 +379,21 @@ def local_response_norm_forward(const floating[:, :, ::1] x,
     """scale[n, c, s] = k + alpha / size * sum of x[n, c', s]^2 over
     c' in [c - size // 2, c + (size - 1) // 2] (channels outside [0, C)
     count as zeros); y = x * scale^-beta. scale may be None (inference):
-    y is the same, from the same rounded scale."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
-    cdef Py_ssize_t n, c, d, s, lo, hi
-    cdef bint keep = scale is not None
-    cdef floating sv
-    cdef double acc, v, ratio = alpha / size
+    y is the same, from the same rounded scale. Threads split the samples
+    (normalization.h's fcnn_lrn_forward)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], n
+    cdef floating *keep = &scale[0, 0, 0] if scale is not None else NULL
+    cdef double ratio = alpha / size
     with nogil:
         for n in prange(N, num_threads=n_threads, schedule='static'):
-            for c in range(C):
-                lo = imax(c - size // 2, 0)
-                hi = imin(c + (size - 1) // 2, C - 1)
-                for s in range(S):
-                    acc = 0
-                    for d in range(lo, hi + 1):
-                        v = x[n, d, s]
-                        acc = acc + v * v
-                    sv = <floating>(k + ratio * acc)
-                    if keep:
-                        scale[n, c, s] = sv
-                    y[n, c, s] = <floating>(x[n, c, s] * pow(<double>sv, -beta))
+            if floating is float:
+                fcnn_lrn_forward_f32(&x[n, 0, 0], &y[n, 0, 0],
+                                     keep + n * C * S if keep != NULL else NULL,
+                                     C, S, size, ratio, beta, k)
+            else:
+                fcnn_lrn_forward_f64(&x[n, 0, 0], &y[n, 0, 0],
+                                     keep + n * C * S if keep != NULL else NULL,
+                                     C, S, size, ratio, beta, k)
 
 
 def local_response_norm_backward(const floating[:, :, ::1] grad_y,
@@ -408,18 +407,15 @@ def local_response_norm_backward(const floating[:, :, ::1] grad_y,
     holds j (i in [j - (size - 1) // 2, j + size // 2]); y / scale is
     x * scale^(-beta - 1), read from the forward pass's output instead of
     a second power."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
-    cdef Py_ssize_t n, c, i, s, lo, hi
-    cdef double acc, coef = 2.0 * alpha * beta / size
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], n
+    cdef double coef = 2.0 * alpha * beta / size
     with nogil:
         for n in prange(N, num_threads=n_threads, schedule='static'):
-            for c in range(C):
-                lo = imax(c - (size - 1) // 2, 0)
-                hi = imin(c + size // 2, C - 1)
-                for s in range(S):
-                    acc = 0
-                    for i in range(lo, hi + 1):
-                        acc = acc + <double>grad_y[n, i, s] * y[n, i, s] / scale[n, i, s]
-                    grad_x[n, c, s] = <floating>(
-                        grad_y[n, c, s] * pow(<double>scale[n, c, s], -beta)
-                        - coef * x[n, c, s] * acc)
+            if floating is float:
+                fcnn_lrn_backward_f32(&grad_y[n, 0, 0], &x[n, 0, 0], &y[n, 0, 0],
+                                      &scale[n, 0, 0], &grad_x[n, 0, 0], C, S, size,
+                                      beta, coef)
+            else:
+                fcnn_lrn_backward_f64(&grad_y[n, 0, 0], &x[n, 0, 0], &y[n, 0, 0],
+                                      &scale[n, 0, 0], &grad_x[n, 0, 0], C, S, size,
+                                      beta, coef)
