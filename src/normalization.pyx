@@ -7,10 +7,9 @@ flattened (1 for flat features). Batch statistics are per channel, over
 data's dtype, samples in order and the positions of each in eight partial
 sums of a fixed pattern (normalization.h), so the
 statistics and everything derived from them are the same bits for any
-thread count. A thread takes a whole channel, its sums and then its
-per-element pass, whose data the sums have just brought into its cache;
-channels go to threads as they come free, which changes no bits since
-no two threads ever add into the same sum.
+thread count. A thread takes whole channels (a static split), each
+channel's sums and then its per-element pass, whose data the sums have
+just brought into that thread's cache.
 Local response normalization works on each sample alone: threads split
 the samples, and every sum over a channel window runs in channel order.
 The caller (fastcnn.functional) validates shapes and allocates outputs.
