@@ -17,6 +17,10 @@ cdef extern from "global_pooling.h" nogil:
     ptrdiff_t fcnn_first_max_f32(const float *x, ptrdiff_t n)
     ptrdiff_t fcnn_first_max_f64(const double *x, ptrdiff_t n)
 
+# Planes a thread zeroes at once in the max's backward pass
+cdef enum:
+    ZERO_BLOCK = 64
+
 # Partial sums of a plane's mean: four independent chains instead of one,
 # so the additions overlap; the pattern is fixed, so is the result.
 cdef enum:
@@ -96,17 +100,23 @@ def global_max_pool_backward(const floating[::1] grad_y,
     An index outside the plane is skipped and counted, never followed: the
     return value is the number of such indices, which the caller turns
     into an error."""
-    cdef Py_ssize_t P = grad_x.shape[0], S = grad_x.shape[1], plane
+    cdef Py_ssize_t P = grad_x.shape[0], S = grad_x.shape[1], plane, block
+    cdef Py_ssize_t first, last
     cdef Py_ssize_t bad = 0
     cdef int32_t idx
-    cdef floating *gx
+    cdef floating *gx = &grad_x[0, 0]
     with nogil:
-        for plane in prange(P, num_threads=n_threads, schedule='static'):
-            gx = &grad_x[0, 0] + plane * S
-            memset(gx, 0, S * sizeof(floating))
-            idx = argmax[plane]
-            if idx >= 0 and idx < S:
-                gx[idx] = grad_y[plane]
-            else:
-                bad += 1
+        # zeroed a block of planes at a time: one memset instead of one per
+        # plane, which for small planes (7 x 7) cost more than the zeros
+        for block in prange((P + ZERO_BLOCK - 1) // ZERO_BLOCK,
+                            num_threads=n_threads, schedule='static'):
+            first = block * ZERO_BLOCK
+            last = min(P, first + ZERO_BLOCK)
+            memset(gx + first * S, 0, (last - first) * S * sizeof(floating))
+            for plane in range(first, last):
+                idx = argmax[plane]
+                if idx >= 0 and idx < S:
+                    gx[plane * S + idx] = grad_y[plane]
+                else:
+                    bad += 1
     return bad
