@@ -214,6 +214,7 @@ ACTIVATIONS = {
     "leaky_relu": ("leaky_relu", {"negative_slope": 0.01}, True),
     "elu": ("elu", {"alpha": 1.0}, True),
     "gelu": ("gelu", {}, False),
+    "gelu_tanh": ("gelu", {"approximate": "tanh"}, False),
 }
 
 
@@ -587,7 +588,8 @@ def torch_activation_calls(torch_backend, case, x, grad_y):
     x, grad_y = t.from_numpy(x), t.from_numpy(grad_y)
     forward = {"tanh": t.tanh, "sigmoid": t.sigmoid,
                "leaky_relu": lambda v: nn_f.leaky_relu(v, 0.01),
-               "elu": lambda v: nn_f.elu(v, 1.0), "gelu": nn_f.gelu}[case.name]
+               "elu": lambda v: nn_f.elu(v, 1.0), "gelu": nn_f.gelu,
+               "gelu_tanh": lambda v: nn_f.gelu(v, approximate="tanh")}[case.name]
     y = forward(x)
     backward = {
         "tanh": lambda: aten.tanh_backward(grad_y, y),
@@ -596,6 +598,7 @@ def torch_activation_calls(torch_backend, case, x, grad_y):
         # nn.ELU's autograd (not in place) reads the input
         "elu": lambda: aten.elu_backward(grad_y, 1.0, 1, 1, False, x),
         "gelu": lambda: aten.gelu_backward(grad_y, x, approximate="none"),
+        "gelu_tanh": lambda: aten.gelu_backward(grad_y, x, approximate="tanh"),
     }[case.name]
     return {"forward": lambda: forward(x), "backward": backward}
 

@@ -822,6 +822,7 @@ class GELU(_Activation):
     own); in inference it may still run in place."""
     SPECS = (L.GELU,)
     FORWARD, BACKWARD = F.gelu, F.gelu_backward
+    ARGUMENTS = ("approximate",)
     GRADIENT_FROM = "input"
     dataflow = Dataflow(output=OVER_INPUT, grad_input=OVER_INPUT,
                         backward_reads=frozenset({"input"}))

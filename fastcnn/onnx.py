@@ -38,8 +38,9 @@ AveragePool and LpPool (p = 2) without padding and rounding sizes down, as
 fastcnn's pooling, GlobalAveragePool and GlobalMaxPool then Flatten,
 BatchNormalization with the running statistics, Gemm (after Flatten) for
 Dense, Relu, Tanh, Sigmoid, LeakyRelu and Elu. Dropout layers write nothing
-(the identity in inference). GELU is ``x (1 + erf(x / sqrt 2)) / 2`` (ONNX's
-Gelu operator needs opset 20). Local response normalization is written out
+(the identity in inference). GELU is ``x (1 + erf(x / sqrt 2)) / 2``, or with
+``approximate='tanh'`` ``x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2``
+(ONNX's Gelu operator needs opset 20). Local response normalization is written out
 (squares, their sum over the channel window as a convolution along the
 channel axis, ``x * (k + alpha / size * sum)^-beta``): ONNX's LRN centres
 an even window one channel later than fastcnn's (PyTorch's), and
@@ -198,8 +199,16 @@ def _scalar(graph, seed, value):
 
 
 def _gelu(graph, layer, x):
-    erf = graph.node("Erf", [graph.node("Mul", [x, _scalar(graph, "inv_sqrt2", 0.5 ** 0.5)])])
-    phi = graph.node("Mul", [graph.node("Add", [erf, _scalar(graph, "one", 1.0)]),
+    if layer.spec.approximate == "tanh":
+        cube = graph.node("Mul", [graph.node("Mul", [x, x]), x])
+        inner = graph.node("Add", [x, graph.node("Mul", [
+            cube, _scalar(graph, "gelu_cubic", 0.044715)])])
+        rise = graph.node("Tanh", [graph.node("Mul", [
+            inner, _scalar(graph, "sqrt_2_over_pi", (2 / math.pi) ** 0.5)])])
+    else:
+        rise = graph.node("Erf", [graph.node("Mul", [
+            x, _scalar(graph, "inv_sqrt2", 0.5 ** 0.5)])])
+    phi = graph.node("Mul", [graph.node("Add", [rise, _scalar(graph, "one", 1.0)]),
                              _scalar(graph, "half", 0.5)])
     return graph.node("Mul", [x, phi])
 

@@ -1,6 +1,6 @@
 /*
  * Elementwise loops of the smooth and leaky activations (tanh, sigmoid,
- * leaky ReLU, ELU, GELU) and their gradients, in the style of
+ * leaky ReLU, ELU, GELU and its tanh approximation) and their gradients, in the style of
  * elementwise.h: selects rather than data-dependent branches, an output
  * that may alias its input element for element, and the same arithmetic for
  * every element wherever it falls, so results do not depend on how the
@@ -47,6 +47,9 @@
 /* 1 / sqrt(2) and 1 / sqrt(2 pi), to double precision */
 #define FCNN_SQRT1_2 0.70710678118654752440
 #define FCNN_INV_SQRT_2PI 0.39894228040143267794
+/* sqrt(2 / pi) and the cubic coefficient of GELU's tanh approximation */
+#define FCNN_SQRT_2_PI 0.79788456080286535588
+#define FCNN_GELU_CUBIC 0.044715
 
 /*
  * float32 exp and erfc as plain arithmetic that GCC vectorises inline, for
@@ -305,6 +308,62 @@ FCNN_CHUNK_LOOP fcnn_gelu_backward_chunk_##SUFFIX(const T *gy, const T *x,    \
 FCNN_CLONES static void fcnn_gelu_backward_##SUFFIX(const T *gy, const T *x,   \
                                                     T *gx, ptrdiff_t n) {      \
     FCNN_BY_CHUNKS(fcnn_gelu_backward_chunk_##SUFFIX, T, gy, x, gx, n, (T)0); \
+}                                                                              \
+/* GELU's tanh approximation 0.5 x (1 + tanh(u)), u = sqrt(2 / pi)          */ \
+/* (x + 0.044715 x^3), as x s with s = sigmoid(2u) = 0.5 (1 + tanh(u)): the */ \
+/* same function, but s from e = exp(-2|u|) keeps its relative precision   */ \
+/* in the left tail, where 1 + tanh(u) cancels. u has x's sign. Where s     */ \
+/* underflows to 0, y is 0 (also for x = -inf); NaN stays NaN.              */ \
+FCNN_CHUNK_LOOP fcnn_gelu_tanh_chunk_##SUFFIX(const T *x, const T *unused,    \
+                                               T *y, T param) {                \
+    (void)unused; (void)param;                                                 \
+    T e[FCNN_CHUNK];                                                           \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
+        T v = x[j];                                                            \
+        T u = (T)FCNN_SQRT_2_PI * v * ((T)1 + (T)FCNN_GELU_CUBIC * (v * v));   \
+        e[j] = EXP((T)-2 * FABS(u));                                           \
+    }                                                                          \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
+        T v = x[j], r = (T)1 / ((T)1 + e[j]);                                  \
+        T s = v >= (T)0 ? r : e[j] * r;                                        \
+        y[j] = s == (T)0 ? (T)0 : v * s;                                       \
+    }                                                                          \
+}                                                                              \
+FCNN_CLONES static void fcnn_gelu_tanh_##SUFFIX(const T *x, T *y, ptrdiff_t n) { \
+    FCNN_BY_CHUNKS(fcnn_gelu_tanh_chunk_##SUFFIX, T, x, x, y, n, (T)0);       \
+}                                                                              \
+/* grad_x = grad_y (s + 2 x u' s (1 - s)), u' = sqrt(2 / pi)                */ \
+/* (1 + 3 0.044715 x^2), from the input x; s (1 - s) = e / (1 + e)^2 for    */ \
+/* either sign of u. Where e underflows to 0 that term is 0 (also for      */ \
+/* |x| = inf).                                                               */ \
+FCNN_CHUNK_LOOP fcnn_gelu_tanh_backward_chunk_##SUFFIX(const T *gy,           \
+                                                        const T *x, T *gx,     \
+                                                        T param) {             \
+    (void)param;                                                               \
+    T e[FCNN_CHUNK];                                                           \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
+        T v = x[j];                                                            \
+        T u = (T)FCNN_SQRT_2_PI * v * ((T)1 + (T)FCNN_GELU_CUBIC * (v * v));   \
+        e[j] = EXP((T)-2 * FABS(u));                                           \
+    }                                                                          \
+    FCNN_SIMD                                                                  \
+    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
+        T v = x[j], r = (T)1 / ((T)1 + e[j]);                                  \
+        T s = v >= (T)0 ? r : e[j] * r;                                        \
+        T slope = (T)(2 * FCNN_SQRT_2_PI)                                      \
+                  * ((T)1 + (T)(3 * FCNN_GELU_CUBIC) * (v * v));               \
+        T tail = e[j] == (T)0 ? (T)0 : v * slope * (e[j] * (r * r));           \
+        gx[j] = gy[j] * (s + tail);                                            \
+    }                                                                          \
+}                                                                              \
+FCNN_CLONES static void fcnn_gelu_tanh_backward_##SUFFIX(const T *gy,          \
+                                                         const T *x, T *gx,    \
+                                                         ptrdiff_t n) {        \
+    FCNN_BY_CHUNKS(fcnn_gelu_tanh_backward_chunk_##SUFFIX, T, gy, x, gx, n,   \
+                   (T)0);                                                      \
 }
 
 FCNN_DEFINE_ACTIVATIONS(f32, float, fabsf, tanhf, fcnn_exp_f32, expm1f, fcnn_erfc_f32)
@@ -316,7 +375,7 @@ FCNN_DEFINE_ACTIVATIONS(f64, double, fabs, tanh, exp, expm1, erfc)
 enum {
     FCNN_TANH, FCNN_TANH_BACKWARD, FCNN_SIGMOID, FCNN_SIGMOID_BACKWARD,
     FCNN_LEAKY_RELU, FCNN_LEAKY_RELU_BACKWARD, FCNN_ELU, FCNN_ELU_BACKWARD,
-    FCNN_GELU, FCNN_GELU_BACKWARD
+    FCNN_GELU, FCNN_GELU_BACKWARD, FCNN_GELU_TANH, FCNN_GELU_TANH_BACKWARD
 };
 
 #define FCNN_DEFINE_ACTIVATION_DISPATCH(SUFFIX, T)                             \
@@ -335,6 +394,9 @@ static void fcnn_activation_##SUFFIX(int op, const T *a, const T *b, T *out,   \
     case FCNN_ELU_BACKWARD: fcnn_elu_backward_##SUFFIX(a, b, out, n, param); break; \
     case FCNN_GELU: fcnn_gelu_##SUFFIX(a, out, n); break;                      \
     case FCNN_GELU_BACKWARD: fcnn_gelu_backward_##SUFFIX(a, b, out, n); break; \
+    case FCNN_GELU_TANH: fcnn_gelu_tanh_##SUFFIX(a, out, n); break;            \
+    case FCNN_GELU_TANH_BACKWARD:                                              \
+        fcnn_gelu_tanh_backward_##SUFFIX(a, b, out, n); break;                 \
     default: break;                                                            \
     }                                                                          \
 }

@@ -1,5 +1,5 @@
 """Elementwise activation kernels on flat arrays: ReLU, tanh, sigmoid,
-leaky ReLU, ELU, GELU and their gradients.
+leaky ReLU, ELU, GELU (exact and tanh-approximated) and their gradients.
 
 The loops themselves are in elementwise.h (ReLU) and activations.h (the
 others; branch-free, libm for the transcendental functions). Threads take
@@ -60,7 +60,7 @@ cdef extern from "activations.h" nogil:
     enum:
         FCNN_TANH, FCNN_TANH_BACKWARD, FCNN_SIGMOID, FCNN_SIGMOID_BACKWARD,
         FCNN_LEAKY_RELU, FCNN_LEAKY_RELU_BACKWARD, FCNN_ELU, FCNN_ELU_BACKWARD,
-        FCNN_GELU, FCNN_GELU_BACKWARD
+        FCNN_GELU, FCNN_GELU_BACKWARD, FCNN_GELU_TANH, FCNN_GELU_TANH_BACKWARD
     void fcnn_activation_f32(int op, const float *a, const float *b, float *out,
                              ptrdiff_t n, float param)
     void fcnn_activation_f64(int op, const double *a, const double *b, double *out,
@@ -154,14 +154,20 @@ def elu_backward(const floating[::1] grad_y, const floating[::1] y,
         backward_loop(FCNN_ELU_BACKWARD, grad_y, y, grad_x, alpha, n_threads)
 
 
-def gelu_forward(const floating[::1] x, floating[::1] y, int n_threads):
-    """y = x Phi(x), Phi the standard normal distribution function (erf form)."""
+def gelu_forward(const floating[::1] x, floating[::1] y, bint tanh_approximation,
+                 int n_threads):
+    """y = x Phi(x), Phi the standard normal distribution function (erf
+    form), or with tanh_approximation 0.5 x (1 + tanh(sqrt(2 / pi)
+    (x + 0.044715 x^3)))."""
     with nogil:
-        forward_loop(FCNN_GELU, x, y, 0.0, n_threads)
+        forward_loop(FCNN_GELU_TANH if tanh_approximation else FCNN_GELU,
+                     x, y, 0.0, n_threads)
 
 
 def gelu_backward(const floating[::1] grad_y, const floating[::1] x,
-                  floating[::1] grad_x, int n_threads):
-    """grad_x = grad_y (Phi(x) + x phi(x)), from the input x."""
+                  floating[::1] grad_x, bint tanh_approximation, int n_threads):
+    """grad_x = grad_y (Phi(x) + x phi(x)), or the derivative of the tanh
+    approximation, from the input x."""
     with nogil:
-        backward_loop(FCNN_GELU_BACKWARD, grad_y, x, grad_x, 0.0, n_threads)
+        backward_loop(FCNN_GELU_TANH_BACKWARD if tanh_approximation
+                      else FCNN_GELU_BACKWARD, grad_y, x, grad_x, 0.0, n_threads)

@@ -105,6 +105,27 @@ def _gelu_grad_ref(x):
         return ndtr(x) + np.where(pdf == 0, 0.0, x * pdf)
 
 
+def _gelu_tanh_inner(x):
+    """2 u, u = sqrt(2 / pi) (x + 0.044715 x^3): the tanh approximation is
+    0.5 x (1 + tanh(u)) = x expit(2 u)."""
+    return 2 * np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)
+
+
+def _gelu_tanh_ref(x):
+    with np.errstate(all="ignore"):
+        cdf = 0.5 * (1 + np.tanh(_gelu_tanh_inner(x) / 2))
+        tail = expit(_gelu_tanh_inner(x))      # where 1 + tanh cancels
+        cdf = np.where(x < -1, tail, cdf)
+        return np.where(cdf == 0, 0.0, x * cdf)
+
+
+def _gelu_tanh_grad_ref(x):
+    with np.errstate(all="ignore"):
+        s = expit(_gelu_tanh_inner(x))
+        slope = 2 * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x * x)
+        return s + np.where(s * (1 - s) == 0, 0.0, x * slope * s * (1 - s))
+
+
 # name -> (forward, backward, keywords, reference of f(x), reference of
 # f'(x) from x, whether the backward pass reads y (else x))
 ACTIVATIONS = {
@@ -119,6 +140,8 @@ ACTIVATIONS = {
             lambda x: np.where(x > 0, x, 1.5 * np.expm1(np.minimum(x, 0))),
             lambda x: np.where(x > 0, 1.0, 1.5 * np.exp(np.minimum(x, 0))), True),
     "gelu": (fcf.gelu, fcf.gelu_backward, {}, _gelu_ref, _gelu_grad_ref, False),
+    "gelu_tanh": (fcf.gelu, fcf.gelu_backward, {"approximate": "tanh"},
+                  _gelu_tanh_ref, _gelu_tanh_grad_ref, False),
 }
 NAMES = list(ACTIVATIONS)
 
@@ -127,13 +150,22 @@ def _eps(dtype):
     return float(np.finfo(dtype).eps)
 
 
+def _condition(name, x):
+    """How much the rounding of the activations' arguments is magnified:
+    GELU's erfc argument x / sqrt(2), rounded to the dtype first, by about
+    x**2 in the left tail; the tanh approximation's exponent 2u by about
+    |2u| there."""
+    if name == "gelu":
+        return 2 + x * x
+    if name == "gelu_tanh":
+        return 2 + np.abs(_gelu_tanh_inner(x))
+    return 2.0
+
+
 def _forward_tolerance(name, x, dtype):
-    """Allowed |error| per element of the forward pass. GELU's erfc
-    argument x / sqrt(2) is rounded to the dtype first, an error that the
-    left tail magnifies by about x**2."""
+    """Allowed |error| per element of the forward pass."""
     x = np.where(np.isfinite(x), x, 0.0)
-    condition = 2 + x * x if name == "gelu" else 2.0
-    return 4 * _eps(dtype) * condition * np.abs(ACTIVATIONS[name][3](x)) \
+    return 4 * _eps(dtype) * _condition(name, x) * np.abs(ACTIVATIONS[name][3](x)) \
         + np.finfo(dtype).tiny
 
 
@@ -161,7 +193,8 @@ def test_activation_keeps_nan(name, dtype):
     x = np.array([np.nan, -np.nan, 1.0], dtype=dtype)
     y = forward(x, **keywords)
     assert np.isnan(y[:2]).all() and not np.isnan(y[2])
-    grad_x = backward(np.full_like(x, 2.0), x if name == "gelu" else y, **keywords)
+    from_y = ACTIVATIONS[name][5]
+    grad_x = backward(np.full_like(x, 2.0), y if from_y else x, **keywords)
     if name == "leaky_relu":
         np.testing.assert_array_equal(grad_x, np.array([0.4, 0.4, 2.0], dtype))
     else:
@@ -190,6 +223,33 @@ def test_gelu_is_exact_erf_form_in_the_tails():
         fcf.gelu_backward(np.ones(3), np.array([-np.inf, np.inf, -1e200])), [0, 1, 0])
 
 
+def test_gelu_tanh_approximation_keeps_the_tail_and_stays_near_the_exact_form():
+    x = np.array([-30.0, -12.0, -8.0, -3.0, 8.0, 30.0])
+    # 0.5 x (1 + tanh(u)) would be 0 at -8 and below; x sigmoid(2u) is not
+    u2 = _gelu_tanh_inner(x)
+    np.testing.assert_allclose(fcf.gelu(x, approximate="tanh"), x * expit(u2),
+                               rtol=1e-13)
+    assert fcf.gelu(x[1:3], approximate="tanh").min() < 0
+    assert fcf.gelu(np.array([-np.inf]), approximate="tanh")[0] == 0
+    np.testing.assert_array_equal(fcf.gelu_backward(
+        np.ones(3), np.array([-np.inf, np.inf, -1e200]), approximate="tanh"), [0, 1, 0])
+    # the documented distance to the erf form
+    grid = np.linspace(-10, 10, 200001)
+    distance = np.abs(fcf.gelu(grid, approximate="tanh") - fcf.gelu(grid))
+    assert 1e-4 < distance.max() < 5e-4
+
+
+@pytest.mark.parametrize("approximate", ["Tanh", "erf", None, ""])
+def test_gelu_rejects_unknown_approximation(approximate):
+    from fastcnn.layers import GELU
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
+        fcf.gelu(np.ones(3), approximate=approximate)
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
+        fcf.gelu_backward(np.ones(3), np.ones(3), approximate=approximate)
+    with pytest.raises(ValueError, match="GELU: approximate"):
+        GELU(approximate)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_backward_matches_reference(name, dtype, rng):
     forward, backward, keywords, reference, derivative, from_y = ACTIVATIONS[name]
@@ -209,10 +269,14 @@ def test_backward_matches_reference(name, dtype, rng):
         scale = np.where(y64 > 0, np.abs(g64), np.abs(g64) * (np.abs(y64) + 1.5))
     else:
         expected = g64 * derivative(x64)
-        scale = np.abs(g64) * (np.abs(ndtr(x64)) + np.abs(x64 * _normal_pdf(x64))
-                               if name == "gelu" else np.abs(derivative(x64)))
-    condition = 2 + x64 * x64 if name == "gelu" else 2.0
-    tolerance = 4 * _eps(dtype) * condition * scale + np.finfo(dtype).tiny
+        if name == "gelu":
+            scale = np.abs(g64) * (np.abs(ndtr(x64)) + np.abs(x64 * _normal_pdf(x64)))
+        elif name == "gelu_tanh":
+            s_ = expit(_gelu_tanh_inner(x64))
+            scale = np.abs(g64) * (s_ + np.abs(derivative(x64) - s_))
+        else:
+            scale = np.abs(g64) * np.abs(derivative(x64))
+    tolerance = 4 * _eps(dtype) * _condition(name, x64) * scale + np.finfo(dtype).tiny
     error = np.abs(grad_x.astype(np.float64) - expected)
     assert (error <= tolerance).all(), x64[error > tolerance]
 

@@ -1872,11 +1872,17 @@ def ref_pdf(x):
     return np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
 
+def ref_gelu_tanh_exponent(x):
+    """2u: GELU's tanh approximation 0.5 x (1 + tanh(u)) is x expit(2u)."""
+    return 2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)
+
+
 def ref_activation(name, x, p):
     """(f(x), the magnitude its error is relative to), float64, from the
-    forward docstrings; ``p``: negative_slope or alpha. GELU's erfc
-    argument x / sqrt 2 is rounded, an error the left tail magnifies by
-    about x**2 (tests/test_activations.py)."""
+    forward docstrings; ``p``: negative_slope, alpha or GELU's approximate.
+    GELU's erfc argument x / sqrt 2 is rounded, an error the left tail
+    magnifies by about x**2 (tests/test_activations.py), its tanh form's
+    exponent 2u, magnified by about |2u|."""
     with np.errstate(all="ignore"):
         if name == "tanh":
             y = np.tanh(x)
@@ -1886,6 +1892,10 @@ def ref_activation(name, x, p):
             y = np.where(x > 0, x, p * x)
         elif name == "elu":
             y = np.where(x > 0, x, p * np.expm1(x))
+        elif p == "tanh":
+            cdf = expit(ref_gelu_tanh_exponent(x))
+            y = np.where(cdf == 0, 0.0, x * cdf)
+            return y, abs(y) * (2 + abs(ref_gelu_tanh_exponent(x)))
         else:
             cdf = ref_cdf(x)
             y = np.where(cdf == 0, 0.0, x * cdf)      # -inf * 0 is 0 here
@@ -1907,6 +1917,12 @@ def ref_activation_backward(name, g, a, p):
         if name == "elu":
             return (np.where(a > 0, g, g * (a + p)),
                     np.where(a > 0, abs(g), abs(g) * (abs(a) + p)))
+        if p == "tanh":
+            exponent = ref_gelu_tanh_exponent(a)
+            s_ = expit(exponent)
+            slope = 2 * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * a * a)
+            tail = np.where(s_ * (1 - s_) == 0, 0.0, a * slope * s_ * (1 - s_))
+            return g * (s_ + tail), abs(g) * (s_ + abs(tail)) * (2 + abs(exponent))
         cdf, pdf = ref_cdf(a), ref_pdf(a)
         x_pdf = np.where(pdf == 0, 0.0, a * pdf)      # +-inf * 0 is 0 here
         return g * (cdf + x_pdf), abs(g) * (cdf + abs(x_pdf)) * (2 + a * a)
@@ -1916,13 +1932,15 @@ ACTIVATIONS = dict(tanh=(F.tanh, F.tanh_backward, None),
                    sigmoid=(F.sigmoid, F.sigmoid_backward, None),
                    leaky_relu=(F.leaky_relu, F.leaky_relu_backward, "negative_slope"),
                    elu=(F.elu, F.elu_backward, "alpha"),
-                   gelu=(F.gelu, F.gelu_backward, None))
+                   gelu=(F.gelu, F.gelu_backward, "approximate"))
 ACTIVATION_PARAMETERS = dict(
     negative_slope=[0.0, 0.01, 0.2, 1, 3.5, np.float32(0.1)],
-    alpha=[1.0, 0.5, 2, 1e-3, np.float64(1.5)])
+    alpha=[1.0, 0.5, 2, 1e-3, np.float64(1.5)],
+    approximate=["none", "tanh"])
 BAD_ACTIVATION_PARAMETERS = dict(
     negative_slope=(-0.01, -1, np.inf, -np.inf) + BAD_REALS,
-    alpha=(0, 0.0, -1.0, np.inf, -np.inf) + BAD_REALS)
+    alpha=(0, 0.0, -1.0, np.inf, -np.inf) + BAD_REALS,
+    approximate=("Tanh", "erf", "", None, 1))
 ACTIVATION_CASES = [(n, w) for n in ACTIVATIONS for w in ("forward", "backward")]
 
 

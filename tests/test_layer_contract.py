@@ -27,7 +27,7 @@ from fastcnn.layers import BatchNorm1D, BatchNorm2D, LocalResponseNorm
 
 # Activations besides ReLU: tanh, sigmoid, leaky ReLU and ELU read their
 # output in the backward pass, GELU its input.
-OTHER_ACTIVATIONS = [Tanh(), Sigmoid(), LeakyReLU(0.1), ELU(0.5), GELU()]
+OTHER_ACTIVATIONS = [Tanh(), Sigmoid(), LeakyReLU(0.1), ELU(0.5), GELU(), GELU("tanh")]
 
 
 def _activation(rng):

@@ -88,7 +88,8 @@ from fastcnn.layers import ELU, GELU, LeakyReLU, Sigmoid, Tanh  # noqa: E402
 
 
 @pytest.mark.parametrize("spec", [Tanh(), Sigmoid(), LeakyReLU(), LeakyReLU(0.2),
-                                  LeakyReLU(0), ELU(), ELU(0.5), GELU()], ids=repr)
+                                  LeakyReLU(0), ELU(), ELU(0.5), GELU(), GELU("tanh")],
+                         ids=repr)
 def test_activation_specs_pickle_compare_and_hash(spec):
     loaded = pickle.loads(pickle.dumps(spec))
     assert loaded == spec and hash(loaded) == hash(spec)
@@ -99,6 +100,7 @@ def test_activation_specs_pickle_compare_and_hash(spec):
 def test_activation_specs_compare_by_value():
     assert LeakyReLU() == LeakyReLU(0.01) != LeakyReLU(0.1)
     assert ELU() == ELU(1.0) != ELU(2.0)
+    assert GELU() == GELU("none") != GELU("tanh")
     assert len({Tanh(), Tanh(), Sigmoid(), GELU()}) == 3
 
 

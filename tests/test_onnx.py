@@ -104,6 +104,7 @@ NETWORKS = {
     "leaky_relu": _activations(L.LeakyReLU(0.2)),
     "elu": _activations(L.ELU(0.7)),
     "gelu": _activations(L.GELU()),
+    "gelu_tanh": _activations(L.GELU("tanh")),
     "flatten_dense": dict(input_shape=IMAGES, layers=[
         L.Flatten(), L.Dense(32), L.ReLU(), L.Dense(16), L.ReLU()]),
     # identity and projection shortcuts, a block in a block, a given shortcut

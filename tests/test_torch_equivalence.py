@@ -117,8 +117,8 @@ NETWORKS.update({
         [Conv2D(5, 3, padding=1), LeakyReLU(0.1), MaxPool2D(2),
          Conv2D(6, 3), ELU(0.7), AvgPool2D(2), Flatten(), Dense(16), GELU()],
         (1, 12, 12), 6),
-    "conv1d-gelu-elu-leaky-relu": (
-        [Conv1D(4, 5, stride=2, padding=2), GELU(), AvgPool1D(2),
+    "conv1d-gelu-tanh-elu-leaky-relu": (
+        [Conv1D(4, 5, stride=2, padding=2), GELU("tanh"), AvgPool1D(2),
          Conv1D(6, 3, padding="same"), LeakyReLU(), MaxPool1D(2), ELU(),
          Flatten(), Dense(12), Sigmoid()],
         (3, 40), 8),

@@ -164,7 +164,7 @@ def _elu(layer, nn):
 
 
 def _gelu(layer, nn):
-    return [nn.GELU(approximate="none")], []
+    return [nn.GELU(approximate=layer.spec.approximate)], []
 
 
 TWINS.update({L.Tanh: _tanh, L.Sigmoid: _sigmoid, L.LeakyReLU: _leaky_relu,
