@@ -386,8 +386,8 @@ class GELU(LayerSpec):
     ----------
     approximate : {'none', 'tanh'}, default 'none'
         'none': the exact erf form. 'tanh': ``0.5 * x * (1 + tanh(sqrt(2 /
-        pi) * (x + 0.044715 * x**3)))``, within about 5e-4 of it and about
-        twice as fast.
+        pi) * (x + 0.044715 * x**3)))``, within about 5e-4 of it (for
+        networks trained with that form).
     """
     approximate: str = "none"
 

@@ -52,32 +52,30 @@
 #define FCNN_GELU_CUBIC 0.044715
 
 /*
- * float32 exp and erfc as plain arithmetic that GCC vectorises inline, for
- * sigmoid and GELU: cheaper than libmvec's expf and erfcf, whose calls
- * would cost more than the rest of those loops.
+ * float32 exp and the normal distribution as plain arithmetic that GCC
+ * vectorises inline, for sigmoid and GELU: cheaper than libmvec's expf and
+ * erfcf, whose calls would cost more than the rest of those loops.
  *
- * fcnn_exp_sum_f32(hi, lo) = exp(hi + lo) for hi + lo <= 0 (all that
- * sigmoid and GELU need), lo a small correction that the sum hi + lo would
- * lose (erfc's exp(-z^2) needs z^2 to more than float precision):
- * n = round((hi + lo) / ln 2), r = hi - n ln2_hi (exact: ln2_hi has 9
- * significant bits, Cody and Waite's reduction) + lo - n ln2_lo,
- * |r| <~ 0.35, exp(r) by its Taylor polynomial of degree 7 (truncation
- * below 6e-9 relative), times 2^n in two factors so that results down to
- * the subnormal range come out right. n is read from the bits of
- * w + 1.5 2^23 (no float-to-int conversion, undefined for NaN); the one
- * select, at the end, gives 0 below hi = -110 (exp < 2^-150, also -inf):
- * selects on the argument would let GCC propagate their constants into
- * twice the code. NaN stays NaN. Within 1.5 ulp of exp over the normal range
- * (checked over every float32 input).
+ * fcnn_exp_f32(x) = exp(x) for x <= 0 (all that sigmoid and GELU need):
+ * n = round(x / ln 2), r = x - n ln2_hi (exact: ln2_hi has 9 significant
+ * bits, Cody and Waite's reduction) - n ln2_lo, |r| <~ 0.35, exp(r) by its
+ * Taylor polynomial of degree 7 (truncation below 6e-9 relative), times
+ * 2^(n + 64) (a normal number for every n from -150 up) and then 2^-64, so
+ * that results in the subnormal range are rounded once. n is read from the
+ * bits of w + 1.5 2^23 (no float-to-int conversion, undefined for NaN); the
+ * one select, at the end, gives 0 below x = -110 (exp < 2^-150, also
+ * -inf): selects on the argument would let GCC propagate their constants
+ * into twice the code. NaN stays NaN. Within 1.5 ulp of exp over the normal
+ * range (checked over every float32 input).
  */
 typedef union { float f; unsigned int u; } fcnn_bits32;
 
-FCNN_MATH_INLINE float fcnn_exp_sum_f32(float hi, float lo) {
+FCNN_MATH_INLINE float fcnn_exp_f32(float x) {
     fcnn_bits32 shifted;
-    shifted.f = (hi + lo) * 1.44269504f + 12582912.0f;
+    shifted.f = x * 1.44269504f + 12582912.0f;
     float n = shifted.f - 12582912.0f;
-    int k = (int)(shifted.u - 0x4b400000u), k1 = k >> 1;
-    float r = (hi - n * 0.693359375f) + lo;
+    int k = (int)(shifted.u - 0x4b400000u);
+    float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;               /* ln 2 - 0.693359375 */
     float p = 1.98412698e-4f;
     p = p * r + 1.38888889e-3f;
@@ -87,51 +85,49 @@ FCNN_MATH_INLINE float fcnn_exp_sum_f32(float hi, float lo) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    fcnn_bits32 s1, s2;
-    s1.u = (unsigned int)(k1 + 127) << 23;
-    s2.u = (unsigned int)(k - k1 + 127) << 23;
-    float e = p * s1.f * s2.f;
-    return hi < -110.0f ? 0.0f : e;
-}
-
-FCNN_MATH_INLINE float fcnn_exp_f32(float x) {
-    return fcnn_exp_sum_f32(x, 0.0f);
+    fcnn_bits32 scale;
+    scale.u = (unsigned int)(k + 127 + 64) << 23;
+    float e = p * scale.f * 0x1p-64f;
+    return x < -110.0f ? 0.0f : e;
 }
 
 /*
- * erfc(x) = 2 - erfc(-x) for x < 0; for z = |x|, erfc(z) = t exp(P(t) - z^2),
- * t = 2 / (2 + z), the form of Numerical Recipes' erfcc, with P of degree
- * 10 fitted here (minimax on t in [0.15, 1], i.e. z up to 11.3: error of
- * P 8.4e-9, in float arithmetic 1.3e-7), in u = (t - 0.575) / 0.425 so
- * that its coefficients decrease. z^2 enters exp as zh^2 (exact: zh is z
- * to 12 significant bits) plus (z + zh)(z - zh). 0 above z = 10.5 (erfc
- * below half the least subnormal, also +inf), 2 below -10.5; NaN stays
- * NaN. Within 6.5 ulp of erfc over the normal range (checked over every
- * float32 input).
+ * The standard normal distribution function Phi(x), and in *gauss
+ * exp(-x^2 / 2) (the normal density times sqrt(2 pi)), which GELU's
+ * backward pass needs too. Phi(-|x|) = erfc(z) / 2 = exp(-z^2) erfcx(z) / 2,
+ * z = |x| / sqrt 2, so that the one exp serves both; Phi(x) = 1 - Phi(-x)
+ * above 0. erfcx(z) by a polynomial of degree 9 in u = (t - 0.575) / 0.425,
+ * t = 2 / (2 + z) (in t, erfcx is smooth up to z = inf; fitted here for t
+ * in [0.15, 1], z up to 11.3, to 3.7e-8 relative, about 1e-6 in float
+ * arithmetic). exp(-x^2 / 2) from x^2 (the error of z^2 would be three
+ * times that of x^2, magnified by x^2 / 2). NaN stays NaN; +-inf give 1
+ * and 0, with *gauss 0.
  */
-FCNN_MATH_INLINE float fcnn_erfc_f32(float x) {
-    float z = fabsf(x);
+FCNN_MATH_INLINE float fcnn_normal_cdf_f32(float x, float *gauss) {
+    float z = fabsf(x) * (float)FCNN_SQRT1_2;
     float t = 2.0f / (2.0f + z);
     float u = t * 2.35294118f - 1.35294118f;  /* (t - 0.575) / 0.425 */
-    float p = -0x1.983198p-16f;
-    p = p * u + 0x1.25b8aap-14f;
-    p = p * u + 0x1.14eed6p-13f;
-    p = p * u - 0x1.4cda94p-11f;
-    p = p * u - 0x1.ca4750p-13f;
-    p = p * u + 0x1.0e4202p-8f;
-    p = p * u - 0x1.92d9acp-10f;
-    p = p * u - 0x1.feaddep-6f;
-    p = p * u + 0x1.2a7c70p-6f;
-    p = p * u + 0x1.297d64p-1f;
-    p = p * u - 0x1.23d662p-1f;
-    fcnn_bits32 head;
-    head.f = z;
-    head.u &= 0xfffff000u;
-    float zh = head.f;
-    float e = t * fcnn_exp_sum_f32(-(zh * zh), p - (z + zh) * (z - zh));
-    e = z > 10.5f ? 0.0f : e;                  /* also +inf */
-    float offset = x < 0.0f ? 2.0f : 0.0f, sign = x < 0.0f ? -1.0f : 1.0f;
-    return offset + sign * e;
+    float q = -0x1.afbc70p-16f;
+    q = q * u - 0x1.76917ep-16f;
+    q = q * u + 0x1.35b098p-12f;
+    q = q * u + 0x1.95a634p-15f;
+    q = q * u - 0x1.a8f9c6p-9f;
+    q = q * u - 0x1.caf0d2p-11f;
+    q = q * u + 0x1.907dcep-5f;
+    q = q * u + 0x1.9a8da4p-3f;
+    q = q * u + 0x1.b797b4p-2f;
+    q = q * u + 0x1.4cfbaap-2f;
+    float g = fcnn_exp_f32(-0.5f * (x * x));
+    *gauss = g;
+    float lower = 0.5f * q * g;               /* Phi(-|x|) */
+    return x > 0.0f ? 1.0f - lower : lower;
+}
+
+/* The same in double precision, by libm's erfc and exp: erfc rather than
+ * 1 + erf keeps Phi's relative precision in the left tail. */
+FCNN_MATH_INLINE double fcnn_normal_cdf_f64(double x, double *gauss) {
+    *gauss = exp(-0.5 * x * x);
+    return 0.5 * erfc(-x * FCNN_SQRT1_2);
 }
 
 /* Elements per chunk of the transcendental loops: a multiple of every
@@ -167,7 +163,7 @@ FCNN_MATH_INLINE float fcnn_erfc_f32(float x) {
 #define FCNN_CHUNK_LOOP static void
 #endif
 
-#define FCNN_DEFINE_ACTIVATIONS(SUFFIX, T, FABS, TANH, EXP, EXPM1, ERFC)      \
+#define FCNN_DEFINE_ACTIVATIONS(SUFFIX, T, FABS, TANH, EXP, EXPM1, NORMAL_CDF)      \
 /* y = tanh(x) */                                                             \
 FCNN_CHUNK_LOOP fcnn_tanh_chunk_##SUFFIX(const T *x, const T *unused, T *y,   \
                                           T param) {                           \
@@ -269,17 +265,18 @@ FCNN_CLONES static void fcnn_elu_backward_##SUFFIX(                            \
         gx[i] = v > (T)0 ? g : g * (v + alpha);                                \
     }                                                                          \
 }                                                                              \
-/* y = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 the normal distribution     */ \
-/* function: erfc rather than 1 + erf keeps its relative precision in the   */ \
-/* left tail. Where Phi underflows to 0, y is 0 (also for x = -inf, where  */ \
-/* x Phi would be -inf * 0); NaN stays NaN (NaN == 0 is false).             */ \
+/* y = x Phi(x), Phi the standard normal distribution function. Where Phi */ \
+/* underflows to 0, y is 0 (also for x = -inf, where x Phi would be       */ \
+/* -inf * 0); NaN stays NaN (NaN == 0 is false).                           */ \
 FCNN_CHUNK_LOOP fcnn_gelu_chunk_##SUFFIX(const T *x, const T *unused, T *y,   \
                                           T param) {                           \
     (void)unused; (void)param;                                                 \
     T cdf[FCNN_CHUNK];                                                         \
     FCNN_SIMD                                                                  \
-    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
-        cdf[j] = (T)0.5 * ERFC(-x[j] * (T)FCNN_SQRT1_2);                       \
+    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
+        T gauss;                                                               \
+        cdf[j] = NORMAL_CDF(x[j], &gauss);                                     \
+    }                                                                          \
     FCNN_SIMD                                                                  \
     for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
         y[j] = cdf[j] == (T)0 ? (T)0 : x[j] * cdf[j];                          \
@@ -295,9 +292,9 @@ FCNN_CHUNK_LOOP fcnn_gelu_backward_chunk_##SUFFIX(const T *gy, const T *x,    \
     T cdf[FCNN_CHUNK], pdf[FCNN_CHUNK];                                         \
     FCNN_SIMD                                                                  \
     for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
-        T v = x[j];                                                            \
-        cdf[j] = (T)0.5 * ERFC(-v * (T)FCNN_SQRT1_2);                          \
-        pdf[j] = (T)FCNN_INV_SQRT_2PI * EXP((T)-0.5 * v * v);                  \
+        T gauss;                                                               \
+        cdf[j] = NORMAL_CDF(x[j], &gauss);                                     \
+        pdf[j] = (T)FCNN_INV_SQRT_2PI * gauss;                                 \
     }                                                                          \
     FCNN_SIMD                                                                  \
     for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
@@ -366,8 +363,9 @@ FCNN_CLONES static void fcnn_gelu_tanh_backward_##SUFFIX(const T *gy,          \
                    (T)0);                                                      \
 }
 
-FCNN_DEFINE_ACTIVATIONS(f32, float, fabsf, tanhf, fcnn_exp_f32, expm1f, fcnn_erfc_f32)
-FCNN_DEFINE_ACTIVATIONS(f64, double, fabs, tanh, exp, expm1, erfc)
+FCNN_DEFINE_ACTIVATIONS(f32, float, fabsf, tanhf, fcnn_exp_f32, expm1f,
+                        fcnn_normal_cdf_f32)
+FCNN_DEFINE_ACTIVATIONS(f64, double, fabs, tanh, exp, expm1, fcnn_normal_cdf_f64)
 
 /* The loops by number, for activations.pyx's one blocked parallel loop:
  * a forward loop reads a and writes out (b unused), a backward loop reads

@@ -1880,9 +1880,9 @@ def ref_gelu_tanh_exponent(x):
 def ref_activation(name, x, p):
     """(f(x), the magnitude its error is relative to), float64, from the
     forward docstrings; ``p``: negative_slope, alpha or GELU's approximate.
-    GELU's erfc argument x / sqrt 2 is rounded, an error the left tail
-    magnifies by about x**2 (tests/test_activations.py), its tanh form's
-    exponent 2u, magnified by about |2u|."""
+    GELU's exponent x**2 / 2 (erfc's argument x / sqrt 2) is rounded, an
+    error the left tail magnifies by about x**2 (tests/test_activations.py),
+    its tanh form's exponent 2u, magnified by about |2u|."""
     with np.errstate(all="ignore"):
         if name == "tanh":
             y = np.tanh(x)

@@ -193,8 +193,8 @@ def gelu(x, approximate="none", n_threads=None, out=None):
     ``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))``,
     computed as ``x * sigmoid(2 * sqrt(2 / pi) * (x + 0.044715 * x**3))``
     (the same function, without the cancellation of ``1 + tanh`` in the
-    left tail); it differs from the exact form by up to about 5e-4 and costs
-    about half as much. ``out`` as for :func:`tanh`."""
+    left tail); it differs from the exact form by up to about 5e-4.
+    ``out`` as for :func:`tanh`."""
     tanh_form = _tanh_approximation(approximate)
     return run_unless_preparing(_elementwise(
         _kernels.gelu_forward, x, out, (tanh_form,)), n_threads)
