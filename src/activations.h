@@ -1,10 +1,10 @@
 /*
  * Elementwise loops of the smooth and leaky activations (tanh, sigmoid,
- * leaky ReLU, ELU, GELU and its tanh approximation) and their gradients, in the style of
- * elementwise.h: selects rather than data-dependent branches, an output
- * that may alias its input element for element, and the same arithmetic for
- * every element wherever it falls, so results do not depend on how the
- * caller splits the array.
+ * leaky ReLU, ELU, GELU and its tanh approximation) and their gradients, in
+ * the style of elementwise.h: selects rather than data-dependent branches,
+ * an output that may alias its input element for element, and the same
+ * arithmetic for every element wherever it falls, so results do not depend
+ * on how the caller splits the array.
  *
  * The transcendental parts (tanh, exp, expm1, erfc) go through glibc's
  * vector math library libmvec where setup.py found it (FCNN_HAVE_LIBMVEC):
@@ -163,7 +163,12 @@ FCNN_MATH_INLINE double fcnn_normal_cdf_f64(double x, double *gauss) {
 #define FCNN_CHUNK_LOOP static void
 #endif
 
-#define FCNN_DEFINE_ACTIVATIONS(SUFFIX, T, FABS, TANH, EXP, EXPM1, NORMAL_CDF)      \
+/* exp(-2|u|), u = sqrt(2 / pi) (x + 0.044715 x^3): GELU's tanh form */
+#define FCNN_GELU_TANH_EXP(T, EXP, FABS, x)                                    \
+    EXP((T)-2 * FABS((T)FCNN_SQRT_2_PI * (x)                                   \
+                     * ((T)1 + (T)FCNN_GELU_CUBIC * ((x) * (x)))))
+
+#define FCNN_DEFINE_ACTIVATIONS(SUFFIX, T, FABS, TANH, EXP, EXPM1, NORMAL_CDF) \
 /* y = tanh(x) */                                                             \
 FCNN_CHUNK_LOOP fcnn_tanh_chunk_##SUFFIX(const T *x, const T *unused, T *y,   \
                                           T param) {                           \
@@ -316,11 +321,8 @@ FCNN_CHUNK_LOOP fcnn_gelu_tanh_chunk_##SUFFIX(const T *x, const T *unused,    \
     (void)unused; (void)param;                                                 \
     T e[FCNN_CHUNK];                                                           \
     FCNN_SIMD                                                                  \
-    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
-        T v = x[j];                                                            \
-        T u = (T)FCNN_SQRT_2_PI * v * ((T)1 + (T)FCNN_GELU_CUBIC * (v * v));   \
-        e[j] = EXP((T)-2 * FABS(u));                                           \
-    }                                                                          \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        e[j] = FCNN_GELU_TANH_EXP(T, EXP, FABS, x[j]);                         \
     FCNN_SIMD                                                                  \
     for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
         T v = x[j], r = (T)1 / ((T)1 + e[j]);                                  \
@@ -328,7 +330,8 @@ FCNN_CHUNK_LOOP fcnn_gelu_tanh_chunk_##SUFFIX(const T *x, const T *unused,    \
         y[j] = s == (T)0 ? (T)0 : v * s;                                       \
     }                                                                          \
 }                                                                              \
-FCNN_CLONES static void fcnn_gelu_tanh_##SUFFIX(const T *x, T *y, ptrdiff_t n) { \
+FCNN_CLONES static void fcnn_gelu_tanh_##SUFFIX(const T *x, T *y,            \
+                                                 ptrdiff_t n) {                \
     FCNN_BY_CHUNKS(fcnn_gelu_tanh_chunk_##SUFFIX, T, x, x, y, n, (T)0);       \
 }                                                                              \
 /* grad_x = grad_y (s + 2 x u' s (1 - s)), u' = sqrt(2 / pi)                */ \
@@ -341,11 +344,8 @@ FCNN_CHUNK_LOOP fcnn_gelu_tanh_backward_chunk_##SUFFIX(const T *gy,           \
     (void)param;                                                               \
     T e[FCNN_CHUNK];                                                           \
     FCNN_SIMD                                                                  \
-    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
-        T v = x[j];                                                            \
-        T u = (T)FCNN_SQRT_2_PI * v * ((T)1 + (T)FCNN_GELU_CUBIC * (v * v));   \
-        e[j] = EXP((T)-2 * FABS(u));                                           \
-    }                                                                          \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        e[j] = FCNN_GELU_TANH_EXP(T, EXP, FABS, x[j]);                         \
     FCNN_SIMD                                                                  \
     for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
         T v = x[j], r = (T)1 / ((T)1 + e[j]);                                  \
