@@ -20,7 +20,10 @@ bench_training.py), run in chunks of 4, 8, 16, ... batches until
 keeps its thread governor from one call to the next, as in a user's
 partial_fit loop), PyTorch through the usual loop. Configurations are
 interleaved within each repeat, the order reversed every other repeat;
-medians over ``--repeats``. Run it without ``chrt``: the point is the load.
+medians over ``--repeats``; the ratios below the table are the medians of
+each repeat's own ratio (the two configurations ran within seconds of each
+other, under the same phase of the load). Run it without ``chrt``: the
+point is the load.
 """
 import argparse
 import os
@@ -165,17 +168,21 @@ def main():
                     for key in order:
                         rates[key].append(chunks(batch, args.seconds, runs[key].train))
             medians = {key: statistics.median(v) for key, v in rates.items()}
-            rows.append((load_kind, net, medians))
+            rows.append((load_kind, net, medians, rates))
             cells = "  ".join(f"{medians[k]:>10,.0f}" for k in runs)
             print(f"{load_kind:>6} {net:>10}  {cells}   ({load.describe()})", flush=True)
     print()
     print("images/s, medians of", args.repeats, "repeats:", " | ".join(header))
-    for load_kind, net, medians in rows:
-        default, one = medians["fastcnn", None], medians["fastcnn", 1]
-        line = (f"{load_kind:>6} {net:>10}  default/1-thread {default / one:5.2f}"
-                f"  default/fixed-2 {default / medians['fastcnn', 2]:6.2f}")
+    for load_kind, net, medians, rates in rows:
+        def paired(other):
+            # the median of the repeats' own ratios: each repeat runs the two
+            # side by side, so a load that changes between repeats cancels
+            return statistics.median(a / b for a, b in zip(rates["fastcnn", None],
+                                                           rates[other]))
+        line = (f"{load_kind:>6} {net:>10}  default/1-thread {paired(('fastcnn', 1)):5.2f}"
+                f"  default/fixed-2 {paired(('fastcnn', 2)):6.2f}")
         if ("torch", 2) in medians:
-            line += f"  default/torch-2 {default / medians['torch', 2]:7.1f}"
+            line += f"  default/torch-2 {paired(('torch', 2)):7.1f}"
         print(line)
     print(f"# load after {os.getloadavg()[0]:.2f}")
 

@@ -78,6 +78,24 @@ def scheduler_times():
         return None
 
 
+def process_waits():
+    """Seconds that the calling process's threads, all of them, have waited
+    runnable for a CPU, from Linux's /proc/self/task/*/schedstat; None
+    elsewhere. (A thread that has ended takes its share with it.)"""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    total = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", "rb") as stat:
+                total += int(stat.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total * 1e-9
+
+
 class ThreadGovernor:
     """Chooses, step by step, how many threads a training step gets, within
     [least, most]: the count whose recent steps were fastest.
@@ -98,10 +116,18 @@ class ThreadGovernor:
     waits, besides, while the calling thread itself has spent more than
     CONTENDED of its time since the last look waiting for a CPU
     (``scheduler_times``): a probe up on a machine that is short of CPUs
-    for even one thread is the costly kind, and never wins. It looks again
-    every RETRY_SECONDS of steps. A step ``SLOWDOWN`` times
-    slower than the current count's best makes the next step a probe
-    downwards: load that arrives is seen at once.
+    for even one thread is the costly kind, and never wins. A probe
+    downwards waits while none of the process's threads waited for a CPU
+    more than UNCONTENDED of the steps' time (``process_waits``): fewer
+    threads only help where others compete for the cores, and probing a
+    quiet machine costs what the probes are slower. Each looks again
+    every RETRY_SECONDS of steps. When the median of the current count's
+    last WINDOW steps is ``SLOWDOWN`` times its best, the next step is a
+    probe downwards: load that arrives is seen within two steps, while
+    one slow step among fast ones (an interruption that has passed) moves
+    nothing. A probe is measured against that median. When such a probe
+    loses, the slower pace is the count's new normal (its best), so that a
+    machine slower at every count is not probed every other step.
 
     Parameters
     ----------
@@ -114,27 +140,35 @@ class ThreadGovernor:
     scheduler_times : callable
         Returns (seconds run, seconds waited for a CPU) of the calling
         thread so far, or None if unknown.
+    process_waits : callable
+        Returns the seconds all the process's threads have waited for a
+        CPU so far, or None if unknown (then probes go down as up).
     """
 
     WINDOW = 3          # recent steps kept of the current count
-    SLOWDOWN = 3.0      # a step this much past the current count's best: probe down
+    SLOWDOWN = 3.0      # their median this much past the count's best: probe down
     MARGIN = 1.05       # a probe must be this much faster to win
     MIN_GAP_STEPS = 4   # steps between probes at least
     RETRY_SECONDS = 0.05  # of steps, before looking at the waits again
     CONTENDED = 0.1     # share of time waiting for a CPU that forbids probing up
+    UNCONTENDED = 0.01  # share of step time the threads waited, below which no probe down
 
     def __init__(self, most, least=1, overhead=0.02,
-                 scheduler_times=scheduler_times):
+                 scheduler_times=scheduler_times, process_waits=process_waits):
         self.most, self.least = most, min(least, most)
         self.overhead = overhead
         self.scheduler_times = scheduler_times
         self.last_times = scheduler_times()
+        self.process_waits = process_waits
+        self.last_waits = None      # process_waits() at the last look
+        self.waits_seconds = 0.0    # seconds of steps since then
         self.current = self.least
         self.recent = []        # seconds per sample of the current count's steps
         self.best = None        # the current count's best pace
         self.probe = None       # the count on trial this step, if any
         self.probe_steps = 0    # steps run as probes (for the tests)
         self.urgent = False     # probe down next step
+        self.urgent_probe = False  # the probe on trial is such a one
         self.direction = 1      # of the next probe, where both ways are open
         self.credit = 0.0       # seconds of steps since the last probe
         self.debt = 0.0         # seconds those must reach before the next
@@ -156,17 +190,16 @@ class ThreadGovernor:
         if self.probe is None:
             self.recent = self.recent[1 - self.WINDOW:] + [pace]
             self.credit += seconds
+            self.waits_seconds += seconds
             self.steps += 1
-            if self.best is not None and pace > self.SLOWDOWN * self.best:
-                # the probe is measured against this step, not the faster
-                # ones before it
-                self.urgent = self.current > self.least
-                self.recent = [pace]
             self.best = pace if self.best is None else min(self.best, pace)
+            if self._typical() > self.SLOWDOWN * self.best:
+                self.urgent = self.current > self.least
             return
         probe, self.probe = self.probe, None
+        urgent, self.urgent_probe = self.urgent_probe, False
         self.probe_steps += 1
-        now = min(self.recent) if self.recent else math.inf
+        now = self._typical()
         self.credit = 0.0
         self.steps = 0
         if pace * self.MARGIN < now:
@@ -174,14 +207,26 @@ class ThreadGovernor:
             self.current, self.recent, self.best = probe, [pace], pace
             self.debt = 0.0
             return
+        if urgent:
+            self.best = now
         self.direction = -self.direction
         self.debt = max(0.0, pace - now) * n_samples / self.overhead
+
+    def _typical(self):
+        """The median pace of the current count's recent steps."""
+        if not self.recent:
+            return math.inf
+        ordered = sorted(self.recent)
+        middle = len(ordered) // 2
+        if len(ordered) % 2:
+            return ordered[middle]
+        return 0.5 * (ordered[middle - 1] + ordered[middle])
 
     def _next_probe(self):
         down = max(self.least, self.current // 2)
         up = min(self.most, self.current * 2)
         if self.urgent:
-            self.urgent = False
+            self.urgent, self.urgent_probe = False, True
             return down
         if self.steps < self.MIN_GAP_STEPS or self.credit < self.debt:
             return None
@@ -189,8 +234,22 @@ class ThreadGovernor:
             if not self._contended():
                 return up
             self.debt = self.credit + self.RETRY_SECONDS
-            return None if down == self.current else down
+            return None if down == self.current or not self._others_compete() else down
+        if not self._others_compete():
+            self.debt = self.credit + self.RETRY_SECONDS
+            return None
         return down
+
+    def _others_compete(self):
+        """Whether the process's threads waited for a CPU more than
+        UNCONTENDED of the steps' time since the last look (True when
+        unknown, or at the first look)."""
+        waits, last = self.process_waits(), self.last_waits
+        seconds, self.waits_seconds = self.waits_seconds, 0.0
+        self.last_waits = waits
+        if waits is None or last is None or seconds <= 0:
+            return True
+        return waits - last > self.UNCONTENDED * seconds
 
     def _contended(self):
         """Whether the calling thread waited for a CPU more than CONTENDED
