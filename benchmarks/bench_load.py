@@ -124,6 +124,23 @@ def data(loader, at_least):
     return X, y
 
 
+def print_ratios(rows, repeats, header):
+    """The default's speed against the other configurations: the median of
+    each repeat's own ratio (the two ran within seconds of each other, under
+    the same phase of the load)."""
+    print()
+    print("images/s, medians of", repeats, "repeats:", " | ".join(header))
+    for load_kind, net, medians, rates in rows:
+        def paired(other):
+            return statistics.median(a / b for a, b in zip(rates["fastcnn", None],
+                                                           rates[other]))
+        line = (f"{load_kind:>6} {net:>10}  default/1-thread {paired(('fastcnn', 1)):5.2f}"
+                f"  default/fixed-2 {paired(('fastcnn', 2)):6.2f}")
+        if ("torch", 2) in medians:
+            line += f"  default/torch-2 {paired(('torch', 2)):7.1f}"
+        print(line)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loads", default="none,busy,mixed")
@@ -171,19 +188,7 @@ def main():
             rows.append((load_kind, net, medians, rates))
             cells = "  ".join(f"{medians[k]:>10,.0f}" for k in runs)
             print(f"{load_kind:>6} {net:>10}  {cells}   ({load.describe()})", flush=True)
-    print()
-    print("images/s, medians of", args.repeats, "repeats:", " | ".join(header))
-    for load_kind, net, medians, rates in rows:
-        def paired(other):
-            # the median of the repeats' own ratios: each repeat runs the two
-            # side by side, so a load that changes between repeats cancels
-            return statistics.median(a / b for a, b in zip(rates["fastcnn", None],
-                                                           rates[other]))
-        line = (f"{load_kind:>6} {net:>10}  default/1-thread {paired(('fastcnn', 1)):5.2f}"
-                f"  default/fixed-2 {paired(('fastcnn', 2)):6.2f}")
-        if ("torch", 2) in medians:
-            line += f"  default/torch-2 {paired(('torch', 2)):7.1f}"
-        print(line)
+    print_ratios(rows, args.repeats, header)
     print(f"# load after {os.getloadavg()[0]:.2f}")
 
 
