@@ -163,6 +163,11 @@ FCNN_MATH_INLINE double fcnn_normal_cdf_f64(double x, double *gauss) {
 #define FCNN_CHUNK_LOOP static void
 #endif
 
+/* The logistic function of v from e = exp(-|v|): 1 / (1 + e) where v >= 0
+ * (nonnegative), e / (1 + e) below, as e times 1 / (1 + e) */
+#define FCNN_LOGISTIC(T, e, nonnegative)                                       \
+    (((nonnegative) ? (T)1 : (e)) * ((T)1 / ((T)1 + (e))))
+
 /* exp(-2|u|), u = sqrt(2 / pi) (x + 0.044715 x^3): GELU's tanh form */
 #define FCNN_GELU_TANH_EXP(T, EXP, FABS, x)                                    \
     EXP((T)-2 * FABS((T)FCNN_SQRT_2_PI * (x)                                   \
@@ -203,10 +208,8 @@ FCNN_CHUNK_LOOP fcnn_sigmoid_chunk_##SUFFIX(const T *x, const T *unused,      \
     for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
         e[j] = EXP(-FABS(x[j]));                                               \
     FCNN_SIMD                                                                  \
-    for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
-        T r = (T)1 / ((T)1 + e[j]);                                            \
-        y[j] = x[j] >= (T)0 ? r : e[j] * r;                                    \
-    }                                                                          \
+    for (int j = 0; j < FCNN_CHUNK; ++j)                                       \
+        y[j] = FCNN_LOGISTIC(T, e[j], x[j] >= (T)0);                           \
 }                                                                              \
 FCNN_CLONES static void fcnn_sigmoid_##SUFFIX(const T *x, T *y, ptrdiff_t n) { \
     FCNN_BY_CHUNKS(fcnn_sigmoid_chunk_##SUFFIX, T, x, x, y, n, (T)0);         \
@@ -325,9 +328,8 @@ FCNN_CHUNK_LOOP fcnn_gelu_tanh_chunk_##SUFFIX(const T *x, const T *unused,    \
         e[j] = FCNN_GELU_TANH_EXP(T, EXP, FABS, x[j]);                         \
     FCNN_SIMD                                                                  \
     for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
-        T v = x[j], r = (T)1 / ((T)1 + e[j]);                                  \
-        T s = v >= (T)0 ? r : e[j] * r;                                        \
-        y[j] = s == (T)0 ? (T)0 : v * s;                                       \
+        T s = FCNN_LOGISTIC(T, e[j], x[j] >= (T)0);                            \
+        y[j] = s == (T)0 ? (T)0 : x[j] * s;                                    \
     }                                                                          \
 }                                                                              \
 FCNN_CLONES static void fcnn_gelu_tanh_##SUFFIX(const T *x, T *y,            \
@@ -349,7 +351,7 @@ FCNN_CHUNK_LOOP fcnn_gelu_tanh_backward_chunk_##SUFFIX(const T *gy,           \
     FCNN_SIMD                                                                  \
     for (int j = 0; j < FCNN_CHUNK; ++j) {                                     \
         T v = x[j], r = (T)1 / ((T)1 + e[j]);                                  \
-        T s = v >= (T)0 ? r : e[j] * r;                                        \
+        T s = FCNN_LOGISTIC(T, e[j], v >= (T)0);                               \
         T slope = (T)(2 * FCNN_SQRT_2_PI)                                      \
                   * ((T)1 + (T)(3 * FCNN_GELU_CUBIC) * (v * v));               \
         T tail = e[j] == (T)0 ? (T)0 : v * slope * (e[j] * (r * r));           \
