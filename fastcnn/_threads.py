@@ -3,6 +3,7 @@ import functools
 import math
 import numbers
 import os
+import statistics
 
 from ._kernels.openmp_helpers import omp_max_threads, openmp_enabled
 
@@ -214,13 +215,7 @@ class ThreadGovernor:
 
     def _typical(self):
         """The median pace of the current count's recent steps."""
-        if not self.recent:
-            return math.inf
-        ordered = sorted(self.recent)
-        middle = len(ordered) // 2
-        if len(ordered) % 2:
-            return ordered[middle]
-        return 0.5 * (ordered[middle - 1] + ordered[middle])
+        return statistics.median(self.recent) if self.recent else math.inf
 
     def _next_probe(self):
         down = max(self.least, self.current // 2)
