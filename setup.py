@@ -27,8 +27,9 @@ KERNELS = {
                               "src/gemm/pack_avx512.c", "src/gemm/kernel_generic.c",
                               "src/gemm/kernel_avx512.c",
                               "src/gemm/dot.c", "src/gemm/driver.c"],
-    # these two cimport gemm: they call its functions through that module
+    # these cimport gemm: they call its functions through that module
     "fastcnn._kernels.correlation": ["src/correlation.pyx"],
+    "fastcnn._kernels.winograd": ["src/winograd.pyx"],
     "fastcnn._kernels.dense": ["src/dense.pyx"],
     "fastcnn._kernels.pooling": ["src/pooling.pyx"],
     "fastcnn._kernels.activations": ["src/activations.pyx"],

@@ -30,7 +30,9 @@ an even kernel) gets in.
 The kernel gradient also has row products (gemm's dot), for layers
 whose few filters would leave the product's panels mostly empty.
 fastcnn.functional uses the mirrored correlation (a forward call) for the
-input gradient where that is faster.
+input gradient where that is faster, and Winograd's F(2x2, 3x3)
+(src/winograd.pyx) instead of these kernels for 3 x 3 forward correlations
+at stride 1 between many channels.
 
 Threads split the batch: the forward and the input gradient give each
 thread an equal share of the samples (within one), which it works through

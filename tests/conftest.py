@@ -18,6 +18,7 @@ from sklearn.datasets import load_digits
 
 import fastcnn._network as network_module
 from fastcnn._kernels import correlation as correlation_kernels
+from fastcnn._kernels import winograd as winograd_kernels
 from _helpers import references
 from _helpers.cases import (
     CONV1D_CASES, CONV2D_CASES, DILATED_CONV_CASES, FLOAT_DTYPES, KERNEL_GRADIENT_CASES,
@@ -81,6 +82,7 @@ def gemm_kernel(request):
     default (AVX-512 when available) afterwards. Without AVX-512 the
     'avx512' run would repeat the 'generic' one, so it is skipped."""
     active = correlation_kernels.select_gemm_kernel(request.param == "avx512")
+    winograd_kernels.select_transforms(request.param == "avx512")
     try:
         if active != request.param:
             pytest.skip(f"no {request.param} micro-kernel on this CPU "
@@ -88,6 +90,7 @@ def gemm_kernel(request):
         yield active
     finally:
         correlation_kernels.select_gemm_kernel(True)
+        winograd_kernels.select_transforms(True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,111 @@
+"""Winograd's F(2x2, 3x3) forward correlation (src/winograd.pyx) against
+the NumPy reference, under both sets of transforms and matrix-product
+micro-kernels (the gemm_kernel fixture selects both), and where
+fastcnn.functional sends a correlation to it."""
+import numpy as np
+import pytest
+
+import fastcnn.functional as fcf
+from _helpers.arrays import check_thread_independence
+from fastcnn._kernels import winograd as winograd_kernels
+from fastcnn.functional import _correlation
+
+# (x shape, filters, padding as ((top, bottom), (left, right)))
+SHAPES = [
+    ((3, 8, 7, 9), 5, ((1, 1), (1, 1))),         # odd output: tiles cut at both edges
+    ((2, 32, 32, 32), 32, ((1, 1), (1, 1))),     # the 3-channel net's second layer
+    ((4, 5, 6, 6), 9, ((0, 0), (0, 0))),         # no padding
+    ((3, 7, 5, 8), 17, ((2, 2), (2, 2))),        # padding of the whole span less one
+    ((2, 3, 4, 3), 4, ((1, 0), (0, 1))),         # asymmetric ('same' for an even size)
+    ((3, 9, 13, 11), 10, ((0, 1), (2, 0))),
+    ((1, 4, 1, 3), 3, ((1, 1), (1, 1))),         # one input row
+    ((2, 3, 3, 301), 5, ((1, 1), (1, 1))),       # rows of 151 tiles: split into chunks
+    ((1, 2, 5, 259), 3, ((0, 1), (2, 2))),
+    ((2, 33, 9, 520), 9, ((1, 1), (1, 1))),
+    ((3, 2, 300, 4), 3, ((1, 1), (0, 0))),       # many tile rows, few columns
+]
+
+
+def _winograd(x, w, bias, padding, n_threads, out=None):
+    (top, bottom), (left, right) = padding
+    shape = (x.shape[0], w.shape[0], x.shape[2] + top + bottom - 2,
+             x.shape[3] + left + right - 2)
+    y = np.full(shape, np.nan, dtype=x.dtype) if out is None else out
+    winograd_kernels.correlate2d_forward_winograd(x, w, bias, y, top, left, n_threads)
+    return y
+
+
+def _inputs(rng, x_shape, n_filters, dtype):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((n_filters, x_shape[1], 3, 3)).astype(dtype)
+    bias = rng.standard_normal(n_filters).astype(dtype)
+    return x, w, bias
+
+
+@pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES, ids=str)
+def test_matches_reference(x_shape, n_filters, padding, dtype, gemm_kernel, rng,
+                           ref, assert_close):
+    x, w, bias = _inputs(rng, x_shape, n_filters, dtype)
+    y = _winograd(x, w, bias, padding, 2)
+    geometry = ((1, 1), padding)
+    assert_close(y, ref.correlate(x, w, bias, *geometry),
+                 scale=ref.correlate(np.abs(x), np.abs(w), np.abs(bias), *geometry))
+
+
+@pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES[:3] + SHAPES[7:8], ids=str)
+def test_same_bits_for_any_thread_count(x_shape, n_filters, padding, dtype, rng):
+    x, w, bias = _inputs(rng, x_shape, n_filters, dtype)
+    check_thread_independence(lambda n: _winograd(x, w, bias, padding, n))
+
+
+def test_nan_reaches_only_the_windows_that_read_it(rng):
+    """The transforms mix the 16 values of a tile's window, but every value
+    reaches only the outputs whose own 3 x 3 windows hold it (the zeros of
+    the transform matrices): a NaN in the input spoils no other output."""
+    x, w, bias = _inputs(rng, (1, 2, 8, 8), 3, np.float64)
+    for h, c in [(0, 0), (3, 4), (5, 2), (7, 7), (2, 1)]:
+        xn = x.copy()
+        xn[0, 1, h, c] = np.nan
+        y = _winograd(xn, w, bias, ((1, 1), (1, 1)), 1)
+        rows, cols = np.nonzero(np.isnan(y[0, 0]))
+        expected = {(i, j) for i in range(8) for j in range(8)
+                    if abs(i - h) <= 1 and abs(j - c) <= 1}
+        assert set(zip(rows.tolist(), cols.tolist())) == expected
+
+
+@pytest.mark.parametrize("w_shape, out_spatial, stride, dilation, expected", [
+    ((32, 32, 3, 3), (32, 32), (1, 1), (1, 1), True),
+    ((64, 128, 3, 3), (16, 16), (1, 1), (1, 1), True),
+    ((64, 64, 3, 3), (14, 14), (1, 1), (1, 1), True),     # 49 tiles of 64 columns
+    ((64, 64, 3, 3), (3, 600), (1, 1), (1, 1), True),     # rows split into chunks
+    ((64, 64, 3, 3), (12, 12), (1, 1), (1, 1), False),    # 36 tiles of 64
+    ((64, 64, 3, 3), (8, 8), (1, 1), (1, 1), False),
+    ((16, 32, 3, 3), (32, 32), (1, 1), (1, 1), False),    # too few filters
+    ((32, 3, 3, 3), (32, 32), (1, 1), (1, 1), False),     # the first layer of an RGB net
+    ((32, 32, 5, 5), (32, 32), (1, 1), (1, 1), False),
+    ((32, 32, 3, 3), (32, 32), (2, 2), (1, 1), False),
+    ((32, 32, 3, 3), (32, 32), (1, 1), (2, 2), False),
+], ids=str)
+def test_used_where_it_is_faster(w_shape, out_spatial, stride, dilation, expected):
+    assert _correlation._winograd_is_faster(w_shape, out_spatial, stride, dilation,
+                                            2) is expected
+    assert not _correlation._winograd_is_faster(w_shape[:2] + (3,), out_spatial[1:],
+                                                stride[:1], dilation[:1], 1)
+
+
+@pytest.mark.parametrize("padding", [1, 0, 2, ((0, 1), (1, 0))], ids=str)
+def test_public_functions_through_winograd_match_reference(padding, dtype, rng, ref,
+                                                           assert_close):
+    """correlate2d and its input gradient (the mirrored correlation, a forward
+    call of the same kind) on shapes that run as Winograd's."""
+    x, w, bias = _inputs(rng, (3, 32, 16, 15), 32, dtype)
+    y = fcf.correlate2d(x, w, bias, padding=padding)
+    geometry = ((1, 1), padding if not np.isscalar(padding) else (padding, padding))
+    assert _correlation._winograd_is_faster(w.shape, y.shape[2:], (1, 1), (1, 1), 2)
+    assert_close(y, ref.correlate(x, w, bias, *geometry),
+                 scale=ref.correlate(np.abs(x), np.abs(w), np.abs(bias), *geometry))
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    grad_x = fcf.correlate2d_backward_input(grad_y, w, x.shape, padding=padding)
+    assert_close(grad_x, ref.correlate_backward_input(grad_y, w, x.shape, (1, 1), geometry[1]),
+                 scale=ref.correlate_backward_input(np.abs(grad_y), np.abs(w), x.shape,
+                                                    (1, 1), geometry[1]))
