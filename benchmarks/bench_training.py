@@ -20,10 +20,14 @@ library's training speedup from the fewest to the most threads.
 Below that, each network's arithmetic: floating-point operations per
 training step (2 per multiply-add of the convolutions and dense layers:
 forward, kernel gradient, and input gradient except the first layer's;
-pooling, activations, loss and optimizer not counted), and each library's
-training GFLOP/s as a share of the machine's float32 peak, measured at the
-start at each thread count by a loop of independent AVX-512 FMAs (16 chains,
-compiled with the system's cc; fma_peak_gflops in _common.py).
+pooling, activations, loss and optimizer not counted; the count of the
+direct correlation also for fastcnn's layers that run as Winograd's
+F(2x2, 3x3), which does fewer multiplications, so that the share below is
+an effective one there: the direct correlation's work over the time
+taken), and each library's training GFLOP/s as a share of the machine's
+float32 peak, measured at the start at each thread count by a loop of
+independent AVX-512 FMAs (16 chains, compiled with the system's cc;
+fma_peak_gflops in _common.py).
 Peak memory is the maximum RSS (VmHWM) of a separate process that loads
 Fashion-MNIST and fits LeNet-5 (batch 64) for one epoch over all of it, one
 process per library, each importing only its own library and numpy.

@@ -44,7 +44,10 @@
 /* The transforms' loops over tiles read and write a dozen runs that never
  * overlap; too many for the compiler to check at run time before it
  * vectorises them, so it is told. */
-#if defined(_OPENMP)
+#if defined(_MSC_VER) && !defined(restrict)
+#define restrict __restrict
+#endif
+#if defined(_OPENMP) && !defined(_MSC_VER)
 #define FCNN_SIMD _Pragma("omp simd")
 #else
 #define FCNN_SIMD
