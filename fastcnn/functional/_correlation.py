@@ -128,8 +128,8 @@ _WINOGRAD_MIN_PANEL_USE = 0.75
 
 
 def _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
-    """Whether a forward correlation runs as Winograd's F(2x2, 3x3)
-    (src/winograd.pyx): 3 x 3 kernels on images at stride 1 without
+    """Whether a correlation and its kernel gradient run as Winograd's
+    F(2x2, 3x3) (src/winograd.pyx): 3 x 3 kernels on images at stride 1 without
     dilation, between enough channels, with outputs that fill the
     products' panels; (the caller has trimmed padding past the kernel's
     span, as that kernel requires)."""
@@ -324,6 +324,10 @@ def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding,
     if trim is not None:
         return trim.backward_kernel_call(x, grad_y, grad_w, grad_b, stride,
                                          dilation)
+    if _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
+        (ph, pw) = spatial2d(tuple(before for before, _ in padding), ndim, 0)
+        return KernelCall(_winograd.correlate2d_backward_kernel_winograd,
+                          (x, grad_y, grad_w, grad_b, ph, pw), (grad_w, grad_b))
     return KernelCall(_kernels.correlate2d_backward_kernel,
                       (as_4d(x, ndim), as_4d(grad_y, ndim), as_4d(grad_w, ndim),
                        grad_b)
@@ -349,11 +353,13 @@ def correlate2d(x, w, bias=None, stride=1, padding=0, dilation=1, n_threads=None
     """Multi-channel 2-D correlation of a batch of images with a bank of kernels.
 
     A 3 x 3 kernel at stride 1 without dilation, between 32 or more input
-    channels and filters, runs as Winograd's minimal filtering F(2x2, 3x3):
-    the same function, 16 multiplications per 2 x 2 outputs and pair of
-    channels instead of 36, summed in another order (the rounding differs
-    from the direct sum's by a few units in the last place; the bits are
-    still the same for any number of threads).
+    channels and filters on images of 14 x 14 outputs or more, runs as
+    Winograd's minimal filtering F(2x2, 3x3): the same function, 16
+    multiplications per 2 x 2 outputs and pair of channels instead of 36,
+    summed in another order (the rounding differs from the direct sum's by
+    a few units in the last place; the bits are still the same for any
+    number of threads). Its gradients run the same way (the input gradient
+    is such a correlation too, with the mirrored kernel).
 
     Parameters
     ----------
