@@ -21,7 +21,9 @@ and allocates the output: these functions do no bounds checking.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.math cimport isfinite
 from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport uint64_t
 from libc.string cimport memset
 
 from fastcnn._kernels.gemm cimport *
@@ -240,6 +242,47 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
         aligned_free(offsets)
 
 
+cdef void nonzero_rows(const floating *a, Py_ssize_t planes, Py_ssize_t rows,
+                       Py_ssize_t cols, Py_ssize_t top, Py_ssize_t left,
+                       Py_ssize_t frame_rows, uint64_t *mask) noexcept nogil:
+    """mask[p*frame_rows + top + r] bit left + j set where a[p, r, j] != 0
+    (a NaN counts as nonzero), for planes (rows, cols) of a; the other rows
+    of each plane's frame_rows are zero (padding)."""
+    cdef Py_ssize_t p, r, j
+    cdef uint64_t word
+    cdef const floating *row
+    memset(mask, 0, planes * frame_rows * sizeof(uint64_t))
+    for p in range(planes):
+        for r in range(rows):
+            row = a + (p * rows + r) * cols
+            word = 0
+            for j in range(cols):
+                word = word | ((<uint64_t> (row[j] != 0)) << (left + j))
+            mask[p * frame_rows + top + r] = word
+
+
+cdef Py_ssize_t mark_products(const uint64_t *x_mask, const uint64_t *gy_mask,
+                              Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t F,
+                              Py_ssize_t Ho, unsigned char *found) noexcept nogil:
+    """found[(f*C + c)*9 + 3a + b] = 1 where some product of the kernel
+    gradient's tap (a, b), grad_y[f, i, j] x[c, i + a, j + b] (padded), has
+    two nonzero factors; returns how many taps are still without one."""
+    cdef Py_ssize_t f, c, k, i, missing = 0
+    cdef unsigned char *flags
+    for f in range(F):
+        for c in range(C):
+            flags = found + (f * C + c) * 9
+            for k in range(9):
+                if flags[k]:
+                    continue
+                for i in range(Ho):
+                    if gy_mask[f * Ho + i] & (x_mask[c * Hp + i + k // 3] >> (k % 3)):
+                        flags[k] = 1
+                        break
+                missing += not flags[k]
+    return missing
+
+
 cdef void kernel_gradient_sample(const floating *xn, const floating *gyn,
                                  Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                                  Py_ssize_t F, Py_ssize_t Ho, Py_ssize_t Wo,
@@ -305,7 +348,18 @@ def correlate2d_backward_kernel_winograd(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t per_thread = (frame_size + grad_frame_size + v_size + dm_size
                                   + round_up(F, NR) * FCNN_WINOGRAD_LDV)
     cdef Py_ssize_t partial_size = ELEMENTS * C * F + F
-    cdef Py_ssize_t blk, n, r, t
+    # after the scratch, the bit masks of a sample's nonzero values: its
+    # padded rows (one 64-bit word each, W + the padding <= 64) and its
+    # output gradient's rows, in as many values as they take
+    cdef Py_ssize_t Hp = 2 * TH + 2, taps = F * C * 9
+    cdef Py_ssize_t per_thread_values = round_up(per_thread, 2)   # 8-byte aligned
+    cdef Py_ssize_t mask_values = ((C * Hp + F * Ho) * sizeof(uint64_t)
+                                   + sizeof(floating) - 1) // sizeof(floating)
+    cdef Py_ssize_t blk, n, r, t, missing
+    cdef unsigned char *found = NULL
+    cdef unsigned char *flags
+    cdef uint64_t *masks
+    cdef floating *gw = &grad_w[0, 0, 0, 0]
     cdef floating *frame = NULL
     cdef floating *partials = NULL
     cdef floating *part
@@ -313,11 +367,16 @@ def correlate2d_backward_kernel_winograd(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t *offsets = NULL
     cdef int failed = 0
     cdef int *failure = &failed   # parallel() makes every name it assigns private
+    per_thread = per_thread_values + mask_values
+    if W + pw > 64:
+        raise ValueError(f"rows of {W} values after {pw} of padding do not fit "
+                         "the 64-bit masks of the Winograd kernel gradient")
     try:
         partials = alloc(n_blocks * partial_size, &grad_w[0, 0, 0, 0])
         offsets = <Py_ssize_t *> aligned_malloc(C * sizeof(Py_ssize_t))
-        if offsets == NULL:
-            raise MemoryError(f"could not allocate {C * sizeof(Py_ssize_t)} bytes of scratch")
+        found = <unsigned char *> aligned_malloc(n_blocks * taps)
+        if offsets == NULL or found == NULL:
+            raise MemoryError(f"could not allocate {n_blocks * taps} bytes of scratch")
         for r in range(C):
             offsets[r] = r * FCNN_WINOGRAD_CS
         with nogil, parallel(num_threads=n_threads):
@@ -330,7 +389,17 @@ def correlate2d_backward_kernel_winograd(const floating[:, :, :, ::1] x,
                     continue
                 part = partials + blk * partial_size
                 memset(part, 0, partial_size * sizeof(floating))
+                flags = found + blk * taps
+                memset(flags, 0, taps)
+                missing = taps
                 for n in range(blk * N // n_blocks, (blk + 1) * N // n_blocks):
+                    if missing:
+                        masks = <uint64_t *> (frame + per_thread_values)
+                        nonzero_rows(&x[n, 0, 0, 0], C, H, W, ph, pw, Hp, masks)
+                        nonzero_rows(&grad_y[n, 0, 0, 0], F, Ho, Wo, 0, 0, Ho,
+                                     masks + C * Hp)
+                        missing = mark_products(masks, masks + C * Hp, C, Hp, F, Ho,
+                                                flags)
                     kernel_gradient_sample(
                         &x[n, 0, 0, 0], &grad_y[n, 0, 0, 0], C, H, W, F, Ho, Wo,
                         ph, pw, offsets, frame, frame + frame_size,
@@ -349,6 +418,19 @@ def correlate2d_backward_kernel_winograd(const floating[:, :, :, ::1] x,
             transform_filter_grad(F, C, partials, &grad_w[0, 0, 0, 0])
             for t in range(F):
                 grad_b[t] = partials[ELEMENTS * C * F + t]
+            # A tap none of whose products has two nonzero factors has the
+            # gradient 0 exactly: summed directly, every product is 0. The
+            # transforms sum other taps' products there, which cancel only
+            # in exact arithmetic; an optimizer that divides by the
+            # gradient's size (Adam) would turn what is left into whole
+            # steps. (A NaN or infinity stays: 0 times infinity is NaN.)
+            for r in range(taps):
+                if not found[r]:
+                    for blk in range(1, n_blocks):
+                        found[r] = found[r] | found[blk * taps + r]
+                if not found[r] and isfinite(gw[r]):
+                    gw[r] = 0
     finally:
         aligned_free(partials)
         aligned_free(offsets)
+        aligned_free(found)

@@ -144,6 +144,15 @@ NETWORKS.update({
          AvgPool2D(2), Flatten()],
         (2, 10, 10), 6),
 })
+# 3 x 3 layers between 32 channels on 14 x 15 images: the second and third
+# run as Winograd's F(2x2, 3x3), forward, input gradient and kernel
+# gradient (test_winograd checks that such shapes are sent there)
+NETWORKS.update({
+    "conv2d-winograd": (
+        [Conv2D(32, 3, padding=1), ReLU(), Conv2D(32, 3, padding=1), ReLU(),
+         Conv2D(32, 3, padding=1), ReLU(), MaxPool2D(2), Flatten()],
+        (2, 14, 15), 8),
+})
 #: Networks where a bias feeds a batch normalization directly: the norm
 #: subtracts it again, so its gradient is zero but for rounding, which
 #: Adam (epsilon tiny here) turns into steps of the learning rate whose

@@ -68,7 +68,11 @@ def test_matches_reference(x_shape, n_filters, padding, dtype, gemm_kernel, rng,
                  scale=ref.correlate(np.abs(x), np.abs(w), np.abs(bias), *geometry))
 
 
-@pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES, ids=str)
+# the kernel gradient's rows fit 64-bit masks: not the wide images
+NARROW = [case for case in SHAPES if case[0][3] + case[2][1][0] <= 64]
+
+
+@pytest.mark.parametrize("x_shape, n_filters, padding", NARROW, ids=str)
 def test_kernel_gradient_matches_reference(x_shape, n_filters, padding, dtype,
                                            gemm_kernel, rng, ref, assert_close):
     x, _, _ = _inputs(rng, x_shape, n_filters, dtype)
@@ -87,7 +91,34 @@ def test_same_bits_for_any_thread_count(x_shape, n_filters, padding, dtype, rng)
     x, w, bias = _inputs(rng, x_shape, n_filters, dtype)
     grad_y = _output_gradient(rng, x, n_filters, padding)
     check_thread_independence(lambda n: _winograd(x, w, bias, padding, n))
-    check_thread_independence(lambda n: _winograd_kernel_gradient(x, grad_y, padding, n))
+    if x_shape[3] + padding[1][0] <= 64:
+        check_thread_independence(lambda n: _winograd_kernel_gradient(x, grad_y, padding, n))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_kernel_gradient_is_zero_where_no_product_is(dtype, rng):
+    """Where every product of a tap has a zero factor the gradient is 0, as
+    the direct sum gives it (and an optimizer dividing by its size leaves
+    the weight alone), though the transforms sum other taps' products
+    there: here the output gradient lives in the first row only, where
+    the top taps read the padding."""
+    x, _, _ = _inputs(rng, (4, 32, 12, 12), 32, dtype)
+    grad_y = np.zeros((4, 32, 12, 12), dtype)
+    grad_y[:, :, 0] = rng.standard_normal((4, 32, 12))
+    grad_w, _ = _winograd_kernel_gradient(x, grad_y, ((1, 1), (1, 1)), 2)
+    assert np.all(grad_w[:, :, 0] == 0)
+    assert np.all(grad_w[:, :, 1:] != 0)
+    # a NaN stays: 0 times infinity is NaN in the direct sum too
+    x[0, 3, 5, 5] = np.inf
+    grad_w, _ = _winograd_kernel_gradient(x, grad_y, ((1, 1), (1, 1)), 2)
+    assert np.isnan(grad_w[:, 3]).any()
+
+
+def test_kernel_gradient_refuses_rows_past_its_masks(rng):
+    x, _, _ = _inputs(rng, (1, 2, 3, 64), 2, np.float32)
+    grad_y = _output_gradient(rng, x, 2, ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match="64-bit masks"):
+        _winograd_kernel_gradient(x, grad_y, ((1, 1), (1, 1)), 1)
 
 
 def test_nan_reaches_only_the_windows_that_read_it(rng):

@@ -125,6 +125,10 @@ _WINOGRAD_MIN_CHANNELS = 32
 # fewest of a panel's columns a chunk must fill.
 _WINOGRAD_CHUNK_TILES = 128
 _WINOGRAD_MIN_PANEL_USE = 0.75
+# The Winograd kernel gradient marks the nonzero values of each padded input
+# row in one 64-bit word (src/winograd.pyx): rows up to 64 values with the
+# padding before them
+_WINOGRAD_KERNEL_GRADIENT_MAX_ROW = 64
 
 
 def _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
@@ -324,8 +328,9 @@ def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding,
     if trim is not None:
         return trim.backward_kernel_call(x, grad_y, grad_w, grad_b, stride,
                                          dilation)
-    if _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
-        (ph, pw) = spatial2d(tuple(before for before, _ in padding), ndim, 0)
+    (ph, pw) = spatial2d(tuple(before for before, _ in padding), ndim, 0)
+    if (_winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim)
+            and x.shape[-1] + pw <= _WINOGRAD_KERNEL_GRADIENT_MAX_ROW):
         return KernelCall(_winograd.correlate2d_backward_kernel_winograd,
                           (x, grad_y, grad_w, grad_b, ph, pw), (grad_w, grad_b))
     return KernelCall(_kernels.correlate2d_backward_kernel,
