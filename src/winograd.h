@@ -231,87 +231,6 @@ ATTR static void fcnn_winograd_output_##SUFFIX(ptrdiff_t F, ptrdiff_t ti0,    \
         }                                                                     \
 }
 
-/* The kernel gradient runs the forward's products backwards: with dY a
- * tile's 2 x 2 output gradient, dM = A dY A^T (4 x 4), then
- * dU_e = sum over tiles of dM_e V_e^T (F x C, per element e), and
- * dg = G^T dU G.
- *
- * dM for a chunk of tiles (as the input's), in M's layout, from a
- * phase-split frame of the output gradient (F, 2*TH rows, Wq = TW columns
- * a phase, zero past Ho and Wo): column 2tj of row a is E_a[tj], column
- * 2tj + 1 is O_a[tj]. */
-#define FCNN_DEFINE_WINOGRAD_GRAD_OUTPUT(SUFFIX, T, ATTR)                      \
-ATTR static void fcnn_winograd_grad_output_##SUFFIX(ptrdiff_t F, ptrdiff_t Hg,\
-                                                    ptrdiff_t Wq,             \
-                                                    ptrdiff_t ti0,            \
-                                                    ptrdiff_t ti1,            \
-                                                    ptrdiff_t tj0,            \
-                                                    ptrdiff_t tj1,            \
-                                                    const T *frame, T *dm)    \
-{                                                                             \
-    const ptrdiff_t es = FCNN_WINOGRAD_LDV, n = tj1 - tj0;                    \
-    for (ptrdiff_t f = 0; f < F; ++f)                                         \
-        for (ptrdiff_t ti = ti0; ti < ti1; ++ti) {                            \
-            const T *r0 = frame + ((f * Hg + 2 * ti) * 2) * Wq + tj0;         \
-            const T *r1 = r0 + 2 * Wq;                                        \
-            T *out = dm + f * FCNN_WINOGRAD_CS + (ti - ti0) * n;              \
-            FCNN_SIMD                                                         \
-            for (ptrdiff_t tj = 0; tj < n; ++tj) {                            \
-                /* dY A^T along the rows: h_a = (g_a0, g_a0 + g_a1,        */ \
-                /* g_a0 - g_a1, -g_a1), then A down the columns            */ \
-                T e0 = r0[tj], o0 = r0[Wq + tj], e1 = r1[tj], o1 = r1[Wq + tj];\
-                T h00 = e0, h01 = e0 + o0, h02 = e0 - o0, h03 = -o0;          \
-                T h10 = e1, h11 = e1 + o1, h12 = e1 - o1, h13 = -o1;          \
-                out[0 * es + tj] = h00;                                       \
-                out[1 * es + tj] = h01;                                       \
-                out[2 * es + tj] = h02;                                       \
-                out[3 * es + tj] = h03;                                       \
-                out[4 * es + tj] = h00 + h10;                                 \
-                out[5 * es + tj] = h01 + h11;                                 \
-                out[6 * es + tj] = h02 + h12;                                 \
-                out[7 * es + tj] = h03 + h13;                                 \
-                out[8 * es + tj] = h00 - h10;                                 \
-                out[9 * es + tj] = h01 - h11;                                 \
-                out[10 * es + tj] = h02 - h12;                                \
-                out[11 * es + tj] = h03 - h13;                                \
-                out[12 * es + tj] = -h10;                                     \
-                out[13 * es + tj] = -h11;                                     \
-                out[14 * es + tj] = -h12;                                     \
-                out[15 * es + tj] = -h13;                                     \
-            }                                                                 \
-        }                                                                     \
-}
-
-/* gw (F, C, 3, 3) = G^T dU G from du[(e*C + c)*F + f] = dU_e[f, c] (the
- * products' C x F results); in double, rounded once. */
-#define FCNN_DEFINE_WINOGRAD_FILTER_GRAD(SUFFIX, T)                            \
-static void fcnn_winograd_filter_grad_##SUFFIX(ptrdiff_t F, ptrdiff_t C,      \
-                                               const T *du, T *gw)            \
-{                                                                             \
-    static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5},                \
-                                   {0.5, -0.5, 0.5}, {0, 0, 1}};              \
-    for (ptrdiff_t f = 0; f < F; ++f)                                         \
-        for (ptrdiff_t c = 0; c < C; ++c) {                                   \
-            double d[4][4], t[3][4];                                          \
-            for (int e = 0; e < 16; ++e)                                      \
-                d[e / 4][e % 4] = du[(e * C + c) * F + f];                    \
-            for (int a = 0; a < 3; ++a)                                       \
-                for (int j = 0; j < 4; ++j)                                   \
-                    t[a][j] = G[0][a] * d[0][j] + G[1][a] * d[1][j]           \
-                            + G[2][a] * d[2][j] + G[3][a] * d[3][j];          \
-            for (int a = 0; a < 3; ++a)                                       \
-                for (int b = 0; b < 3; ++b)                                   \
-                    gw[(f * C + c) * 9 + 3 * a + b] =                         \
-                        (T)(t[a][0] * G[0][b] + t[a][1] * G[1][b]             \
-                            + t[a][2] * G[2][b] + t[a][3] * G[3][b]);         \
-        }                                                                     \
-}
-
-FCNN_DEFINE_WINOGRAD_FILTER_GRAD(f32, float)
-FCNN_DEFINE_WINOGRAD_FILTER_GRAD(f64, double)
-FCNN_DEFINE_WINOGRAD_GRAD_OUTPUT(generic_f32, float, )
-FCNN_DEFINE_WINOGRAD_GRAD_OUTPUT(generic_f64, double, )
-
 #if FCNN_WINOGRAD_AVX512
 #define FCNN_WINOGRAD_AVX512_ATTR __attribute__((target("avx512f")))
 #include <immintrin.h>
@@ -419,8 +338,6 @@ FCNN_DEFINE_WINOGRAD_FRAME(avx512_f32, float, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_FRAME(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_INPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_OUTPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
-FCNN_DEFINE_WINOGRAD_GRAD_OUTPUT(avx512_f32, float, FCNN_WINOGRAD_AVX512_ATTR)
-FCNN_DEFINE_WINOGRAD_GRAD_OUTPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 #endif
 
 typedef void (*fcnn_winograd_frame_f32_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
@@ -442,17 +359,6 @@ typedef void (*fcnn_winograd_output_f64_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrd
                                            ptrdiff_t, const double *, const double *,
                                            double *, ptrdiff_t, ptrdiff_t);
 
-typedef void (*fcnn_winograd_grad_output_f32_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                                ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                                const float *, float *);
-typedef void (*fcnn_winograd_grad_output_f64_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                                ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                                const double *, double *);
-
-static fcnn_winograd_grad_output_f32_t fcnn_winograd_grad_output_f32 =
-    fcnn_winograd_grad_output_generic_f32;
-static fcnn_winograd_grad_output_f64_t fcnn_winograd_grad_output_f64 =
-    fcnn_winograd_grad_output_generic_f64;
 static fcnn_winograd_frame_f32_t fcnn_winograd_frame_f32 = fcnn_winograd_frame_generic_f32;
 static fcnn_winograd_frame_f64_t fcnn_winograd_frame_f64 = fcnn_winograd_frame_generic_f64;
 static fcnn_winograd_input_f32_t fcnn_winograd_input_f32 = fcnn_winograd_input_generic_f32;
@@ -464,8 +370,6 @@ static fcnn_winograd_output_f64_t fcnn_winograd_output_f64 = fcnn_winograd_outpu
  * the portable ones; returns 1 for AVX-512. */
 static int fcnn_winograd_select(int want_avx512)
 {
-    fcnn_winograd_grad_output_f32 = fcnn_winograd_grad_output_generic_f32;
-    fcnn_winograd_grad_output_f64 = fcnn_winograd_grad_output_generic_f64;
     fcnn_winograd_frame_f32 = fcnn_winograd_frame_generic_f32;
     fcnn_winograd_frame_f64 = fcnn_winograd_frame_generic_f64;
     fcnn_winograd_input_f32 = fcnn_winograd_input_generic_f32;
@@ -476,8 +380,6 @@ static int fcnn_winograd_select(int want_avx512)
     if (want_avx512) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f")) {
-            fcnn_winograd_grad_output_f32 = fcnn_winograd_grad_output_avx512_f32;
-            fcnn_winograd_grad_output_f64 = fcnn_winograd_grad_output_avx512_f64;
             fcnn_winograd_frame_f32 = fcnn_winograd_frame_avx512_f32;
             fcnn_winograd_frame_f64 = fcnn_winograd_frame_avx512_f64;
             fcnn_winograd_input_f32 = fcnn_winograd_input_avx512_f32;

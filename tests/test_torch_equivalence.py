@@ -145,8 +145,8 @@ NETWORKS.update({
         (2, 10, 10), 6),
 })
 # 3 x 3 layers between 32 channels on 14 x 15 images: the second and third
-# run as Winograd's F(2x2, 3x3), forward, input gradient and kernel
-# gradient (test_winograd checks that such shapes are sent there)
+# run as Winograd's F(2x2, 3x3), forward and input gradient (test_winograd
+# checks that such shapes are sent there)
 NETWORKS.update({
     "conv2d-winograd": (
         [Conv2D(32, 3, padding=1), ReLU(), Conv2D(32, 3, padding=1), ReLU(),

@@ -1,7 +1,7 @@
-"""Winograd's F(2x2, 3x3) forward correlation and kernel gradient
-(src/winograd.pyx) against the NumPy references, under both sets of
-transforms and matrix-product micro-kernels (the gemm_kernel fixture selects
-both), and where fastcnn.functional sends a correlation to them."""
+"""Winograd's F(2x2, 3x3) forward correlation (src/winograd.pyx) against
+the NumPy reference, under both sets of transforms and matrix-product
+micro-kernels (the gemm_kernel fixture selects both), and where
+fastcnn.functional sends a correlation to it."""
 import numpy as np
 import pytest
 
@@ -35,22 +35,6 @@ def _winograd(x, w, bias, padding, n_threads, out=None):
     return y
 
 
-def _winograd_kernel_gradient(x, grad_y, padding, n_threads):
-    (top, _), (left, _) = padding
-    grad_w = np.full((grad_y.shape[1], x.shape[1], 3, 3), np.nan, dtype=x.dtype)
-    grad_b = np.full(grad_y.shape[1], np.nan, dtype=x.dtype)
-    winograd_kernels.correlate2d_backward_kernel_winograd(x, grad_y, grad_w, grad_b,
-                                                          top, left, n_threads)
-    return grad_w, grad_b
-
-
-def _output_gradient(rng, x, n_filters, padding):
-    (top, bottom), (left, right) = padding
-    shape = (x.shape[0], n_filters, x.shape[2] + top + bottom - 2,
-             x.shape[3] + left + right - 2)
-    return rng.standard_normal(shape).astype(x.dtype)
-
-
 def _inputs(rng, x_shape, n_filters, dtype):
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((n_filters, x_shape[1], 3, 3)).astype(dtype)
@@ -68,57 +52,10 @@ def test_matches_reference(x_shape, n_filters, padding, dtype, gemm_kernel, rng,
                  scale=ref.correlate(np.abs(x), np.abs(w), np.abs(bias), *geometry))
 
 
-# the kernel gradient's rows fit 64-bit masks: not the wide images
-NARROW = [case for case in SHAPES if case[0][3] + case[2][1][0] <= 64]
-
-
-@pytest.mark.parametrize("x_shape, n_filters, padding", NARROW, ids=str)
-def test_kernel_gradient_matches_reference(x_shape, n_filters, padding, dtype,
-                                           gemm_kernel, rng, ref, assert_close):
-    x, _, _ = _inputs(rng, x_shape, n_filters, dtype)
-    grad_y = _output_gradient(rng, x, n_filters, padding)
-    grad_w, grad_b = _winograd_kernel_gradient(x, grad_y, padding, 2)
-    w_shape = (n_filters, x_shape[1], 3, 3)
-    expected = ref.correlate_backward_kernel(x, grad_y, w_shape, (1, 1), padding)
-    scale = ref.correlate_backward_kernel(np.abs(x), np.abs(grad_y), w_shape, (1, 1),
-                                          padding)
-    assert_close(grad_w, expected[0], scale=scale[0])
-    assert_close(grad_b, expected[1], scale=scale[1])
-
-
 @pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES[:3] + SHAPES[7:8], ids=str)
 def test_same_bits_for_any_thread_count(x_shape, n_filters, padding, dtype, rng):
     x, w, bias = _inputs(rng, x_shape, n_filters, dtype)
-    grad_y = _output_gradient(rng, x, n_filters, padding)
     check_thread_independence(lambda n: _winograd(x, w, bias, padding, n))
-    if x_shape[3] + padding[1][0] <= 64:
-        check_thread_independence(lambda n: _winograd_kernel_gradient(x, grad_y, padding, n))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
-def test_kernel_gradient_is_zero_where_no_product_is(dtype, rng):
-    """Where every product of a tap has a zero factor the gradient is 0, as
-    the direct sum gives it (and an optimizer dividing by its size leaves
-    the weight alone), though the transforms sum other taps' products
-    there: here the output gradient lives in the first row only, where
-    the top taps read the padding."""
-    x, _, _ = _inputs(rng, (4, 32, 12, 12), 32, dtype)
-    grad_y = np.zeros((4, 32, 12, 12), dtype)
-    grad_y[:, :, 0] = rng.standard_normal((4, 32, 12))
-    grad_w, _ = _winograd_kernel_gradient(x, grad_y, ((1, 1), (1, 1)), 2)
-    assert np.all(grad_w[:, :, 0] == 0)
-    assert np.all(grad_w[:, :, 1:] != 0)
-    # a NaN stays: 0 times infinity is NaN in the direct sum too
-    x[0, 3, 5, 5] = np.inf
-    grad_w, _ = _winograd_kernel_gradient(x, grad_y, ((1, 1), (1, 1)), 2)
-    assert np.isnan(grad_w[:, 3]).any()
-
-
-def test_kernel_gradient_refuses_rows_past_its_masks(rng):
-    x, _, _ = _inputs(rng, (1, 2, 3, 64), 2, np.float32)
-    grad_y = _output_gradient(rng, x, 2, ((1, 1), (1, 1)))
-    with pytest.raises(ValueError, match="64-bit masks"):
-        _winograd_kernel_gradient(x, grad_y, ((1, 1), (1, 1)), 1)
 
 
 def test_nan_reaches_only_the_windows_that_read_it(rng):
@@ -159,9 +96,8 @@ def test_used_where_it_is_faster(w_shape, out_spatial, stride, dilation, expecte
 @pytest.mark.parametrize("padding", [1, 0, 2, ((0, 1), (1, 0))], ids=str)
 def test_public_functions_through_winograd_match_reference(padding, dtype, rng, ref,
                                                            assert_close):
-    """correlate2d and its gradients (the input gradient through the mirrored
-    correlation, a forward call of the same kind) on shapes that run as
-    Winograd's."""
+    """correlate2d and its input gradient (the mirrored correlation, a forward
+    call of the same kind) on shapes that run as Winograd's."""
     x, w, bias = _inputs(rng, (3, 32, 16, 15), 32, dtype)
     y = fcf.correlate2d(x, w, bias, padding=padding)
     geometry = ((1, 1), padding if not np.isscalar(padding) else (padding, padding))
@@ -173,9 +109,3 @@ def test_public_functions_through_winograd_match_reference(padding, dtype, rng, 
     assert_close(grad_x, ref.correlate_backward_input(grad_y, w, x.shape, (1, 1), geometry[1]),
                  scale=ref.correlate_backward_input(np.abs(grad_y), np.abs(w), x.shape,
                                                     (1, 1), geometry[1]))
-    grad_w, grad_b = fcf.correlate2d_backward_kernel(x, grad_y, w.shape, padding=padding)
-    expected = ref.correlate_backward_kernel(x, grad_y, w.shape, (1, 1), geometry[1])
-    scale = ref.correlate_backward_kernel(np.abs(x), np.abs(grad_y), w.shape, (1, 1),
-                                          geometry[1])
-    assert_close(grad_w, expected[0], scale=scale[0])
-    assert_close(grad_b, expected[1], scale=scale[1])

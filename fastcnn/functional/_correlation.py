@@ -125,15 +125,11 @@ _WINOGRAD_MIN_CHANNELS = 32
 # fewest of a panel's columns a chunk must fill.
 _WINOGRAD_CHUNK_TILES = 128
 _WINOGRAD_MIN_PANEL_USE = 0.75
-# The Winograd kernel gradient marks the nonzero values of each padded input
-# row in one 64-bit word (src/winograd.pyx): rows up to 64 values with the
-# padding before them
-_WINOGRAD_KERNEL_GRADIENT_MAX_ROW = 64
 
 
 def _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
-    """Whether a correlation and its kernel gradient run as Winograd's
-    F(2x2, 3x3) (src/winograd.pyx): 3 x 3 kernels on images at stride 1 without
+    """Whether a forward correlation runs as Winograd's F(2x2, 3x3)
+    (src/winograd.pyx): 3 x 3 kernels on images at stride 1 without
     dilation, between enough channels, with outputs that fill the
     products' panels; (the caller has trimmed padding past the kernel's
     span, as that kernel requires)."""
@@ -328,11 +324,6 @@ def _correlate_backward_kernel_call(x, grad_y, w_shape, stride, padding,
     if trim is not None:
         return trim.backward_kernel_call(x, grad_y, grad_w, grad_b, stride,
                                          dilation)
-    (ph, pw) = spatial2d(tuple(before for before, _ in padding), ndim, 0)
-    if (_winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim)
-            and x.shape[-1] + pw <= _WINOGRAD_KERNEL_GRADIENT_MAX_ROW):
-        return KernelCall(_winograd.correlate2d_backward_kernel_winograd,
-                          (x, grad_y, grad_w, grad_b, ph, pw), (grad_w, grad_b))
     return KernelCall(_kernels.correlate2d_backward_kernel,
                       (as_4d(x, ndim), as_4d(grad_y, ndim), as_4d(grad_w, ndim),
                        grad_b)
@@ -363,8 +354,10 @@ def correlate2d(x, w, bias=None, stride=1, padding=0, dilation=1, n_threads=None
     multiplications per 2 x 2 outputs and pair of channels instead of 36,
     summed in another order (the rounding differs from the direct sum's by
     a few units in the last place; the bits are still the same for any
-    number of threads). Its gradients run the same way (the input gradient
-    is such a correlation too, with the mirrored kernel).
+    number of threads). Each output is computed from its own window's
+    values only, so an all-zero window gives 0 exactly, as directly. The
+    input gradient of such a layer is such a correlation too (with the
+    mirrored kernel) and runs the same way.
 
     Parameters
     ----------
