@@ -60,6 +60,10 @@ cdef enum:
     ELEMENTS = 16
 
 
+# The most tiles one chunk of a sample holds (a row of more is split)
+CHUNK_TILES = FCNN_WINOGRAD_LDV
+
+
 def select_transforms(int want_avx512):
     """The AVX-512 transforms (when the CPU has them) or the portable ones;
     returns whether AVX-512 is in use. The tests run both."""

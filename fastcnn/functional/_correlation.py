@@ -119,11 +119,10 @@ def _correlate_call(x, w, bias, stride, padding, dilation, ndim, out):
 # than direct, 32 x 32 on 32 x 32 images 1.3x faster, 64 x 64 1.6x).
 _WINOGRAD_MIN_CHANNELS = 32
 # The products run over the 2 x 2 tiles of one sample, a chunk of whole
-# tile rows at a time (at most _WINOGRAD_CHUNK_TILES tiles, src/winograd.h),
-# in panels of 32 columns: small images leave most of a panel empty (8 x 8
-# outputs, 16 tiles: no faster than direct; 4 x 4: 3.5x slower). The
-# fewest of a panel's columns a chunk must fill.
-_WINOGRAD_CHUNK_TILES = 128
+# tile rows at a time (at most CHUNK_TILES tiles, src/winograd.h), in
+# panels of 32 columns (float32's; 16 in float64): small images leave most
+# of a panel empty (8 x 8 outputs, 16 tiles: no faster than direct; 4 x 4:
+# 3.5x slower). The fewest of a panel's columns a chunk must fill.
 _WINOGRAD_MIN_PANEL_USE = 0.75
 
 
@@ -138,8 +137,8 @@ def _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
             and min(w_shape[0], w_shape[1]) >= _WINOGRAD_MIN_CHANNELS):
         return False
     tile_rows, tile_cols = ((o + 1) // 2 for o in out_spatial)
-    chunk_rows = max(1, _WINOGRAD_CHUNK_TILES // tile_cols)
-    chunk = min(tile_rows, chunk_rows) * min(tile_cols, _WINOGRAD_CHUNK_TILES)
+    chunk_rows = max(1, _winograd.CHUNK_TILES // tile_cols)
+    chunk = min(tile_rows, chunk_rows) * min(tile_cols, _winograd.CHUNK_TILES)
     return chunk >= _WINOGRAD_MIN_PANEL_USE * (-(-chunk // 32) * 32)
 
 
