@@ -116,7 +116,8 @@ def _correlate_call(x, w, bias, stride, padding, dilation, ndim, out):
 # the direct correlation: its 16 matrix products sum over the channels (a
 # product of depth C), and its transforms cost about what the products do
 # when they are short (16 x 16 channels on 28 x 28 images are 1.5x slower
-# than direct, 32 x 32 on 32 x 32 images 1.3x faster, 64 x 64 1.6x).
+# than direct, 32 x 32 on 32 x 32 images 1.2-1.4x faster, 64 x 64 on
+# 16 x 16 images about 1.5x).
 _WINOGRAD_MIN_CHANNELS = 32
 # The products run over the 2 x 2 tiles of one sample, a chunk of whole
 # tile rows at a time (at most CHUNK_TILES tiles, src/winograd.h), in
@@ -130,8 +131,8 @@ def _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
     """Whether a forward correlation runs as Winograd's F(2x2, 3x3)
     (src/winograd.pyx): 3 x 3 kernels on images at stride 1 without
     dilation, between enough channels, with outputs that fill the
-    products' panels; (the caller has trimmed padding past the kernel's
-    span, as that kernel requires)."""
+    products' panels. The caller has trimmed padding past the kernel's
+    span, as that kernel requires."""
     if not (ndim == 2 and tuple(w_shape[2:]) == (3, 3)
             and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
             and min(w_shape[0], w_shape[1]) >= _WINOGRAD_MIN_CHANNELS):
