@@ -25,9 +25,10 @@
  * even (E) and odd (O) phases: contiguous runs over the tiles of a row, in
  * vectors.
  *
- * Each function is defined for float and double and compiled twice, for
- * AVX-512 and for any x86-64 (or other) CPU; fcnn_winograd_select picks
- * one set at run time, as the gemm module picks its micro-kernel.
+ * Each function is defined for float and double; those that run for every
+ * sample are compiled twice, for AVX-512 and for any x86-64 (or other)
+ * CPU, and fcnn_winograd_select picks one set at run time, as the gemm
+ * module picks its micro-kernel.
  */
 #ifndef FASTCNN_WINOGRAD_H
 #define FASTCNN_WINOGRAD_H
@@ -79,7 +80,9 @@ static void fcnn_winograd_filter_##SUFFIX(ptrdiff_t F, ptrdiff_t C,           \
 }
 
 /* One padded sample x (C, H, W) into a zeroed phase-split frame, ph rows
- * above and pw columns left of it; the padding is never written. */
+ * above and pw columns left of it; the padding is never written. The
+ * layout is that of correlation.pyx's interleave_group for one sample at
+ * column stride 2; this copy moves a vector of each phase at a time. */
 #define FCNN_DEFINE_WINOGRAD_FRAME(SUFFIX, T, ATTR)                            \
 ATTR static void fcnn_winograd_frame_##SUFFIX(ptrdiff_t C, ptrdiff_t H,       \
                                          ptrdiff_t W, ptrdiff_t ph,           \
