@@ -758,7 +758,10 @@ def correlate2d_backward_kernel(const floating[:, :, :, ::1] x,
             # Every buffer is cleared by the thread that uses it: the block's
             # partial sums here; padded frames by pad_sample, interleaved
             # ones by clear_on_new_layout; B's panels are written whole.
-            for blk in prange(n_blocks, schedule='static'):
+            # Blocks are handed out one at a time, so a core slowed by other
+            # work takes fewer; a block's partial sum does not depend on the
+            # thread that computes it.
+            for blk in prange(n_blocks, schedule='dynamic'):
                 if b_panels == NULL:
                     continue
                 part = partials + blk * partial_size

@@ -25,7 +25,6 @@ from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
 
 from fastcnn._kernels.gemm cimport *
-from frames cimport group_start, thread_groups
 
 cdef extern from "winograd.h" nogil:
     enum:
@@ -166,7 +165,7 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t v_size = C * FCNN_WINOGRAD_CS, m_size = F * FCNN_WINOGRAD_CS
     cdef Py_ssize_t per_thread = frame_size + v_size + m_size
     cdef Py_ssize_t panel_size = round_up(F, MR) * C
-    cdef Py_ssize_t t, g, groups, n, e, c
+    cdef Py_ssize_t n, e, c
     cdef floating *u = NULL
     cdef floating *u_panels = NULL
     cdef floating *frame = NULL
@@ -192,15 +191,15 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
                 # columns past a chunk's tiles are read by the products
                 # (never stored), so they must be numbers
                 memset(frame, 0, (frame_size + v_size) * sizeof(floating))
-            for t in prange(n_threads, schedule='static'):
+            # Samples handed out one at a time: a core slowed by other work
+            # takes fewer. A sample's output is the same whichever thread
+            # computes it.
+            for n in prange(N, schedule='dynamic'):
                 if frame == NULL:
                     continue
-                groups = thread_groups(N, n_threads, t, 1)
-                for g in range(groups):
-                    n = group_start(N, n_threads, t, groups, g)
-                    winograd_sample(&x[n, 0, 0, 0], &y[n, 0, 0, 0], C, H, W, F,
-                                    Ho, Wo, ph, pw, u_panels, panel_size, &bias[0], offsets, frame,
-                                    frame + frame_size, frame + frame_size + v_size)
+                winograd_sample(&x[n, 0, 0, 0], &y[n, 0, 0, 0], C, H, W, F,
+                                Ho, Wo, ph, pw, u_panels, panel_size, &bias[0], offsets, frame,
+                                frame + frame_size, frame + frame_size + v_size)
             thread_scratch_trim()
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
