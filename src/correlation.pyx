@@ -519,26 +519,18 @@ cdef void pack_grad_interleaved(const floating *gy, Py_ssize_t G,
     grad_y[s, :, i, j], in panels of NR filters; columns past F are zero."""
     cdef Py_ssize_t NR = panel_cols(dst)
     cdef Py_ssize_t P = Ho * Wo, depth = Wo * G, operand = round_up(F, NR) * depth
-    cdef Py_ssize_t i, j, s, f, q, t
-    cdef const floating *g
-    cdef floating *d
-    # Each row of a plane is read once, whole, and written down a column of
-    # one panel (depth x NR values, in L1 while it fills). Reading a value of
-    # each filter in turn instead hits addresses P apart, often a multiple
-    # of 4 KiB, all in the same cache set: a third of the kernel gradient's
-    # time on 128 x 32 x 32 x 32.
+    cdef Py_ssize_t i, s, q
+    # A panel's rows for one sample are every G-th: B[j, f] =
+    # grad_y[s, q + f, i, j], filters P apart, each a run of Wo values
+    # (the packer reads runs whole and transposes them in registers;
+    # reading a value of each filter in turn instead hits addresses P
+    # apart, often a multiple of 4 KiB, all in the same cache set).
     for i in range(Ho):
         q = 0
         while q < F:
-            d = dst + i * operand + q * depth
-            for f in range(q, min(q + NR, F)):
-                for s in range(G):
-                    g = gy + (s * F + f) * P + i * Wo
-                    for j in range(Wo):
-                        d[(j * G + s) * NR + f - q] = g[j]
-            for f in range(F, q + NR):
-                for t in range(depth):
-                    d[t * NR + f - q] = 0
+            for s in range(G):
+                pack_b_panel(Wo, min(NR, F - q), gy + (s * F + q) * P + i * Wo, 1, P,
+                             dst + i * operand + q * depth + s * NR, G * NR)
             q += NR
 
 

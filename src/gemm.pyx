@@ -30,6 +30,10 @@ cdef extern from "gemm/gemm.h" nogil:
                          ptrdiff_t rs, ptrdiff_t cs, float *dst)
     void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
                          ptrdiff_t rs, ptrdiff_t cs, double *dst)
+    void fcnn_pack_b_panel_f32(ptrdiff_t K, ptrdiff_t cols, const float *src,
+                               ptrdiff_t rs, ptrdiff_t cs, float *dst, ptrdiff_t ld)
+    void fcnn_pack_b_panel_f64(ptrdiff_t K, ptrdiff_t cols, const double *src,
+                               ptrdiff_t rs, ptrdiff_t cs, double *dst, ptrdiff_t ld)
     void fcnn_gemm_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                        const float *a, const ptrdiff_t *a_offsets,
                        const float *b, const ptrdiff_t *b_offsets,
@@ -84,6 +88,15 @@ cdef void pack_b(Py_ssize_t K, Py_ssize_t N, const floating *src,
         fcnn_pack_b_f32(K, N, src, rs, cs, dst)
     else:
         fcnn_pack_b_f64(K, N, src, rs, cs, dst)
+
+
+cdef void pack_b_panel(Py_ssize_t K, Py_ssize_t cols, const floating *src,
+                       Py_ssize_t rs, Py_ssize_t cs, floating *dst,
+                       Py_ssize_t ld) noexcept nogil:
+    if floating is float:
+        fcnn_pack_b_panel_f32(K, cols, src, rs, cs, dst, ld)
+    else:
+        fcnn_pack_b_panel_f64(K, cols, src, rs, cs, dst, ld)
 
 
 cdef void gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

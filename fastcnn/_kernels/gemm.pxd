@@ -28,6 +28,9 @@ cdef void pack_a(Py_ssize_t M, Py_ssize_t K, const floating *src,
                  Py_ssize_t rs, Py_ssize_t cs, floating *dst) noexcept nogil
 cdef void pack_b(Py_ssize_t K, Py_ssize_t N, const floating *src,
                  Py_ssize_t rs, Py_ssize_t cs, floating *dst) noexcept nogil
+cdef void pack_b_panel(Py_ssize_t K, Py_ssize_t cols, const floating *src,
+                       Py_ssize_t rs, Py_ssize_t cs, floating *dst,
+                       Py_ssize_t ld) noexcept nogil
 cdef void gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                const floating *a, const Py_ssize_t *a_offsets,
                const floating *b, const Py_ssize_t *b_offsets,

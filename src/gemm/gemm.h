@@ -36,6 +36,13 @@ void fcnn_pack_b_f32(ptrdiff_t K, ptrdiff_t N, const float *src,
                      ptrdiff_t rs, ptrdiff_t cs, float *dst);
 void fcnn_pack_b_f64(ptrdiff_t K, ptrdiff_t N, const double *src,
                      ptrdiff_t rs, ptrdiff_t cs, double *dst);
+/* One panel of B, B[k, j] = src[k*rs + j*cs], 0 <= k < K, 0 <= j < cols <=
+ * NR, its row k at dst + k*ld (ld >= NR: panels whose rows interleave with
+ * other panels'); the columns from cols to NR are zero. */
+void fcnn_pack_b_panel_f32(ptrdiff_t K, ptrdiff_t cols, const float *src,
+                           ptrdiff_t rs, ptrdiff_t cs, float *dst, ptrdiff_t ld);
+void fcnn_pack_b_panel_f64(ptrdiff_t K, ptrdiff_t cols, const double *src,
+                           ptrdiff_t rs, ptrdiff_t cs, double *dst, ptrdiff_t ld);
 
 /* C[i*ldc + j] (+)= sum_k A[i,k] B[k,j]; K >= 1.
  *

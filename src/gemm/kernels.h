@@ -51,27 +51,28 @@ typedef void (*fcnn_dot_f64_t)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t G,
                                ptrdiff_t ldc);
 
 /* A column packer: one panel of B (layout.h) from cols <= NR columns that
- * are runs, column c's element k at src[c*cs + k*rs]; the panel's columns
- * past cols are zero. pack.c calls the selected one, driver.c selects. */
+ * are runs, column c's element k at src[c*cs + k*rs], the panel's row k at
+ * dst + k*ld (ld = NR for a panel of its own); the panel's columns past
+ * cols are zero. pack.c calls the selected one, driver.c selects. */
 typedef void (*fcnn_pack_columns_f32_t)(ptrdiff_t K, ptrdiff_t cols,
                                         const float *src, ptrdiff_t rs,
-                                        ptrdiff_t cs, float *dst);
+                                        ptrdiff_t cs, float *dst, ptrdiff_t ld);
 typedef void (*fcnn_pack_columns_f64_t)(ptrdiff_t K, ptrdiff_t cols,
                                         const double *src, ptrdiff_t rs,
-                                        ptrdiff_t cs, double *dst);
+                                        ptrdiff_t cs, double *dst, ptrdiff_t ld);
 FCNN_INTERNAL extern fcnn_pack_columns_f32_t fcnn_pack_columns_f32;
 FCNN_INTERNAL extern fcnn_pack_columns_f64_t fcnn_pack_columns_f64;
 
 /* pack.c, pack_avx512.c */
 FCNN_INTERNAL void fcnn_pack_columns_generic_f32(ptrdiff_t, ptrdiff_t, const float *,
-                                                 ptrdiff_t, ptrdiff_t, float *);
+                                                 ptrdiff_t, ptrdiff_t, float *, ptrdiff_t);
 FCNN_INTERNAL void fcnn_pack_columns_generic_f64(ptrdiff_t, ptrdiff_t, const double *,
-                                                 ptrdiff_t, ptrdiff_t, double *);
+                                                 ptrdiff_t, ptrdiff_t, double *, ptrdiff_t);
 #if FCNN_HAVE_AVX512_KERNEL
 FCNN_INTERNAL void fcnn_pack_columns_avx512_f32(ptrdiff_t, ptrdiff_t, const float *,
-                                                ptrdiff_t, ptrdiff_t, float *);
+                                                ptrdiff_t, ptrdiff_t, float *, ptrdiff_t);
 FCNN_INTERNAL void fcnn_pack_columns_avx512_f64(ptrdiff_t, ptrdiff_t, const double *,
-                                                ptrdiff_t, ptrdiff_t, double *);
+                                                ptrdiff_t, ptrdiff_t, double *, ptrdiff_t);
 #endif
 
 /* kernel_generic.c, kernel_avx512.c */

@@ -14,19 +14,25 @@
 #define FCNN_DEFINE_PACK_COLUMNS(SUFFIX, T, NR)                                \
 void fcnn_pack_columns_generic_##SUFFIX(ptrdiff_t K, ptrdiff_t cols,          \
                                         const T *src, ptrdiff_t rs,           \
-                                        ptrdiff_t cs, T *dst)                 \
+                                        ptrdiff_t cs, T *dst, ptrdiff_t ld)   \
 {                                                                             \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FCNN_PACK_BLOCK) {                   \
         ptrdiff_t kb = K - k0 < FCNN_PACK_BLOCK ? K - k0 : FCNN_PACK_BLOCK;   \
-        T *d = dst + k0 * NR;                                                 \
+        T *d = dst + k0 * ld;                                                 \
         ptrdiff_t c = 0;                                                      \
         for (; c < cols; ++c) {                                               \
             const T *s = src + k0 * rs + c * cs;                              \
-            for (ptrdiff_t k = 0; k < kb; ++k) d[k * NR + c] = s[k * rs];     \
+            for (ptrdiff_t k = 0; k < kb; ++k) d[k * ld + c] = s[k * rs];     \
         }                                                                     \
         for (; c < NR; ++c)                                                   \
-            for (ptrdiff_t k = 0; k < kb; ++k) d[k * NR + c] = 0;             \
+            for (ptrdiff_t k = 0; k < kb; ++k) d[k * ld + c] = 0;             \
     }                                                                         \
+}                                                                             \
+void fcnn_pack_b_panel_##SUFFIX(ptrdiff_t K, ptrdiff_t cols, const T *src,    \
+                                ptrdiff_t rs, ptrdiff_t cs, T *dst,           \
+                                ptrdiff_t ld)                                 \
+{                                                                             \
+    fcnn_pack_columns_##SUFFIX(K, cols, src, rs, cs, dst, ld);                \
 }
 
 FCNN_DEFINE_PACK_COLUMNS(f32, float, FCNN_NR_F32)
@@ -58,7 +64,7 @@ void fcnn_pack_b_##SUFFIX(ptrdiff_t K, ptrdiff_t N, const T *src,             \
              * reads them whole. Reading a row of B at a time instead reads \
              * NR values cs apart, often a multiple of 4 KiB, all in one    \
              * cache set. */                                                 \
-            fcnn_pack_columns_##SUFFIX(K, cols, src + j0 * cs, rs, cs, dst); \
+            fcnn_pack_columns_##SUFFIX(K, cols, src + j0 * cs, rs, cs, dst, NR); \
             dst += K * NR;                                                    \
             continue;                                                         \
         }                                                                     \

@@ -65,10 +65,11 @@ static inline FCNN_AVX512 void transpose_f64(__m512d *r)
                                         SETZERO, MASKZ_LOADU, STOREU)         \
 FCNN_AVX512 void fcnn_pack_columns_avx512_##SUFFIX(ptrdiff_t K, ptrdiff_t cols,\
                                                    const T *src, ptrdiff_t rs,\
-                                                   ptrdiff_t cs, T *dst)      \
+                                                   ptrdiff_t cs, T *dst,      \
+                                                   ptrdiff_t ld)              \
 {                                                                             \
     if (rs != 1) {                                                            \
-        fcnn_pack_columns_generic_##SUFFIX(K, cols, src, rs, cs, dst);        \
+        fcnn_pack_columns_generic_##SUFFIX(K, cols, src, rs, cs, dst, ld);    \
         return;                                                               \
     }                                                                         \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += LANES) {                             \
@@ -82,7 +83,7 @@ FCNN_AVX512 void fcnn_pack_columns_avx512_##SUFFIX(ptrdiff_t K, ptrdiff_t cols,\
                     : SETZERO();                                              \
             transpose_##SUFFIX(r);                                            \
             for (int k = 0; k < kb; ++k)                                      \
-                STOREU(dst + (k0 + k) * NR + c0, r[k]);                       \
+                STOREU(dst + (k0 + k) * ld + c0, r[k]);                       \
         }                                                                     \
     }                                                                         \
 }
