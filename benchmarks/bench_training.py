@@ -25,9 +25,9 @@ direct correlation also for fastcnn's layers that run as Winograd's
 F(2x2, 3x3), which does fewer multiplications, so that the share below is
 an effective one there: the direct correlation's work over the time
 taken), and each library's training GFLOP/s as a share of the machine's
-float32 peak, measured at the start at each thread count by a loop of
-independent AVX-512 FMAs (16 chains, compiled with the system's cc;
-fma_peak_gflops in _common.py).
+float32 peak, measured before and after the runs at each thread count by a
+loop of independent AVX-512 FMAs (16 chains, compiled with the system's cc;
+fma_peak_gflops in _common.py); the shares use the higher of the two.
 Peak memory is the maximum RSS (VmHWM) of a separate process that loads
 Fashion-MNIST and fits LeNet-5 (batch 64) for one epoch over all of it, one
 process per library, each importing only its own library and numpy.
@@ -286,14 +286,19 @@ def torch_available():
     return True
 
 
-def measure_peaks(threads):
+def measure_peaks(threads, when, before=None):
     """The float32 peak GFLOP/s at each thread count (None where not
-    measured), printed."""
+    measured), printed; with ``before`` (the peaks measured at the start),
+    the higher of the two at each count. A peak measured while something
+    else held a core comes out low (once, 2 threads as 1), and the shares
+    would then pass 100%."""
     peak = {t: fma_peak_gflops(t) for t in threads}
-    print("float32 peak (AVX-512 FMA loop): " + (", ".join(
+    print(f"float32 peak (AVX-512 FMA loop) {when}: " + (", ".join(
         f"{t} thread{'s' * (t > 1)} {peak[t]:.0f} GFLOP/s" for t in threads)
         if None not in peak.values() else "not measured (no cc or no AVX-512)"))
-    return peak
+    if before is None or None in peak.values() or None in before.values():
+        return peak
+    return {t: max(peak[t], before[t]) for t in threads}
 
 
 def print_table_header(threads, repeats):
@@ -407,20 +412,23 @@ def main():
     warnings.simplefilter("ignore")
     has_torch = not args.no_torch and torch_available()
     threads = [int(t) for t in args.threads.split(",")]
-    peak = measure_peaks(threads)
+    peak = measure_peaks(threads, "before the runs")
     print_table_header(threads, args.repeats)
-    memory, scaling, arithmetic = [], [], []
+    memory, scaling, results = [], [], []
     for name in args.only.split(","):
         result = benchmark(name, threads, args.repeats, has_torch)
         if result is None:
             continue
         print_rows(result, threads)
-        arithmetic.append(arithmetic_line(result, threads, peak))
+        results.append(result)
         if len(threads) > 1:
             scaling.append(scaling_line(result, threads))
         if not args.no_memory and name == "lenet5-64":
             memory.append((name, peak_rss_mib("fastcnn"),
                            peak_rss_mib("torch") if has_torch else float("nan")))
+    print()
+    peak = measure_peaks(threads, "after the runs", before=peak)
+    arithmetic = [arithmetic_line(result, threads, peak) for result in results]
     print_summary(arithmetic, scaling, memory)
     if args.profile:
         for name in args.only.split(","):
