@@ -11,9 +11,10 @@ fastcnn.functional), so it runs here too.
 Per sample: the padded sample into a phase-split frame, then tile rows in
 chunks: V = the chunk's input tiles transformed (16 matrices C x tiles),
 M_e = U_e . V_e by the gemm module (U, the kernel transformed, packed once
-per call), y = M's tiles transformed back. Threads split the batch, each
-thread working through its share of samples, each sample the same way for
-any thread count, so the bits never depend on it.
+per call), y = M's tiles transformed back. Threads take the samples one
+at a time (a dynamic schedule), and each sample is computed the same way
+by whichever thread takes it, so the bits never depend on the thread
+count or on which thread took what.
 
 The caller (fastcnn.functional) validates every shape, dtype and parameter
 and allocates the output: these functions do no bounds checking.
