@@ -1,29 +1,40 @@
 /*
- * The transforms of Winograd's minimal filtering F(2x2, 3x3) (Lavin and
+ * The transforms of Winograd's minimal filtering F(4x4, 3x3) (Lavin and
  * Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), for
- * src/winograd.pyx. A 2 x 2 tile of outputs of a 3 x 3 correlation is
+ * src/winograd.pyx. A 4 x 4 tile of outputs of a 3 x 3 correlation is
  *
  *     Y = A^T [ (G g G^T) * (B^T d B) ] A
  *
- * with d the tile's 4 x 4 window of the input, g the 3 x 3 kernel, * the
- * element-wise product and
+ * with d the tile's 6 x 6 window of the input, g the 3 x 3 kernel, * the
+ * element-wise product and, from the interpolation points 0, 1, -1, 2, -2
+ * and infinity,
  *
- *     B^T = | 1  0 -1  0 |    G = | 1    0    0   |    A^T = | 1 1  1  0 |
- *           | 0  1  1  0 |        | 1/2  1/2  1/2 |          | 0 1 -1 -1 |
- *           | 0 -1  1  0 |        | 1/2 -1/2  1/2 |
- *           | 0  1  0 -1 |        | 0    0    1   |
+ *     B^T = | 4  0 -5  0  1  0 |    G = |  1/4     0     0   |
+ *           | 0 -4 -4  1  1  0 |        | -1/6  -1/6  -1/6   |
+ *           | 0  4 -4 -1  1  0 |        | -1/6   1/6  -1/6   |
+ *           | 0 -2 -1  2  1  0 |        |  1/24  1/12  1/6   |
+ *           | 0  2 -1 -2  1  0 |        |  1/24 -1/12  1/6   |
+ *           | 0  4  0 -5  0  1 |        |  0     0     1     |
  *
- * Summed over input channels, each of the 16 element positions e = 4*i + j
- * is one matrix product, U_e (F x C) . V_e (C x tiles): 16 multiplications
- * per tile and channel pair where the correlation does 36. The same
- * function in exact arithmetic; the sums run in another order.
+ *     A^T = | 1  1  1  1  1  0 |
+ *           | 0  1 -1  2 -2  0 |
+ *           | 0  1  1  4  4  0 |
+ *           | 0  1 -1  8 -8  1 |
  *
- * The input is read from a frame holding one padded sample with each row's
- * columns split into their two phases: padded row h of channel c, column
- * 2q + r, at frame[((c*Hp + h)*2 + r)*Wq + q]. A tile's four columns
- * 2tj .. 2tj + 3 are then E[tj], O[tj], E[tj + 1], O[tj + 1] of the row's
- * even (E) and odd (O) phases: contiguous runs over the tiles of a row, in
- * vectors.
+ * Summed over input channels, each of the 36 element positions e = 6*i + j
+ * is one matrix product, U_e (F x C) . V_e (C x tiles): 36 multiplications
+ * per tile and channel pair where the correlation does 144. The same
+ * function in exact arithmetic; the sums run in another order, and the
+ * transforms' coefficients (up to 8 and 5/4) make the rounding error a few
+ * times that of F(2x2, 3x3)'s, still well inside float32's budget for a
+ * correlation's sum (tests/test_winograd.py).
+ *
+ * A chunk of tiles is numbered in slots: tile (ti, tj) of a chunk whose
+ * rows hold ls slots each (ls, a multiple of 4, at least the chunk's tiles
+ * per row) at slot (ti - ti0) * ls + (tj - tj0); several samples' tiles
+ * follow one another. Slots past a row's tiles are computed and never
+ * stored: the transforms run over all slots in whole vectors, and an
+ * output vector's four tiles of four columns never straddle two rows.
  *
  * Each function is defined for float and double; those that run for every
  * sample are compiled twice, for AVX-512 and for any x86-64 (or other)
@@ -42,8 +53,8 @@
 #define FCNN_WINOGRAD_AVX512 0
 #endif
 
-/* The transforms' loops over tiles read and write a dozen runs that never
- * overlap; too many for the compiler to check at run time before it
+/* The transforms' loops over tiles read and write dozens of runs that
+ * never overlap; too many for the compiler to check at run time before it
  * vectorises them, so it is told. */
 #if defined(_MSC_VER) && !defined(restrict)
 #define restrict __restrict
@@ -54,7 +65,32 @@
 #define FCNN_SIMD
 #endif
 
-/* u[(e*F + f)*C + c] = (G g G^T)[i][j] for e = 4i + j, g = w[f, c]; in
+/* Elements of a tile's transform (6 x 6), one matrix product each. */
+#define FCNN_WINOGRAD_ELEMENTS 36
+
+/* The scratch layout of a chunk's transformed tiles, V (C x 36 x tiles) and
+ * M (F x 36 x tiles): element e of channel c (or filter f), slot t of the
+ * chunk at [c*FCNN_WINOGRAD_CS + e*FCNN_WINOGRAD_LDV + t]. A chunk holds at
+ * most FCNN_WINOGRAD_LDV slots. Constant strides let the transforms reach
+ * their 36 runs from one pointer; the products read matrix e's row c
+ * (FCNN_WINOGRAD_CS apart) in place. The 16 values a channel's stride has
+ * beyond 36 runs keep those rows out of one cache set (a multiple of 4 KiB
+ * apart, every row of a product would fall into the same one). */
+#define FCNN_WINOGRAD_LDV 64
+#define FCNN_WINOGRAD_CS (FCNN_WINOGRAD_ELEMENTS * FCNN_WINOGRAD_LDV + 16)
+
+/* G applied to the 3 values g, into 6. */
+static void fcnn_winograd_g(const double g[3], double out[6])
+{
+    out[0] = 0.25 * g[0];
+    out[1] = -(g[0] + g[1] + g[2]) * (1.0 / 6);
+    out[2] = -(g[0] - g[1] + g[2]) * (1.0 / 6);
+    out[3] = (0.25 * g[0] + 0.5 * g[1] + g[2]) * (1.0 / 6);
+    out[4] = (0.25 * g[0] - 0.5 * g[1] + g[2]) * (1.0 / 6);
+    out[5] = g[2];
+}
+
+/* u[(e*F + f)*C + c] = (G g G^T)[i][j] for e = 6i + j, g = w[f, c]; in
  * double, rounded once. */
 #define FCNN_DEFINE_WINOGRAD_FILTER(SUFFIX, T)                                 \
 static void fcnn_winograd_filter_##SUFFIX(ptrdiff_t F, ptrdiff_t C,           \
@@ -63,265 +99,361 @@ static void fcnn_winograd_filter_##SUFFIX(ptrdiff_t F, ptrdiff_t C,           \
     for (ptrdiff_t f = 0; f < F; ++f)                                         \
         for (ptrdiff_t c = 0; c < C; ++c) {                                   \
             const T *g = w + (f * C + c) * 9;                                 \
-            double t[4][3];                                                   \
+            /* G down the kernel's columns (t transposed), then along */      \
+            double t[3][6], row[3], r[6];                                     \
             for (int b = 0; b < 3; ++b) {                                     \
-                t[0][b] = g[b];                                               \
-                t[1][b] = 0.5 * ((double)g[b] + g[3 + b] + g[6 + b]);         \
-                t[2][b] = 0.5 * ((double)g[b] - g[3 + b] + g[6 + b]);         \
-                t[3][b] = g[6 + b];                                           \
+                double column[3] = {g[b], g[3 + b], g[6 + b]};                \
+                fcnn_winograd_g(column, t[b]);                                \
             }                                                                 \
-            for (int i = 0; i < 4; ++i) {                                     \
-                double r[4] = {t[i][0], 0.5 * (t[i][0] + t[i][1] + t[i][2]),  \
-                               0.5 * (t[i][0] - t[i][1] + t[i][2]), t[i][2]}; \
-                for (int j = 0; j < 4; ++j)                                   \
-                    u[((4 * i + j) * F + f) * C + c] = (T)r[j];               \
+            for (int i = 0; i < 6; ++i) {                                     \
+                row[0] = t[0][i], row[1] = t[1][i], row[2] = t[2][i];         \
+                fcnn_winograd_g(row, r);                                      \
+                for (int j = 0; j < 6; ++j)                                   \
+                    u[((6 * i + j) * F + f) * C + c] = (T)r[j];               \
             }                                                                 \
         }                                                                     \
 }
 
-/* One padded sample x (C, H, W) into a zeroed phase-split frame, ph rows
- * above and pw columns left of it; the padding is never written. The
- * layout is that of correlation.pyx's interleave_group for one sample at
- * column stride 2; this copy moves a vector of each phase at a time. */
-#define FCNN_DEFINE_WINOGRAD_FRAME(SUFFIX, T, ATTR)                            \
-ATTR static void fcnn_winograd_frame_##SUFFIX(ptrdiff_t C, ptrdiff_t H,       \
-                                         ptrdiff_t W, ptrdiff_t ph,           \
-                                         ptrdiff_t pw, ptrdiff_t Hp,          \
-                                         ptrdiff_t Wq, const T *x, T *frame)  \
+/* B^T applied to (d0, ..., d5), into z0 .. z5. */
+#define FCNN_WINOGRAD_BT(T, d0, d1, d2, d3, d4, d5, z0, z1, z2, z3, z4, z5)     \
+    do {                                                                      \
+        T p_ = (d4) - 4 * (d2), q_ = (d3) - 4 * (d1);                         \
+        T r_ = (d4) - (d2), s_ = 2 * ((d3) - (d1));                           \
+        z0 = 4 * (d0) - 5 * (d2) + (d4);                                      \
+        z1 = p_ + q_;                                                         \
+        z2 = p_ - q_;                                                         \
+        z3 = r_ + s_;                                                         \
+        z4 = r_ - s_;                                                         \
+        z5 = 4 * (d1) - 5 * (d3) + (d5);                                      \
+    } while (0)
+
+/* A^T applied to (m0, ..., m5), into y0 .. y3. */
+#define FCNN_WINOGRAD_AT(T, m0, m1, m2, m3, m4, m5, y0, y1, y2, y3)             \
+    do {                                                                      \
+        T p_ = (m1) + (m2), q_ = (m1) - (m2);                                 \
+        T r_ = (m3) + (m4), s_ = (m3) - (m4);                                 \
+        y0 = (m0) + p_ + r_;                                                  \
+        y1 = q_ + 2 * s_;                                                     \
+        y2 = p_ + 4 * r_;                                                     \
+        y3 = q_ + 8 * s_ + (m5);                                              \
+    } while (0)
+
+/* The windows of a chunk's tiles of one sample x (C, H, W), before the
+ * transform: d[c*FCNN_WINOGRAD_CS + (6a + b)*FCNN_WINOGRAD_LDV + slot] =
+ * x[c, 4ti + a - ph, 4tj + b - pw], zero outside x; the slots past a row's
+ * tiles hold zeros or values of x. */
+#define FCNN_DEFINE_WINOGRAD_GATHER(SUFFIX, T, ATTR)                           \
+ATTR static void fcnn_winograd_gather_##SUFFIX(                               \
+    ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ph, ptrdiff_t pw,        \
+    ptrdiff_t ti0, ptrdiff_t ti1, ptrdiff_t tj0, ptrdiff_t tj1, ptrdiff_t ls, \
+    const T *x, T *d)                                                         \
 {                                                                             \
-    /* input column w sits in phase (w + pw) % 2 at (w + pw) / 2 */           \
-    ptrdiff_t w_even = pw & 1, n_even = (W - w_even + 1) / 2;                 \
-    ptrdiff_t n_odd = (W - (1 - w_even) + 1) / 2;                             \
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV, n = tj1 - tj0;                    \
     for (ptrdiff_t c = 0; c < C; ++c)                                         \
-        for (ptrdiff_t h = 0; h < H; ++h) {                                   \
-            const T *src = x + (c * H + h) * W;                               \
-            T *even = frame + ((c * Hp + h + ph) * 2) * Wq + (pw + 1) / 2;    \
-            T *odd = frame + ((c * Hp + h + ph) * 2 + 1) * Wq + pw / 2;       \
-            FCNN_SIMD                                                         \
-            for (ptrdiff_t q = 0; q < n_even; ++q)                            \
-                even[q] = src[2 * q + w_even];                                \
-            FCNN_SIMD                                                         \
-            for (ptrdiff_t q = 0; q < n_odd; ++q)                             \
-                odd[q] = src[2 * q + 1 - w_even];                             \
-        }                                                                     \
+        for (ptrdiff_t ti = ti0; ti < ti1; ++ti)                              \
+            for (ptrdiff_t a = 0; a < 6; ++a) {                               \
+                ptrdiff_t h = 4 * ti + a - ph;                                \
+                int inside = h >= 0 && h < H;                                 \
+                const T *row = inside ? x + (c * H + h) * W : x;              \
+                T *out = d + c * FCNN_WINOGRAD_CS + 6 * a * es + (ti - ti0) * ls; \
+                for (ptrdiff_t b = 0; b < 6; ++b)                             \
+                    for (ptrdiff_t t = 0; t < ls; ++t) {                      \
+                        ptrdiff_t w = 4 * (tj0 + t) + b - pw;                 \
+                        out[b * es + t] = inside && t < n && w >= 0 && w < W  \
+                                          ? row[w] : (T)0;                    \
+                    }                                                         \
+            }                                                                 \
 }
 
-/* The scratch layout of a chunk's transformed tiles, V (C x 16 x tiles) and
- * M (F x 16 x tiles): element e of channel c (or filter f), tile t of the
- * chunk at [c*FCNN_WINOGRAD_CS + e*FCNN_WINOGRAD_LDV + t]. A chunk holds at
- * most FCNN_WINOGRAD_LDV tiles. Constant strides let the transforms reach
- * their 16 runs from one pointer; the products read matrix e's row c
- * (FCNN_WINOGRAD_CS apart) in place. The 16 values a channel's stride has
- * beyond 16 runs keep those rows out of one cache set (a multiple of 4 KiB
- * apart, every row of a product would fall into the same one). */
-#define FCNN_WINOGRAD_LDV 128
-#define FCNN_WINOGRAD_CS (16 * FCNN_WINOGRAD_LDV + 16)
-
-/* V for the chunk of tiles (ti, tj), ti0 <= ti < ti1, tj0 <= tj < tj1,
- * numbered row by row: element e = 4i + j of tile t is (B^T d B)[i][j]. */
+/* V = B^T d B in place for the first `slots` slots of each channel. */
 #define FCNN_DEFINE_WINOGRAD_INPUT(SUFFIX, T, ATTR)                            \
-ATTR static void fcnn_winograd_input_##SUFFIX(ptrdiff_t C, ptrdiff_t Hp,      \
-                                              ptrdiff_t Wq, ptrdiff_t ti0,    \
-                                              ptrdiff_t ti1, ptrdiff_t tj0,   \
-                                              ptrdiff_t tj1, const T *frame,  \
+ATTR static void fcnn_winograd_input_##SUFFIX(ptrdiff_t C, ptrdiff_t slots,   \
                                               T *v)                           \
 {                                                                             \
-    const ptrdiff_t es = FCNN_WINOGRAD_LDV, n = tj1 - tj0;                    \
-    for (ptrdiff_t c = 0; c < C; ++c)                                         \
-        for (ptrdiff_t ti = ti0; ti < ti1; ++ti) {                            \
-            const T *r0 = frame + ((c * Hp + 2 * ti) * 2) * Wq + tj0;         \
-            const T *r1 = r0 + 2 * Wq, *r2 = r0 + 4 * Wq, *r3 = r0 + 6 * Wq;  \
-            T *out = v + c * FCNN_WINOGRAD_CS + (ti - ti0) * n;               \
-            FCNN_SIMD                                                         \
-            for (ptrdiff_t tj = 0; tj < n; ++tj) {                            \
-                /* B^T along each row's columns: z_a = d[a] B */              \
-                T z00 = r0[tj] - r0[tj + 1], z01 = r0[Wq + tj] + r0[tj + 1];  \
-                T z02 = r0[tj + 1] - r0[Wq + tj];                             \
-                T z03 = r0[Wq + tj] - r0[Wq + tj + 1];                        \
-                T z10 = r1[tj] - r1[tj + 1], z11 = r1[Wq + tj] + r1[tj + 1];  \
-                T z12 = r1[tj + 1] - r1[Wq + tj];                             \
-                T z13 = r1[Wq + tj] - r1[Wq + tj + 1];                        \
-                T z20 = r2[tj] - r2[tj + 1], z21 = r2[Wq + tj] + r2[tj + 1];  \
-                T z22 = r2[tj + 1] - r2[Wq + tj];                             \
-                T z23 = r2[Wq + tj] - r2[Wq + tj + 1];                        \
-                T z30 = r3[tj] - r3[tj + 1], z31 = r3[Wq + tj] + r3[tj + 1];  \
-                T z32 = r3[tj + 1] - r3[Wq + tj];                             \
-                T z33 = r3[Wq + tj] - r3[Wq + tj + 1];                        \
-                /* then down the columns: B^T z */                            \
-                out[0 * es + tj] = z00 - z20;                                 \
-                out[1 * es + tj] = z01 - z21;                                 \
-                out[2 * es + tj] = z02 - z22;                                 \
-                out[3 * es + tj] = z03 - z23;                                 \
-                out[4 * es + tj] = z10 + z20;                                 \
-                out[5 * es + tj] = z11 + z21;                                 \
-                out[6 * es + tj] = z12 + z22;                                 \
-                out[7 * es + tj] = z13 + z23;                                 \
-                out[8 * es + tj] = z20 - z10;                                 \
-                out[9 * es + tj] = z21 - z11;                                 \
-                out[10 * es + tj] = z22 - z12;                                \
-                out[11 * es + tj] = z23 - z13;                                \
-                out[12 * es + tj] = z10 - z30;                                \
-                out[13 * es + tj] = z11 - z31;                                \
-                out[14 * es + tj] = z12 - z32;                                \
-                out[15 * es + tj] = z13 - z33;                                \
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV;                                   \
+    for (ptrdiff_t c = 0; c < C; ++c) {                                       \
+        T *restrict p = v + c * FCNN_WINOGRAD_CS;                             \
+        FCNN_SIMD                                                             \
+        for (ptrdiff_t t = 0; t < slots; ++t) {                               \
+            T z[6][6];                                                        \
+            /* B^T along each row's columns, then down the columns */         \
+            for (int a = 0; a < 6; ++a) {                                     \
+                const T *q = p + 6 * a * es + t;                              \
+                FCNN_WINOGRAD_BT(T, q[0], q[es], q[2 * es], q[3 * es],        \
+                                 q[4 * es], q[5 * es], z[a][0], z[a][1],      \
+                                 z[a][2], z[a][3], z[a][4], z[a][5]);         \
             }                                                                 \
+            for (int j = 0; j < 6; ++j)                                       \
+                FCNN_WINOGRAD_BT(T, z[0][j], z[1][j], z[2][j], z[3][j],       \
+                                 z[4][j], z[5][j], p[(0 + j) * es + t],       \
+                                 p[(6 + j) * es + t], p[(12 + j) * es + t],   \
+                                 p[(18 + j) * es + t], p[(24 + j) * es + t],  \
+                                 p[(30 + j) * es + t]);                       \
         }                                                                     \
+    }                                                                         \
 }
 
-/* y (F, Ho, Wo) for a chunk of tiles (as the input's) from M: A^T m A plus
- * bias[f]; a tile's second row or column is dropped where it falls past
- * Ho or Wo. */
-#define FCNN_WINOGRAD_TILE_OUTPUT(T, in, tj, b)                                \
-    T m0 = in[0 * es + tj], m1 = in[1 * es + tj];                             \
-    T m2 = in[2 * es + tj], m3 = in[3 * es + tj];                             \
-    T m4 = in[4 * es + tj], m5 = in[5 * es + tj];                             \
-    T m6 = in[6 * es + tj], m7 = in[7 * es + tj];                             \
-    T m8 = in[8 * es + tj], m9 = in[9 * es + tj];                             \
-    T m10 = in[10 * es + tj], m11 = in[11 * es + tj];                         \
-    T m12 = in[12 * es + tj], m13 = in[13 * es + tj];                         \
-    T m14 = in[14 * es + tj], m15 = in[15 * es + tj];                         \
-    /* A^T down the columns, then along the rows */                           \
-    T s0 = m0 + m4 + m8, s1 = m1 + m5 + m9;                                   \
-    T s2 = m2 + m6 + m10, s3 = m3 + m7 + m11;                                 \
-    T t0 = m4 - m8 - m12, t1 = m5 - m9 - m13;                                 \
-    T t2 = m6 - m10 - m14, t3 = m7 - m11 - m15;                               \
-    T y00 = s0 + s1 + s2 + b, y01 = s1 - s2 - s3 + b;                         \
-    T y10 = t0 + t1 + t2 + b, y11 = t1 - t2 - t3 + b;                         \
-    (void)y01; (void)y10; (void)y11
-
+/* The outputs of a chunk from M: A^T m A plus bias[f], rows and columns
+ * past Ho or Wo dropped. The chunk's `rows` rows of ls slots are tile rows
+ * ti0, ti0 + 1, ... counted on across samples of TH tile rows each; y is
+ * the output (F, Ho, Wo) of the chunk's first sample. */
 #define FCNN_DEFINE_WINOGRAD_OUTPUT(SUFFIX, T, ATTR)                           \
-ATTR static void fcnn_winograd_output_##SUFFIX(ptrdiff_t F, ptrdiff_t ti0,    \
-                                               ptrdiff_t ti1, ptrdiff_t tj0,  \
-                                               ptrdiff_t tj1, const T *m,     \
-                                               const T *bias, T *y,           \
-                                               ptrdiff_t Ho, ptrdiff_t Wo)    \
+ATTR static void fcnn_winograd_output_##SUFFIX(                               \
+    ptrdiff_t F, ptrdiff_t TH, ptrdiff_t ti0, ptrdiff_t rows, ptrdiff_t tj0,  \
+    ptrdiff_t tj1, ptrdiff_t ls, const T *m, const T *bias, T *y,             \
+    ptrdiff_t Ho, ptrdiff_t Wo)                                               \
 {                                                                             \
-    const ptrdiff_t es = FCNN_WINOGRAD_LDV, n = tj1 - tj0;                    \
-    /* tiles of the chunk's rows with both columns inside Wo */               \
-    ptrdiff_t pairs = (Wo / 2 < tj1 ? Wo / 2 : tj1) - tj0;                    \
-    for (ptrdiff_t f = 0; f < F; ++f)                                         \
-        for (ptrdiff_t ti = ti0; ti < ti1; ++ti) {                            \
-            const T *in = m + f * FCNN_WINOGRAD_CS + (ti - ti0) * n;          \
-            T *restrict y0 = y + (f * Ho + 2 * ti) * Wo + 2 * tj0;            \
-            T b = bias ? bias[f] : (T)0;                                      \
-            if (2 * ti + 1 < Ho) {                                            \
-                T *restrict y1 = y0 + Wo;                                     \
-                FCNN_SIMD                                                     \
-                for (ptrdiff_t tj = 0; tj < pairs; ++tj) {                    \
-                    FCNN_WINOGRAD_TILE_OUTPUT(T, in, tj, b);                  \
-                    y0[2 * tj] = y00;                                         \
-                    y0[2 * tj + 1] = y01;                                     \
-                    y1[2 * tj] = y10;                                         \
-                    y1[2 * tj + 1] = y11;                                     \
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV;                                   \
+    for (ptrdiff_t f = 0; f < F; ++f) {                                       \
+        T b = bias ? bias[f] : (T)0;                                          \
+        for (ptrdiff_t r = 0; r < rows; ++r) {                                \
+            ptrdiff_t ti = (ti0 + r) % TH, sample = (ti0 + r) / TH;           \
+            ptrdiff_t height = Ho - 4 * ti < 4 ? Ho - 4 * ti : 4;             \
+            T *yr = y + ((sample * F + f) * Ho + 4 * ti) * Wo;                \
+            for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {                        \
+                const T *p = m + f * FCNN_WINOGRAD_CS + r * ls + tj - tj0;    \
+                T s[6][4], o[4][4];                                           \
+                /* A^T along each row, then down the columns */               \
+                for (int i = 0; i < 6; ++i) {                                 \
+                    const T *q = p + 6 * i * es;                              \
+                    FCNN_WINOGRAD_AT(T, q[0], q[es], q[2 * es], q[3 * es],    \
+                                     q[4 * es], q[5 * es], s[i][0], s[i][1],  \
+                                     s[i][2], s[i][3]);                       \
                 }                                                             \
-                if (pairs < n) {                                              \
-                    FCNN_WINOGRAD_TILE_OUTPUT(T, in, pairs, b);               \
-                    y0[2 * pairs] = y00;                                      \
-                    y1[2 * pairs] = y10;                                      \
-                }                                                             \
-            } else {                                                          \
-                FCNN_SIMD                                                     \
-                for (ptrdiff_t tj = 0; tj < pairs; ++tj) {                    \
-                    FCNN_WINOGRAD_TILE_OUTPUT(T, in, tj, b);                  \
-                    y0[2 * tj] = y00;                                         \
-                    y0[2 * tj + 1] = y01;                                     \
-                }                                                             \
-                if (pairs < n) {                                              \
-                    FCNN_WINOGRAD_TILE_OUTPUT(T, in, pairs, b);               \
-                    y0[2 * pairs] = y00;                                      \
-                }                                                             \
+                for (int j = 0; j < 4; ++j)                                   \
+                    FCNN_WINOGRAD_AT(T, s[0][j], s[1][j], s[2][j], s[3][j],   \
+                                     s[4][j], s[5][j], o[0][j], o[1][j],      \
+                                     o[2][j], o[3][j]);                       \
+                ptrdiff_t width = Wo - 4 * tj < 4 ? Wo - 4 * tj : 4;          \
+                for (ptrdiff_t a = 0; a < height; ++a)                        \
+                    for (ptrdiff_t j = 0; j < width; ++j)                     \
+                        yr[a * Wo + 4 * tj + j] = o[a][j] + b;                \
             }                                                                 \
         }                                                                     \
+    }                                                                         \
 }
 
 #if FCNN_WINOGRAD_AVX512
 #define FCNN_WINOGRAD_AVX512_ATTR __attribute__((target("avx512f")))
 #include <immintrin.h>
 
-/* The float32 transforms in AVX-512 intrinsics: 16 tiles a vector, the
- * last vector of a row masked. (The compiler's vectorisation of the
- * loops above kept reloading the 24 row pointers from the stack.) */
-FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_input_avx512_f32(
-    ptrdiff_t C, ptrdiff_t Hp, ptrdiff_t Wq, ptrdiff_t ti0, ptrdiff_t ti1,
-    ptrdiff_t tj0, ptrdiff_t tj1, const float *frame, float *v)
+/* The float32 transforms in AVX-512 intrinsics: 16 slots a vector, the
+ * last vector of a chunk masked. */
+#define FCNN_WINOGRAD_BT_PS(d0, d1, d2, d3, d4, d5, z0, z1, z2, z3, z4, z5)     \
+    do {                                                                      \
+        __m512 four_ = _mm512_set1_ps(4.0f), five_ = _mm512_set1_ps(5.0f);    \
+        __m512 p_ = _mm512_fnmadd_ps(four_, d2, d4);                          \
+        __m512 q_ = _mm512_fnmadd_ps(four_, d1, d3);                          \
+        __m512 r_ = _mm512_sub_ps(d4, d2);                                    \
+        __m512 s_ = _mm512_add_ps(_mm512_sub_ps(d3, d1), _mm512_sub_ps(d3, d1)); \
+        z0 = _mm512_fmadd_ps(four_, d0, _mm512_fnmadd_ps(five_, d2, d4));     \
+        z1 = _mm512_add_ps(p_, q_);                                           \
+        z2 = _mm512_sub_ps(p_, q_);                                           \
+        z3 = _mm512_add_ps(r_, s_);                                           \
+        z4 = _mm512_sub_ps(r_, s_);                                           \
+        z5 = _mm512_fmadd_ps(four_, d1, _mm512_fnmadd_ps(five_, d3, d5));     \
+    } while (0)
+
+#define FCNN_WINOGRAD_AT_PS(m0, m1, m2, m3, m4, m5, y0, y1, y2, y3)             \
+    do {                                                                      \
+        __m512 p_ = _mm512_add_ps(m1, m2), q_ = _mm512_sub_ps(m1, m2);        \
+        __m512 r_ = _mm512_add_ps(m3, m4), s_ = _mm512_sub_ps(m3, m4);        \
+        y0 = _mm512_add_ps(_mm512_add_ps(m0, p_), r_);                        \
+        y1 = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), s_, q_);                   \
+        y2 = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), r_, p_);                   \
+        y3 = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), s_, q_), m5); \
+    } while (0)
+
+/* Lanes lo .. hi - 1 of 16 (clamped to 0 .. 16). */
+static inline __mmask16 fcnn_winograd_lanes(ptrdiff_t lo, ptrdiff_t hi)
 {
-    const ptrdiff_t es = FCNN_WINOGRAD_LDV, n = tj1 - tj0;
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 16 ? 16 : hi;
+    return hi <= lo ? (__mmask16)0
+                    : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+/* The gather a vector of 16 slots at a time: 64 columns of x split into
+ * the phases 4k + b (b < 4) by two rounds of permutations, and the same
+ * 64 columns moved on by one tile for b = 4 and 5. Where a chunk's rows
+ * hold 4, 8 or 16 slots, a vector spans 4, 2 or 1 tile rows, each its own
+ * row of x; longer rows go 16 slots at a time. */
+FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_gather_avx512_f32(
+    ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ph, ptrdiff_t pw,
+    ptrdiff_t ti0, ptrdiff_t ti1, ptrdiff_t tj0, ptrdiff_t tj1, ptrdiff_t ls,
+    const float *x, float *d)
+{
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV;
+    const __m512i even = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28,
+                                           1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i odd = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30,
+                                          3, 7, 11, 15, 19, 23, 27, 31);
+    /* tile rows a vector spans, and 16-column pieces of one row in it */
+    const ptrdiff_t span = ls <= 16 && 16 % ls == 0 ? 16 / ls : 1;
+    const ptrdiff_t pieces = 4 / span;
+    const ptrdiff_t slots = (ti1 - ti0) * ls;
+    /* the columns of x the chunk's tiles read */
+    const ptrdiff_t lo = 4 * tj0 - pw > 0 ? 4 * tj0 - pw : 0;
+    const ptrdiff_t hi = 4 * tj1 + 2 - pw < W ? 4 * tj1 + 2 - pw : W;
+    const ptrdiff_t blocks = span > 1 ? 1 : (ls + 15) / 16;
+    /* for each piece of each block of 16 slots along a row: its tile row
+     * (from the vector's first), its first column of x, and the lanes of
+     * it and of it moved on by a tile that lie in x and in the chunk */
+    ptrdiff_t row_of[4], column[FCNN_WINOGRAD_LDV / 16][4];
+    __mmask16 lanes[FCNN_WINOGRAD_LDV / 16][4], lanes_on[FCNN_WINOGRAD_LDV / 16][4];
+    for (ptrdiff_t i = 0; i < 4; ++i) {
+        row_of[i] = i / pieces;
+        for (ptrdiff_t j = 0; j < blocks; ++j) {
+            ptrdiff_t col = 4 * (tj0 + 16 * j) - pw + 16 * (i % pieces);
+            column[j][i] = col;
+            lanes[j][i] = fcnn_winograd_lanes(lo - col, hi - col);
+            lanes_on[j][i] = fcnn_winograd_lanes(lo - col - 4, hi - col - 4);
+        }
+    }
+    /* down each channel's rows in order, as x lies */
     for (ptrdiff_t c = 0; c < C; ++c)
-        for (ptrdiff_t ti = ti0; ti < ti1; ++ti) {
-            const float *r = frame + ((c * Hp + 2 * ti) * 2) * Wq + tj0;
-            float *out = v + c * FCNN_WINOGRAD_CS + (ti - ti0) * n;
-            for (ptrdiff_t tj = 0; tj < n; tj += 16) {
-                __mmask16 k = n - tj >= 16 ? (__mmask16)0xffff
-                                           : (__mmask16)((1u << (n - tj)) - 1u);
-                __m512 z[4][4];
-                for (int a = 0; a < 4; ++a) {
-                    const float *e = r + 2 * a * Wq + tj, *o = e + Wq;
-                    __m512 e0 = _mm512_maskz_loadu_ps(k, e);
-                    __m512 e1 = _mm512_maskz_loadu_ps(k, e + 1);
-                    __m512 o0 = _mm512_maskz_loadu_ps(k, o);
-                    __m512 o1 = _mm512_maskz_loadu_ps(k, o + 1);
-                    z[a][0] = _mm512_sub_ps(e0, e1);
-                    z[a][1] = _mm512_add_ps(o0, e1);
-                    z[a][2] = _mm512_sub_ps(e1, o0);
-                    z[a][3] = _mm512_sub_ps(o0, o1);
+        for (ptrdiff_t ti = ti0; ti < ti1; ti += span)
+            for (ptrdiff_t a = 0; a < 6; ++a) {
+                float *out = d + c * FCNN_WINOGRAD_CS + 6 * a * es;
+                for (ptrdiff_t j = 0; j < blocks; ++j) {
+                    ptrdiff_t t = 16 * j;
+                    __m512 v[4], w[4];
+                    for (ptrdiff_t i = 0; i < 4; ++i) {
+                        ptrdiff_t h = 4 * (ti + row_of[i]) + a - ph;
+                        v[i] = w[i] = _mm512_setzero_ps();
+                        if (ti + row_of[i] < ti1 && h >= 0 && h < H) {
+                            /* addresses formed only where lanes load */
+                            const float *row = x + (c * H + h) * W;
+                            if (lanes[j][i])
+                                v[i] = _mm512_maskz_loadu_ps(lanes[j][i], row + column[j][i]);
+                            if (lanes_on[j][i])
+                                w[i] = _mm512_maskz_loadu_ps(lanes_on[j][i],
+                                                             row + column[j][i] + 4);
+                        }
+                    }
+                    __m512 e01 = _mm512_permutex2var_ps(v[0], even, v[1]);
+                    __m512 o01 = _mm512_permutex2var_ps(v[0], odd, v[1]);
+                    __m512 e23 = _mm512_permutex2var_ps(v[2], even, v[3]);
+                    __m512 o23 = _mm512_permutex2var_ps(v[2], odd, v[3]);
+                    __m512 f01 = _mm512_permutex2var_ps(w[0], even, w[1]);
+                    __m512 f23 = _mm512_permutex2var_ps(w[2], even, w[3]);
+                    __m512 p[6] = {_mm512_shuffle_f32x4(e01, e23, 0x44),
+                                   _mm512_shuffle_f32x4(e01, e23, 0xee),
+                                   _mm512_shuffle_f32x4(o01, o23, 0x44),
+                                   _mm512_shuffle_f32x4(o01, o23, 0xee),
+                                   _mm512_shuffle_f32x4(f01, f23, 0x44),
+                                   _mm512_shuffle_f32x4(f01, f23, 0xee)};
+                    ptrdiff_t slot = (ti - ti0) * ls + t;
+                    __mmask16 k = fcnn_winograd_lanes(
+                        0, (span > 1 ? slots : (ti - ti0 + 1) * ls) - slot);
+                    for (int b = 0; b < 6; ++b)
+                        _mm512_mask_storeu_ps(out + b * es + slot, k, p[b]);
                 }
-                float *d = out + tj;
-                for (int j = 0; j < 4; ++j) {
-                    _mm512_mask_storeu_ps(d + (0 + j) * es, k, _mm512_sub_ps(z[0][j], z[2][j]));
-                    _mm512_mask_storeu_ps(d + (4 + j) * es, k, _mm512_add_ps(z[1][j], z[2][j]));
-                    _mm512_mask_storeu_ps(d + (8 + j) * es, k, _mm512_sub_ps(z[2][j], z[1][j]));
-                    _mm512_mask_storeu_ps(d + (12 + j) * es, k, _mm512_sub_ps(z[1][j], z[3][j]));
-                }
-            }
         }
 }
 
-FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_output_avx512_f32(
-    ptrdiff_t F, ptrdiff_t ti0, ptrdiff_t ti1, ptrdiff_t tj0, ptrdiff_t tj1,
-    const float *m, const float *bias, float *y, ptrdiff_t Ho, ptrdiff_t Wo)
+FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_input_avx512_f32(
+    ptrdiff_t C, ptrdiff_t slots, float *v)
 {
-    const ptrdiff_t es = FCNN_WINOGRAD_LDV, n = tj1 - tj0;
-    /* output columns of the chunk: 2 a tile, the last one cut at Wo */
-    ptrdiff_t cols = (2 * tj1 < Wo ? 2 * tj1 : Wo) - 2 * tj0;
-    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4,
-                                        19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12,
-                                        27, 11, 26, 10, 25, 9, 24, 8);
-    for (ptrdiff_t f = 0; f < F; ++f) {
-        __m512 b = _mm512_set1_ps(bias ? bias[f] : 0.0f);
-        for (ptrdiff_t ti = ti0; ti < ti1; ++ti) {
-            const float *in = m + f * FCNN_WINOGRAD_CS + (ti - ti0) * n;
-            float *y0 = y + (f * Ho + 2 * ti) * Wo + 2 * tj0;
-            int second = 2 * ti + 1 < Ho;
-            for (ptrdiff_t tj = 0; tj < n; tj += 16) {
-                __mmask16 k = n - tj >= 16 ? (__mmask16)0xffff
-                                           : (__mmask16)((1u << (n - tj)) - 1u);
-                __m512 s[4], t[4];
-                for (int j = 0; j < 4; ++j) {
-                    const float *p = in + tj + j * es;
-                    __m512 m0 = _mm512_maskz_loadu_ps(k, p);
-                    __m512 m1 = _mm512_maskz_loadu_ps(k, p + 4 * es);
-                    __m512 m2 = _mm512_maskz_loadu_ps(k, p + 8 * es);
-                    __m512 m3 = _mm512_maskz_loadu_ps(k, p + 12 * es);
-                    s[j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                    t[j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-                }
-                __m512 y00 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), b);
-                __m512 y01 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]), b);
-                __m512 y10 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t[0], t[1]), t[2]), b);
-                __m512 y11 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(t[1], t[2]), t[3]), b);
-                /* columns 2tj .. 2tj + 31 of the chunk: interleave */
-                ptrdiff_t c0 = 2 * tj, left = cols - c0;
-                __mmask16 k0 = left >= 16 ? (__mmask16)0xffff
-                             : (__mmask16)((1u << (left > 0 ? left : 0)) - 1u);
-                __mmask16 k1 = left >= 32 ? (__mmask16)0xffff
-                             : (__mmask16)((1u << (left > 16 ? left - 16 : 0)) - 1u);
-                _mm512_mask_storeu_ps(y0 + c0, k0, _mm512_permutex2var_ps(y00, lo, y01));
-                _mm512_mask_storeu_ps(y0 + c0 + 16, k1, _mm512_permutex2var_ps(y00, hi, y01));
-                if (second) {
-                    _mm512_mask_storeu_ps(y0 + Wo + c0, k0, _mm512_permutex2var_ps(y10, lo, y11));
-                    _mm512_mask_storeu_ps(y0 + Wo + c0 + 16, k1, _mm512_permutex2var_ps(y10, hi, y11));
-                }
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV;
+    for (ptrdiff_t c = 0; c < C; ++c) {
+        float *p = v + c * FCNN_WINOGRAD_CS;
+        for (ptrdiff_t t = 0; t < slots; t += 16) {
+            __mmask16 k = fcnn_winograd_lanes(0, slots - t);
+            __m512 z[6][6];
+            for (int a = 0; a < 6; ++a) {
+                const float *q = p + 6 * a * es + t;
+                __m512 d0 = _mm512_maskz_loadu_ps(k, q);
+                __m512 d1 = _mm512_maskz_loadu_ps(k, q + es);
+                __m512 d2 = _mm512_maskz_loadu_ps(k, q + 2 * es);
+                __m512 d3 = _mm512_maskz_loadu_ps(k, q + 3 * es);
+                __m512 d4 = _mm512_maskz_loadu_ps(k, q + 4 * es);
+                __m512 d5 = _mm512_maskz_loadu_ps(k, q + 5 * es);
+                FCNN_WINOGRAD_BT_PS(d0, d1, d2, d3, d4, d5, z[a][0], z[a][1],
+                                    z[a][2], z[a][3], z[a][4], z[a][5]);
+            }
+            float *o = p + t;
+            for (int j = 0; j < 6; ++j) {
+                __m512 o0, o1, o2, o3, o4, o5;
+                FCNN_WINOGRAD_BT_PS(z[0][j], z[1][j], z[2][j], z[3][j], z[4][j],
+                                    z[5][j], o0, o1, o2, o3, o4, o5);
+                _mm512_mask_storeu_ps(o + (0 + j) * es, k, o0);
+                _mm512_mask_storeu_ps(o + (6 + j) * es, k, o1);
+                _mm512_mask_storeu_ps(o + (12 + j) * es, k, o2);
+                _mm512_mask_storeu_ps(o + (18 + j) * es, k, o3);
+                _mm512_mask_storeu_ps(o + (24 + j) * es, k, o4);
+                _mm512_mask_storeu_ps(o + (30 + j) * es, k, o5);
+            }
+        }
+    }
+}
+
+/* 16 slots at a time; a tile's four columns of an output row put side by
+ * side (pairs of columns interleaved as floats, then the pairs as
+ * doubles), each group of four tiles stored where its row of y is. */
+FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_output_avx512_f32(
+    ptrdiff_t F, ptrdiff_t TH, ptrdiff_t ti0, ptrdiff_t rows, ptrdiff_t tj0,
+    ptrdiff_t tj1, ptrdiff_t ls, const float *m, const float *bias, float *y,
+    ptrdiff_t Ho, ptrdiff_t Wo)
+{
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV, slots = rows * ls;
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19,
+                                         4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27,
+                                         12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i lo2 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i hi2 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    /* columns of y a tile row of the chunk covers */
+    ptrdiff_t right = 4 * tj1 < Wo ? 4 * tj1 : Wo;
+    for (ptrdiff_t t = 0; t < slots; t += 16) {
+        __mmask16 k = fcnn_winograd_lanes(0, slots - t);
+        /* where each group of four slots goes in filter 0's output, its
+         * rows inside Ho and its columns inside the chunk's */
+        ptrdiff_t offset[4], height[4];
+        __mmask16 columns[4];
+        for (int v = 0; v < 4; ++v) {
+            ptrdiff_t slot = t + 4 * v, r = slot / ls, tj = tj0 + slot % ls;
+            ptrdiff_t ti = (ti0 + r) % TH, sample = (ti0 + r) / TH;
+            offset[v] = (sample * F * Ho + 4 * ti) * Wo + 4 * tj;
+            height[v] = slot >= slots ? 0 : Ho - 4 * ti < 4 ? Ho - 4 * ti : 4;
+            columns[v] = fcnn_winograd_lanes(0, right - 4 * tj);
+        }
+        for (ptrdiff_t f = 0; f < F; ++f) {
+            __m512 b = _mm512_set1_ps(bias ? bias[f] : 0.0f);
+            const float *mf = m + f * FCNN_WINOGRAD_CS;
+            __m512 s[6][4], o[4][4];
+            for (int i = 0; i < 6; ++i) {
+                const float *q = mf + 6 * i * es + t;
+                __m512 m0 = _mm512_maskz_loadu_ps(k, q);
+                __m512 m1 = _mm512_maskz_loadu_ps(k, q + es);
+                __m512 m2 = _mm512_maskz_loadu_ps(k, q + 2 * es);
+                __m512 m3 = _mm512_maskz_loadu_ps(k, q + 3 * es);
+                __m512 m4 = _mm512_maskz_loadu_ps(k, q + 4 * es);
+                __m512 m5 = _mm512_maskz_loadu_ps(k, q + 5 * es);
+                FCNN_WINOGRAD_AT_PS(m0, m1, m2, m3, m4, m5, s[i][0], s[i][1],
+                                    s[i][2], s[i][3]);
+            }
+            for (int j = 0; j < 4; ++j)
+                FCNN_WINOGRAD_AT_PS(s[0][j], s[1][j], s[2][j], s[3][j], s[4][j],
+                                    s[5][j], o[0][j], o[1][j], o[2][j], o[3][j]);
+            float *yf = y + f * Ho * Wo;
+            for (int a = 0; a < 4; ++a) {
+                __m512 c0 = _mm512_add_ps(o[a][0], b), c1 = _mm512_add_ps(o[a][1], b);
+                __m512 c2 = _mm512_add_ps(o[a][2], b), c3 = _mm512_add_ps(o[a][3], b);
+                __m512d e0 = _mm512_castps_pd(_mm512_permutex2var_ps(c0, lo, c1));
+                __m512d e1 = _mm512_castps_pd(_mm512_permutex2var_ps(c0, hi, c1));
+                __m512d g0 = _mm512_castps_pd(_mm512_permutex2var_ps(c2, lo, c3));
+                __m512d g1 = _mm512_castps_pd(_mm512_permutex2var_ps(c2, hi, c3));
+                __m512 quad[4] = {
+                    _mm512_castpd_ps(_mm512_permutex2var_pd(e0, lo2, g0)),
+                    _mm512_castpd_ps(_mm512_permutex2var_pd(e0, hi2, g0)),
+                    _mm512_castpd_ps(_mm512_permutex2var_pd(e1, lo2, g1)),
+                    _mm512_castpd_ps(_mm512_permutex2var_pd(e1, hi2, g1))};
+                /* quad[v]: slots t + 4v .. t + 4v + 3, in one row of slots */
+                for (int v = 0; v < 4; ++v)
+                    if (a < height[v] && columns[v])
+                        _mm512_mask_storeu_ps(yf + offset[v] + a * Wo, columns[v],
+                                              quad[v]);
             }
         }
     }
@@ -330,51 +462,42 @@ FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_output_avx512_f32(
 
 FCNN_DEFINE_WINOGRAD_FILTER(f32, float)
 FCNN_DEFINE_WINOGRAD_FILTER(f64, double)
-FCNN_DEFINE_WINOGRAD_FRAME(generic_f32, float, )
-FCNN_DEFINE_WINOGRAD_FRAME(generic_f64, double, )
+FCNN_DEFINE_WINOGRAD_GATHER(generic_f32, float, )
+FCNN_DEFINE_WINOGRAD_GATHER(generic_f64, double, )
 FCNN_DEFINE_WINOGRAD_INPUT(generic_f32, float, )
 FCNN_DEFINE_WINOGRAD_INPUT(generic_f64, double, )
 FCNN_DEFINE_WINOGRAD_OUTPUT(generic_f32, float, )
 FCNN_DEFINE_WINOGRAD_OUTPUT(generic_f64, double, )
 #if FCNN_WINOGRAD_AVX512
-FCNN_DEFINE_WINOGRAD_FRAME(avx512_f32, float, FCNN_WINOGRAD_AVX512_ATTR)
-FCNN_DEFINE_WINOGRAD_FRAME(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
+FCNN_DEFINE_WINOGRAD_GATHER(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_INPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_OUTPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 #endif
 
-typedef void (*fcnn_winograd_frame_f32_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                          ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *,
-                                          float *);
-typedef void (*fcnn_winograd_frame_f64_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                          ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *,
-                                          double *);
-typedef void (*fcnn_winograd_input_f32_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                          ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *,
-                                          float *);
-typedef void (*fcnn_winograd_input_f64_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                          ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *,
-                                          double *);
-typedef void (*fcnn_winograd_output_f32_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                           ptrdiff_t, const float *, const float *,
-                                           float *, ptrdiff_t, ptrdiff_t);
-typedef void (*fcnn_winograd_output_f64_t)(ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                           ptrdiff_t, const double *, const double *,
-                                           double *, ptrdiff_t, ptrdiff_t);
+#define FCNN_DECLARE_WINOGRAD_POINTERS(SUFFIX, T)                               \
+    typedef void (*fcnn_winograd_gather_##SUFFIX##_t)(                          \
+        ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,       \
+        ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T *, T *);            \
+    typedef void (*fcnn_winograd_input_##SUFFIX##_t)(ptrdiff_t, ptrdiff_t, T *); \
+    typedef void (*fcnn_winograd_output_##SUFFIX##_t)(                          \
+        ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,       \
+        ptrdiff_t, const T *, const T *, T *, ptrdiff_t, ptrdiff_t);            \
+    static fcnn_winograd_gather_##SUFFIX##_t fcnn_winograd_gather_##SUFFIX =    \
+        fcnn_winograd_gather_generic_##SUFFIX;                                  \
+    static fcnn_winograd_input_##SUFFIX##_t fcnn_winograd_input_##SUFFIX =      \
+        fcnn_winograd_input_generic_##SUFFIX;                                   \
+    static fcnn_winograd_output_##SUFFIX##_t fcnn_winograd_output_##SUFFIX =    \
+        fcnn_winograd_output_generic_##SUFFIX;
 
-static fcnn_winograd_frame_f32_t fcnn_winograd_frame_f32 = fcnn_winograd_frame_generic_f32;
-static fcnn_winograd_frame_f64_t fcnn_winograd_frame_f64 = fcnn_winograd_frame_generic_f64;
-static fcnn_winograd_input_f32_t fcnn_winograd_input_f32 = fcnn_winograd_input_generic_f32;
-static fcnn_winograd_input_f64_t fcnn_winograd_input_f64 = fcnn_winograd_input_generic_f64;
-static fcnn_winograd_output_f32_t fcnn_winograd_output_f32 = fcnn_winograd_output_generic_f32;
-static fcnn_winograd_output_f64_t fcnn_winograd_output_f64 = fcnn_winograd_output_generic_f64;
+FCNN_DECLARE_WINOGRAD_POINTERS(f32, float)
+FCNN_DECLARE_WINOGRAD_POINTERS(f64, double)
 
 /* The AVX-512 transforms when want_avx512 and the CPU has AVX-512F, else
  * the portable ones; returns 1 for AVX-512. */
 static int fcnn_winograd_select(int want_avx512)
 {
-    fcnn_winograd_frame_f32 = fcnn_winograd_frame_generic_f32;
-    fcnn_winograd_frame_f64 = fcnn_winograd_frame_generic_f64;
+    fcnn_winograd_gather_f32 = fcnn_winograd_gather_generic_f32;
+    fcnn_winograd_gather_f64 = fcnn_winograd_gather_generic_f64;
     fcnn_winograd_input_f32 = fcnn_winograd_input_generic_f32;
     fcnn_winograd_input_f64 = fcnn_winograd_input_generic_f64;
     fcnn_winograd_output_f32 = fcnn_winograd_output_generic_f32;
@@ -383,8 +506,8 @@ static int fcnn_winograd_select(int want_avx512)
     if (want_avx512) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f")) {
-            fcnn_winograd_frame_f32 = fcnn_winograd_frame_avx512_f32;
-            fcnn_winograd_frame_f64 = fcnn_winograd_frame_avx512_f64;
+            fcnn_winograd_gather_f32 = fcnn_winograd_gather_avx512_f32;
+            fcnn_winograd_gather_f64 = fcnn_winograd_gather_avx512_f64;
             fcnn_winograd_input_f32 = fcnn_winograd_input_avx512_f32;
             fcnn_winograd_input_f64 = fcnn_winograd_input_avx512_f64;
             fcnn_winograd_output_f32 = fcnn_winograd_output_avx512_f32;

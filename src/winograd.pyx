@@ -1,20 +1,22 @@
 """The forward correlation with a 3 x 3 kernel at stride 1 and dilation 1 by
-Winograd's minimal filtering F(2x2, 3x3) (the transforms: src/winograd.h).
+Winograd's minimal filtering F(4x4, 3x3) (the transforms: src/winograd.h).
 
 Layout as src/correlation.pyx: x (N, C, H, W), w (F, C, 3, 3),
-y (N, F, Ho, Wo). Each 2 x 2 tile of outputs takes 16 multiplications per
-pair of channels where the direct correlation takes 36; the transforms
+y (N, F, Ho, Wo). Each 4 x 4 tile of outputs takes 36 multiplications per
+pair of channels where the direct correlation takes 144; the transforms
 around the products cost a few additions per value. The input gradient of
 such a layer is a correlation of the same kind (with the mirrored kernel,
 fastcnn.functional), so it runs here too.
 
-Per sample: the padded sample into a phase-split frame, then tile rows in
-chunks: V = the chunk's input tiles transformed (16 matrices C x tiles),
-M_e = U_e . V_e by the gemm module (U, the kernel transformed, packed once
-per call), y = M's tiles transformed back. Threads take the samples one
-at a time (a dynamic schedule), and each sample is computed the same way
-by whichever thread takes it, so the bits never depend on the thread
-count or on which thread took what.
+By chunks of tiles: the windows of the chunk's tiles gathered from x and
+transformed in place, V (36 matrices C x slots), M_e = U_e . V_e by the
+gemm module (U, the kernel transformed, packed once per call), y = M's
+tiles transformed back. Small samples share a chunk, so that the products
+have enough columns; a large one is cut into chunks of tile rows. Threads
+take the chunks of samples one at a time (a dynamic schedule), and each
+column of a product is summed on its own, so a sample's outputs are the
+same whichever thread computes them and whichever samples share its chunk:
+the bits never depend on the thread count.
 
 The caller (fastcnn.functional) validates every shape, dtype and parameter
 and allocates the output: these functions do no bounds checking.
@@ -29,39 +31,30 @@ from fastcnn._kernels.gemm cimport *
 
 cdef extern from "winograd.h" nogil:
     enum:
+        FCNN_WINOGRAD_ELEMENTS
         FCNN_WINOGRAD_LDV
         FCNN_WINOGRAD_CS
     int fcnn_winograd_select(int want_avx512)
     void fcnn_winograd_filter_f32(ptrdiff_t F, ptrdiff_t C, const float *w, float *u)
     void fcnn_winograd_filter_f64(ptrdiff_t F, ptrdiff_t C, const double *w, double *u)
-    void fcnn_winograd_frame_f32(ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ph,
-                                 ptrdiff_t pw, ptrdiff_t Hp, ptrdiff_t Wq,
-                                 const float *x, float *frame)
-    void fcnn_winograd_frame_f64(ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ph,
-                                 ptrdiff_t pw, ptrdiff_t Hp, ptrdiff_t Wq,
-                                 const double *x, double *frame)
-    void fcnn_winograd_input_f32(ptrdiff_t C, ptrdiff_t Hp, ptrdiff_t Wq, ptrdiff_t ti0,
-                                 ptrdiff_t ti1, ptrdiff_t tj0, ptrdiff_t tj1,
-                                 const float *frame, float *v)
-    void fcnn_winograd_input_f64(ptrdiff_t C, ptrdiff_t Hp, ptrdiff_t Wq, ptrdiff_t ti0,
-                                 ptrdiff_t ti1, ptrdiff_t tj0, ptrdiff_t tj1,
-                                 const double *frame, double *v)
-    void fcnn_winograd_output_f32(ptrdiff_t F, ptrdiff_t ti0, ptrdiff_t ti1,
-                                  ptrdiff_t tj0, ptrdiff_t tj1, const float *m,
-                                  const float *bias, float *y, ptrdiff_t Ho,
-                                  ptrdiff_t Wo)
-    void fcnn_winograd_output_f64(ptrdiff_t F, ptrdiff_t ti0, ptrdiff_t ti1,
-                                  ptrdiff_t tj0, ptrdiff_t tj1, const double *m,
-                                  const double *bias, double *y, ptrdiff_t Ho,
-                                  ptrdiff_t Wo)
+    void fcnn_winograd_gather_f32(ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ph,
+                                  ptrdiff_t pw, ptrdiff_t ti0, ptrdiff_t ti1, ptrdiff_t tj0,
+                                  ptrdiff_t tj1, ptrdiff_t ls, const float *x, float *d)
+    void fcnn_winograd_gather_f64(ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ph,
+                                  ptrdiff_t pw, ptrdiff_t ti0, ptrdiff_t ti1, ptrdiff_t tj0,
+                                  ptrdiff_t tj1, ptrdiff_t ls, const double *x, double *d)
+    void fcnn_winograd_input_f32(ptrdiff_t C, ptrdiff_t slots, float *v)
+    void fcnn_winograd_input_f64(ptrdiff_t C, ptrdiff_t slots, double *v)
+    void fcnn_winograd_output_f32(ptrdiff_t F, ptrdiff_t TH, ptrdiff_t ti0, ptrdiff_t rows,
+                                  ptrdiff_t tj0, ptrdiff_t tj1, ptrdiff_t ls, const float *m,
+                                  const float *bias, float *y, ptrdiff_t Ho, ptrdiff_t Wo)
+    void fcnn_winograd_output_f64(ptrdiff_t F, ptrdiff_t TH, ptrdiff_t ti0, ptrdiff_t rows,
+                                  ptrdiff_t tj0, ptrdiff_t tj1, ptrdiff_t ls, const double *m,
+                                  const double *bias, double *y, ptrdiff_t Ho, ptrdiff_t Wo)
 
 cdef enum:
     # Elements of a tile's transform, one matrix product each
-    ELEMENTS = 16
-
-
-# The most tiles one chunk of a sample holds (a row of more is split)
-CHUNK_TILES = FCNN_WINOGRAD_LDV
+    ELEMENTS = FCNN_WINOGRAD_ELEMENTS
 
 
 def select_transforms(int want_avx512):
@@ -81,66 +74,111 @@ cdef inline void transform_filter(Py_ssize_t F, Py_ssize_t C, const floating *w,
         fcnn_winograd_filter_f64(F, C, w, u)
 
 
-cdef inline void fill_frame(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Hp,
-                            Py_ssize_t Wq, const floating *x,
-                            floating *frame) noexcept nogil:
+cdef inline void gather(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph,
+                        Py_ssize_t pw, Py_ssize_t ti0, Py_ssize_t ti1, Py_ssize_t tj0,
+                        Py_ssize_t tj1, Py_ssize_t ls, const floating *x,
+                        floating *d) noexcept nogil:
     if floating is float:
-        fcnn_winograd_frame_f32(C, H, W, ph, pw, Hp, Wq, x, frame)
+        fcnn_winograd_gather_f32(C, H, W, ph, pw, ti0, ti1, tj0, tj1, ls, x, d)
     else:
-        fcnn_winograd_frame_f64(C, H, W, ph, pw, Hp, Wq, x, frame)
+        fcnn_winograd_gather_f64(C, H, W, ph, pw, ti0, ti1, tj0, tj1, ls, x, d)
 
 
-cdef inline void transform_input(Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wq,
-                                 Py_ssize_t ti0, Py_ssize_t ti1, Py_ssize_t tj0,
-                                 Py_ssize_t tj1, const floating *frame,
+cdef inline void transform_input(Py_ssize_t C, Py_ssize_t slots,
                                  floating *v) noexcept nogil:
     if floating is float:
-        fcnn_winograd_input_f32(C, Hp, Wq, ti0, ti1, tj0, tj1, frame, v)
+        fcnn_winograd_input_f32(C, slots, v)
     else:
-        fcnn_winograd_input_f64(C, Hp, Wq, ti0, ti1, tj0, tj1, frame, v)
+        fcnn_winograd_input_f64(C, slots, v)
 
 
-cdef inline void transform_output(Py_ssize_t F, Py_ssize_t ti0, Py_ssize_t ti1,
-                                  Py_ssize_t tj0, Py_ssize_t tj1,
-                                  const floating *m, const floating *bias,
-                                  floating *y, Py_ssize_t Ho,
+cdef inline void transform_output(Py_ssize_t F, Py_ssize_t TH, Py_ssize_t ti0,
+                                  Py_ssize_t rows, Py_ssize_t tj0, Py_ssize_t tj1,
+                                  Py_ssize_t ls, const floating *m,
+                                  const floating *bias, floating *y, Py_ssize_t Ho,
                                   Py_ssize_t Wo) noexcept nogil:
     if floating is float:
-        fcnn_winograd_output_f32(F, ti0, ti1, tj0, tj1, m, bias, y, Ho, Wo)
+        fcnn_winograd_output_f32(F, TH, ti0, rows, tj0, tj1, ls, m, bias, y, Ho, Wo)
     else:
-        fcnn_winograd_output_f64(F, ti0, ti1, tj0, tj1, m, bias, y, Ho, Wo)
+        fcnn_winograd_output_f64(F, TH, ti0, rows, tj0, tj1, ls, m, bias, y, Ho, Wo)
 
 
-cdef void winograd_sample(const floating *xn, floating *yn, Py_ssize_t C,
-                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t F,
-                          Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ph,
-                          Py_ssize_t pw, const floating *u_panels,
-                          Py_ssize_t panel_size, const floating *bias,
-                          const Py_ssize_t *offsets, floating *frame,
-                          floating *v, floating *m) noexcept nogil:
-    """One sample xn into yn: into the frame (whose padding is zero), then
-    a chunk of tiles at a time (whole tile rows, or a part of one where a
-    row has more than FCNN_WINOGRAD_LDV tiles) through V, the 16 products
-    M_e = U_e . V_e, then M into yn."""
-    cdef Py_ssize_t TH = (Ho + 1) // 2, TW = (Wo + 1) // 2
-    cdef Py_ssize_t Hp = 2 * TH + 2, Wq = TW + 1
-    cdef Py_ssize_t rows = max(1, FCNN_WINOGRAD_LDV // TW)
-    cdef Py_ssize_t ti0 = 0, ti1, tj0, tj1, e
-    fill_frame(C, H, W, ph, pw, Hp, Wq, xn, frame)
+cdef void products(Py_ssize_t F, Py_ssize_t C, Py_ssize_t tiles,
+                   const floating *u_panels, Py_ssize_t panel_size,
+                   const Py_ssize_t *offsets, const floating *v,
+                   floating *m) noexcept nogil:
+    """M_e = U_e . V_e for the 36 elements, over a chunk's tiles."""
+    cdef Py_ssize_t e
+    for e in range(ELEMENTS):
+        gemm(F, tiles, C, u_panels + e * panel_size, NULL, v + e * FCNN_WINOGRAD_LDV,
+             offsets, m + e * FCNN_WINOGRAD_LDV, FCNN_WINOGRAD_CS, 0, NULL)
+
+
+cdef void winograd_samples(const floating *x, floating *y, Py_ssize_t n0,
+                           Py_ssize_t n1, Py_ssize_t C, Py_ssize_t H,
+                           Py_ssize_t W, Py_ssize_t F, Py_ssize_t Ho,
+                           Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw,
+                           const floating *u_panels, Py_ssize_t panel_size,
+                           const floating *bias, const Py_ssize_t *offsets,
+                           floating *v, floating *m) noexcept nogil:
+    """Samples n0 .. n1 - 1 of x into y. Samples whose tiles fit in a chunk
+    share one: each sample's windows gathered into V in turn, V transformed,
+    the 36 products M_e = U_e . V_e over all their tiles, M into each
+    sample's y. A larger sample (n1 = n0 + 1) goes a chunk of whole tile
+    rows at a time, or a part of one where a row has more tiles than a
+    chunk has slots."""
+    cdef Py_ssize_t TH = (Ho + 3) // 4, TW = (Wo + 3) // 4
+    cdef Py_ssize_t ls = row_slots(TW), sample_slots = TH * ls
+    cdef Py_ssize_t rows = max(1, FCNN_WINOGRAD_LDV // ls)
+    cdef Py_ssize_t x_size = C * H * W, y_size = F * Ho * Wo
+    cdef Py_ssize_t ti0 = 0, ti1, tj0, tj1, n, slots
+    if TW <= FCNN_WINOGRAD_LDV and sample_slots <= FCNN_WINOGRAD_LDV:
+        for n in range(n0, n1):
+            gather(C, H, W, ph, pw, 0, TH, 0, TW, ls, x + n * x_size,
+                   v + (n - n0) * sample_slots)
+        slots = (n1 - n0) * sample_slots
+        transform_input(C, slots, v)
+        products(F, C, slots, u_panels, panel_size, offsets, v, m)
+        transform_output(F, TH, 0, (n1 - n0) * TH, 0, TW, ls, m, bias, y + n0 * y_size,
+                         Ho, Wo)
+        return
     while ti0 < TH:
         ti1 = min(TH, ti0 + rows)
         tj0 = 0
         while tj0 < TW:
-            tj1 = min(TW, tj0 + FCNN_WINOGRAD_LDV)
-            transform_input(C, Hp, Wq, ti0, ti1, tj0, tj1, frame, v)
-            for e in range(ELEMENTS):
-                gemm(F, (ti1 - ti0) * (tj1 - tj0), C, u_panels + e * panel_size,
-                     NULL, v + e * FCNN_WINOGRAD_LDV, offsets,
-                     m + e * FCNN_WINOGRAD_LDV, FCNN_WINOGRAD_CS, 0, NULL)
-            transform_output(F, ti0, ti1, tj0, tj1, m, bias, yn, Ho, Wo)
+            tj1 = min(TW, tj0 + ls)
+            slots = (ti1 - ti0) * ls
+            gather(C, H, W, ph, pw, ti0, ti1, tj0, tj1, ls, x + n0 * x_size, v)
+            transform_input(C, slots, v)
+            products(F, C, slots, u_panels, panel_size, offsets, v, m)
+            transform_output(F, TH, ti0, ti1 - ti0, tj0, tj1, ls, m, bias,
+                             y + n0 * y_size, Ho, Wo)
             tj0 = tj1
         ti0 = ti1
+
+
+cdef inline Py_ssize_t row_slots(Py_ssize_t TW) noexcept nogil:
+    """Slots a row of TW tiles takes in a chunk: TW rounded up to a
+    multiple of 4 (an output vector's four tiles), at most a chunk's."""
+    return min(FCNN_WINOGRAD_LDV, (TW + 3) // 4 * 4)
+
+
+def tile_slots(Py_ssize_t Ho, Py_ssize_t Wo):
+    """The slots the tiles of one sample of output size (Ho, Wo) take in
+    the products, those past each row's tiles included (16 outputs
+    computed each)."""
+    cdef Py_ssize_t TW = (Wo + 3) // 4, ls = row_slots(TW)
+    return (Ho + 3) // 4 * ((TW + ls - 1) // ls * ls)
+
+
+cpdef Py_ssize_t samples_per_chunk(Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """How many samples of output size (Ho, Wo) share a chunk: as many as
+    fit whole, or 1 where one does not. Fixed by the shape alone, so which
+    samples share a chunk never depends on the thread count."""
+    cdef Py_ssize_t TW = (Wo + 3) // 4
+    if TW > FCNN_WINOGRAD_LDV:
+        return 1
+    return max(1, FCNN_WINOGRAD_LDV // (((Ho + 3) // 4) * row_slots(TW)))
 
 
 def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
@@ -158,18 +196,18 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = w.shape[0], Ho = y.shape[2], Wo = y.shape[3]
-    cdef Py_ssize_t TH = (Ho + 1) // 2, TW = (Wo + 1) // 2
     cdef Py_ssize_t MR = panel_rows(&y[0, 0, 0, 0])
-    cdef Py_ssize_t frame_size = C * (2 * TH + 2) * 2 * (TW + 1)
+    cdef Py_ssize_t group = samples_per_chunk(Ho, Wo)
+    cdef Py_ssize_t n_groups = (N + group - 1) // group
     # the products read whole panels of columns, at most FCNN_WINOGRAD_LDV
     # (a multiple of NR) a row
     cdef Py_ssize_t v_size = C * FCNN_WINOGRAD_CS, m_size = F * FCNN_WINOGRAD_CS
-    cdef Py_ssize_t per_thread = frame_size + v_size + m_size
+    cdef Py_ssize_t per_thread = v_size + m_size
     cdef Py_ssize_t panel_size = round_up(F, MR) * C
-    cdef Py_ssize_t n, e, c
+    cdef Py_ssize_t g, e, c
     cdef floating *u = NULL
     cdef floating *u_panels = NULL
-    cdef floating *frame = NULL
+    cdef floating *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
     cdef int failed = 0
     cdef int *failure = &failed   # parallel() makes every name it assigns private
@@ -186,21 +224,22 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
             for c in range(C):
                 offsets[c] = c * FCNN_WINOGRAD_CS
         with nogil, parallel(num_threads=n_threads):
-            frame = thread_alloc(per_thread, &y[0, 0, 0, 0], failure)
-            if frame != NULL:
-                # the padding stays zero: samples write the inside only; V's
-                # columns past a chunk's tiles are read by the products
+            scratch = thread_alloc(per_thread, &y[0, 0, 0, 0], failure)
+            if scratch != NULL:
+                # V's columns past a chunk's slots are read by the products
                 # (never stored), so they must be numbers
-                memset(frame, 0, (frame_size + v_size) * sizeof(floating))
-            # Samples handed out one at a time: a core slowed by other work
-            # takes fewer. A sample's output is the same whichever thread
-            # computes it.
-            for n in prange(N, schedule='dynamic'):
-                if frame == NULL:
+                memset(scratch, 0, v_size * sizeof(floating))
+            # Groups of samples handed out one at a time: a core slowed by
+            # other work takes fewer. A sample's output is the same
+            # whichever thread computes it and whichever samples share its
+            # chunk (each column of a product is summed on its own).
+            for g in prange(n_groups, schedule='dynamic'):
+                if scratch == NULL:
                     continue
-                winograd_sample(&x[n, 0, 0, 0], &y[n, 0, 0, 0], C, H, W, F,
-                                Ho, Wo, ph, pw, u_panels, panel_size, &bias[0], offsets, frame,
-                                frame + frame_size, frame + frame_size + v_size)
+                winograd_samples(&x[0, 0, 0, 0], &y[0, 0, 0, 0], g * group,
+                                 min(N, g * group + group), C, H, W, F, Ho, Wo, ph, pw,
+                                 u_panels, panel_size, &bias[0], offsets, scratch,
+                                 scratch + v_size)
             thread_scratch_trim()
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:

@@ -1,4 +1,4 @@
-"""Winograd's F(2x2, 3x3) forward correlation (src/winograd.pyx) against
+"""Winograd's F(4x4, 3x3) forward correlation (src/winograd.pyx) against
 the NumPy reference, under both sets of transforms and matrix-product
 micro-kernels (the gemm_kernel fixture selects both), and where
 fastcnn.functional sends a correlation to it."""
@@ -23,6 +23,11 @@ SHAPES = [
     ((1, 2, 5, 259), 3, ((0, 1), (2, 2))),
     ((2, 33, 9, 520), 9, ((1, 1), (1, 1))),
     ((3, 2, 300, 4), 3, ((1, 1), (0, 0))),       # many tile rows, few columns
+    ((3, 4, 14, 14), 6, ((1, 1), (1, 1))),       # samples sharing a chunk, the last short
+    ((2, 5, 20, 40), 7, ((1, 1), (1, 1))),       # rows of 10 tiles in 12 slots
+    ((5, 6, 16, 60), 4, ((1, 1), (1, 1))),       # rows of 15 tiles in 16 slots
+    ((2, 3, 9, 70), 5, ((1, 1), (1, 1))),        # rows of 18 tiles in 20 slots
+    ((2, 3, 30, 70), 5, ((0, 2), (1, 1))),       # chunks of 3 such rows
 ]
 
 
@@ -52,35 +57,61 @@ def test_matches_reference(x_shape, n_filters, padding, dtype, gemm_kernel, rng,
                  scale=ref.correlate(np.abs(x), np.abs(w), np.abs(bias), *geometry))
 
 
-@pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES[:3] + SHAPES[7:8], ids=str)
+@pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES[:3] + SHAPES[7:8] + [
+    ((9, 4, 14, 14), 6, ((1, 1), (1, 1))),       # three chunks of samples
+], ids=str)
 def test_same_bits_for_any_thread_count(x_shape, n_filters, padding, dtype, rng):
     x, w, bias = _inputs(rng, x_shape, n_filters, dtype)
     check_thread_independence(lambda n: _winograd(x, w, bias, padding, n))
 
 
-def test_nan_reaches_only_the_windows_that_read_it(rng):
-    """The transforms mix the 16 values of a tile's window, but every value
-    reaches only the outputs whose own 3 x 3 windows hold it (the zeros of
-    the transform matrices): a NaN in the input spoils no other output."""
-    x, w, bias = _inputs(rng, (1, 2, 8, 8), 3, np.float64)
-    for h, c in [(0, 0), (3, 4), (5, 2), (7, 7), (2, 1)]:
+def _rows_a_nan_reaches(position, size):
+    """The outputs along one axis (of `size`) that F(4x4, 3x3) lets a NaN at
+    padded input `position` reach. A tile's outputs 4t .. 4t + 3 read the
+    window 4t .. 4t + 5; by the zeros of B^T and A^T, window position 0
+    reaches the tile's first output only, 5 its last only, 1 to 4 all four
+    (in exact arithmetic only those that read it, but NaN does not
+    cancel)."""
+    reached = set()
+    for i in range(size):
+        k = position - 4 * (i // 4)
+        if 1 <= k <= 4 or (k == 0 and i % 4 == 0) or (k == 5 and i % 4 == 3):
+            reached.add(i)
+    return reached
+
+
+def test_nan_stays_in_the_tiles_that_read_it(rng):
+    """The transforms mix the 36 values of a tile's window, so a NaN in the
+    input spoils the outputs of the tiles whose windows hold it (and all
+    those whose own 3 x 3 windows hold it), nothing beyond."""
+    x, w, bias = _inputs(rng, (1, 2, 10, 11), 3, np.float64)
+    for h, c in [(0, 0), (3, 4), (5, 2), (9, 10), (2, 1), (7, 7)]:
         xn = x.copy()
         xn[0, 1, h, c] = np.nan
         y = _winograd(xn, w, bias, ((1, 1), (1, 1)), 1)
         rows, cols = np.nonzero(np.isnan(y[0, 0]))
-        expected = {(i, j) for i in range(8) for j in range(8)
-                    if abs(i - h) <= 1 and abs(j - c) <= 1}
-        assert set(zip(rows.tolist(), cols.tolist())) == expected
+        spoiled = set(zip(rows.tolist(), cols.tolist()))
+        expected = {(i, j) for i in _rows_a_nan_reaches(h + 1, 10)
+                    for j in _rows_a_nan_reaches(c + 1, 11)}
+        assert spoiled == expected
+        assert {(i, j) for i in range(10) for j in range(11)
+                if abs(i - h) <= 1 and abs(j - c) <= 1} <= spoiled
 
 
 @pytest.mark.parametrize("w_shape, out_spatial, stride, dilation, expected", [
     ((32, 32, 3, 3), (32, 32), (1, 1), (1, 1), True),
     ((64, 128, 3, 3), (16, 16), (1, 1), (1, 1), True),
-    ((64, 64, 3, 3), (14, 14), (1, 1), (1, 1), True),     # 49 tiles of 64 columns
+    ((64, 64, 3, 3), (14, 14), (1, 1), (1, 1), True),     # 196 of 256 outputs kept
+    ((64, 64, 3, 3), (12, 12), (1, 1), (1, 1), True),     # 144 of 192 (rows of 3 tiles in 4 slots)
+    ((32, 32, 3, 3), (10, 10), (1, 1), (1, 1), True),     # 100 of 192
     ((64, 64, 3, 3), (3, 600), (1, 1), (1, 1), True),     # rows split into chunks
-    ((64, 64, 3, 3), (12, 12), (1, 1), (1, 1), False),    # 36 tiles of 64
-    ((64, 64, 3, 3), (8, 8), (1, 1), (1, 1), False),
-    ((16, 32, 3, 3), (32, 32), (1, 1), (1, 1), False),    # too few filters
+    ((16, 32, 3, 3), (32, 32), (1, 1), (1, 1), True),
+    ((32, 16, 3, 3), (16, 16), (1, 1), (1, 1), True),
+    ((64, 64, 3, 3), (8, 8), (1, 1), (1, 1), False),      # 64 of 128
+    ((32, 32, 3, 3), (9, 9), (1, 1), (1, 1), False),
+    ((64, 64, 3, 3), (4, 4), (1, 1), (1, 1), False),
+    ((16, 16, 3, 3), (32, 32), (1, 1), (1, 1), False),    # too few filters and channels
+    ((32, 8, 3, 3), (32, 32), (1, 1), (1, 1), False),     # too few channels
     ((32, 3, 3, 3), (32, 32), (1, 1), (1, 1), False),     # the first layer of an RGB net
     ((32, 32, 5, 5), (32, 32), (1, 1), (1, 1), False),
     ((32, 32, 3, 3), (32, 32), (2, 2), (1, 1), False),
@@ -98,7 +129,7 @@ def test_public_functions_through_winograd_match_reference(padding, dtype, rng, 
                                                            assert_close):
     """correlate2d and its input gradient (the mirrored correlation, a forward
     call of the same kind) on shapes that run as Winograd's."""
-    x, w, bias = _inputs(rng, (3, 32, 16, 15), 32, dtype)
+    x, w, bias = _inputs(rng, (3, 32, 14, 13), 32, dtype)
     y = fcf.correlate2d(x, w, bias, padding=padding)
     geometry = ((1, 1), padding if not np.isscalar(padding) else (padding, padding))
     assert _correlation._winograd_is_faster(w.shape, y.shape[2:], (1, 1), (1, 1), 2)

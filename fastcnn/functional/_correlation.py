@@ -112,35 +112,34 @@ def _correlate_call(x, w, bias, stride, padding, dilation, ndim, out):
                       y)
 
 
-# Fewest input channels and filters for which Winograd's F(2x2, 3x3) beats
-# the direct correlation: its 16 matrix products sum over the channels (a
-# product of depth C), and its transforms cost about what the products do
-# when they are short (16 x 16 channels on 28 x 28 images are 1.5x slower
-# than direct, 32 x 32 on 32 x 32 images 1.2-1.4x faster, 64 x 64 on
-# 16 x 16 images about 1.5x).
-_WINOGRAD_MIN_CHANNELS = 32
-# The products run over the 2 x 2 tiles of one sample, a chunk of whole
-# tile rows at a time (at most CHUNK_TILES tiles, src/winograd.h), in
-# panels of 32 columns (float32's; 16 in float64): small images leave most
-# of a panel empty (8 x 8 outputs, 16 tiles: no faster than direct; 4 x 4:
-# 3.5x slower). The fewest of a panel's columns a chunk must fill.
-_WINOGRAD_MIN_PANEL_USE = 0.75
+# Fewest input channels and filters for which Winograd's F(4x4, 3x3) beats
+# the direct correlation: its 36 matrix products sum over the channels (a
+# product of depth C, F rows), and its transforms cost about what the
+# products do when these are small (16 -> 16 channels lose to direct on
+# most image sizes; 16 -> 32 and 32 -> 16 win).
+_WINOGRAD_MIN_CHANNELS = 16
+_WINOGRAD_MIN_WIDER_CHANNELS = 32
+# The transforms and products run over whole 4 x 4 tiles, each row of
+# tiles in slots of a multiple of 4 (src/winograd.h), so small outputs
+# compute much that is dropped (8 x 8 outputs: half of what is computed,
+# no faster than direct; 4 x 4: a quarter, 2x slower). The share of the
+# computed outputs that must be kept, at least.
+_WINOGRAD_MIN_USE = 0.5
 
 
 def _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
-    """Whether a forward correlation runs as Winograd's F(2x2, 3x3)
+    """Whether a forward correlation runs as Winograd's F(4x4, 3x3)
     (src/winograd.pyx): 3 x 3 kernels on images at stride 1 without
-    dilation, between enough channels, with outputs that fill the
-    products' panels. The caller has trimmed padding past the kernel's
+    dilation, between enough channels, with outputs that use enough of
+    the tiles computed. The caller has trimmed padding past the kernel's
     span, as that kernel requires."""
     if not (ndim == 2 and tuple(w_shape[2:]) == (3, 3)
             and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
-            and min(w_shape[0], w_shape[1]) >= _WINOGRAD_MIN_CHANNELS):
+            and min(w_shape[:2]) >= _WINOGRAD_MIN_CHANNELS
+            and max(w_shape[:2]) >= _WINOGRAD_MIN_WIDER_CHANNELS):
         return False
-    tile_rows, tile_cols = ((o + 1) // 2 for o in out_spatial)
-    chunk_rows = max(1, _winograd.CHUNK_TILES // tile_cols)
-    chunk = min(tile_rows, chunk_rows) * min(tile_cols, _winograd.CHUNK_TILES)
-    return chunk >= _WINOGRAD_MIN_PANEL_USE * (-(-chunk // 32) * 32)
+    computed = 16 * _winograd.tile_slots(*out_spatial)
+    return out_spatial[0] * out_spatial[1] > _WINOGRAD_MIN_USE * computed
 
 
 class _Trim:
