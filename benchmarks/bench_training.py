@@ -22,7 +22,7 @@ training step (2 per multiply-add of the convolutions and dense layers:
 forward, kernel gradient, and input gradient except the first layer's;
 pooling, activations, loss and optimizer not counted; the count of the
 direct correlation also for fastcnn's layers that run as Winograd's
-F(2x2, 3x3), which does fewer multiplications, so that the share below is
+F(4x4, 3x3), which does fewer multiplications, so that the share below is
 an effective one there: the direct correlation's work over the time
 taken), and each library's training GFLOP/s as a share of the machine's
 float32 peak, measured before and after the runs at each thread count by a

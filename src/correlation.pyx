@@ -30,7 +30,7 @@ an even kernel) gets in.
 The kernel gradient also has row products (gemm's dot), for layers
 whose few filters would leave the product's panels mostly empty.
 fastcnn.functional uses the mirrored correlation (a forward call) for the
-input gradient where that is faster, and Winograd's F(2x2, 3x3)
+input gradient where that is faster, and Winograd's F(4x4, 3x3)
 (src/winograd.pyx) instead of these kernels for 3 x 3 forward correlations
 at stride 1 between many channels.
 

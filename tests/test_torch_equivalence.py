@@ -145,7 +145,7 @@ NETWORKS.update({
         (2, 10, 10), 6),
 })
 # 3 x 3 layers between 32 channels on 14 x 15 images: the second and third
-# run as Winograd's F(2x2, 3x3), forward and input gradient (test_winograd
+# run as Winograd's F(4x4, 3x3), forward and input gradient (test_winograd
 # checks that such shapes are sent there)
 NETWORKS.update({
     "conv2d-winograd": (
