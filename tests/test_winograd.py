@@ -57,6 +57,24 @@ def test_matches_reference(x_shape, n_filters, padding, dtype, gemm_kernel, rng,
                  scale=ref.correlate(np.abs(x), np.abs(w), np.abs(bias), *geometry))
 
 
+@pytest.mark.parametrize("x_shape, n_filters", [((2, 32, 32, 32), 32), ((4, 64, 16, 16), 64)],
+                         ids=str)
+def test_float32_rounding_on_relu_outputs(x_shape, n_filters, gemm_kernel, rng, ref,
+                                          assert_close):
+    """The hardest inputs for the transforms' rounding: a ReLU's outputs
+    (80% zeros), whose tiles mix windows of very different sums. The
+    error of each output stays within float32's tolerance of its own
+    window's sum of absolute products."""
+    x = np.maximum(rng.standard_normal(x_shape) - 0.84, 0)
+    w = rng.standard_normal((n_filters, x_shape[1], 3, 3)) / np.sqrt(9 * x_shape[1])
+    bias = np.zeros(n_filters)
+    y = _winograd(x.astype(np.float32), w.astype(np.float32), bias.astype(np.float32),
+                  ((1, 1), (1, 1)), 2)
+    geometry = ((1, 1), ((1, 1), (1, 1)))
+    assert_close(y, ref.correlate(x, w, bias, *geometry),
+                 scale=ref.correlate(x, np.abs(w), bias, *geometry))
+
+
 @pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES[:3] + SHAPES[7:8] + [
     ((9, 4, 14, 14), 6, ((1, 1), (1, 1))),       # three chunks of samples
 ], ids=str)
