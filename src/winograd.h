@@ -80,38 +80,51 @@
 #define FCNN_WINOGRAD_LDV 64
 #define FCNN_WINOGRAD_CS (FCNN_WINOGRAD_ELEMENTS * FCNN_WINOGRAD_LDV + 16)
 
-/* G applied to the 3 values g, into 6. */
-static void fcnn_winograd_g(const double g[3], double out[6])
-{
-    out[0] = 0.25 * g[0];
-    out[1] = -(g[0] + g[1] + g[2]) * (1.0 / 6);
-    out[2] = -(g[0] - g[1] + g[2]) * (1.0 / 6);
-    out[3] = (0.25 * g[0] + 0.5 * g[1] + g[2]) * (1.0 / 6);
-    out[4] = (0.25 * g[0] - 0.5 * g[1] + g[2]) * (1.0 / 6);
-    out[5] = g[2];
-}
+/* The rows of one panel of A the products take at most (gemm's MR). */
+#define FCNN_WINOGRAD_MAX_MR 16
 
-/* u[(e*F + f)*C + c] = (G g G^T)[i][j] for e = 6i + j, g = w[f, c]; in
- * double, rounded once. */
-#define FCNN_DEFINE_WINOGRAD_FILTER(SUFFIX, T)                                 \
-static void fcnn_winograd_filter_##SUFFIX(ptrdiff_t F, ptrdiff_t C,           \
-                                          const T *w, T *u)                   \
+/* G applied to (g0, g1, g2) for each of n kernels (r < n), into the 6
+ * values out[0 .. 5][r]. */
+#define FCNN_WINOGRAD_G(g0, g1, g2, out, n)                                    \
+    for (ptrdiff_t r = 0; r < (n); ++r) {                                     \
+        double a_ = (g0)[r], b_ = (g1)[r], c_ = (g2)[r];                      \
+        (out)[0][r] = 0.25 * a_;                                              \
+        (out)[1][r] = -(a_ + b_ + c_) * (1.0 / 6);                            \
+        (out)[2][r] = -(a_ - b_ + c_) * (1.0 / 6);                            \
+        (out)[3][r] = (0.25 * a_ + 0.5 * b_ + c_) * (1.0 / 6);                \
+        (out)[4][r] = (0.25 * a_ - 0.5 * b_ + c_) * (1.0 / 6);                \
+        (out)[5][r] = c_;                                                     \
+    }
+
+/* Panels p0 .. p1 - 1 of the kernel transformed, U_e = G g G^T for each
+ * element e = 6i + j, in gemm's layout of A (layout.h): filter f = p*MR + r,
+ * channel c at u[e*stride + p*C*MR + c*MR + r], zero for f past F. In
+ * double, rounded once; MR filters at a time, so the arithmetic runs in
+ * vectors and each element's values are stored MR side by side. */
+#define FCNN_DEFINE_WINOGRAD_FILTER(SUFFIX, T, ATTR)                           \
+ATTR static void fcnn_winograd_filter_##SUFFIX(ptrdiff_t F, ptrdiff_t C,      \
+                                               const T *w, ptrdiff_t MR,      \
+                                               ptrdiff_t p0, ptrdiff_t p1,    \
+                                               ptrdiff_t stride, T *u)        \
 {                                                                             \
-    for (ptrdiff_t f = 0; f < F; ++f)                                         \
+    enum { R = FCNN_WINOGRAD_MAX_MR };                                        \
+    for (ptrdiff_t p = p0; p < p1; ++p)                                       \
         for (ptrdiff_t c = 0; c < C; ++c) {                                   \
-            const T *g = w + (f * C + c) * 9;                                 \
-            /* G down the kernel's columns (t transposed), then along */      \
-            double t[3][6], row[3], r[6];                                     \
-            for (int b = 0; b < 3; ++b) {                                     \
-                double column[3] = {g[b], g[3 + b], g[6 + b]};                \
-                fcnn_winograd_g(column, t[b]);                                \
+            double g[9][R], t[3][6][R], out[6][6][R];                         \
+            for (ptrdiff_t r = 0; r < MR; ++r) {                              \
+                ptrdiff_t f = p * MR + r;                                     \
+                for (int k = 0; k < 9; ++k)                                   \
+                    g[k][r] = f < F ? (double)w[(f * C + c) * 9 + k] : 0.0;   \
             }                                                                 \
-            for (int i = 0; i < 6; ++i) {                                     \
-                row[0] = t[0][i], row[1] = t[1][i], row[2] = t[2][i];         \
-                fcnn_winograd_g(row, r);                                      \
-                for (int j = 0; j < 6; ++j)                                   \
-                    u[((6 * i + j) * F + f) * C + c] = (T)r[j];               \
-            }                                                                 \
+            /* G down the kernel's columns, then along the rows */            \
+            for (int b = 0; b < 3; ++b)                                       \
+                FCNN_WINOGRAD_G(g[b], g[3 + b], g[6 + b], t[b], MR)           \
+            for (int i = 0; i < 6; ++i)                                       \
+                FCNN_WINOGRAD_G(t[0][i], t[1][i], t[2][i], out[i], MR)        \
+            T *dst = u + p * C * MR + c * MR;                                 \
+            for (int e = 0; e < 36; ++e)                                      \
+                for (ptrdiff_t r = 0; r < MR; ++r)                            \
+                    dst[e * stride + r] = (T)out[e / 6][e % 6][r];            \
         }                                                                     \
 }
 
@@ -461,8 +474,8 @@ FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_output_avx512_f32(
 }
 #endif
 
-FCNN_DEFINE_WINOGRAD_FILTER(f32, float)
-FCNN_DEFINE_WINOGRAD_FILTER(f64, double)
+FCNN_DEFINE_WINOGRAD_FILTER(generic_f32, float, )
+FCNN_DEFINE_WINOGRAD_FILTER(generic_f64, double, )
 FCNN_DEFINE_WINOGRAD_GATHER(generic_f32, float, )
 FCNN_DEFINE_WINOGRAD_GATHER(generic_f64, double, )
 FCNN_DEFINE_WINOGRAD_INPUT(generic_f32, float, )
@@ -470,12 +483,17 @@ FCNN_DEFINE_WINOGRAD_INPUT(generic_f64, double, )
 FCNN_DEFINE_WINOGRAD_OUTPUT(generic_f32, float, )
 FCNN_DEFINE_WINOGRAD_OUTPUT(generic_f64, double, )
 #if FCNN_WINOGRAD_AVX512
+FCNN_DEFINE_WINOGRAD_FILTER(avx512_f32, float, FCNN_WINOGRAD_AVX512_ATTR)
+FCNN_DEFINE_WINOGRAD_FILTER(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_GATHER(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_INPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_OUTPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 #endif
 
 #define FCNN_DECLARE_WINOGRAD_POINTERS(SUFFIX, T)                               \
+    typedef void (*fcnn_winograd_filter_##SUFFIX##_t)(                          \
+        ptrdiff_t, ptrdiff_t, const T *, ptrdiff_t, ptrdiff_t, ptrdiff_t,       \
+        ptrdiff_t, T *);                                                        \
     typedef void (*fcnn_winograd_gather_##SUFFIX##_t)(                          \
         ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,       \
         ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T *, T *);            \
@@ -483,6 +501,8 @@ FCNN_DEFINE_WINOGRAD_OUTPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
     typedef void (*fcnn_winograd_output_##SUFFIX##_t)(                          \
         ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,       \
         ptrdiff_t, const T *, const T *, T *, ptrdiff_t, ptrdiff_t);            \
+    static fcnn_winograd_filter_##SUFFIX##_t fcnn_winograd_filter_##SUFFIX =    \
+        fcnn_winograd_filter_generic_##SUFFIX;                                  \
     static fcnn_winograd_gather_##SUFFIX##_t fcnn_winograd_gather_##SUFFIX =    \
         fcnn_winograd_gather_generic_##SUFFIX;                                  \
     static fcnn_winograd_input_##SUFFIX##_t fcnn_winograd_input_##SUFFIX =      \
@@ -497,6 +517,8 @@ FCNN_DECLARE_WINOGRAD_POINTERS(f64, double)
  * the portable ones; returns 1 for AVX-512. */
 static int fcnn_winograd_select(int want_avx512)
 {
+    fcnn_winograd_filter_f32 = fcnn_winograd_filter_generic_f32;
+    fcnn_winograd_filter_f64 = fcnn_winograd_filter_generic_f64;
     fcnn_winograd_gather_f32 = fcnn_winograd_gather_generic_f32;
     fcnn_winograd_gather_f64 = fcnn_winograd_gather_generic_f64;
     fcnn_winograd_input_f32 = fcnn_winograd_input_generic_f32;
@@ -507,6 +529,8 @@ static int fcnn_winograd_select(int want_avx512)
     if (want_avx512) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f")) {
+            fcnn_winograd_filter_f32 = fcnn_winograd_filter_avx512_f32;
+            fcnn_winograd_filter_f64 = fcnn_winograd_filter_avx512_f64;
             fcnn_winograd_gather_f32 = fcnn_winograd_gather_avx512_f32;
             fcnn_winograd_gather_f64 = fcnn_winograd_gather_avx512_f64;
             fcnn_winograd_input_f32 = fcnn_winograd_input_avx512_f32;

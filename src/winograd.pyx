@@ -35,8 +35,10 @@ cdef extern from "winograd.h" nogil:
         FCNN_WINOGRAD_LDV
         FCNN_WINOGRAD_CS
     int fcnn_winograd_select(int want_avx512)
-    void fcnn_winograd_filter_f32(ptrdiff_t F, ptrdiff_t C, const float *w, float *u)
-    void fcnn_winograd_filter_f64(ptrdiff_t F, ptrdiff_t C, const double *w, double *u)
+    void fcnn_winograd_filter_f32(ptrdiff_t F, ptrdiff_t C, const float *w, ptrdiff_t MR,
+                                  ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t stride, float *u)
+    void fcnn_winograd_filter_f64(ptrdiff_t F, ptrdiff_t C, const double *w, ptrdiff_t MR,
+                                  ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t stride, double *u)
     void fcnn_winograd_gather_f32(ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ph,
                                   ptrdiff_t pw, ptrdiff_t ti0, ptrdiff_t ti1, ptrdiff_t tj0,
                                   ptrdiff_t tj1, ptrdiff_t ls, const float *x, float *d)
@@ -67,11 +69,12 @@ select_transforms(1)
 
 
 cdef inline void transform_filter(Py_ssize_t F, Py_ssize_t C, const floating *w,
+                                  Py_ssize_t MR, Py_ssize_t p, Py_ssize_t stride,
                                   floating *u) noexcept nogil:
     if floating is float:
-        fcnn_winograd_filter_f32(F, C, w, u)
+        fcnn_winograd_filter_f32(F, C, w, MR, p, p + 1, stride, u)
     else:
-        fcnn_winograd_filter_f64(F, C, w, u)
+        fcnn_winograd_filter_f64(F, C, w, MR, p, p + 1, stride, u)
 
 
 cdef inline void gather(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph,
@@ -203,26 +206,25 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
     # (a multiple of NR) a row
     cdef Py_ssize_t v_size = C * FCNN_WINOGRAD_CS, m_size = F * FCNN_WINOGRAD_CS
     cdef Py_ssize_t per_thread = v_size + m_size
-    cdef Py_ssize_t panel_size = round_up(F, MR) * C
-    cdef Py_ssize_t g, e, c
-    cdef floating *u = NULL
+    # U_e's panels, each element's a little over a multiple of 4 KiB apart
+    # (the transform writes all 36 at once: they would share a cache set)
+    cdef Py_ssize_t panel_size = round_up(F, MR) * C + 16
+    cdef Py_ssize_t g, p, c
     cdef floating *u_panels = NULL
     cdef floating *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
     cdef int failed = 0
     cdef int *failure = &failed   # parallel() makes every name it assigns private
     try:
-        u = alloc(ELEMENTS * F * C, &y[0, 0, 0, 0])
         u_panels = alloc(ELEMENTS * panel_size, &y[0, 0, 0, 0])
         offsets = <Py_ssize_t *> aligned_malloc(C * sizeof(Py_ssize_t))
         if offsets == NULL:
             raise MemoryError(f"could not allocate {C * sizeof(Py_ssize_t)} bytes of scratch")
-        with nogil:
-            transform_filter(F, C, &w[0, 0, 0, 0], u)
-            for e in range(ELEMENTS):
-                pack_a(F, C, u + e * F * C, C, 1, u_panels + e * panel_size)
-            for c in range(C):
-                offsets[c] = c * FCNN_WINOGRAD_CS
+        for c in range(C):
+            offsets[c] = c * FCNN_WINOGRAD_CS
+        for p in prange(round_up(F, MR) // MR, nogil=True, num_threads=n_threads,
+                        schedule='static'):
+            transform_filter(F, C, &w[0, 0, 0, 0], MR, p, panel_size, u_panels)
         with nogil, parallel(num_threads=n_threads):
             scratch = thread_alloc(per_thread, &y[0, 0, 0, 0], failure)
             if scratch != NULL:
@@ -243,6 +245,5 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
             thread_scratch_trim()
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
-        aligned_free(u)
         aligned_free(u_panels)
         aligned_free(offsets)
