@@ -115,15 +115,14 @@ def _correlate_call(x, w, bias, stride, padding, dilation, ndim, out):
 # Fewest input channels and filters for which Winograd's F(4x4, 3x3) beats
 # the direct correlation: its 36 matrix products sum over the channels (a
 # product of depth C, F rows), and its transforms cost about what the
-# products do when these are small (16 -> 16 channels lose to direct on
-# most image sizes; 16 -> 32 and 32 -> 16 win).
+# products do when these are small.
 _WINOGRAD_MIN_CHANNELS = 16
-_WINOGRAD_MIN_WIDER_CHANNELS = 32
 # The transforms and products run over whole 4 x 4 tiles, each row of
 # tiles in slots of a multiple of 4 (src/winograd.h), so small outputs
 # compute much that is dropped (8 x 8 outputs: half of what is computed,
-# no faster than direct; 4 x 4: a quarter, 2x slower). The share of the
-# computed outputs that must be kept, at least.
+# still faster than direct; 7 x 7: 38%, slower but for 64 channels or
+# more; 4 x 4: a quarter, 1.3-2x slower). The share of the computed
+# outputs that must be kept, at least.
 _WINOGRAD_MIN_USE = 0.5
 
 
@@ -135,11 +134,10 @@ def _winograd_is_faster(w_shape, out_spatial, stride, dilation, ndim):
     span, as that kernel requires."""
     if not (ndim == 2 and tuple(w_shape[2:]) == (3, 3)
             and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
-            and min(w_shape[:2]) >= _WINOGRAD_MIN_CHANNELS
-            and max(w_shape[:2]) >= _WINOGRAD_MIN_WIDER_CHANNELS):
+            and min(w_shape[:2]) >= _WINOGRAD_MIN_CHANNELS):
         return False
     computed = 16 * _winograd.tile_slots(*out_spatial)
-    return out_spatial[0] * out_spatial[1] > _WINOGRAD_MIN_USE * computed
+    return out_spatial[0] * out_spatial[1] >= _WINOGRAD_MIN_USE * computed
 
 
 class _Trim:
@@ -348,9 +346,8 @@ def correlate2d(x, w, bias=None, stride=1, padding=0, dilation=1, n_threads=None
     """Multi-channel 2-D correlation of a batch of images with a bank of kernels.
 
     A 3 x 3 kernel at stride 1 without dilation, between 16 or more input
-    channels and filters (32 or more on one side) where more than half of
-    the outputs computed in whole 4 x 4 tiles are kept (10 x 10 outputs
-    and up), runs as Winograd's minimal filtering F(4x4, 3x3): the same
+    channels and filters where at least half of the outputs computed in
+    whole 4 x 4 tiles are kept (8 x 8 outputs and up, not 9 x 9), runs as Winograd's minimal filtering F(4x4, 3x3): the same
     function, 36 multiplications per 4 x 4 outputs and pair of channels
     instead of 144, summed in another order and through transforms with
     coefficients up to 8, so the rounding error is larger than the direct
