@@ -46,7 +46,7 @@
 #define FASTCNN_WINOGRAD_H
 
 #include <stddef.h>
-#include <string.h>
+#include <stdint.h>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define FCNN_WINOGRAD_AVX512 1
@@ -336,13 +336,16 @@ FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_gather_avx512_f32(
                         ptrdiff_t h = 4 * (ti + row_of[i]) + a - ph;
                         v[i] = w[i] = _mm512_setzero_ps();
                         if (ti + row_of[i] < ti1 && h >= 0 && h < H) {
-                            /* addresses formed only where lanes load */
-                            const float *row = x + (c * H + h) * W;
+                            /* a vector's first or last lanes may lie outside
+                             * x (masked off): its address is computed as an
+                             * integer, so that no pointer leaves the array */
+                            uintptr_t row = (uintptr_t)(x + (c * H + h) * W);
+                            uintptr_t at = row + (uintptr_t)(column[j][i] * 4);
                             if (lanes[j][i])
-                                v[i] = _mm512_maskz_loadu_ps(lanes[j][i], row + column[j][i]);
+                                v[i] = _mm512_maskz_loadu_ps(lanes[j][i], (const void *)at);
                             if (lanes_on[j][i])
                                 w[i] = _mm512_maskz_loadu_ps(lanes_on[j][i],
-                                                             row + column[j][i] + 4);
+                                                             (const void *)(at + 16));
                         }
                     }
                     __m512 e01 = _mm512_permutex2var_ps(v[0], even, v[1]);

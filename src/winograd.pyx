@@ -106,14 +106,14 @@ cdef inline void transform_output(Py_ssize_t F, Py_ssize_t TH, Py_ssize_t ti0,
         fcnn_winograd_output_f64(F, TH, ti0, rows, tj0, tj1, ls, m, bias, y, Ho, Wo)
 
 
-cdef void products(Py_ssize_t F, Py_ssize_t C, Py_ssize_t tiles,
+cdef void products(Py_ssize_t F, Py_ssize_t C, Py_ssize_t slots,
                    const floating *u_panels, Py_ssize_t panel_size,
                    const Py_ssize_t *offsets, const floating *v,
                    floating *m) noexcept nogil:
-    """M_e = U_e . V_e for the 36 elements, over a chunk's tiles."""
+    """M_e = U_e . V_e for the 36 elements, over a chunk's slots."""
     cdef Py_ssize_t e
     for e in range(ELEMENTS):
-        gemm(F, tiles, C, u_panels + e * panel_size, NULL, v + e * FCNN_WINOGRAD_LDV,
+        gemm(F, slots, C, u_panels + e * panel_size, NULL, v + e * FCNN_WINOGRAD_LDV,
              offsets, m + e * FCNN_WINOGRAD_LDV, FCNN_WINOGRAD_CS, 0, NULL)
 
 
@@ -135,7 +135,7 @@ cdef void winograd_samples(const floating *x, floating *y, Py_ssize_t n0,
     cdef Py_ssize_t rows = max(1, FCNN_WINOGRAD_LDV // ls)
     cdef Py_ssize_t x_size = C * H * W, y_size = F * Ho * Wo
     cdef Py_ssize_t ti0 = 0, ti1, tj0, tj1, n, slots
-    if TW <= FCNN_WINOGRAD_LDV and sample_slots <= FCNN_WINOGRAD_LDV:
+    if whole_samples(Ho, Wo) > 0:
         for n in range(n0, n1):
             gather(C, H, W, ph, pw, 0, TH, 0, TW, ls, x + n * x_size,
                    v + (n - n0) * sample_slots)
@@ -166,6 +166,15 @@ cdef inline Py_ssize_t row_slots(Py_ssize_t TW) noexcept nogil:
     return min(FCNN_WINOGRAD_LDV, (TW + 3) // 4 * 4)
 
 
+cdef inline Py_ssize_t whole_samples(Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """How many whole samples of output size (Ho, Wo) a chunk holds: 0
+    where the tiles of one take more slots than a chunk has."""
+    cdef Py_ssize_t TW = (Wo + 3) // 4
+    if TW > FCNN_WINOGRAD_LDV:
+        return 0
+    return FCNN_WINOGRAD_LDV // (((Ho + 3) // 4) * row_slots(TW))
+
+
 def tile_slots(Py_ssize_t Ho, Py_ssize_t Wo):
     """The slots the tiles of one sample of output size (Ho, Wo) take in
     the products, those past each row's tiles included (16 outputs
@@ -174,14 +183,11 @@ def tile_slots(Py_ssize_t Ho, Py_ssize_t Wo):
     return (Ho + 3) // 4 * ((TW + ls - 1) // ls * ls)
 
 
-cpdef Py_ssize_t samples_per_chunk(Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+cdef inline Py_ssize_t samples_per_chunk(Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
     """How many samples of output size (Ho, Wo) share a chunk: as many as
     fit whole, or 1 where one does not. Fixed by the shape alone, so which
     samples share a chunk never depends on the thread count."""
-    cdef Py_ssize_t TW = (Wo + 3) // 4
-    if TW > FCNN_WINOGRAD_LDV:
-        return 1
-    return max(1, FCNN_WINOGRAD_LDV // (((Ho + 3) // 4) * row_slots(TW)))
+    return max(1, whole_samples(Ho, Wo))
 
 
 def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
