@@ -48,6 +48,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gemm/layout.h"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define FCNN_WINOGRAD_AVX512 1
 #else
@@ -80,8 +82,8 @@
 #define FCNN_WINOGRAD_LDV 64
 #define FCNN_WINOGRAD_CS (FCNN_WINOGRAD_ELEMENTS * FCNN_WINOGRAD_LDV + 16)
 
-/* The rows of one panel of A the products take at most (gemm's MR). */
-#define FCNN_WINOGRAD_MAX_MR 16
+/* The rows of a panel of A in the products (gemm's MR), at most. */
+#define FCNN_WINOGRAD_MAX_MR (FCNN_MR_F32 > FCNN_MR_F64 ? FCNN_MR_F32 : FCNN_MR_F64)
 
 /* G applied to (g0, g1, g2) for each of n kernels (r < n), into the 6
  * values out[0 .. 5][r]. */
@@ -287,6 +289,14 @@ static inline __mmask16 fcnn_winograd_lanes(ptrdiff_t lo, ptrdiff_t hi)
                     : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
+/* The lanes k of six runs of a chunk's elements, q, q + LDV, ..., into d. */
+FCNN_WINOGRAD_AVX512_ATTR static inline void fcnn_winograd_load6(
+    __mmask16 k, const float *q, __m512 d[6])
+{
+    for (int i = 0; i < 6; ++i)
+        d[i] = _mm512_maskz_loadu_ps(k, q + i * FCNN_WINOGRAD_LDV);
+}
+
 /* The gather a vector of 16 slots at a time: 64 columns of x split into
  * the phases 4k + b (b < 4) by two rounds of permutations, and the same
  * 64 columns moved on by one tile for b = 4 and 5. Where a chunk's rows
@@ -379,15 +389,10 @@ FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_input_avx512_f32(
             __mmask16 k = fcnn_winograd_lanes(0, slots - t);
             __m512 z[6][6];
             for (int a = 0; a < 6; ++a) {
-                const float *q = p + 6 * a * es + t;
-                __m512 d0 = _mm512_maskz_loadu_ps(k, q);
-                __m512 d1 = _mm512_maskz_loadu_ps(k, q + es);
-                __m512 d2 = _mm512_maskz_loadu_ps(k, q + 2 * es);
-                __m512 d3 = _mm512_maskz_loadu_ps(k, q + 3 * es);
-                __m512 d4 = _mm512_maskz_loadu_ps(k, q + 4 * es);
-                __m512 d5 = _mm512_maskz_loadu_ps(k, q + 5 * es);
-                FCNN_WINOGRAD_BT_PS(d0, d1, d2, d3, d4, d5, z[a][0], z[a][1],
-                                    z[a][2], z[a][3], z[a][4], z[a][5]);
+                __m512 d[6];
+                fcnn_winograd_load6(k, p + 6 * a * es + t, d);
+                FCNN_WINOGRAD_BT_PS(d[0], d[1], d[2], d[3], d[4], d[5], z[a][0],
+                                    z[a][1], z[a][2], z[a][3], z[a][4], z[a][5]);
             }
             float *o = p + t;
             for (int j = 0; j < 6; ++j) {
@@ -440,15 +445,10 @@ FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_output_avx512_f32(
             const float *mf = m + f * FCNN_WINOGRAD_CS;
             __m512 s[6][4], o[4][4];
             for (int i = 0; i < 6; ++i) {
-                const float *q = mf + 6 * i * es + t;
-                __m512 m0 = _mm512_maskz_loadu_ps(k, q);
-                __m512 m1 = _mm512_maskz_loadu_ps(k, q + es);
-                __m512 m2 = _mm512_maskz_loadu_ps(k, q + 2 * es);
-                __m512 m3 = _mm512_maskz_loadu_ps(k, q + 3 * es);
-                __m512 m4 = _mm512_maskz_loadu_ps(k, q + 4 * es);
-                __m512 m5 = _mm512_maskz_loadu_ps(k, q + 5 * es);
-                FCNN_WINOGRAD_AT_PS(m0, m1, m2, m3, m4, m5, s[i][0], s[i][1],
-                                    s[i][2], s[i][3]);
+                __m512 d[6];
+                fcnn_winograd_load6(k, mf + 6 * i * es + t, d);
+                FCNN_WINOGRAD_AT_PS(d[0], d[1], d[2], d[3], d[4], d[5], s[i][0],
+                                    s[i][1], s[i][2], s[i][3]);
             }
             for (int j = 0; j < 4; ++j)
                 FCNN_WINOGRAD_AT_PS(s[0][j], s[1][j], s[2][j], s[3][j], s[4][j],

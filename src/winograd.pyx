@@ -10,8 +10,9 @@ fastcnn.functional), so it runs here too.
 
 By chunks of tiles: the windows of the chunk's tiles gathered from x and
 transformed in place, V (36 matrices C x slots), M_e = U_e . V_e by the
-gemm module (U, the kernel transformed, packed once per call), y = M's
-tiles transformed back. Small samples share a chunk, so that the products
+gemm module (U, the kernel transformed once per call, straight into the
+products' panels, the panels shared among the threads), y = M's tiles
+transformed back. Small samples share a chunk, so that the products
 have enough columns; a large one is cut into chunks of tile rows. Threads
 take the chunks of samples one at a time (a dynamic schedule), and each
 column of a product is summed on its own, so a sample's outputs are the

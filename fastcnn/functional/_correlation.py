@@ -120,8 +120,8 @@ _WINOGRAD_MIN_CHANNELS = 16
 # The transforms and products run over whole 4 x 4 tiles, each row of
 # tiles in slots of a multiple of 4 (src/winograd.h), so small outputs
 # compute much that is dropped (8 x 8 outputs: half of what is computed,
-# still faster than direct; 7 x 7: 38%, slower but for 64 channels or
-# more; 4 x 4: a quarter, 1.3-2x slower). The share of the computed
+# still faster than direct; 7 x 7: 38%, slower except with 64 channels
+# or more; 4 x 4: a quarter, 1.3-2x slower). The share of the computed
 # outputs that must be kept, at least.
 _WINOGRAD_MIN_USE = 0.5
 
@@ -346,18 +346,19 @@ def correlate2d(x, w, bias=None, stride=1, padding=0, dilation=1, n_threads=None
     """Multi-channel 2-D correlation of a batch of images with a bank of kernels.
 
     A 3 x 3 kernel at stride 1 without dilation, between 16 or more input
-    channels and filters where at least half of the outputs computed in
-    whole 4 x 4 tiles are kept (8 x 8 outputs and up, not 9 x 9), runs as Winograd's minimal filtering F(4x4, 3x3): the same
-    function, 36 multiplications per 4 x 4 outputs and pair of channels
-    instead of 144, summed in another order and through transforms with
-    coefficients up to 8, so the rounding error is larger than the direct
-    sum's: in float32 up to about 1e-5 of the sum of the absolute products
-    (median 1e-7; directly at most a few 1e-7), and it comes from the 6 x 6
-    window around each 4 x 4 block of outputs, so an all-zero 3 x 3 window
-    among nonzero neighbours can give a rounding residue instead of 0. The
-    bits are still the same for any number of threads. The input
-    gradient of such a layer is such a correlation too (with the mirrored
-    kernel) and runs the same way.
+    channels and filters, where at least half of the outputs computed in
+    whole 4 x 4 tiles are kept (8 x 8 outputs and up, not 9 x 9), runs as
+    Winograd's minimal filtering F(4x4, 3x3): the same function, 36
+    multiplications per 4 x 4 outputs and pair of channels instead of 144,
+    summed in another order and through transforms with coefficients up to
+    8, so the rounding error is larger than the direct sum's: in float32 up
+    to about 1e-5 of the sum of the absolute products (median 1e-7;
+    directly at most a few 1e-7), and it comes from the 6 x 6 window around
+    each 4 x 4 block of outputs, so an all-zero 3 x 3 window among nonzero
+    neighbours can give a rounding residue instead of 0. The bits are still
+    the same for any number of threads. The input gradient of such a layer
+    is such a correlation too (with the mirrored kernel) and runs the same
+    way.
 
     Parameters
     ----------
