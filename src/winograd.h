@@ -56,9 +56,10 @@
 #define FCNN_WINOGRAD_AVX512 0
 #endif
 
-/* The transforms' loops over tiles read and write dozens of runs that
- * never overlap; too many for the compiler to check at run time before it
- * vectorises them, so it is told. */
+/* The portable input transform reads and writes 36 runs of a chunk, in
+ * place: each slot's values only in that slot's own iteration, which the
+ * compiler cannot prove for so many runs before it vectorises the loop,
+ * so it is told. */
 #if defined(_MSC_VER) && !defined(restrict)
 #define restrict __restrict
 #endif
@@ -261,7 +262,7 @@ ATTR static void fcnn_winograd_output_##SUFFIX(                               \
         __m512 p_ = _mm512_fnmadd_ps(four_, d2, d4);                          \
         __m512 q_ = _mm512_fnmadd_ps(four_, d1, d3);                          \
         __m512 r_ = _mm512_sub_ps(d4, d2);                                    \
-        __m512 s_ = _mm512_add_ps(_mm512_sub_ps(d3, d1), _mm512_sub_ps(d3, d1)); \
+        __m512 u_ = _mm512_sub_ps(d3, d1), s_ = _mm512_add_ps(u_, u_);        \
         z0 = _mm512_fmadd_ps(four_, d0, _mm512_fnmadd_ps(five_, d2, d4));     \
         z1 = _mm512_add_ps(p_, q_);                                           \
         z2 = _mm512_sub_ps(p_, q_);                                           \
