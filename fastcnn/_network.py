@@ -55,6 +55,7 @@ import numpy as np
 
 from . import functional as F
 from . import layers as L
+from .functional._checks import empty_aligned
 
 
 def _per_axis(value, ndim):
@@ -1170,16 +1171,16 @@ def _allocate_sequence(layers, capacity, dtype, training, share, inside_block=Fa
     placements = plan.placements
     if inside_block and training and layers:
         placements = _path_placements(layers, placements)
-    shared = [np.empty(capacity * size, dtype=dtype) for size in plan.turn_sizes]
+    shared = [empty_aligned(capacity * size, dtype) for size in plan.turn_sizes]
     for layer, place in zip(layers, placements):
         layer.training, layer.share_buffers = training, share
         layer.in_place = place.output == OVER_READ
-        layer.buf_y = (np.empty((capacity,) + layer.output_shape, dtype=dtype)
+        layer.buf_y = (empty_aligned((capacity,) + layer.output_shape, dtype)
                        if place.output == OWN else None)
         layer.grad_in_place = place.grad_input == OVER_READ
         grad_shape = (capacity,) + layer.input_shape
         if place.grad_input == OWN:
-            layer.buf_grad_x = np.empty(grad_shape, dtype=dtype)
+            layer.buf_grad_x = empty_aligned(grad_shape, dtype)
         elif place.grad_input == SHARED:
             layer.buf_grad_x = shared[place.turn][:math.prod(grad_shape)].reshape(grad_shape)
         elif place.grad_input == OVER_ACTIVATION:

@@ -57,6 +57,16 @@ from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
 from fastcnn._kernels.gemm cimport *
+
+cdef extern from *:
+    """
+    static inline void fcnn_prefetch_l2(const void *p) {
+    #if defined(__GNUC__) || defined(__clang__)
+        __builtin_prefetch(p, 0, 2);
+    #endif
+    }
+    """
+    void prefetch_l2 "fcnn_prefetch_l2"(const void *p) nogil
 from frames cimport *
 # the one selection, under the names this module has always offered
 from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
@@ -283,11 +293,12 @@ cdef void forward_interleaved_group(const floating *xn, floating *yn,
                                     const Py_ssize_t *offsets,
                                     Py_ssize_t *offs, floating *frame,
                                     Py_ssize_t frame_size, floating *out,
-                                    Py_ssize_t *layout) noexcept nogil:
+                                    Py_ssize_t *layout, int y_store) noexcept nogil:
     """cnt samples from xn into yn: interleaved into the frame, one product
     per output row i over the group's Wo*cnt columns, then out's (f, i, j, s)
-    scattered into yn (a group of one sample is written into yn directly).
-    offs is the thread's own K offsets, for a group of cnt."""
+    scattered into yn (a group of one sample is written into yn directly,
+    as y_store says). offs is the thread's own K offsets, for a group of
+    cnt."""
     cdef Py_ssize_t F = d.F, K = d.K, P = d.P, Ho = d.Ho, Wo = d.Wo
     cdef Py_ssize_t row_step = d.sh * d.Wrow, k, i
     clear_on_new_layout(frame, frame_size, cnt, layout)
@@ -299,7 +310,7 @@ cdef void forward_interleaved_group(const floating *xn, floating *yn,
         # one sample: out's layout is y's, so write y itself
         for i in range(Ho):
             gemm(F, Wo, K, a_panels, NULL, frame + i * row_step,
-                 offs, yn + i * Wo, P, 0, bias)
+                 offs, yn + i * Wo, P, y_store, bias)
         return
     for i in range(Ho):
         gemm(F, Wo * cnt, K, a_panels, NULL, frame + i * row_step * cnt,
@@ -373,6 +384,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t reads_past = frame_size - d.C * d.Hp * d.Wp
     cdef Py_ssize_t out_size = d.F * d.Ho * d.Wp if in_place else d.F * d.P * G
     cdef Py_ssize_t per_thread = frame_size + out_size
+    cdef int y_store = output_store(N * d.F * d.P * sizeof(floating))
     try:
         a_panels = alloc(round_up(d.F, MR) * K, &y[0, 0, 0, 0])
         with nogil:
@@ -399,7 +411,7 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
                             &x[n, 0, 0, 0], &y[n, 0, 0, 0], cnt, d, a_panels,
                             &bias[0], offsets, group_offsets + threadid() * K,
                             frame, frame_size, frame + frame_size,
-                            &frame_layout[threadid()])
+                            &frame_layout[threadid()], y_store)
             thread_scratch_trim()
         scratch_error(failed, per_thread, &y[0, 0, 0, 0])
     finally:
@@ -410,7 +422,8 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
 # --------------------------------------------------------- input gradient
 
 cdef void backward_input_group(const floating *gyn, floating *gxn,
-                               Py_ssize_t cnt, Dims d, Py_ssize_t NR,
+                               Py_ssize_t cnt, bint gy_in_place,
+                               bint next_is_ours, Dims d, Py_ssize_t NR,
                                const floating *a_panels,
                                const Py_ssize_t *offsets, Py_ssize_t *offs,
                                floating *gy_frame, floating *dcols,
@@ -418,22 +431,30 @@ cdef void backward_input_group(const floating *gyn, floating *gxn,
     """The input gradient of cnt samples, gyn into gxn: the patch gradients
     dcols = W^T . grad_y with grad_y interleaved (gy_frame), added into an
     interleaved frame where each patch was read, copied out into gxn. offs
-    is the thread's own F + K offsets: grad_y's rows, then the patch rows."""
+    is the thread's own F + K offsets: grad_y's rows, then the patch rows.
+
+    gy_in_place: one sample, whose grad_y is already that frame, read where
+    it is (product_prefetching_planes; next_is_ours: the sample after it is
+    this thread's next)."""
     cdef Py_ssize_t F = d.F, K = d.K, P = d.P, Ho = d.Ho, Wo = d.Wo
     cdef Py_ssize_t row_step = d.sh * d.Wrow * cnt, f, k, i, j
     cdef const floating *src
     cdef floating *dst
-    # grad_y (F, Ho, Wo, cnt): a frame without padding or phases; the product
-    # also reads the NR values past it (the other buffers are written before
-    # they are read)
-    interleave_group(<floating *> gyn, cnt, F, Ho, Wo, 0, 0, Ho, 1, Wo,
-                     gy_frame, True)
-    memset(gy_frame + F * P * cnt, 0, NR * sizeof(floating))
     for f in range(F):
         offs[f] = f * P * cnt
     for k in range(K):
         offs[F + k] = offsets[k] * cnt
-    gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt, 0, NULL)
+    if gy_in_place:
+        product_prefetching_planes(K, P, F, a_panels, gyn, offs, dcols, NR,
+                                   next_is_ours)
+    else:
+        # grad_y (F, Ho, Wo, cnt): a frame without padding or phases; the
+        # product also reads the NR values past it (the other buffers are
+        # written before they are read)
+        interleave_group(<floating *> gyn, cnt, F, Ho, Wo, 0, 0, Ho, 1, Wo,
+                         gy_frame, True)
+        memset(gy_frame + F * P * cnt, 0, NR * sizeof(floating))
+        gemm(K, P * cnt, F, a_panels, NULL, gy_frame, offs, dcols, P * cnt, 0, NULL)
     memset(frame, 0, d.C * d.Hp * d.Wrow * cnt * sizeof(floating))
     for k in range(K):
         for i in range(Ho):
@@ -443,6 +464,43 @@ cdef void backward_input_group(const floating *gyn, floating *gxn,
                 dst[j] += src[j]
     interleave_group(gxn, cnt, d.C, d.H, d.W, d.ph, d.pw, d.Hp, d.sw, d.Wq,
                      frame, False)
+
+
+cdef enum:
+    # how many panels of columns ahead product_prefetching_planes fetches
+    PREFETCH_PANELS = 2
+
+
+cdef void product_prefetching_planes(Py_ssize_t M, Py_ssize_t P, Py_ssize_t F,
+                                     const floating *a_panels,
+                                     const floating *planes,
+                                     const Py_ssize_t *offs, floating *c,
+                                     Py_ssize_t NR, bint next_is_ours) noexcept nogil:
+    """c (M, P) = A . planes, B's row f the plane planes + offs[f], read in
+    place from memory. The F planes are P apart (a multiple of 4 KiB for
+    32 x 32 images): F concurrent streams, too many for the hardware
+    prefetcher, so that copying the planes into the cache first cost more
+    than the product. Instead the product runs a panel of NR columns at a
+    time, after prefetching into L2 the panel PREFETCH_PANELS ahead in
+    every plane (past the last panel: the next sample's first ones, when
+    next_is_ours). Each column's sum is the same as in one product."""
+    cdef Py_ssize_t c0 = 0, f, ahead
+    cdef const char *base
+    while c0 < P:
+        ahead = c0 + PREFETCH_PANELS * NR
+        base = NULL
+        if ahead < P:
+            base = <const char *> (planes + ahead)
+        elif next_is_ours:
+            base = <const char *> (planes + F * P + ahead - P)
+        if base != NULL:
+            for f in range(F):
+                # a panel's row is NR values: 128 bytes, two lines
+                prefetch_l2(base + f * P * sizeof(floating))
+                prefetch_l2(base + f * P * sizeof(floating) + 64)
+        gemm(M, min(NR, P - c0), F, a_panels, NULL, planes + c0, offs,
+             c + c0, P, 0, NULL)
+        c0 += NR
 
 
 def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
@@ -497,9 +555,14 @@ def correlate2d_backward_input(const floating[:, :, :, ::1] grad_y,
                 for g in range(groups):
                     n = group_start(N, n_threads, t, groups, g)
                     cnt = group_start(N, n_threads, t, groups, g + 1) - n
+                    # one sample's grad_y is read in place unless the
+                    # product's reads past its end (its last plane's
+                    # columns up to round_up(P, NR), never stored) would
+                    # pass the end of grad_y
                     backward_input_group(
-                        &grad_y[n, 0, 0, 0], &grad_x[n, 0, 0, 0], cnt, d, NR,
-                        a_panels, offsets, group_offsets + threadid() * (F + K),
+                        &grad_y[n, 0, 0, 0], &grad_x[n, 0, 0, 0], cnt,
+                        cnt == 1 and (n + 1) * F * P + round_up(P, NR) - P <= N * F * P,
+                        g + 1 < groups, d, NR, a_panels, offsets, group_offsets + threadid() * (F + K),
                         gy_frame, gy_frame + gy_size, gy_frame + gy_size + K * P * G)
             thread_scratch_trim()
         scratch_error(failed, per_thread, &grad_x[0, 0, 0, 0])

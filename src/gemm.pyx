@@ -12,6 +12,8 @@ used: the kernels need a single-threaded product inside their own OpenMP
 loops, and OpenBLAS may be pinned to AVX2 kernels
 (OPENBLAS_CORETYPE=Haswell).
 """
+import os
+
 from cython cimport floating
 from libc.stddef cimport ptrdiff_t
 
@@ -37,12 +39,12 @@ cdef extern from "gemm/gemm.h" nogil:
     void fcnn_gemm_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                        const float *a, const ptrdiff_t *a_offsets,
                        const float *b, const ptrdiff_t *b_offsets,
-                       float *c, ptrdiff_t ldc, int accumulate,
+                       float *c, ptrdiff_t ldc, int store,
                        const float *bias)
     void fcnn_gemm_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                        const double *a, const ptrdiff_t *a_offsets,
                        const double *b, const ptrdiff_t *b_offsets,
-                       double *c, ptrdiff_t ldc, int accumulate,
+                       double *c, ptrdiff_t ldc, int store,
                        const double *bias)
     void fcnn_dot_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t G, ptrdiff_t R,
                       ptrdiff_t TL, const float *a, ptrdiff_t a_ss,
@@ -54,6 +56,43 @@ cdef extern from "gemm/gemm.h" nogil:
                       ptrdiff_t a_rs, ptrdiff_t a_hs, const double *b,
                       const ptrdiff_t *b_offsets, ptrdiff_t b_ss,
                       ptrdiff_t b_hs, double *c, ptrdiff_t ldc)
+
+
+# Outputs of this size and more are written around the caches (output_store).
+cdef size_t stream_from_bytes = 0
+
+
+cdef int output_store(size_t n_bytes) noexcept nogil:
+    """The store mode for a product writing an output of n_bytes that
+    nothing reads before all of it is written: non-temporal stores from the
+    last-level cache's size up (the cache cannot keep such an output: its
+    lines would be read in before being overwritten, then evicted before
+    anything reads them)."""
+    return FCNN_STORE_STREAM if n_bytes >= stream_from_bytes else FCNN_STORE_OVERWRITE
+
+
+def set_stream_threshold(n_bytes=None):
+    """Outputs of ``n_bytes`` bytes and more are written with non-temporal
+    stores; ``None`` restores the default, the last-level cache's size
+    (32 MiB where the system does not tell it). Returns the threshold in
+    use before the call. The results are the same bits either way."""
+    global stream_from_bytes
+    before = stream_from_bytes
+    if n_bytes is None:
+        n_bytes = _last_level_cache_bytes()
+    stream_from_bytes = max(int(n_bytes), 0)
+    return before
+
+
+def _last_level_cache_bytes():
+    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+        try:
+            size = os.sysconf(name)
+        except (ValueError, OSError):
+            continue
+        if size > 0:
+            return size
+    return 32 << 20
 
 
 cdef void *aligned_malloc(size_t n_bytes) noexcept nogil:
@@ -102,17 +141,15 @@ cdef void pack_b_panel(Py_ssize_t K, Py_ssize_t cols, const floating *src,
 cdef void gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                const floating *a, const Py_ssize_t *a_offsets,
                const floating *b, const Py_ssize_t *b_offsets,
-               floating *c, Py_ssize_t ldc, int accumulate,
+               floating *c, Py_ssize_t ldc, int store,
                const floating *bias) noexcept nogil:
     """gemm/gemm.h's product; Py_ssize_t and ptrdiff_t are the same integer."""
     if floating is float:
         fcnn_gemm_f32(M, N, K, a, <const ptrdiff_t *> a_offsets,
-                      b, <const ptrdiff_t *> b_offsets, c, ldc, accumulate,
-                      bias)
+                      b, <const ptrdiff_t *> b_offsets, c, ldc, store, bias)
     else:
         fcnn_gemm_f64(M, N, K, a, <const ptrdiff_t *> a_offsets,
-                      b, <const ptrdiff_t *> b_offsets, c, ldc, accumulate,
-                      bias)
+                      b, <const ptrdiff_t *> b_offsets, c, ldc, store, bias)
 
 
 cdef void dot(Py_ssize_t M, Py_ssize_t N, Py_ssize_t G, Py_ssize_t R,
@@ -145,3 +182,4 @@ def gemm_kernel_name():
 
 
 fcnn_gemm_select(1)
+set_stream_threshold()

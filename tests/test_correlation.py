@@ -5,12 +5,15 @@ cases, 2-D and 1-D) and under both matrix-product micro-kernels. The
 tolerance scale of each comparison is the reference evaluated on absolute
 values: the magnitude of the sum behind each output (see assert_close).
 """
+import math
+
 import numpy as np
 import pytest
 
 import fastcnn.functional as fcf
 from _helpers.arrays import check_thread_independence
 from fastcnn._kernels import correlation as correlation_kernels
+from fastcnn._kernels import gemm as gemm_module
 
 
 def _abs(*arrays):
@@ -90,6 +93,40 @@ def test_frames_of_one_sample_match_reference(x_shape, w_shape, dtype, gemm_kern
     naive = np.empty_like(y)
     correlation_kernels.correlate2d_forward_naive(x, w, bias, naive, 1, 1, 1, 1)
     assert_close(y, naive, scale=ref.correlate(*_abs(x, w, bias), *geometry))
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((3, 3, 32, 32), (64, 3, 3, 3)),     # whole aligned micro-tiles: streamed
+    ((2, 3, 33, 31), (40, 3, 3, 3)),     # rows and tiles off the lines: stored
+], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "unaligned"])
+def test_outputs_written_around_the_caches_match_reference(x_shape, w_shape, dtype,
+                                                           offset, gemm_kernel, rng,
+                                                           ref, assert_close):
+    """Outputs past the last-level cache are written with non-temporal
+    stores (gemm's FCNN_STORE_STREAM) where a micro-tile's rows are whole
+    cache lines: forced here for every output, into y aligned to 64 bytes
+    or not, the bits are those of ordinary stores."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype)
+    geometry = ((1, 1), (1, 1))
+    y_shape = ref.correlate(x, w, bias, *geometry).shape
+    stored = fcf.correlate2d(x, w, bias, padding=1, n_threads=2)
+    assert stored.ctypes.data % 64 == 0   # outputs are allocated aligned
+    before = gemm_module.set_stream_threshold(0)
+    try:
+        for n_threads in (1, 2):
+            raw = np.full(math.prod(y_shape) + 16, np.nan, dtype)
+            start = (-raw.ctypes.data % 64) // raw.itemsize + offset
+            y = raw[start:start + math.prod(y_shape)].reshape(y_shape)
+            fcf.correlate2d(x, w, bias, padding=1, n_threads=n_threads, out=y)
+            np.testing.assert_array_equal(y, stored)
+    finally:
+        gemm_module.set_stream_threshold(before)
+    assert_close(stored, ref.correlate(x, w, bias, *geometry),
+                 scale=ref.correlate(*_abs(x, w, bias), *geometry))
 
 
 def test_forward_without_bias_matches_scipy(conv_case, gemm_kernel, rng, ref,

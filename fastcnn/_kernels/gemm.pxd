@@ -19,6 +19,12 @@ cdef extern from "gemm/layout.h" nogil:
         FCNN_MR_F64
         FCNN_NR_F64
 
+cdef extern from "gemm/gemm.h" nogil:
+    enum:
+        FCNN_STORE_OVERWRITE
+        FCNN_STORE_ADD
+        FCNN_STORE_STREAM
+
 cdef void *aligned_malloc(size_t n_bytes) noexcept nogil
 cdef void aligned_free(void *p) noexcept nogil
 cdef void *thread_scratch(size_t n_bytes) noexcept nogil
@@ -34,8 +40,9 @@ cdef void pack_b_panel(Py_ssize_t K, Py_ssize_t cols, const floating *src,
 cdef void gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                const floating *a, const Py_ssize_t *a_offsets,
                const floating *b, const Py_ssize_t *b_offsets,
-               floating *c, Py_ssize_t ldc, int accumulate,
+               floating *c, Py_ssize_t ldc, int store,
                const floating *bias) noexcept nogil
+cdef int output_store(size_t n_bytes) noexcept nogil
 cdef void dot(Py_ssize_t M, Py_ssize_t N, Py_ssize_t G, Py_ssize_t R,
               Py_ssize_t TL, const floating *a, Py_ssize_t a_ss,
               Py_ssize_t a_rs, Py_ssize_t a_hs, const floating *b,

@@ -3,6 +3,16 @@
 #include "gemm/gemm.h"
 #include "gemm/kernels.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+/* Non-temporal stores are weakly ordered: fenced before the product
+ * returns, so that whoever reads C next (another thread, after the
+ * parallel region's barrier) sees them. */
+#define FCNN_STREAM_FENCE() _mm_sfence()
+#else
+#define FCNN_STREAM_FENCE() ((void)0)
+#endif
+
 /* Depth of one pass over the panels: a KC x NR slice of B (32 KiB in float32)
  * stays in L1 while every A panel streams past it from L2. */
 #define FCNN_KC_F32 256
@@ -57,12 +67,14 @@ const char *fcnn_gemm_kernel_name(void)
 void fcnn_gemm_##SUFFIX(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,                \
                         const T *a, const ptrdiff_t *a_offsets,               \
                         const T *b, const ptrdiff_t *b_offsets,               \
-                        T *c, ptrdiff_t ldc, int accumulate, const T *bias)   \
+                        T *c, ptrdiff_t ldc, int store, const T *bias)        \
 {                                                                             \
     const T *rows[MR];                                                        \
+    if (store == FCNN_STORE_STREAM && K > KC)                                 \
+        store = FCNN_STORE_OVERWRITE;                                         \
     for (ptrdiff_t k0 = 0; k0 < K; k0 += KC) {                                \
         ptrdiff_t kc = K - k0 < KC ? K - k0 : KC;                             \
-        int acc = accumulate || k0 > 0;                                       \
+        int pass_store = k0 > 0 ? FCNN_STORE_ADD : store;                     \
         const ptrdiff_t *offsets = b_offsets ? b_offsets + k0 : NULL;         \
         for (ptrdiff_t j0 = 0; j0 < N; j0 += NR) {                            \
             const T *bj = b_offsets ? b + j0                                  \
@@ -79,11 +91,13 @@ void fcnn_gemm_##SUFFIX(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,                \
                     ai = a + (i0 / MR) * K * MR + k0 * MR;                    \
                 }                                                             \
                 kernel_##SUFFIX(kc, ai, a_offsets ? rows : NULL, bj, offsets, \
-                                c + i0 * ldc + j0, ldc, m, n, acc,            \
+                                c + i0 * ldc + j0, ldc, m, n, pass_store,     \
                                 bias ? bias + i0 : NULL);                     \
             }                                                                 \
         }                                                                     \
     }                                                                         \
+    if (store == FCNN_STORE_STREAM)                                           \
+        FCNN_STREAM_FENCE();                                                  \
 }
 
 FCNN_DEFINE_GEMM(f32, float, FCNN_MR_F32, FCNN_NR_F32, FCNN_KC_F32)

@@ -1,7 +1,7 @@
 /*
  * Packed-panel matrix product of the gemm extension module.
  *
- *     C (M x N)  =  A (M x K) . B (K x N)       (or C += ..., see `accumulate`)
+ *     C (M x N)  =  A (M x K) . B (K x N)       (or C += ..., see `store`)
  *
  * The panel layout is in layout.h.
  *
@@ -19,6 +19,19 @@
 
 #include "gemm/layout.h"
 #include "gemm/scratch.h"
+
+/* How a product's C is written (gemm's `store`). */
+enum {
+    FCNN_STORE_OVERWRITE = 0,   /* C = product + bias */
+    FCNN_STORE_ADD = 1,         /* C += product */
+    /* C = product + bias with non-temporal stores, which skip reading C's
+     * lines into the cache before writing them: for outputs larger than
+     * the last-level cache, whose lines would be evicted before anything
+     * reads them. Only whole micro-tiles whose rows are 64-byte aligned
+     * are streamed (the others are stored as with OVERWRITE), and only
+     * when K fits one pass over the panels (one store per element). */
+    FCNN_STORE_STREAM = 2
+};
 
 /* Selects the micro-kernel (0: portable C, 1: AVX-512 when the CPU has it).
  * Returns the kernel actually in use afterwards. */
@@ -54,16 +67,17 @@ void fcnn_pack_b_panel_f64(ptrdiff_t K, ptrdiff_t cols, const double *src,
  * stored). Not both operands in place at once. Reading in place lets a
  * correlation take its patches straight from the (padded) image.
  *
- * accumulate = 0 overwrites C with the product plus bias[i] (bias may be
- * NULL: no bias); accumulate = 1 adds the product to C and ignores bias. */
+ * store = FCNN_STORE_OVERWRITE or FCNN_STORE_STREAM writes C as the product
+ * plus bias[i] (bias may be NULL: no bias); FCNN_STORE_ADD adds the product
+ * to C and ignores bias. */
 void fcnn_gemm_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                    const float *a, const ptrdiff_t *a_offsets,
                    const float *b, const ptrdiff_t *b_offsets,
-                   float *c, ptrdiff_t ldc, int accumulate, const float *bias);
+                   float *c, ptrdiff_t ldc, int store, const float *bias);
 void fcnn_gemm_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                    const double *a, const ptrdiff_t *a_offsets,
                    const double *b, const ptrdiff_t *b_offsets,
-                   double *c, ptrdiff_t ldc, int accumulate,
+                   double *c, ptrdiff_t ldc, int store,
                    const double *bias);
 
 /* Sums of products of rows, for products whose both operands run along the

@@ -1,5 +1,6 @@
 /* The AVX-512F micro-kernel (kernels.h), compiled for AVX-512 function by
  * function so that the module still loads on CPUs without it. */
+#include "gemm/gemm.h"
 #include "gemm/kernels.h"
 
 #if FCNN_HAVE_AVX512_KERNEL
@@ -40,13 +41,14 @@
     } while (0)
 
 #define FCNN_DEFINE_AVX512_KERNEL(SUFFIX, T, V, LANES, MASK_T, ZERO, SET1,     \
-                                  FMA, LOADU, MASKLOADU, MASKSTOREU, ADD)     \
+                                  FMA, LOADU, MASKLOADU, MASKSTOREU, ADD,     \
+                                  STREAM)                                     \
 __attribute__((target("avx512f")))                                            \
 void fcnn_kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                     \
                                    const T *const *a_rows, const T *b,        \
                                    const ptrdiff_t *b_offsets,                \
                                    T *c, ptrdiff_t ldc, int m, int n,         \
-                                   int accumulate, const T *bias)             \
+                                   int store, const T *bias)                  \
 {                                                                             \
     V c00 = ZERO(), c01 = ZERO(), c10 = ZERO(), c11 = ZERO();                 \
     V c20 = ZERO(), c21 = ZERO(), c30 = ZERO(), c31 = ZERO();                 \
@@ -77,6 +79,19 @@ void fcnn_kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                     \
     }                                                                         \
     V rows[16] = {c00, c01, c10, c11, c20, c21, c30, c31,                     \
                   c40, c41, c50, c51, c60, c61, c70, c71};                    \
+    if (store == FCNN_STORE_STREAM && m == 8 && n == 2 * LANES                \
+        && (size_t)c % 64 == 0 && (size_t)ldc * sizeof(T) % 64 == 0) {        \
+        for (int r = 0; r < 8; ++r) {                                         \
+            V v0 = rows[2 * r], v1 = rows[2 * r + 1];                         \
+            if (bias) {                                                       \
+                v0 = ADD(v0, SET1(bias[r]));                                  \
+                v1 = ADD(v1, SET1(bias[r]));                                  \
+            }                                                                 \
+            STREAM(c + r * ldc, v0);                                          \
+            STREAM(c + r * ldc + LANES, v1);                                  \
+        }                                                                     \
+        return;                                                               \
+    }                                                                         \
     MASK_T full = (MASK_T)~(MASK_T)0;                                         \
     MASK_T m0 = n >= LANES ? full : (MASK_T)((1u << n) - 1u);                 \
     MASK_T m1 = n >= 2 * LANES ? full                                         \
@@ -84,7 +99,7 @@ void fcnn_kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                     \
     for (int r = 0; r < m; ++r) {                                             \
         T *cr = c + r * ldc;                                                  \
         V v0 = rows[2 * r], v1 = rows[2 * r + 1];                             \
-        if (accumulate) {                                                     \
+        if (store == FCNN_STORE_ADD) {                                        \
             v0 = ADD(v0, MASKLOADU(m0, cr));                                  \
             v1 = ADD(v1, MASKLOADU(m1, cr + LANES));                          \
         } else if (bias) {                                                    \
@@ -99,9 +114,9 @@ void fcnn_kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                     \
 FCNN_DEFINE_AVX512_KERNEL(f32, float, __m512, 16, __mmask16, _mm512_setzero_ps,
                           _mm512_set1_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
                           _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps,
-                          _mm512_add_ps)
+                          _mm512_add_ps, _mm512_stream_ps)
 FCNN_DEFINE_AVX512_KERNEL(f64, double, __m512d, 8, __mmask8, _mm512_setzero_pd,
                           _mm512_set1_pd, _mm512_fmadd_pd, _mm512_loadu_pd,
                           _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd,
-                          _mm512_add_pd)
+                          _mm512_add_pd, _mm512_stream_pd)
 #endif

@@ -1,6 +1,7 @@
 /* The portable micro-kernel (kernels.h). */
 #include <string.h>
 
+#include "gemm/gemm.h"
 #include "gemm/kernels.h"
 
 /* The reference micro-kernel: correct on every machine, and the model the
@@ -10,7 +11,7 @@ void fcnn_kernel_generic_##SUFFIX(ptrdiff_t K, const T *a,                    \
                                     const T *const *a_rows, const T *b,       \
                                     const ptrdiff_t *b_offsets,               \
                                     T *c, ptrdiff_t ldc, int m, int n,        \
-                                    int accumulate, const T *bias)            \
+                                    int store, const T *bias)                 \
 {                                                                             \
     T acc[MR][NR];                                                            \
     memset(acc, 0, sizeof(acc));                                              \
@@ -23,7 +24,7 @@ void fcnn_kernel_generic_##SUFFIX(ptrdiff_t K, const T *a,                    \
     }                                                                         \
     for (int r = 0; r < m; ++r) {                                             \
         T *cr = c + r * ldc;                                                  \
-        if (accumulate) {                                                     \
+        if (store == FCNN_STORE_ADD) {                                        \
             for (int j = 0; j < n; ++j) cr[j] += acc[r][j];                   \
         } else if (bias) {                                                    \
             for (int j = 0; j < n; ++j) cr[j] = acc[r][j] + bias[r];          \

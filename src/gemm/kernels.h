@@ -25,17 +25,18 @@
 
 /* A micro-kernel: C[r*ldc + j] (+)= sum_k A[r, k] B[k, j], r < m <= MR,
  * j < n <= NR, from one panel of A (a, or rows read in place at a_rows[r])
- * and one of B (b, or rows read in place at b + b_offsets[k]). */
+ * and one of B (b, or rows read in place at b + b_offsets[k]); `store` as
+ * gemm.h's. */
 typedef void (*fcnn_kernel_f32_t)(ptrdiff_t K, const float *a,
                                   const float *const *a_rows, const float *b,
                                   const ptrdiff_t *b_offsets, float *c,
-                                  ptrdiff_t ldc, int m, int n, int accumulate,
+                                  ptrdiff_t ldc, int m, int n, int store,
                                   const float *bias);
 typedef void (*fcnn_kernel_f64_t)(ptrdiff_t K, const double *a,
                                   const double *const *a_rows,
                                   const double *b, const ptrdiff_t *b_offsets,
                                   double *c, ptrdiff_t ldc, int m, int n,
-                                  int accumulate, const double *bias);
+                                  int store, const double *bias);
 /* A row-product kernel: gemm.h's fcnn_dot. */
 typedef void (*fcnn_dot_f32_t)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t G,
                                ptrdiff_t R, ptrdiff_t TL, const float *a,
