@@ -250,6 +250,118 @@ ATTR static void fcnn_winograd_output_##SUFFIX(                               \
     }                                                                         \
 }
 
+/* The kernel gradient. Y = A^T [U * V] A is linear in U = G g G^T, so
+ * the gradient of a loss with respect to U, summed over tiles, is
+ *
+ *     dU = sum over tiles of (A dY A^T) * V
+ *
+ * with dY a tile's 4 x 4 output gradients (zero past the outputs), and
+ * the kernel's gradient is G^T dU G: 36 matrix products per pair of
+ * channels, each summing over the tiles, and the two transforms. */
+
+/* A = (A^T)^T applied to (d0, d1, d2, d3), into z0 .. z5. */
+#define FCNN_WINOGRAD_A(T, d0, d1, d2, d3, z0, z1, z2, z3, z4, z5)             \
+    do {                                                                      \
+        T p_ = (d0) + (d2), q_ = (d1) + (d3);                                 \
+        T r_ = (d0) + 4 * (d2), s_ = 2 * (d1) + 8 * (d3);                     \
+        z0 = (d0);                                                            \
+        z1 = p_ + q_;                                                         \
+        z2 = p_ - q_;                                                         \
+        z3 = r_ + s_;                                                         \
+        z4 = r_ - s_;                                                         \
+        z5 = (d3);                                                            \
+    } while (0)
+
+/* The output gradients of a chunk's tiles, before their transform:
+ * z[f*FCNN_WINOGRAD_CS + (6a + b)*FCNN_WINOGRAD_LDV + slot] =
+ * gy[f, 4ti + a, 4tj + b] for a, b < 4, zero past the outputs and in the
+ * slots past a row's tiles (their products must add nothing). Rows of
+ * slots as in the output transform: `rows` tile rows from ti0 on, counted
+ * across samples of TH tile rows; gy is the chunk's first sample's
+ * (F, Ho, Wo). */
+#define FCNN_DEFINE_WINOGRAD_GRAD_GATHER(SUFFIX, T, ATTR)                      \
+ATTR static void fcnn_winograd_grad_gather_##SUFFIX(                          \
+    ptrdiff_t F, ptrdiff_t TH, ptrdiff_t ti0, ptrdiff_t rows, ptrdiff_t tj0,  \
+    ptrdiff_t tj1, ptrdiff_t ls, const T *gy, ptrdiff_t Ho, ptrdiff_t Wo,     \
+    T *z)                                                                     \
+{                                                                             \
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV, n = tj1 - tj0;                    \
+    for (ptrdiff_t f = 0; f < F; ++f)                                         \
+        for (ptrdiff_t r = 0; r < rows; ++r) {                                \
+            ptrdiff_t ti = (ti0 + r) % TH, sample = (ti0 + r) / TH;           \
+            for (ptrdiff_t a = 0; a < 4; ++a) {                               \
+                ptrdiff_t i = 4 * ti + a;                                     \
+                int inside = i < Ho;                                          \
+                const T *row = gy + ((sample * F + f) * Ho + (inside ? i : 0)) * Wo; \
+                T *out = z + f * FCNN_WINOGRAD_CS + 6 * a * es + r * ls;      \
+                for (ptrdiff_t b = 0; b < 4; ++b)                             \
+                    for (ptrdiff_t t = 0; t < ls; ++t) {                      \
+                        ptrdiff_t j = 4 * (tj0 + t) + b;                      \
+                        out[b * es + t] = inside && t < n && j < Wo ? row[j] : (T)0; \
+                    }                                                         \
+            }                                                                 \
+        }                                                                     \
+}
+
+/* Z = A dY A^T in place for the first `slots` slots of each filter. */
+#define FCNN_DEFINE_WINOGRAD_GRAD_INPUT(SUFFIX, T, ATTR)                       \
+ATTR static void fcnn_winograd_grad_input_##SUFFIX(ptrdiff_t F,               \
+                                                   ptrdiff_t slots, T *z)     \
+{                                                                             \
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV;                                   \
+    for (ptrdiff_t f = 0; f < F; ++f) {                                       \
+        T *restrict p = z + f * FCNN_WINOGRAD_CS;                             \
+        FCNN_SIMD                                                             \
+        for (ptrdiff_t t = 0; t < slots; ++t) {                               \
+            T h[4][6];                                                        \
+            /* A along each row's columns, then down the columns */           \
+            for (int a = 0; a < 4; ++a) {                                     \
+                const T *q = p + 6 * a * es + t;                              \
+                FCNN_WINOGRAD_A(T, q[0], q[es], q[2 * es], q[3 * es],         \
+                                h[a][0], h[a][1], h[a][2], h[a][3], h[a][4],  \
+                                h[a][5]);                                     \
+            }                                                                 \
+            for (int j = 0; j < 6; ++j)                                       \
+                FCNN_WINOGRAD_A(T, h[0][j], h[1][j], h[2][j], h[3][j],        \
+                                p[(0 + j) * es + t], p[(6 + j) * es + t],     \
+                                p[(12 + j) * es + t], p[(18 + j) * es + t],   \
+                                p[(24 + j) * es + t], p[(30 + j) * es + t]);  \
+        }                                                                     \
+    }                                                                         \
+}
+
+/* The kernel gradient from dU: gw[f, c] = G^T dU[f, c] G, with dU's
+ * element e of (f, c) at du[e*F*C + f*C + c]; in double, rounded once. */
+#define FCNN_DEFINE_WINOGRAD_FILTER_GRAD(SUFFIX, T)                            \
+static void fcnn_winograd_filter_grad_##SUFFIX(ptrdiff_t F, ptrdiff_t C,      \
+                                               const T *du, T *gw)            \
+{                                                                             \
+    static const double G[6][3] = {                                           \
+        {1.0 / 4, 0, 0}, {-1.0 / 6, -1.0 / 6, -1.0 / 6},                      \
+        {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},         \
+        {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};                           \
+    for (ptrdiff_t fc = 0; fc < F * C; ++fc) {                                \
+        double h[6][3];                                                       \
+        for (int i = 0; i < 6; ++i)                                           \
+            for (int b = 0; b < 3; ++b) {                                     \
+                double s = 0;                                                 \
+                for (int j = 0; j < 6; ++j)                                   \
+                    s += (double)du[(6 * i + j) * F * C + fc] * G[j][b];      \
+                h[i][b] = s;                                                  \
+            }                                                                 \
+        for (int a = 0; a < 3; ++a)                                           \
+            for (int b = 0; b < 3; ++b) {                                     \
+                double s = 0;                                                 \
+                for (int i = 0; i < 6; ++i)                                   \
+                    s += G[i][a] * h[i][b];                                   \
+                gw[fc * 9 + 3 * a + b] = (T)s;                                \
+            }                                                                 \
+    }                                                                         \
+}
+
+FCNN_DEFINE_WINOGRAD_FILTER_GRAD(f32, float)
+FCNN_DEFINE_WINOGRAD_FILTER_GRAD(f64, double)
+
 #if FCNN_WINOGRAD_AVX512
 #define FCNN_WINOGRAD_AVX512_ATTR __attribute__((target("avx512f")))
 #include <immintrin.h>
@@ -476,6 +588,56 @@ FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_output_avx512_f32(
         }
     }
 }
+
+/* The output gradients' gather 16 slots at a time: 64 columns of a row of
+ * gy split into the phases 4k + b by two rounds of permutations (as in
+ * the input's gather), the columns past Wo and the slots past the row's
+ * tiles loaded as zeros. */
+FCNN_WINOGRAD_AVX512_ATTR static void fcnn_winograd_grad_gather_avx512_f32(
+    ptrdiff_t F, ptrdiff_t TH, ptrdiff_t ti0, ptrdiff_t rows, ptrdiff_t tj0,
+    ptrdiff_t tj1, ptrdiff_t ls, const float *gy, ptrdiff_t Ho, ptrdiff_t Wo,
+    float *z)
+{
+    const ptrdiff_t es = FCNN_WINOGRAD_LDV, n = tj1 - tj0;
+    const __m512i even = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28,
+                                           1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i odd = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30,
+                                          3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512i low = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7,
+                                          16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i high = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15,
+                                           24, 25, 26, 27, 28, 29, 30, 31);
+    for (ptrdiff_t f = 0; f < F; ++f)
+        for (ptrdiff_t r = 0; r < rows; ++r) {
+            ptrdiff_t ti = (ti0 + r) % TH, sample = (ti0 + r) / TH;
+            for (ptrdiff_t a = 0; a < 4; ++a) {
+                ptrdiff_t i = 4 * ti + a;
+                const float *row = gy + ((sample * F + f) * Ho + (i < Ho ? i : 0)) * Wo;
+                float *out = z + f * FCNN_WINOGRAD_CS + 6 * a * es + r * ls;
+                for (ptrdiff_t t0 = 0; t0 < ls; t0 += 16) {
+                    ptrdiff_t c0 = 4 * (tj0 + t0);
+                    /* columns of this block that are outputs of the chunk */
+                    ptrdiff_t cols = i < Ho ? Wo - c0 : 0;
+                    if (cols > 4 * (n - t0))
+                        cols = 4 * (n - t0);
+                    __m512 v[4];
+                    for (int k = 0; k < 4; ++k)
+                        v[k] = _mm512_maskz_loadu_ps(
+                            fcnn_winograd_lanes(0, cols - 16 * k),
+                            (const float *)((uintptr_t)row + (uintptr_t)(c0 + 16 * k) * sizeof(float)));
+                    __m512 p0 = _mm512_permutex2var_ps(v[0], even, v[1]);
+                    __m512 p1 = _mm512_permutex2var_ps(v[0], odd, v[1]);
+                    __m512 q0 = _mm512_permutex2var_ps(v[2], even, v[3]);
+                    __m512 q1 = _mm512_permutex2var_ps(v[2], odd, v[3]);
+                    __mmask16 keep = fcnn_winograd_lanes(0, ls - t0);
+                    _mm512_mask_storeu_ps(out + t0, keep, _mm512_permutex2var_ps(p0, low, q0));
+                    _mm512_mask_storeu_ps(out + es + t0, keep, _mm512_permutex2var_ps(p0, high, q0));
+                    _mm512_mask_storeu_ps(out + 2 * es + t0, keep, _mm512_permutex2var_ps(p1, low, q1));
+                    _mm512_mask_storeu_ps(out + 3 * es + t0, keep, _mm512_permutex2var_ps(p1, high, q1));
+                }
+            }
+        }
+}
 #endif
 
 FCNN_DEFINE_WINOGRAD_FILTER(generic_f32, float, )
@@ -486,12 +648,19 @@ FCNN_DEFINE_WINOGRAD_INPUT(generic_f32, float, )
 FCNN_DEFINE_WINOGRAD_INPUT(generic_f64, double, )
 FCNN_DEFINE_WINOGRAD_OUTPUT(generic_f32, float, )
 FCNN_DEFINE_WINOGRAD_OUTPUT(generic_f64, double, )
+FCNN_DEFINE_WINOGRAD_GRAD_GATHER(generic_f32, float, )
+FCNN_DEFINE_WINOGRAD_GRAD_GATHER(generic_f64, double, )
+FCNN_DEFINE_WINOGRAD_GRAD_INPUT(generic_f32, float, )
+FCNN_DEFINE_WINOGRAD_GRAD_INPUT(generic_f64, double, )
 #if FCNN_WINOGRAD_AVX512
 FCNN_DEFINE_WINOGRAD_FILTER(avx512_f32, float, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_FILTER(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_GATHER(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_INPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 FCNN_DEFINE_WINOGRAD_OUTPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
+FCNN_DEFINE_WINOGRAD_GRAD_GATHER(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
+FCNN_DEFINE_WINOGRAD_GRAD_INPUT(avx512_f32, float, FCNN_WINOGRAD_AVX512_ATTR)
+FCNN_DEFINE_WINOGRAD_GRAD_INPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
 #endif
 
 #define FCNN_DECLARE_WINOGRAD_POINTERS(SUFFIX, T)                               \
@@ -512,7 +681,15 @@ FCNN_DEFINE_WINOGRAD_OUTPUT(avx512_f64, double, FCNN_WINOGRAD_AVX512_ATTR)
     static fcnn_winograd_input_##SUFFIX##_t fcnn_winograd_input_##SUFFIX =      \
         fcnn_winograd_input_generic_##SUFFIX;                                   \
     static fcnn_winograd_output_##SUFFIX##_t fcnn_winograd_output_##SUFFIX =    \
-        fcnn_winograd_output_generic_##SUFFIX;
+        fcnn_winograd_output_generic_##SUFFIX;                                  \
+    typedef void (*fcnn_winograd_grad_gather_##SUFFIX##_t)(                     \
+        ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,       \
+        ptrdiff_t, const T *, ptrdiff_t, ptrdiff_t, T *);                       \
+    typedef void (*fcnn_winograd_grad_input_##SUFFIX##_t)(ptrdiff_t, ptrdiff_t, T *); \
+    static fcnn_winograd_grad_gather_##SUFFIX##_t                               \
+        fcnn_winograd_grad_gather_##SUFFIX = fcnn_winograd_grad_gather_generic_##SUFFIX; \
+    static fcnn_winograd_grad_input_##SUFFIX##_t                                \
+        fcnn_winograd_grad_input_##SUFFIX = fcnn_winograd_grad_input_generic_##SUFFIX;
 
 FCNN_DECLARE_WINOGRAD_POINTERS(f32, float)
 FCNN_DECLARE_WINOGRAD_POINTERS(f64, double)
@@ -529,6 +706,10 @@ static int fcnn_winograd_select(int want_avx512)
     fcnn_winograd_input_f64 = fcnn_winograd_input_generic_f64;
     fcnn_winograd_output_f32 = fcnn_winograd_output_generic_f32;
     fcnn_winograd_output_f64 = fcnn_winograd_output_generic_f64;
+    fcnn_winograd_grad_gather_f32 = fcnn_winograd_grad_gather_generic_f32;
+    fcnn_winograd_grad_gather_f64 = fcnn_winograd_grad_gather_generic_f64;
+    fcnn_winograd_grad_input_f32 = fcnn_winograd_grad_input_generic_f32;
+    fcnn_winograd_grad_input_f64 = fcnn_winograd_grad_input_generic_f64;
 #if FCNN_WINOGRAD_AVX512
     if (want_avx512) {
         __builtin_cpu_init();
@@ -541,6 +722,10 @@ static int fcnn_winograd_select(int want_avx512)
             fcnn_winograd_input_f64 = fcnn_winograd_input_avx512_f64;
             fcnn_winograd_output_f32 = fcnn_winograd_output_avx512_f32;
             fcnn_winograd_output_f64 = fcnn_winograd_output_avx512_f64;
+            fcnn_winograd_grad_gather_f32 = fcnn_winograd_grad_gather_avx512_f32;
+            fcnn_winograd_grad_gather_f64 = fcnn_winograd_grad_gather_avx512_f64;
+            fcnn_winograd_grad_input_f32 = fcnn_winograd_grad_input_avx512_f32;
+            fcnn_winograd_grad_input_f64 = fcnn_winograd_grad_input_avx512_f64;
             return 1;
         }
     }

@@ -1,5 +1,6 @@
 """The forward correlation with a 3 x 3 kernel at stride 1 and dilation 1 by
-Winograd's minimal filtering F(4x4, 3x3) (the transforms: src/winograd.h).
+Winograd's minimal filtering F(4x4, 3x3), and its kernel gradient (the
+transforms: src/winograd.h).
 
 Layout as src/correlation.pyx: x (N, C, H, W), w (F, C, 3, 3),
 y (N, F, Ho, Wo). Each 4 x 4 tile of outputs takes 36 multiplications per
@@ -19,6 +20,12 @@ column of a product is summed on its own, so a sample's outputs are the
 same whichever thread computes them and whichever samples share its chunk:
 the bits never depend on the thread count.
 
+The kernel gradient goes through the same chunks and the same V: the
+chunk's output gradients gathered and transformed (Z = A dY A^T), the 36
+products dU_e += Z_e . V_e^T summed over the chunk's slots, and at the end
+grad_w = G^T dU G. Its sum over the batch runs in a few blocks of chunks
+fixed by the shapes, added in block order.
+
 The caller (fastcnn.functional) validates every shape, dtype and parameter
 and allocates the output: these functions do no bounds checking.
 """
@@ -29,6 +36,7 @@ from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
 
 from fastcnn._kernels.gemm cimport *
+from frames cimport sum_fixed_order
 
 cdef extern from "winograd.h" nogil:
     enum:
@@ -55,9 +63,30 @@ cdef extern from "winograd.h" nogil:
                                   ptrdiff_t tj0, ptrdiff_t tj1, ptrdiff_t ls, const double *m,
                                   const double *bias, double *y, ptrdiff_t Ho, ptrdiff_t Wo)
 
+    void fcnn_winograd_grad_gather_f32(ptrdiff_t F, ptrdiff_t TH, ptrdiff_t ti0,
+                                       ptrdiff_t rows, ptrdiff_t tj0, ptrdiff_t tj1,
+                                       ptrdiff_t ls, const float *gy, ptrdiff_t Ho,
+                                       ptrdiff_t Wo, float *z)
+    void fcnn_winograd_grad_gather_f64(ptrdiff_t F, ptrdiff_t TH, ptrdiff_t ti0,
+                                       ptrdiff_t rows, ptrdiff_t tj0, ptrdiff_t tj1,
+                                       ptrdiff_t ls, const double *gy, ptrdiff_t Ho,
+                                       ptrdiff_t Wo, double *z)
+    void fcnn_winograd_grad_input_f32(ptrdiff_t F, ptrdiff_t slots, float *z)
+    void fcnn_winograd_grad_input_f64(ptrdiff_t F, ptrdiff_t slots, double *z)
+    void fcnn_winograd_filter_grad_f32(ptrdiff_t F, ptrdiff_t C, const float *du,
+                                       float *gw)
+    void fcnn_winograd_filter_grad_f64(ptrdiff_t F, ptrdiff_t C, const double *du,
+                                       double *gw)
+
 cdef enum:
     # Elements of a tile's transform, one matrix product each
     ELEMENTS = FCNN_WINOGRAD_ELEMENTS
+    # The kernel gradient is summed over the batch in at most this many
+    # blocks of samples, each with its own partial sums (36 F x C
+    # matrices), added in block order: the bits do not depend on the
+    # thread count, and the blocks are few because their partial sums are
+    # large.
+    MAX_GRADIENT_BLOCKS = 8
 
 
 def select_transforms(int want_avx512):
@@ -254,3 +283,179 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
     finally:
         aligned_free(u_panels)
         aligned_free(offsets)
+
+
+# ------------------------------------------------------- kernel gradient
+
+cdef inline void gather_gradient(Py_ssize_t F, Py_ssize_t TH, Py_ssize_t ti0,
+                                 Py_ssize_t rows, Py_ssize_t tj0, Py_ssize_t tj1,
+                                 Py_ssize_t ls, const floating *gy, Py_ssize_t Ho,
+                                 Py_ssize_t Wo, floating *z) noexcept nogil:
+    if floating is float:
+        fcnn_winograd_grad_gather_f32(F, TH, ti0, rows, tj0, tj1, ls, gy, Ho, Wo, z)
+    else:
+        fcnn_winograd_grad_gather_f64(F, TH, ti0, rows, tj0, tj1, ls, gy, Ho, Wo, z)
+
+
+cdef inline void transform_gradient(Py_ssize_t F, Py_ssize_t slots,
+                                    floating *z) noexcept nogil:
+    if floating is float:
+        fcnn_winograd_grad_input_f32(F, slots, z)
+    else:
+        fcnn_winograd_grad_input_f64(F, slots, z)
+
+
+cdef void gradient_products(Py_ssize_t F, Py_ssize_t C, Py_ssize_t slots,
+                            const floating *z, const Py_ssize_t *filter_rows,
+                            const floating *v, floating *vt,
+                            floating *du) noexcept nogil:
+    """dU_e (F x C) += Z_e (F x slots) . V_e^T for the 36 elements: Z_e's
+    rows read in place, V_e's packed as the product's B (its columns are
+    V_e's rows, runs the packer transposes)."""
+    cdef Py_ssize_t e
+    for e in range(ELEMENTS):
+        pack_b(slots, C, v + e * FCNN_WINOGRAD_LDV, 1, FCNN_WINOGRAD_CS, vt)
+        gemm(F, C, slots, z + e * FCNN_WINOGRAD_LDV, filter_rows, vt, NULL,
+             du + e * F * C, C, FCNN_STORE_ADD, NULL)
+
+
+cdef void gradient_chunk(const floating *x, const floating *gy, Py_ssize_t C,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t F, Py_ssize_t Ho,
+                         Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw,
+                         Py_ssize_t n_samples, Py_ssize_t TH, Py_ssize_t ti0,
+                         Py_ssize_t ti1, Py_ssize_t tj0, Py_ssize_t tj1,
+                         Py_ssize_t ls, const Py_ssize_t *filter_rows,
+                         floating *v, floating *z, floating *vt,
+                         floating *du) noexcept nogil:
+    """One chunk's part of dU: n_samples whole samples from x and gy
+    (ti0 = 0, ti1 = TH), or tile rows ti0 .. ti1 - 1 and columns
+    tj0 .. tj1 - 1 of one."""
+    cdef Py_ssize_t n, slots
+    cdef Py_ssize_t x_size = C * H * W, sample_slots = (ti1 - ti0) * ls
+    for n in range(n_samples):
+        gather(C, H, W, ph, pw, ti0, ti1, tj0, tj1, ls, x + n * x_size,
+               v + n * sample_slots)
+    slots = n_samples * sample_slots
+    transform_input(C, slots, v)
+    gather_gradient(F, TH, ti0, n_samples * (ti1 - ti0), tj0, tj1, ls, gy, Ho,
+                    Wo, z)
+    transform_gradient(F, slots, z)
+    gradient_products(F, C, slots, z, filter_rows, v, vt, du)
+
+
+cdef void gradient_samples(const floating *x, const floating *gy, Py_ssize_t n0,
+                           Py_ssize_t n1, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t F, Py_ssize_t Ho, Py_ssize_t Wo,
+                           Py_ssize_t ph, Py_ssize_t pw,
+                           const Py_ssize_t *filter_rows, floating *v, floating *z,
+                           floating *vt, floating *du) noexcept nogil:
+    """dU += samples n0 .. n1 - 1's part, chunk by chunk as the forward
+    goes (winograd_samples)."""
+    cdef Py_ssize_t TH = (Ho + 3) // 4, TW = (Wo + 3) // 4
+    cdef Py_ssize_t ls = row_slots(TW)
+    cdef Py_ssize_t rows = max(1, FCNN_WINOGRAD_LDV // ls)
+    cdef Py_ssize_t x_size = C * H * W, y_size = F * Ho * Wo
+    cdef Py_ssize_t ti0 = 0, ti1, tj0, tj1
+    if whole_samples(Ho, Wo) > 0:
+        gradient_chunk(x + n0 * x_size, gy + n0 * y_size, C, H, W, F, Ho, Wo, ph,
+                       pw, n1 - n0, TH, 0, TH, 0, TW, ls, filter_rows, v, z, vt, du)
+        return
+    while ti0 < TH:
+        ti1 = min(TH, ti0 + rows)
+        tj0 = 0
+        while tj0 < TW:
+            tj1 = min(TW, tj0 + ls)
+            gradient_chunk(x + n0 * x_size, gy + n0 * y_size, C, H, W, F, Ho, Wo,
+                           ph, pw, 1, TH, ti0, ti1, tj0, tj1, ls, filter_rows, v,
+                           z, vt, du)
+            tj0 = tj1
+        ti0 = ti1
+
+
+def correlate2d_backward_kernel_winograd(const floating[:, :, :, ::1] x,
+                                         const floating[:, :, :, ::1] grad_y,
+                                         floating[:, :, :, ::1] grad_w,
+                                         floating[::1] grad_b,
+                                         Py_ssize_t ph, Py_ssize_t pw,
+                                         int n_threads):
+    """The gradients of correlate2d_forward_winograd's kernel and bias:
+    grad_w[f, c, a, b] = sum_{n,i,j} grad_y[n, f, i, j] x[n, c, i+a-ph, j+b-pw]
+    and grad_b[f] = the sum of grad_y[:, f], overwritten.
+
+    dU = sum over tiles of (A dY A^T) * V, chunk by chunk (the forward's
+    chunks and V), as 36 products Z_e . V_e^T summed over the chunk's
+    slots; then grad_w = G^T dU G (winograd.h). The batch is summed in
+    blocks of whole chunks fixed by the shapes (at most
+    MAX_GRADIENT_BLOCKS), each into partial sums of its own that are then
+    added in block order: the same bits for any thread count.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = grad_y.shape[1], Ho = grad_y.shape[2], Wo = grad_y.shape[3]
+    cdef Py_ssize_t P = Ho * Wo, NR = panel_cols(&grad_w[0, 0, 0, 0])
+    cdef Py_ssize_t group = samples_per_chunk(Ho, Wo)
+    cdef Py_ssize_t n_groups = (N + group - 1) // group
+    cdef Py_ssize_t n_blocks = min(<Py_ssize_t> MAX_GRADIENT_BLOCKS, n_groups)
+    cdef Py_ssize_t du_size = ELEMENTS * F * C, part_size = du_size + F
+    cdef Py_ssize_t v_size = C * FCNN_WINOGRAD_CS, z_size = F * FCNN_WINOGRAD_CS
+    cdef Py_ssize_t vt_size = round_up(C, NR) * FCNN_WINOGRAD_LDV
+    cdef Py_ssize_t per_thread = v_size + z_size + vt_size
+    cdef Py_ssize_t b, g, g0, g1, n, n0, n1, f, i, blk
+    cdef floating *parts = NULL
+    cdef floating *part
+    cdef floating *scratch = NULL
+    cdef floating total
+    cdef Py_ssize_t *filter_rows = NULL
+    cdef int failed = 0
+    cdef int *failure = &failed   # parallel() makes every name it assigns private
+    try:
+        parts = alloc(n_blocks * part_size, &grad_w[0, 0, 0, 0])
+        filter_rows = <Py_ssize_t *> aligned_malloc(F * sizeof(Py_ssize_t))
+        if filter_rows == NULL:
+            raise MemoryError(f"could not allocate {F * sizeof(Py_ssize_t)} bytes of scratch")
+        for f in range(F):
+            filter_rows[f] = f * FCNN_WINOGRAD_CS
+        with nogil, parallel(num_threads=n_threads):
+            scratch = thread_alloc(per_thread, &grad_w[0, 0, 0, 0], failure)
+            # blocks handed out one at a time: a core slowed by other work
+            # takes fewer
+            for b in prange(n_blocks, schedule='dynamic'):
+                if scratch == NULL:
+                    continue
+                part = parts + b * part_size
+                memset(part, 0, part_size * sizeof(floating))
+                g0 = b * n_groups // n_blocks
+                g1 = (b + 1) * n_groups // n_blocks
+                for g in range(g0, g1):
+                    n0 = g * group
+                    n1 = min(N, n0 + group)
+                    gradient_samples(&x[0, 0, 0, 0], &grad_y[0, 0, 0, 0], n0, n1,
+                                     C, H, W, F, Ho, Wo, ph, pw, filter_rows,
+                                     scratch, scratch + v_size,
+                                     scratch + v_size + z_size, part)
+                    for n in range(n0, n1):
+                        for f in range(F):
+                            part[du_size + f] = part[du_size + f] + sum_fixed_order(
+                                &grad_y[n, f, 0, 0], P, 1)
+            thread_scratch_trim()
+        scratch_error(failed, per_thread, &grad_w[0, 0, 0, 0])
+        with nogil:
+            # the blocks' sums added in block order, into block 0's
+            for i in prange(part_size, num_threads=n_threads, schedule='static'):
+                total = parts[i]
+                for blk in range(1, n_blocks):
+                    total = total + parts[blk * part_size + i]
+                parts[i] = total
+            filter_gradient(F, C, parts, &grad_w[0, 0, 0, 0])
+            for f in range(F):
+                grad_b[f] = parts[du_size + f]
+    finally:
+        aligned_free(parts)
+        aligned_free(filter_rows)
+
+
+cdef inline void filter_gradient(Py_ssize_t F, Py_ssize_t C, const floating *du,
+                                 floating *gw) noexcept nogil:
+    if floating is float:
+        fcnn_winograd_filter_grad_f32(F, C, du, gw)
+    else:
+        fcnn_winograd_filter_grad_f64(F, C, du, gw)

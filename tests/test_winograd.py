@@ -1,7 +1,7 @@
-"""Winograd's F(4x4, 3x3) forward correlation (src/winograd.pyx) against
-the NumPy reference, under both sets of transforms and matrix-product
-micro-kernels (the gemm_kernel fixture selects both), and where
-fastcnn.functional sends a correlation to it."""
+"""Winograd's F(4x4, 3x3) forward correlation and kernel gradient
+(src/winograd.pyx) against the NumPy reference, under both sets of
+transforms and matrix-product micro-kernels (the gemm_kernel fixture
+selects both), and where fastcnn.functional sends a correlation to it."""
 import numpy as np
 import pytest
 
@@ -159,3 +159,144 @@ def test_public_functions_through_winograd_match_reference(padding, dtype, rng, 
     assert_close(grad_x, ref.correlate_backward_input(grad_y, w, x.shape, (1, 1), geometry[1]),
                  scale=ref.correlate_backward_input(np.abs(grad_y), np.abs(w), x.shape,
                                                     (1, 1), geometry[1]))
+
+
+# --------------------------------------------------------- kernel gradient
+
+def _kernel_gradient(x, grad_y, padding, n_threads):
+    (top, _), (left, _) = padding
+    grad_w = np.full((grad_y.shape[1], x.shape[1], 3, 3), np.nan, dtype=x.dtype)
+    grad_b = np.full(grad_y.shape[1], np.nan, dtype=x.dtype)
+    winograd_kernels.correlate2d_backward_kernel_winograd(x, grad_y, grad_w, grad_b,
+                                                          top, left, n_threads)
+    return grad_w, grad_b
+
+
+def _grad_y_shape(x_shape, n_filters, padding):
+    (top, bottom), (left, right) = padding
+    return (x_shape[0], n_filters, x_shape[2] + top + bottom - 2,
+            x_shape[3] + left + right - 2)
+
+
+@pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES, ids=str)
+def test_kernel_gradient_matches_reference(x_shape, n_filters, padding, dtype,
+                                           gemm_kernel, rng, ref, assert_close):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    grad_y = rng.standard_normal(_grad_y_shape(x_shape, n_filters, padding)).astype(dtype)
+    grad_w, grad_b = _kernel_gradient(x, grad_y, padding, 2)
+    w_shape = (n_filters, x_shape[1], 3, 3)
+    expected_w, expected_b = ref.correlate_backward_kernel(x, grad_y, w_shape, (1, 1),
+                                                           padding)
+    scale_w, scale_b = ref.correlate_backward_kernel(np.abs(x), np.abs(grad_y), w_shape,
+                                                     (1, 1), padding)
+    assert_close(grad_w, expected_w, scale=scale_w)
+    assert_close(grad_b, expected_b, scale=scale_b)
+
+
+@pytest.mark.parametrize("x_shape, n_filters", [((4, 32, 32, 32), 32), ((8, 64, 16, 16), 64),
+                                                ((6, 32, 14, 14), 64)], ids=str)
+def test_kernel_gradient_float32_rounding_on_sparse_inputs(x_shape, n_filters,
+                                                           gemm_kernel, rng, ref,
+                                                           assert_close):
+    """A ReLU's outputs (80% zeros) and the output gradient max pooling
+    leaves (three in four zero, others through a ReLU): tiles that mix
+    large and zero values, the transforms' hardest case."""
+    x = np.maximum(rng.standard_normal(x_shape) - 0.84, 0)
+    y_shape = _grad_y_shape(x_shape, n_filters, ((1, 1), (1, 1)))
+    grad_y = rng.standard_normal(y_shape) * (rng.random(y_shape) < 0.15)
+    grad_w, grad_b = _kernel_gradient(x.astype(np.float32), grad_y.astype(np.float32),
+                                      ((1, 1), (1, 1)), 2)
+    w_shape = (n_filters, x_shape[1], 3, 3)
+    geometry = ((1, 1), ((1, 1), (1, 1)))
+    expected_w, expected_b = ref.correlate_backward_kernel(x, grad_y, w_shape, *geometry)
+    scale_w, scale_b = ref.correlate_backward_kernel(x, np.abs(grad_y), w_shape, *geometry)
+    assert_close(grad_w, expected_w, scale=scale_w)
+    assert_close(grad_b, expected_b, scale=scale_b)
+
+
+@pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES[:3] + SHAPES[7:8] + [
+    ((9, 4, 14, 14), 6, ((1, 1), (1, 1))),       # three chunks of samples
+    ((40, 3, 8, 8), 5, ((1, 1), (1, 1))),        # the most blocks: 8 of 5 chunks each
+], ids=str)
+def test_kernel_gradient_same_bits_for_any_thread_count(x_shape, n_filters, padding,
+                                                        dtype, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    grad_y = rng.standard_normal(_grad_y_shape(x_shape, n_filters, padding)).astype(dtype)
+    check_thread_independence(lambda n: _kernel_gradient(x, grad_y, padding, n))
+
+
+def test_kernel_gradient_nan_spoils_its_channel_or_filter(rng):
+    """The transforms mix the 36 values of a window and of a tile's
+    output gradients, and G^T dU G all 36 elements into the 9 taps: a NaN
+    in x spoils the whole gradient of its channel's kernels (every filter,
+    every tap), one in grad_y that of its filter's (and its bias);
+    everything else stays finite."""
+    x = rng.standard_normal((3, 5, 10, 11))
+    grad_y = rng.standard_normal((3, 4, 10, 11))
+    padding = ((1, 1), (1, 1))
+    for n, c, h, v in [(0, 1, 0, 0), (2, 4, 9, 10), (1, 0, 5, 6)]:
+        xn = x.copy()
+        xn[n, c, h, v] = np.nan
+        grad_w, grad_b = _kernel_gradient(xn, grad_y, padding, 2)
+        expected = np.zeros(grad_w.shape, bool)
+        expected[:, c] = True
+        np.testing.assert_array_equal(np.isnan(grad_w), expected)
+        assert np.isfinite(grad_b).all()
+    for n, f, h, v in [(0, 2, 0, 0), (2, 3, 9, 10)]:
+        gn = grad_y.copy()
+        gn[n, f, h, v] = np.nan
+        grad_w, grad_b = _kernel_gradient(x, gn, padding, 2)
+        expected = np.zeros(grad_w.shape, bool)
+        expected[f] = True
+        np.testing.assert_array_equal(np.isnan(grad_w), expected)
+        np.testing.assert_array_equal(np.isnan(grad_b), np.arange(4) == f)
+
+
+@pytest.mark.parametrize("side", ["end", "start"])
+def test_kernel_gradient_stays_inside_its_arrays(side, rng, guarded_copy):
+    """Every array against a page that cannot be touched (as
+    test_memory_bounds does for the other kernels)."""
+    x = rng.standard_normal((3, 4, 14, 13)).astype(np.float32)
+    grad_y = rng.standard_normal((3, 5, 14, 13)).astype(np.float32)
+    grad_w = guarded_copy(np.zeros((5, 4, 3, 3), np.float32), side)
+    grad_b = guarded_copy(np.zeros(5, np.float32), side)
+    winograd_kernels.correlate2d_backward_kernel_winograd(
+        guarded_copy(x, side), guarded_copy(grad_y, side), grad_w, grad_b, 1, 1, 3)
+    expected_w, expected_b = _kernel_gradient(x, grad_y, ((1, 1), (1, 1)), 1)
+    np.testing.assert_array_equal(grad_w, expected_w)
+    np.testing.assert_array_equal(grad_b, expected_b)
+
+
+@pytest.mark.parametrize("w_shape, out_spatial, stride, expected", [
+    ((32, 32, 3, 3), (32, 32), (1, 1), True),
+    ((32, 32, 3, 3), (28, 28), (1, 1), True),
+    ((64, 32, 3, 3), (16, 16), (1, 1), True),
+    ((32, 32, 3, 3), (14, 14), (1, 1), True),
+    ((32, 32, 3, 3), (12, 12), (1, 1), True),     # 144 of 192 outputs kept
+    ((64, 64, 3, 3), (10, 10), (1, 1), False),    # 100 of 192: the forward's, not the gradient's
+    ((64, 64, 3, 3), (8, 8), (1, 1), False),
+    ((16, 16, 3, 3), (32, 32), (1, 1), False),    # the forward's, not the gradient's
+    ((32, 16, 3, 3), (32, 32), (1, 1), False),
+    ((32, 32, 3, 3), (32, 32), (2, 2), False),
+], ids=str)
+def test_kernel_gradient_used_where_it_is_faster(w_shape, out_spatial, stride, expected):
+    assert _correlation._winograd_gradient_is_faster(
+        w_shape, out_spatial, stride, (1, 1), 2) is expected
+
+
+@pytest.mark.parametrize("padding", [1, 0, ((0, 1), (1, 0))], ids=str)
+def test_public_kernel_gradient_through_winograd_matches_reference(padding, dtype, rng,
+                                                                   ref, assert_close):
+    x = rng.standard_normal((3, 32, 16, 16)).astype(dtype)
+    geometry = ((1, 1), padding if not np.isscalar(padding) else (padding, padding))
+    w_shape = (32, 32, 3, 3)
+    out_spatial = ref.correlate(x, np.zeros(w_shape, dtype), None, *geometry).shape[2:]
+    assert _correlation._winograd_gradient_is_faster(w_shape, out_spatial, (1, 1),
+                                                     (1, 1), 2)
+    grad_y = rng.standard_normal((3, 32) + out_spatial).astype(dtype)
+    grad_w, grad_b = fcf.correlate2d_backward_kernel(x, grad_y, w_shape, padding=padding)
+    expected_w, expected_b = ref.correlate_backward_kernel(x, grad_y, w_shape, *geometry)
+    scale_w, scale_b = ref.correlate_backward_kernel(np.abs(x), np.abs(grad_y), w_shape,
+                                                     *geometry)
+    assert_close(grad_w, expected_w, scale=scale_w)
+    assert_close(grad_b, expected_b, scale=scale_b)
