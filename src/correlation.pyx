@@ -57,6 +57,9 @@ from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
 from fastcnn._kernels.gemm cimport *
+from frames cimport *
+# the one selection, under the names this module has always offered
+from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
 cdef extern from *:
     """
@@ -67,9 +70,6 @@ cdef extern from *:
     }
     """
     void prefetch_l2 "fcnn_prefetch_l2"(const void *p) nogil
-from frames cimport *
-# the one selection, under the names this module has always offered
-from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
 # The kernel gradient is summed over the batch in at most this many blocks
 # of samples (fewer for small batches of small samples: reduction_blocks).
@@ -476,14 +476,15 @@ cdef void product_prefetching_planes(Py_ssize_t M, Py_ssize_t P, Py_ssize_t F,
                                      const floating *planes,
                                      const Py_ssize_t *offs, floating *c,
                                      Py_ssize_t NR, bint next_is_ours) noexcept nogil:
-    """c (M, P) = A . planes, B's row f the plane planes + offs[f], read in
-    place from memory. The F planes are P apart (a multiple of 4 KiB for
-    32 x 32 images): F concurrent streams, too many for the hardware
-    prefetcher, so that copying the planes into the cache first cost more
-    than the product. Instead the product runs a panel of NR columns at a
-    time, after prefetching into L2 the panel PREFETCH_PANELS ahead in
-    every plane (past the last panel: the next sample's first ones, when
-    next_is_ours). Each column's sum is the same as in one product."""
+    """c (M, P) = A . planes, B's row f the plane at planes + offs[f] =
+    planes + f*P, read in place from memory. Read so by one product, the F
+    planes (P apart, a multiple of 4 KiB for 32 x 32 images) are F
+    concurrent streams, too many for the hardware prefetcher, and copying
+    them into the cache first is a pass of its own that waits on memory.
+    Instead the product runs a panel of NR columns at a time, after
+    prefetching into L2 the panel PREFETCH_PANELS ahead in every plane
+    (past the last panel: the next sample's first ones, when next_is_ours).
+    Each column's sum is the same as in one product."""
     cdef Py_ssize_t c0 = 0, f, ahead
     cdef const char *base
     while c0 < P:

@@ -85,9 +85,11 @@ def set_stream_threshold(n_bytes=None):
 
 
 def _last_level_cache_bytes():
+    """glibc's sysconf names; elsewhere (macOS, Windows) 32 MiB."""
+    sysconf = getattr(os, "sysconf", None)
     for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
         try:
-            size = os.sysconf(name)
+            size = sysconf(name) if sysconf is not None else 0
         except (ValueError, OSError):
             continue
         if size > 0:
