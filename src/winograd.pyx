@@ -190,6 +190,19 @@ cdef void winograd_samples(const floating *x, floating *y, Py_ssize_t n0,
         ti0 = ti1
 
 
+cdef Py_ssize_t *chunk_rows(Py_ssize_t n) except NULL:
+    """Where the rows of n channels (or filters) of a chunk's matrices
+    start, i * FCNN_WINOGRAD_CS, for the products that read them in place;
+    freed with aligned_free."""
+    cdef Py_ssize_t *rows = <Py_ssize_t *> aligned_malloc(n * sizeof(Py_ssize_t))
+    cdef Py_ssize_t i
+    if rows == NULL:
+        raise MemoryError(f"could not allocate {n * sizeof(Py_ssize_t)} bytes of scratch")
+    for i in range(n):
+        rows[i] = i * FCNN_WINOGRAD_CS
+    return rows
+
+
 cdef inline Py_ssize_t row_slots(Py_ssize_t TW) noexcept nogil:
     """Slots a row of TW tiles takes in a chunk: TW rounded up to a
     multiple of 4 (an output vector's four tiles), at most a chunk's."""
@@ -245,7 +258,7 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
     # U_e's panels, each element's a little over a multiple of 4 KiB apart
     # (the transform writes all 36 at once: they would share a cache set)
     cdef Py_ssize_t panel_size = round_up(F, MR) * C + 16
-    cdef Py_ssize_t g, p, c
+    cdef Py_ssize_t g, p
     cdef floating *u_panels = NULL
     cdef floating *scratch = NULL
     cdef Py_ssize_t *offsets = NULL
@@ -253,11 +266,7 @@ def correlate2d_forward_winograd(const floating[:, :, :, ::1] x,
     cdef int *failure = &failed   # parallel() makes every name it assigns private
     try:
         u_panels = alloc(ELEMENTS * panel_size, &y[0, 0, 0, 0])
-        offsets = <Py_ssize_t *> aligned_malloc(C * sizeof(Py_ssize_t))
-        if offsets == NULL:
-            raise MemoryError(f"could not allocate {C * sizeof(Py_ssize_t)} bytes of scratch")
-        for c in range(C):
-            offsets[c] = c * FCNN_WINOGRAD_CS
+        offsets = chunk_rows(C)
         for p in prange(round_up(F, MR) // MR, nogil=True, num_threads=n_threads,
                         schedule='static'):
             transform_filter(F, C, &w[0, 0, 0, 0], MR, p, panel_size, u_panels)
@@ -409,11 +418,7 @@ def correlate2d_backward_kernel_winograd(const floating[:, :, :, ::1] x,
     cdef int *failure = &failed   # parallel() makes every name it assigns private
     try:
         parts = alloc(n_blocks * part_size, &grad_w[0, 0, 0, 0])
-        filter_rows = <Py_ssize_t *> aligned_malloc(F * sizeof(Py_ssize_t))
-        if filter_rows == NULL:
-            raise MemoryError(f"could not allocate {F * sizeof(Py_ssize_t)} bytes of scratch")
-        for f in range(F):
-            filter_rows[f] = f * FCNN_WINOGRAD_CS
+        filter_rows = chunk_rows(F)
         with nogil, parallel(num_threads=n_threads):
             scratch = thread_alloc(per_thread, &grad_w[0, 0, 0, 0], failure)
             # blocks handed out one at a time: a core slowed by other work
