@@ -85,8 +85,11 @@ cdef enum:
     # blocks of samples, each with its own partial sums (36 F x C
     # matrices), added in block order: the bits do not depend on the
     # thread count, and the blocks are few because their partial sums are
-    # large.
+    # large. Together they hold at most GRADIENT_PARTIALS values where
+    # two blocks do not pass that (512 x 512 channels: 2 blocks of 9.4
+    # million).
     MAX_GRADIENT_BLOCKS = 8
+    GRADIENT_PARTIALS = 1 << 24
 
 
 def select_transforms(int want_avx512):
@@ -381,6 +384,24 @@ cdef void gradient_samples(const floating *x, const floating *gy, Py_ssize_t n0,
         ti0 = ti1
 
 
+cdef inline Py_ssize_t gradient_blocks(Py_ssize_t n_groups,
+                                       Py_ssize_t part_size) noexcept nogil:
+    """How many blocks of whole chunks the kernel gradient sums apart: up
+    to MAX_GRADIENT_BLOCKS and one a chunk, within GRADIENT_PARTIALS
+    values of partial sums (of part_size each) but at least two. Shapes
+    alone decide it, never the thread count."""
+    cdef Py_ssize_t by_memory = max(2, GRADIENT_PARTIALS // part_size)
+    return max(1, min(min(<Py_ssize_t> MAX_GRADIENT_BLOCKS, n_groups), by_memory))
+
+
+def kernel_gradient_blocks(Py_ssize_t N, Py_ssize_t F, Py_ssize_t C,
+                           Py_ssize_t Ho, Py_ssize_t Wo):
+    """The blocks correlate2d_backward_kernel_winograd sums a batch of N
+    in, for F filters and C channels of output size (Ho, Wo)."""
+    cdef Py_ssize_t group = samples_per_chunk(Ho, Wo)
+    return gradient_blocks((N + group - 1) // group, ELEMENTS * F * C + F)
+
+
 def correlate2d_backward_kernel_winograd(const floating[:, :, :, ::1] x,
                                          const floating[:, :, :, ::1] grad_y,
                                          floating[:, :, :, ::1] grad_w,
@@ -403,8 +424,8 @@ def correlate2d_backward_kernel_winograd(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t P = Ho * Wo, NR = panel_cols(&grad_w[0, 0, 0, 0])
     cdef Py_ssize_t group = samples_per_chunk(Ho, Wo)
     cdef Py_ssize_t n_groups = (N + group - 1) // group
-    cdef Py_ssize_t n_blocks = min(<Py_ssize_t> MAX_GRADIENT_BLOCKS, n_groups)
     cdef Py_ssize_t du_size = ELEMENTS * F * C, part_size = du_size + F
+    cdef Py_ssize_t n_blocks = gradient_blocks(n_groups, part_size)
     cdef Py_ssize_t v_size = C * FCNN_WINOGRAD_CS, z_size = F * FCNN_WINOGRAD_CS
     cdef Py_ssize_t vt_size = round_up(C, NR) * FCNN_WINOGRAD_LDV
     cdef Py_ssize_t per_thread = v_size + z_size + vt_size

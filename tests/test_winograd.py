@@ -216,13 +216,26 @@ def test_kernel_gradient_float32_rounding_on_sparse_inputs(x_shape, n_filters,
 
 @pytest.mark.parametrize("x_shape, n_filters, padding", SHAPES[:3] + SHAPES[7:8] + [
     ((9, 4, 14, 14), 6, ((1, 1), (1, 1))),       # three chunks of samples
-    ((40, 3, 8, 8), 5, ((1, 1), (1, 1))),        # the most blocks: 8 of 5 chunks each
+    ((72, 3, 8, 8), 5, ((1, 1), (1, 1))),        # the most blocks: 8, of 1 or 2 chunks
 ], ids=str)
 def test_kernel_gradient_same_bits_for_any_thread_count(x_shape, n_filters, padding,
                                                         dtype, rng):
     x = rng.standard_normal(x_shape).astype(dtype)
     grad_y = rng.standard_normal(_grad_y_shape(x_shape, n_filters, padding)).astype(dtype)
     check_thread_independence(lambda n: _kernel_gradient(x, grad_y, padding, n))
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((128, 64, 64, 16, 16), 8),       # 32 chunks of 4 samples
+    ((3, 64, 64, 16, 16), 1),         # one chunk
+    ((40, 5, 3, 8, 8), 5),            # 5 chunks of 8 samples
+    ((72, 5, 3, 8, 8), 8),            # 9 chunks: blocks of 1 or 2
+    ((128, 512, 512, 14, 14), 2),     # 9.4 million partial sums a block
+    ((128, 256, 256, 14, 14), 7),     # 2.4 million
+    ((128, 1024, 1024, 14, 14), 2),   # past the bound, still two
+], ids=str)
+def test_kernel_gradient_blocks_are_bounded_by_their_memory(shape, expected):
+    assert winograd_kernels.kernel_gradient_blocks(*shape) == expected
 
 
 def test_kernel_gradient_nan_spoils_its_channel_or_filter(rng):
