@@ -150,6 +150,23 @@ cdef void products(Py_ssize_t F, Py_ssize_t C, Py_ssize_t slots,
              offsets, m + e * FCNN_WINOGRAD_LDV, FCNN_WINOGRAD_CS, 0, NULL)
 
 
+cdef Py_ssize_t transformed_windows(const floating *x, Py_ssize_t C, Py_ssize_t H,
+                                    Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                                    Py_ssize_t n_samples, Py_ssize_t ti0,
+                                    Py_ssize_t ti1, Py_ssize_t tj0, Py_ssize_t tj1,
+                                    Py_ssize_t ls, floating *v) noexcept nogil:
+    """V of a chunk: the windows of tile rows ti0 .. ti1 - 1 and columns
+    tj0 .. tj1 - 1 of n_samples consecutive samples of x (whole samples
+    when n_samples > 1), gathered one sample after another and
+    transformed. Returns the chunk's slots."""
+    cdef Py_ssize_t n, sample_slots = (ti1 - ti0) * ls
+    for n in range(n_samples):
+        gather(C, H, W, ph, pw, ti0, ti1, tj0, tj1, ls, x + n * C * H * W,
+               v + n * sample_slots)
+    transform_input(C, n_samples * sample_slots, v)
+    return n_samples * sample_slots
+
+
 cdef void winograd_samples(const floating *x, floating *y, Py_ssize_t n0,
                            Py_ssize_t n1, Py_ssize_t C, Py_ssize_t H,
                            Py_ssize_t W, Py_ssize_t F, Py_ssize_t Ho,
@@ -164,16 +181,13 @@ cdef void winograd_samples(const floating *x, floating *y, Py_ssize_t n0,
     rows at a time, or a part of one where a row has more tiles than a
     chunk has slots."""
     cdef Py_ssize_t TH = (Ho + 3) // 4, TW = (Wo + 3) // 4
-    cdef Py_ssize_t ls = row_slots(TW), sample_slots = TH * ls
+    cdef Py_ssize_t ls = row_slots(TW)
     cdef Py_ssize_t rows = max(1, FCNN_WINOGRAD_LDV // ls)
     cdef Py_ssize_t x_size = C * H * W, y_size = F * Ho * Wo
-    cdef Py_ssize_t ti0 = 0, ti1, tj0, tj1, n, slots
+    cdef Py_ssize_t ti0 = 0, ti1, tj0, tj1, slots
     if whole_samples(Ho, Wo) > 0:
-        for n in range(n0, n1):
-            gather(C, H, W, ph, pw, 0, TH, 0, TW, ls, x + n * x_size,
-                   v + (n - n0) * sample_slots)
-        slots = (n1 - n0) * sample_slots
-        transform_input(C, slots, v)
+        slots = transformed_windows(x + n0 * x_size, C, H, W, ph, pw, n1 - n0,
+                                    0, TH, 0, TW, ls, v)
         products(F, C, slots, u_panels, panel_size, offsets, v, m)
         transform_output(F, TH, 0, (n1 - n0) * TH, 0, TW, ls, m, bias, y + n0 * y_size,
                          Ho, Wo)
@@ -183,9 +197,8 @@ cdef void winograd_samples(const floating *x, floating *y, Py_ssize_t n0,
         tj0 = 0
         while tj0 < TW:
             tj1 = min(TW, tj0 + ls)
-            slots = (ti1 - ti0) * ls
-            gather(C, H, W, ph, pw, ti0, ti1, tj0, tj1, ls, x + n0 * x_size, v)
-            transform_input(C, slots, v)
+            slots = transformed_windows(x + n0 * x_size, C, H, W, ph, pw, 1,
+                                        ti0, ti1, tj0, tj1, ls, v)
             products(F, C, slots, u_panels, panel_size, offsets, v, m)
             transform_output(F, TH, ti0, ti1 - ti0, tj0, tj1, ls, m, bias,
                              y + n0 * y_size, Ho, Wo)
@@ -342,13 +355,8 @@ cdef void gradient_chunk(const floating *x, const floating *gy, Py_ssize_t C,
     """One chunk's part of dU: n_samples whole samples from x and gy
     (ti0 = 0, ti1 = TH), or tile rows ti0 .. ti1 - 1 and columns
     tj0 .. tj1 - 1 of one."""
-    cdef Py_ssize_t n, slots
-    cdef Py_ssize_t x_size = C * H * W, sample_slots = (ti1 - ti0) * ls
-    for n in range(n_samples):
-        gather(C, H, W, ph, pw, ti0, ti1, tj0, tj1, ls, x + n * x_size,
-               v + n * sample_slots)
-    slots = n_samples * sample_slots
-    transform_input(C, slots, v)
+    cdef Py_ssize_t slots = transformed_windows(x, C, H, W, ph, pw, n_samples,
+                                                ti0, ti1, tj0, tj1, ls, v)
     gather_gradient(F, TH, ti0, n_samples * (ti1 - ti0), tj0, tj1, ls, gy, Ho,
                     Wo, z)
     transform_gradient(F, slots, z)

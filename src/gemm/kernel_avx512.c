@@ -79,19 +79,9 @@ void fcnn_kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                     \
     }                                                                         \
     V rows[16] = {c00, c01, c10, c11, c20, c21, c30, c31,                     \
                   c40, c41, c50, c51, c60, c61, c70, c71};                    \
-    if (store == FCNN_STORE_STREAM && m == 8 && n == 2 * LANES                \
-        && (size_t)c % 64 == 0 && (size_t)ldc * sizeof(T) % 64 == 0) {        \
-        for (int r = 0; r < 8; ++r) {                                         \
-            V v0 = rows[2 * r], v1 = rows[2 * r + 1];                         \
-            if (bias) {                                                       \
-                v0 = ADD(v0, SET1(bias[r]));                                  \
-                v1 = ADD(v1, SET1(bias[r]));                                  \
-            }                                                                 \
-            STREAM(c + r * ldc, v0);                                          \
-            STREAM(c + r * ldc + LANES, v1);                                  \
-        }                                                                     \
-        return;                                                               \
-    }                                                                         \
+    /* whole lines only: a whole tile whose rows are 64-byte aligned */       \
+    int stream = store == FCNN_STORE_STREAM && m == 8 && n == 2 * LANES       \
+                 && (size_t)c % 64 == 0 && (size_t)ldc * sizeof(T) % 64 == 0; \
     MASK_T full = (MASK_T)~(MASK_T)0;                                         \
     MASK_T m0 = n >= LANES ? full : (MASK_T)((1u << n) - 1u);                 \
     MASK_T m1 = n >= 2 * LANES ? full                                         \
@@ -106,8 +96,13 @@ void fcnn_kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                     \
             v0 = ADD(v0, SET1(bias[r]));                                      \
             v1 = ADD(v1, SET1(bias[r]));                                      \
         }                                                                     \
-        MASKSTOREU(cr, m0, v0);                                               \
-        MASKSTOREU(cr + LANES, m1, v1);                                       \
+        if (stream) {                                                         \
+            STREAM(cr, v0);                                                   \
+            STREAM(cr + LANES, v1);                                           \
+        } else {                                                              \
+            MASKSTOREU(cr, m0, v0);                                           \
+            MASKSTOREU(cr + LANES, m1, v1);                                   \
+        }                                                                     \
     }                                                                         \
 }
 
