@@ -480,7 +480,7 @@ class BaseCNN(LayerParamsMixin, SummaryMixin, ClassNamePrefixFeaturesOutMixin,
         time of a one-row prediction; None for anything else, which takes
         the general way (and gets its errors)."""
         if (type(X) is not np.ndarray or X.dtype.kind != "f" or X.size == 0
-                or hasattr(self, "feature_names_in_")):
+                or "feature_names_in_" in self.__dict__):
             return None
         shape = X.shape[1:]
         if shape != self.input_shape_ and shape != (self.n_features_in_,):
@@ -711,7 +711,10 @@ class BaseCNN(LayerParamsMixin, SummaryMixin, ClassNamePrefixFeaturesOutMixin,
 
     def _predict_outputs(self, X):
         """The output layer's scores for X, validated here."""
-        check_is_fitted(self)
+        if "network_" not in self.__dict__:
+            # scikit-learn's check, which costs a prediction of one row
+            # several percent, only where it raises
+            check_is_fitted(self, "network_")
         X = self._validate_X(X, reset=False, dtype=self.network_.dtype)
         return self._network_outputs(X, effective_n_threads(self.n_threads))
 

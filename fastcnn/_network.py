@@ -10,8 +10,8 @@ C-contiguous. Every computation goes through :mod:`fastcnn.functional` with
 each layer keeps the calls it prepared (``functional.prepare``) while the
 same buffers come back, so a step validates nothing twice. A ReLU before
 max pooling runs inside the pooling's passes, after it: the same values
-and gradients, on a quarter of the values; a ReLU after a batch norm runs
-inside the norm's passes.
+and gradients, on a quarter of the values; a ReLU after a batch norm or a
+dense layer runs inside that layer's passes.
 
 The layer contract
 ------------------
@@ -494,20 +494,44 @@ class Dense(Layer):
 
     def __init__(self, spec, input_shape, position):
         super().__init__(spec, input_shape, position)
+        self.relu = False
         self.fan_in = int(np.prod(self.input_shape))
         self.output_shape = (spec.units,)
         self.weight_shape = (spec.units, self.fan_in)
         self.parameters = _weight_and_bias(self.weight_shape)
 
+    @property
+    def name(self):
+        return type(self.spec).__name__ + ("+ReLU" if self.relu else "")
+
+    def fuse_relu(self):
+        """Take on the ReLU right after: the forward pass returns relu(y)
+        (functional's linear with relu), and the backward pass first keeps
+        the gradients where that is positive (relu_backward) in a buffer of
+        its own, since the gradient received may be read elsewhere (a
+        residual block's other path): the unfused layers' bits, with one
+        layer call less each way."""
+        self.relu = True
+        self.dataflow = replace(self.dataflow, backward_reads=frozenset({"input", "output"}))
+
+    def allocate(self, capacity, dtype):
+        self.buf_grad_relu = (np.empty((capacity,) + self.output_shape, dtype=dtype)
+                              if self.relu and self.training else None)
+
     def forward(self, x, n_threads):
         def build():
             rows = x.reshape(len(x), -1)
             return rows, F.prepare(F.linear, rows, self.weight, self.bias,
-                                   out=self.output_rows(len(x)))
+                                   out=self.output_rows(len(x)), relu=self.relu)
         self.x, call = self.prepared("forward", (x,), build)
-        return call.run(n_threads)
+        self.y = call.run(n_threads)
+        return self.y
 
     def backward(self, grad_y, need_grad_x, n_threads):
+        if self.relu:
+            grad_y = self.prepared("backward_relu", (grad_y, self.y), lambda: F.prepare(
+                F.relu_backward, grad_y, self.y,
+                out=self.buf_grad_relu[:len(grad_y)])).run(n_threads)
         self.prepared("backward_weight", (self.x, grad_y), lambda: F.prepare(
             F.linear_backward_weight, self.x, grad_y,
             out=(self.grad_weight, self.grad_bias))).run(n_threads)
@@ -959,13 +983,13 @@ def _execution_order(specs):
 
 
 def _fuses_relu(previous, layer):
-    """Whether ``layer`` is a ReLU that the max pooling or batch norm run
-    just before it takes on (their fuse_relu)."""
+    """Whether ``layer`` is a ReLU that the max pooling, batch norm or
+    dense layer run just before it takes on (their fuse_relu)."""
     return type(layer) is ReLU and type(previous) in _TAKE_ON_RELU
 
 
 #: the layers that run a ReLU right after them in their own passes
-_TAKE_ON_RELU = (MaxPool, BatchNorm)
+_TAKE_ON_RELU = (MaxPool, BatchNorm, Dense)
 
 
 def _build_sequence(specs, input_shape, position_of):
@@ -1257,6 +1281,7 @@ class Network:
         self.input_buffer, self.input_views = None, {}
         self.profile = None
         self._idle_predictors = []
+        self._per_sample_bytes = {}    # training -> per_sample_bytes(training)
         self._heads = {}     # n_specs -> head (see head)
 
     def _bind(self):
@@ -1435,12 +1460,15 @@ class Network:
 
     def per_sample_bytes(self, training=False):
         """Bytes of buffers one sample needs in a batch."""
-        total = sum(math.prod(layer.output_shape) for layer in self.all_layers)
-        if training:
-            total += sum(math.prod(layer.input_shape) for layer in self.all_layers)
-        else:
-            total += math.prod(self.input_shape)   # the input's copy
-        return total * self.dtype.itemsize
+        known = self._per_sample_bytes.get(training)
+        if known is None:
+            total = sum(math.prod(layer.output_shape) for layer in self.all_layers)
+            if training:
+                total += sum(math.prod(layer.input_shape) for layer in self.all_layers)
+            else:
+                total += math.prod(self.input_shape)   # the input's copy
+            known = self._per_sample_bytes[training] = total * self.dtype.itemsize
+        return known
 
     # Pickling keeps the specifications, the flat parameters and state, and
     # the random generators; views and buffers are rebuilt on loading.

@@ -80,7 +80,7 @@ def _global_window(layer):
 # docstring gives the reasons); a class not here inherits its base's rule.
 _FORWARD_FLOPS = {
     N.Conv: _multiply_adds_flops,
-    N.Dense: _multiply_adds_flops,
+    N.Dense: lambda layer: _multiply_adds_flops(layer) + _outputs(layer) * layer.relu,
     N.MaxPool: lambda layer: _outputs(layer) * (_window(layer) - 1 + layer.relu),
     N.AvgPool: lambda layer: _outputs(layer) * _window(layer),
     N.L2Pool: lambda layer: _outputs(layer) * 2 * _window(layer),

@@ -277,7 +277,7 @@ def _sequence(graph, layers, x):
             raise TypeError(f"{layer.where()} ({type(layer).__name__}) has no ONNX export")
         x = export(graph, layer, x)
         if getattr(layer, "relu", False):
-            # the ReLU after it, which a max pooling or batch norm runs
+            # the ReLU after it, which a max pooling, batch norm or dense layer runs
             # inside its own passes (fuse_relu)
             x = graph.node("Relu", [x])
     return x

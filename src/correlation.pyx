@@ -177,11 +177,11 @@ cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     (Ho*Wp columns in panels of NR, of which Ho*Wo are outputs) costs less
     than interleaving G samples: that copies the sample in and its outputs
     out, transposed (unless G is 1), and its products (Wo*G columns a row)
-    waste the empty columns of their last panel. Small images with many channels waste
-    most in place: the KW - 1 added columns of each row, the last panel's
-    empty ones. Large samples waste most interleaved, where few of them fit
-    in a frame: 64 x 16 x 16 images, one to a frame, fill half of each
-    panel of 32."""
+    waste the empty columns of their last panel. Small images with many
+    channels waste most in place: the KW - 1 added columns of each row, the
+    last panel's empty ones. Large samples waste most interleaved, where
+    few of them fit in a frame: 64 x 16 x 16 images, one to a frame, fill
+    half of each panel of 32."""
     cdef Py_ssize_t wasted = F * K * (round_up(Ho * Wp, NR) - Ho * Wo)
     cdef Py_ssize_t wasted_interleaved = F * K * Ho * (round_up(Wo * G, NR) - Wo * G) // G
     if G == 1:
@@ -192,6 +192,35 @@ cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
         return (wasted + COPY_COST * F * Ho * Wo <=
                 wasted_interleaved + (0 if padded else COPY_COST * C * H * W))
     return wasted <= wasted_interleaved + COPY_COST * (C * H * W + F * Ho * Wo)
+
+
+cdef inline Py_ssize_t forward_group(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                                     Py_ssize_t F, Py_ssize_t K,
+                                     Py_ssize_t Ho, Py_ssize_t Wo,
+                                     Py_ssize_t Wp, Py_ssize_t NR,
+                                     Py_ssize_t G, bint stride_1,
+                                     bint padded) noexcept nogil:
+    """The forward's layout, as the size of its groups: 0 for one sample in
+    place (in_place_is_cheaper, stride 1 only), else the G samples of an
+    interleaved frame, or 1 where a frame of one sample costs less than
+    the layout chosen so: its products, one an output row, write y
+    directly, so nothing is copied out, but each wastes the empty columns
+    of its last panel; its input is copied in. Rows as wide as the panels,
+    of few filters, then lose least (LeNet-5's first layer: 28 of 32
+    columns, 6 filters, whose outputs copied out cost more than their
+    products)."""
+    cdef Py_ssize_t copy_in = COPY_COST * C * H * W
+    cdef Py_ssize_t copy_out = COPY_COST * F * Ho * Wo
+    cdef Py_ssize_t one = F * K * Ho * (round_up(Wo, NR) - Wo) + copy_in
+    cdef Py_ssize_t chosen
+    if stride_1 and in_place_is_cheaper(C, H, W, F, K, Ho, Wo, Wp, NR, G, padded):
+        chosen = (F * K * (round_up(Ho * Wp, NR) - Ho * Wo) + copy_out
+                  + (copy_in if padded else 0))
+        return 1 if one < chosen else 0
+    if G == 1:
+        return 1
+    chosen = F * K * Ho * (round_up(Wo * G, NR) - Wo * G) // G + copy_in + copy_out
+    return 1 if one < chosen else G
 
 
 ctypedef struct Dims:
@@ -369,9 +398,10 @@ def correlate2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t NR = panel_cols(&y[0, 0, 0, 0])
     cdef Py_ssize_t G_interleaved = interleaved_group(
         d.Wo, d.C * d.Hp * d.Wrow + d.F * d.P, N, n_threads, NR, sizeof(floating))
-    cdef bint in_place = (sh == 1 and sw == 1 and in_place_is_cheaper(
-        d.C, d.H, d.W, d.F, K, d.Ho, d.Wo, d.Wp, NR, G_interleaved, d.padded))
-    cdef Py_ssize_t G = 1 if in_place else G_interleaved
+    cdef Py_ssize_t layout = forward_group(d.C, d.H, d.W, d.F, K, d.Ho, d.Wo, d.Wp, NR,
+                                           G_interleaved, sh == 1 and sw == 1, d.padded)
+    cdef bint in_place = layout == 0
+    cdef Py_ssize_t G = 1 if in_place else layout
     cdef Py_ssize_t g, n, cnt, t, groups
     cdef floating *frame = NULL
     cdef floating *a_panels = NULL

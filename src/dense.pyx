@@ -19,6 +19,10 @@ from cython.parallel cimport parallel, prange
 from libc.stddef cimport ptrdiff_t
 
 from fastcnn._kernels.gemm cimport *
+
+cdef extern from "elementwise.h" nogil:
+    void fcnn_relu_f32(const float *x, float *y, ptrdiff_t n)
+    void fcnn_relu_f64(const double *x, double *y, ptrdiff_t n)
 # the one selection, under the names this module has always offered
 from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
@@ -38,9 +42,11 @@ cdef int times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                                  const Py_ssize_t *row_offsets,
                                  const floating *b, Py_ssize_t b_rs,
                                  Py_ssize_t b_cs, floating *c,
-                                 const floating *bias, int n_threads) except -1:
+                                 const floating *bias, bint relu,
+                                 int n_threads) except -1:
     """C (M, N) = A (M, K) . B (+ bias[j] on column j), with A's rows read
-    in place at row_offsets and B[k, j] = b[k*b_rs + j*b_cs].
+    in place at row_offsets and B[k, j] = b[k*b_rs + j*b_cs]; then
+    max(C, 0) where relu (elementwise.h's ReLU, the standalone layer's).
 
     The columns are split into one block per thread, and each thread packs
     its own columns of B into scratch of its own: the packing, which every
@@ -66,18 +72,25 @@ cdef int times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 for i in range(M):
                     for j in range(j0, j0 + cols):
                         c[i * N + j] += bias[j]
+            if relu:
+                for i in range(M):
+                    if floating is float:
+                        fcnn_relu_f32(c + i * N + j0, c + i * N + j0, cols)
+                    else:
+                        fcnn_relu_f64(c + i * N + j0, c + i * N + j0, cols)
         thread_scratch_trim()
     return scratch_error(failed, cols_per_block * K, a)
 
 
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
                   const floating[::1] bias, floating[:, ::1] y,
-                  const Py_ssize_t[::1] row_offsets, int n_threads):
-    """y = x . w^T + bias. row_offsets[i] = i * D (the caller's, reusable)."""
+                  const Py_ssize_t[::1] row_offsets, bint relu, int n_threads):
+    """y = x . w^T + bias, then max(y, 0) where relu. row_offsets[i] = i * D
+    (the caller's, reusable)."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], U = w.shape[0]
     # B[k, u] = w[u, k]
     times_packed_by_columns(N, U, D, &x[0, 0], &row_offsets[0], &w[0, 0],
-                            1, D, &y[0, 0], &bias[0],
+                            1, D, &y[0, 0], &bias[0], relu,
                             threads_for(N * D * U, n_threads))
 
 
@@ -88,7 +101,7 @@ def dense_backward_input(const floating[:, ::1] grad_y,
     cdef Py_ssize_t N = grad_y.shape[0], U = grad_y.shape[1], D = w.shape[1]
     # B[u, d] = w[u, d]
     times_packed_by_columns(N, D, U, &grad_y[0, 0], &row_offsets[0],
-                            &w[0, 0], D, 1, &grad_x[0, 0], NULL,
+                            &w[0, 0], D, 1, &grad_x[0, 0], NULL, False,
                             threads_for(N * D * U, n_threads))
 
 

@@ -60,14 +60,18 @@ def test_forward_paths_chosen_by_cost_match_reference(x_shape, w_shape, padding,
     ((3, 3, 32, 32), (64, 3, 3, 3)),     # forward frame of one sample; C < 8
     ((3, 32, 32, 32), (32, 32, 3, 3)),   # kernel gradient's frame of one sample
     ((2, 3, 33, 31), (64, 3, 3, 3)),     # odd sizes: panels end mid-row
+    ((5, 1, 28, 28), (6, 1, 5, 5)),      # rows of 28 of 32 columns, few filters
 ], ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
 def test_frames_of_one_sample_match_reference(x_shape, w_shape, dtype, gemm_kernel,
                                               rng, ref, assert_close):
-    """Layers whose scratch per sample passes the frame budget work one
-    sample at a time: its frame is a plain padded copy, the forward's
-    products write y directly, and the kernel gradient packs the output
-    gradient a plane row at a time. Every thread count gives the same bits."""
+    """Layers whose scratch per sample passes the frame budget, and
+    forwards whose outputs would cost more to copy out of a wider product
+    than one product an output row wastes (few filters, rows almost as
+    wide as a panel), work one sample at a time: its frame is a plain
+    padded copy, the forward's products write y directly, and the kernel
+    gradient packs the output gradient a plane row at a time. Every thread
+    count gives the same bits."""
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     bias = rng.standard_normal(w_shape[0]).astype(dtype)
@@ -93,6 +97,25 @@ def test_frames_of_one_sample_match_reference(x_shape, w_shape, dtype, gemm_kern
     naive = np.empty_like(y)
     correlation_kernels.correlate2d_forward_naive(x, w, bias, naive, 1, 1, 1, 1)
     assert_close(y, naive, scale=ref.correlate(*_abs(x, w, bias), *geometry))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("padding, stride", [(2, 1), (0, 1), (1, 2)], ids=str)
+def test_filters_of_edge_tiles_give_the_bits_of_full_tiles(dtype, padding, stride,
+                                                           gemm_kernel, rng):
+    """The forward's product has the filters as rows: a layer of 1 to 7
+    filters fills part of a micro-tile, which then computes only those rows
+    (and the columns of the row's width), in the order of a full tile: the
+    bits of each filter's outputs are those of a layer with 8 or 16."""
+    x = rng.standard_normal((4, 2, 21, 19)).astype(dtype)
+    w = rng.standard_normal((16, 2, 5, 5)).astype(dtype)
+    bias = rng.standard_normal(16).astype(dtype)
+    full = fcf.correlate2d(x, w, bias, stride=stride, padding=padding, n_threads=1)
+    for filters in (1, 2, 5, 6, 7, 8, 9):
+        np.testing.assert_array_equal(
+            fcf.correlate2d(x, w[:filters], bias[:filters], stride=stride,
+                            padding=padding, n_threads=1),
+            full[:, :filters])
 
 
 @pytest.mark.parametrize("x_shape, w_shape", [

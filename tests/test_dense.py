@@ -108,6 +108,45 @@ def test_dense_bitwise_identical_for_any_thread_count(dtype_, dense_gemm, rng):
     check_thread_independence(lambda t: fcf.linear_backward_weight(x, g, n_threads=t))
 
 
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64], ids=["float32", "float64"])
+def test_edge_tiles_give_the_bits_of_full_tiles(dtype_, dense_gemm, rng):
+    """A micro-tile at the edge of a product computes only its rows and
+    columns (1 to 8 rows, one vector of columns or two), each element's sum
+    over k in the order of a full tile's: every row and column of a product
+    has the same bits as in a product with more of them."""
+    d = 300    # past the float64 depth block
+    x, w, b = (normal(rng, s, dtype_) for s in [(8, d), (64, d), (64,)])
+    full = fcf.linear(x, w, b, n_threads=1)
+    for rows in range(1, 9):
+        np.testing.assert_array_equal(fcf.linear(x[:rows], w, b, n_threads=1), full[:rows])
+    for units in (1, 5, 8, 13, 16, 17, 31, 33, 40):
+        np.testing.assert_array_equal(
+            fcf.linear(x, w[:units], b[:units], n_threads=1), full[:, :units])
+    g = normal(rng, (8, 64), dtype_)
+    full_input = fcf.linear_backward_input(g, w, n_threads=1)
+    for rows in (1, 3, 6, 7):
+        np.testing.assert_array_equal(fcf.linear_backward_input(g[:rows], w, n_threads=1),
+                                      full_input[:rows])
+    np.testing.assert_allclose(f64(full), f64(x) @ f64(w).T + f64(b), rtol=0,
+                               atol=1e-5 * float((abs64(x) @ abs64(w).T).max()))
+
+
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64], ids=["float32", "float64"])
+def test_linear_with_relu_is_relu_of_linear(dtype_, dense_gemm, rng):
+    """relu=True returns the bits of relu applied after, NaN included, for
+    any thread count (each thread's columns take their ReLU in turn)."""
+    n, d, u = 64, 100, 70    # enough multiply-adds for three threads
+    x, w, b = (normal(rng, s, dtype_) for s in [(n, d), (u, d), (u,)])
+    x[3, 5] = np.nan
+    unfused = fcf.relu(fcf.linear(x, w, b, n_threads=1))
+    assert np.isnan(unfused[3]).all() and (unfused == 0).any()
+    for n_threads in (1, 2, 3):
+        np.testing.assert_array_equal(fcf.linear(x, w, b, n_threads=n_threads, relu=True),
+                                      unfused)
+    np.testing.assert_array_equal(fcf.linear(x, w, relu=True),
+                                  fcf.relu(fcf.linear(x, w)))
+
+
 # ============================================================ 8. bad input
 
 def test_linear_rejects_mismatched_features():

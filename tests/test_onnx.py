@@ -157,7 +157,8 @@ def test_the_networks_cover_every_layer_and_variant():
     assert set(fastcnn_onnx._LAYER_EXPORTS) == runtime_classes
     fused = {(type(layer).__name__, layer.relu) for layer in layers if hasattr(layer, "relu")}
     assert fused == {("MaxPool", True), ("MaxPool", False),
-                     ("BatchNorm", True), ("BatchNorm", False)}
+                     ("BatchNorm", True), ("BatchNorm", False),
+                     ("Dense", True), ("Dense", False)}
     blocks = [layer for layer in layers if isinstance(layer, Residual)]
     assert any(block.spec.shortcut is None and block.shortcut for block in blocks)
     assert any(not block.shortcut for block in blocks)

@@ -37,8 +37,8 @@ def _check_linear_forward(x, w):
 
 
 @preparable
-def linear(x, w, bias=None, n_threads=None, out=None):
-    """Dense layer: ``y = x w^T + bias``.
+def linear(x, w, bias=None, n_threads=None, out=None, relu=False):
+    """Dense layer: ``y = x w^T + bias``, or ``relu(x w^T + bias)``.
 
     Parameters
     ----------
@@ -48,6 +48,9 @@ def linear(x, w, bias=None, n_threads=None, out=None):
     n_threads : int or None
     out : array of shape (N, U), optional
         Where to write y (C-contiguous, dtype of x).
+    relu : bool, default False
+        Return :func:`relu` of y, the same values as applying it after, in
+        one pass (its gradient: :func:`relu_backward` with this output).
 
     Returns
     -------
@@ -60,7 +63,8 @@ def linear(x, w, bias=None, n_threads=None, out=None):
     if out is not None:
         check_apart([("out", y)], [("x", x), ("w", w), ("bias", bias)])
     return run_unless_preparing(
-        KernelCall(_kernels.dense_forward, (x, w, bias, y, _row_offsets(*x.shape)), y),
+        KernelCall(_kernels.dense_forward,
+                   (x, w, bias, y, _row_offsets(*x.shape), bool(relu)), y),
         n_threads)
 
 

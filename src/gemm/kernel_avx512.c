@@ -6,43 +6,88 @@
 #if FCNN_HAVE_AVX512_KERNEL
 #include <immintrin.h>
 
-/* 8 rows x 2 vectors: 16 accumulators, enough independent FMA chains to keep
- * both FMA pipes busy through their latency, with registers left for the two
- * B vectors and the broadcast. */
-#define FCNN_ROW(R, V, SET1, FMA)                                              \
+/* One step of k from packed A: the outer product of ROWS values of A with
+ * VECS vectors of row BK of B. */
+#define FCNN_STEP(BK, ROWS, VECS, V, LANES, SET1, FMA, LOADU)                  \
     do {                                                                      \
-        V ar = SET1(a[R]);                                                    \
-        c##R##0 = FMA(ar, b0, c##R##0);                                       \
-        c##R##1 = FMA(ar, b1, c##R##1);                                       \
+        V bv[2];                                                              \
+        _Pragma("GCC unroll 2") for (int v = 0; v < VECS; ++v)                \
+            bv[v] = LOADU((BK) + v * LANES);                                  \
+        _Pragma("GCC unroll 8") for (int r = 0; r < ROWS; ++r) {              \
+            V ar = SET1(a[r]);                                                \
+            _Pragma("GCC unroll 2") for (int v = 0; v < VECS; ++v)            \
+                acc[r][v] = FMA(ar, bv[v], acc[r][v]);                        \
+        }                                                                     \
     } while (0)
 
-/* The same, with row R of A read in place at a##R[K]. */
-#define FCNN_ROW_AT(R, K, V, SET1, FMA)                                        \
-    do {                                                                      \
-        V ar = SET1(a##R[K]);                                                 \
-        c##R##0 = FMA(ar, b0, c##R##0);                                       \
-        c##R##1 = FMA(ar, b1, c##R##1);                                       \
-    } while (0)
-
-/* One step of k: the outer product of 8 values of A with one row of B. */
-#define FCNN_STEP(BK, V, LANES, SET1, FMA, LOADU)                              \
-    do {                                                                      \
-        V b0 = LOADU(BK);                                                     \
-        V b1 = LOADU((BK) + LANES);                                           \
-        FCNN_ROW(0, V, SET1, FMA);                                            \
-        FCNN_ROW(1, V, SET1, FMA);                                            \
-        FCNN_ROW(2, V, SET1, FMA);                                            \
-        FCNN_ROW(3, V, SET1, FMA);                                            \
-        FCNN_ROW(4, V, SET1, FMA);                                            \
-        FCNN_ROW(5, V, SET1, FMA);                                            \
-        FCNN_ROW(6, V, SET1, FMA);                                            \
-        FCNN_ROW(7, V, SET1, FMA);                                            \
-        a += 8;                                                               \
-    } while (0)
-
-#define FCNN_DEFINE_AVX512_KERNEL(SUFFIX, T, V, LANES, MASK_T, ZERO, SET1,     \
-                                  FMA, LOADU, MASKLOADU, MASKSTOREU, ADD,     \
-                                  STREAM)                                     \
+/* The tile body, for ROWS <= 8 rows of A and VECS <= 2 vectors of B's
+ * columns, both constants where it is inlined (fcnn_kernel_avx512_*
+ * instantiates every pair): an edge tile of few rows or columns computes
+ * only those, instead of the full 8 x 2 with most of it dropped (a layer of
+ * 6 filters would spend a quarter of its multiply-adds on the two rows
+ * past them). At full size: 16 accumulators, enough independent FMA chains
+ * to keep both FMA pipes busy through their latency, with registers left
+ * for the two B vectors and the broadcast. Each element's sum over k runs
+ * in the same order whatever the tile's size. */
+#define FCNN_DEFINE_AVX512_TILE(SUFFIX, T, V, LANES, MASK_T, ZERO, SET1,       \
+                                FMA, LOADU, MASKLOADU, MASKSTOREU, ADD,       \
+                                STREAM)                                       \
+static inline __attribute__((always_inline, target("avx512f")))               \
+void tile_avx512_##SUFFIX(const int ROWS, const int VECS, ptrdiff_t K,        \
+                          const T *a, const T *const *a_rows, const T *b,     \
+                          const ptrdiff_t *b_offsets, T *c, ptrdiff_t ldc,    \
+                          int n, int store, const T *bias)                    \
+{                                                                             \
+    V acc[8][2];                                                              \
+    _Pragma("GCC unroll 8") for (int r = 0; r < ROWS; ++r)                    \
+        _Pragma("GCC unroll 2") for (int v = 0; v < VECS; ++v)                \
+            acc[r][v] = ZERO();                                               \
+    if (a_rows) {                                                             \
+        const T *row[8];                                                      \
+        _Pragma("GCC unroll 8") for (int r = 0; r < ROWS; ++r)                \
+            row[r] = a_rows[r];                                               \
+        for (ptrdiff_t k = 0; k < K; ++k, b += 2 * LANES) {                   \
+            V bv[2];                                                          \
+            _Pragma("GCC unroll 2") for (int v = 0; v < VECS; ++v)            \
+                bv[v] = LOADU(b + v * LANES);                                 \
+            _Pragma("GCC unroll 8") for (int r = 0; r < ROWS; ++r) {          \
+                V ar = SET1(row[r][k]);                                       \
+                _Pragma("GCC unroll 2") for (int v = 0; v < VECS; ++v)        \
+                    acc[r][v] = FMA(ar, bv[v], acc[r][v]);                    \
+            }                                                                 \
+        }                                                                     \
+    } else if (b_offsets) {                                                   \
+        /* packed A: 8 values a step of k whatever ROWS */                    \
+        for (ptrdiff_t k = 0; k < K; ++k, a += 8)                             \
+            FCNN_STEP(b + b_offsets[k], ROWS, VECS, V, LANES, SET1, FMA, LOADU); \
+    } else {                                                                  \
+        for (ptrdiff_t k = 0; k < K; ++k, a += 8, b += 2 * LANES)             \
+            FCNN_STEP(b, ROWS, VECS, V, LANES, SET1, FMA, LOADU);             \
+    }                                                                         \
+    /* whole lines only: a whole tile whose rows are 64-byte aligned */       \
+    int stream = store == FCNN_STORE_STREAM && ROWS == 8 && n == 2 * LANES    \
+                 && (size_t)c % 64 == 0 && (size_t)ldc * sizeof(T) % 64 == 0; \
+    MASK_T full = (MASK_T)~(MASK_T)0;                                         \
+    MASK_T mask[2];                                                           \
+    mask[0] = n >= LANES ? full : (MASK_T)((1u << n) - 1u);                   \
+    mask[1] = n >= 2 * LANES ? full                                           \
+            : (n > LANES ? (MASK_T)((1u << (n - LANES)) - 1u) : (MASK_T)0);   \
+    _Pragma("GCC unroll 8") for (int r = 0; r < ROWS; ++r) {                  \
+        T *cr = c + r * ldc;                                                  \
+        _Pragma("GCC unroll 2") for (int v = 0; v < VECS; ++v) {              \
+            V out = acc[r][v];                                                \
+            if (store == FCNN_STORE_ADD)                                      \
+                out = ADD(out, MASKLOADU(mask[v], cr + v * LANES));           \
+            else if (bias)                                                    \
+                out = ADD(out, SET1(bias[r]));                                \
+            if (stream)                                                       \
+                STREAM(cr + v * LANES, out);                                  \
+            else                                                              \
+                MASKSTOREU(cr + v * LANES, mask[v], out);                     \
+        }                                                                     \
+    }                                                                         \
+}                                                                             \
+                                                                              \
 __attribute__((target("avx512f")))                                            \
 void fcnn_kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                     \
                                    const T *const *a_rows, const T *b,        \
@@ -50,68 +95,32 @@ void fcnn_kernel_avx512_##SUFFIX(ptrdiff_t K, const T *a,                     \
                                    T *c, ptrdiff_t ldc, int m, int n,         \
                                    int store, const T *bias)                  \
 {                                                                             \
-    V c00 = ZERO(), c01 = ZERO(), c10 = ZERO(), c11 = ZERO();                 \
-    V c20 = ZERO(), c21 = ZERO(), c30 = ZERO(), c31 = ZERO();                 \
-    V c40 = ZERO(), c41 = ZERO(), c50 = ZERO(), c51 = ZERO();                 \
-    V c60 = ZERO(), c61 = ZERO(), c70 = ZERO(), c71 = ZERO();                 \
-    if (a_rows) {                                                             \
-        const T *a0 = a_rows[0], *a1 = a_rows[1], *a2 = a_rows[2];            \
-        const T *a3 = a_rows[3], *a4 = a_rows[4], *a5 = a_rows[5];            \
-        const T *a6 = a_rows[6], *a7 = a_rows[7];                             \
-        for (ptrdiff_t k = 0; k < K; ++k, b += 2 * LANES) {                   \
-            V b0 = LOADU(b);                                                  \
-            V b1 = LOADU(b + LANES);                                          \
-            FCNN_ROW_AT(0, k, V, SET1, FMA);                                  \
-            FCNN_ROW_AT(1, k, V, SET1, FMA);                                  \
-            FCNN_ROW_AT(2, k, V, SET1, FMA);                                  \
-            FCNN_ROW_AT(3, k, V, SET1, FMA);                                  \
-            FCNN_ROW_AT(4, k, V, SET1, FMA);                                  \
-            FCNN_ROW_AT(5, k, V, SET1, FMA);                                  \
-            FCNN_ROW_AT(6, k, V, SET1, FMA);                                  \
-            FCNN_ROW_AT(7, k, V, SET1, FMA);                                  \
-        }                                                                     \
-    } else if (b_offsets) {                                                   \
-        for (ptrdiff_t k = 0; k < K; ++k)                                     \
-            FCNN_STEP(b + b_offsets[k], V, LANES, SET1, FMA, LOADU);          \
-    } else {                                                                  \
-        for (ptrdiff_t k = 0; k < K; ++k, b += 2 * LANES)                     \
-            FCNN_STEP(b, V, LANES, SET1, FMA, LOADU);                         \
-    }                                                                         \
-    V rows[16] = {c00, c01, c10, c11, c20, c21, c30, c31,                     \
-                  c40, c41, c50, c51, c60, c61, c70, c71};                    \
-    /* whole lines only: a whole tile whose rows are 64-byte aligned */       \
-    int stream = store == FCNN_STORE_STREAM && m == 8 && n == 2 * LANES       \
-                 && (size_t)c % 64 == 0 && (size_t)ldc * sizeof(T) % 64 == 0; \
-    MASK_T full = (MASK_T)~(MASK_T)0;                                         \
-    MASK_T m0 = n >= LANES ? full : (MASK_T)((1u << n) - 1u);                 \
-    MASK_T m1 = n >= 2 * LANES ? full                                         \
-              : (n > LANES ? (MASK_T)((1u << (n - LANES)) - 1u) : (MASK_T)0); \
-    for (int r = 0; r < m; ++r) {                                             \
-        T *cr = c + r * ldc;                                                  \
-        V v0 = rows[2 * r], v1 = rows[2 * r + 1];                             \
-        if (store == FCNN_STORE_ADD) {                                        \
-            v0 = ADD(v0, MASKLOADU(m0, cr));                                  \
-            v1 = ADD(v1, MASKLOADU(m1, cr + LANES));                          \
-        } else if (bias) {                                                    \
-            v0 = ADD(v0, SET1(bias[r]));                                      \
-            v1 = ADD(v1, SET1(bias[r]));                                      \
-        }                                                                     \
-        if (stream) {                                                         \
-            STREAM(cr, v0);                                                   \
-            STREAM(cr + LANES, v1);                                           \
-        } else {                                                              \
-            MASKSTOREU(cr, m0, v0);                                           \
-            MASKSTOREU(cr + LANES, m1, v1);                                   \
-        }                                                                     \
+    switch (m * 2 + (n > LANES) - 1) {                                        \
+    case 1: tile_avx512_##SUFFIX(1, 1, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 2: tile_avx512_##SUFFIX(1, 2, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 3: tile_avx512_##SUFFIX(2, 1, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 4: tile_avx512_##SUFFIX(2, 2, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 5: tile_avx512_##SUFFIX(3, 1, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 6: tile_avx512_##SUFFIX(3, 2, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 7: tile_avx512_##SUFFIX(4, 1, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 8: tile_avx512_##SUFFIX(4, 2, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 9: tile_avx512_##SUFFIX(5, 1, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 10: tile_avx512_##SUFFIX(5, 2, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 11: tile_avx512_##SUFFIX(6, 1, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 12: tile_avx512_##SUFFIX(6, 2, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 13: tile_avx512_##SUFFIX(7, 1, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 14: tile_avx512_##SUFFIX(7, 2, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    case 15: tile_avx512_##SUFFIX(8, 1, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
+    default: tile_avx512_##SUFFIX(8, 2, K, a, a_rows, b, b_offsets, c, ldc, n, store, bias); break; \
     }                                                                         \
 }
 
-FCNN_DEFINE_AVX512_KERNEL(f32, float, __m512, 16, __mmask16, _mm512_setzero_ps,
-                          _mm512_set1_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
-                          _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps,
-                          _mm512_add_ps, _mm512_stream_ps)
-FCNN_DEFINE_AVX512_KERNEL(f64, double, __m512d, 8, __mmask8, _mm512_setzero_pd,
-                          _mm512_set1_pd, _mm512_fmadd_pd, _mm512_loadu_pd,
-                          _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd,
-                          _mm512_add_pd, _mm512_stream_pd)
+FCNN_DEFINE_AVX512_TILE(f32, float, __m512, 16, __mmask16, _mm512_setzero_ps,
+                        _mm512_set1_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+                        _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps,
+                        _mm512_add_ps, _mm512_stream_ps)
+FCNN_DEFINE_AVX512_TILE(f64, double, __m512d, 8, __mmask8, _mm512_setzero_pd,
+                        _mm512_set1_pd, _mm512_fmadd_pd, _mm512_loadu_pd,
+                        _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd,
+                        _mm512_add_pd, _mm512_stream_pd)
 #endif

@@ -63,6 +63,8 @@ def _flatten(layer, nn):
 def _dense(layer, nn):
     module = nn.Linear(layer.fan_in, layer.spec.units)
     modules = [nn.Flatten(), module] if len(layer.input_shape) > 1 else [module]
+    if layer.relu:      # a ReLU the dense layer took on (Dense.fuse_relu)
+        modules.append(nn.ReLU())
     return modules, [(layer.weight, module.weight), (layer.bias, module.bias)]
 
 
