@@ -82,16 +82,89 @@ cdef int times_packed_by_columns(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     return scratch_error(failed, cols_per_block * K, a)
 
 
+cdef int transposed_product(Py_ssize_t N, Py_ssize_t U, Py_ssize_t D,
+                            const floating *x, const floating *w,
+                            const Py_ssize_t *w_rows, floating *y,
+                            const floating *bias, bint relu,
+                            int n_threads) except -1:
+    """y (N, U) = x (N, D) . w^T + bias[u] on column u, then max(y, 0) where
+    relu, computed as y^T = w . x^T: w's rows read in place at w_rows, x^T
+    packed once, the threads sharing its rows (N*D values, where
+    times_packed_by_columns packs w's U*D every call), each thread's block
+    of units into scratch of its own, then written into y with the bias and
+    the ReLU. N <= NR. Each element's sum over k
+    runs as in times_packed_by_columns, and the bias is added after it, as
+    there: the same bits."""
+    cdef Py_ssize_t MR = panel_rows(x), NR = panel_cols(x)
+    cdef Py_ssize_t rows_per_block = round_up((U + n_threads - 1) // n_threads, MR)
+    cdef Py_ssize_t n_blocks = (U + rows_per_block - 1) // rows_per_block
+    cdef Py_ssize_t block, u0, rows, n, r, t, k0, k1
+    cdef floating *mine = NULL
+    cdef floating *yn
+    cdef floating *x_packed = alloc(NR * D, x)
+    cdef int failed = 0
+    cdef int *failure = &failed   # parallel() makes every name it assigns private
+    try:
+        with nogil, parallel(num_threads=n_threads):
+            mine = thread_alloc(rows_per_block * N, x, failure)
+            # B[k, n] = x[n, k], one panel (N <= NR): its rows k0 to k1 are
+            # the run from k0 * NR, which each thread packs for its share
+            for t in prange(n_threads, schedule='static'):
+                k0 = D * t // n_threads
+                k1 = D * (t + 1) // n_threads
+                pack_b(k1 - k0, N, x + k0, 1, D, x_packed + k0 * NR)
+            for block in prange(n_blocks, schedule='static'):
+                if mine == NULL:
+                    continue
+                u0 = block * rows_per_block
+                rows = U - u0 if U - u0 < rows_per_block else rows_per_block
+                gemm(rows, N, D, w, w_rows + u0, x_packed, NULL, mine, N, 0, NULL)
+                for n in range(N):
+                    yn = y + n * U + u0
+                    for r in range(rows):
+                        yn[r] = mine[r * N + n] + bias[u0 + r]
+                    if relu:
+                        if floating is float:
+                            fcnn_relu_f32(yn, yn, rows)
+                        else:
+                            fcnn_relu_f64(yn, yn, rows)
+            thread_scratch_trim()
+        return scratch_error(failed, rows_per_block * N, x)
+    finally:
+        aligned_free(x_packed)
+
+
+cdef bint transposed_is_cheaper(Py_ssize_t N, Py_ssize_t U,
+                                Py_ssize_t NR) noexcept nogil:
+    """Whether a forward of N rows costs less as y^T = w . x^T: each way, a
+    vector of multiply-adds per LANES columns of the product (rounded up:
+    rows of N = 16 fill vectors of units, one row does not), plus half of
+    one per value packed (the packers transpose about two values a
+    multiply-add's time), U*D values of w the direct way, N*D of x the
+    other. Batches of up to NR rows only, which bounds each thread's scratch
+    (a block of units times N)."""
+    cdef Py_ssize_t LANES = NR // 2
+    if N > NR:
+        return False
+    return (2 * U * ((N + LANES - 1) // LANES) + N
+            < 2 * N * ((U + LANES - 1) // LANES) + U)
+
+
 def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
                   const floating[::1] bias, floating[:, ::1] y,
                   const Py_ssize_t[::1] row_offsets, bint relu, int n_threads):
     """y = x . w^T + bias, then max(y, 0) where relu. row_offsets[i] = i * D
-    (the caller's, reusable)."""
+    for i < max(N, U) (the caller's, reusable): the rows of x, or of w where
+    the product runs transposed (transposed_is_cheaper)."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], U = w.shape[0]
+    cdef int n_threads_used = threads_for(N * D * U, n_threads)
+    if transposed_is_cheaper(N, U, panel_cols(&x[0, 0])):
+        transposed_product(N, U, D, &x[0, 0], &w[0, 0], &row_offsets[0], &y[0, 0],
+                           &bias[0], relu, n_threads_used)
+        return
     # B[k, u] = w[u, k]
     times_packed_by_columns(N, U, D, &x[0, 0], &row_offsets[0], &w[0, 0],
-                            1, D, &y[0, 0], &bias[0], relu,
-                            threads_for(N * D * U, n_threads))
+                            1, D, &y[0, 0], &bias[0], relu, n_threads_used)
 
 
 def dense_backward_input(const floating[:, ::1] grad_y,

@@ -132,6 +132,25 @@ def test_edge_tiles_give_the_bits_of_full_tiles(dtype_, dense_gemm, rng):
 
 
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_few_rows_give_the_bits_of_a_batch(dtype_, relu, dense_gemm, rng):
+    """A forward of a few rows (up to one panel's width) may run as
+    y^T = w . x^T, which packs x instead of w: each row's outputs have the
+    bits they have in a batch of 40 rows, which runs the other way, for
+    depths of several passes over k and for any thread count."""
+    d = 300     # past both depth blocks: sums of two or three passes
+    x = normal(rng, (40, d), dtype_)
+    for units in (10, 84, 120, 130):
+        w, b = normal(rng, (units, d), dtype_), normal(rng, (units,), dtype_)
+        batch = fcf.linear(x, w, b, n_threads=1, relu=relu)
+        for rows in (1, 9, 16, 24, 32):
+            for n_threads in (1, 2, 3):
+                np.testing.assert_array_equal(
+                    fcf.linear(x[:rows], w, b, n_threads=n_threads, relu=relu),
+                    batch[:rows])
+
+
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64], ids=["float32", "float64"])
 def test_linear_with_relu_is_relu_of_linear(dtype_, dense_gemm, rng):
     """relu=True returns the bits of relu applied after, NaN included, for
     any thread count (each thread's columns take their ReLU in turn)."""

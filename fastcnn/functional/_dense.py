@@ -13,7 +13,8 @@ from ._checks import (check_apart, check_bias, float_array, output_array,
 @functools.lru_cache(maxsize=64)
 def _row_offsets(n_rows, row_length):
     """Where each row of an (n_rows, row_length) array starts, for the dense
-    kernels, which read the rows of their left operand in place."""
+    kernels, which read the rows of their left operand in place (x, or w
+    in a transposed forward: n_rows covers the longer of the two)."""
     offsets = np.arange(n_rows, dtype=np.intp) * row_length
     offsets.flags.writeable = False
     return offsets
@@ -64,7 +65,8 @@ def linear(x, w, bias=None, n_threads=None, out=None, relu=False):
         check_apart([("out", y)], [("x", x), ("w", w), ("bias", bias)])
     return run_unless_preparing(
         KernelCall(_kernels.dense_forward,
-                   (x, w, bias, y, _row_offsets(*x.shape), bool(relu)), y),
+                   (x, w, bias, y, _row_offsets(max(x.shape[0], units), x.shape[1]),
+                    bool(relu)), y),
         n_threads)
 
 
