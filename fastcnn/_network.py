@@ -392,7 +392,9 @@ class MaxPool(Pooling):
         self._backward = F.max_pool2d_backward if two_d else F.max_pool1d_backward
 
     def allocate(self, capacity, dtype):
-        self.buf_argmax = np.empty((capacity,) + self.output_shape, dtype=np.int32)
+        # inference has no gradient to route: the maxima alone
+        self.buf_argmax = (np.empty((capacity,) + self.output_shape, dtype=np.int32)
+                           if self.training else None)
 
     @property
     def name(self):
@@ -409,6 +411,10 @@ class MaxPool(Pooling):
     def forward(self, x, n_threads):
         n = len(x)
         self.x_shape = x.shape
+        if not self.training:
+            return self.prepared("predict", (x,), lambda: F.prepare(
+                self._forward, x, self.size, self.stride, out=self.output_rows(n),
+                relu=self.relu, return_argmax=False)).run(n_threads)
         self.y, self.argmax = self.prepared("forward", (x,), lambda: F.prepare(
             self._forward, x, self.size, self.stride,
             out=(self.output_rows(n), self.buf_argmax[:n]), relu=self.relu)

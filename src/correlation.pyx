@@ -194,33 +194,34 @@ cdef inline bint in_place_is_cheaper(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
     return wasted <= wasted_interleaved + COPY_COST * (C * H * W + F * Ho * Wo)
 
 
-cdef inline Py_ssize_t forward_group(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                                     Py_ssize_t F, Py_ssize_t K,
-                                     Py_ssize_t Ho, Py_ssize_t Wo,
-                                     Py_ssize_t Wp, Py_ssize_t NR,
-                                     Py_ssize_t G, bint stride_1,
-                                     bint padded) noexcept nogil:
+# out of line, as interleave_group: inlined into the forward's driver, it
+# changed how GCC compiled the rest of the driver, whose output scatter then
+# ran at half speed
+cdef Py_ssize_t forward_group(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t F, Py_ssize_t K,
+                              Py_ssize_t Ho, Py_ssize_t Wo,
+                              Py_ssize_t Wp, Py_ssize_t NR,
+                              Py_ssize_t G, bint stride_1,
+                              bint padded) noexcept nogil:
     """The forward's layout, as the size of its groups: 0 for one sample in
     place (in_place_is_cheaper, stride 1 only), else the G samples of an
-    interleaved frame, or 1 where a frame of one sample costs less than
-    the layout chosen so: its products, one an output row, write y
-    directly, so nothing is copied out, but each wastes the empty columns
-    of its last panel; its input is copied in. Rows as wide as the panels,
-    of few filters, then lose least (LeNet-5's first layer: 28 of 32
-    columns, 6 filters, whose outputs copied out cost more than their
-    products)."""
+    interleaved frame; and 1 where a sample would be in place but a frame
+    of one costs less: its products, one an output row, write y directly,
+    so nothing is copied out, but each wastes the empty columns of its last
+    panel, and its input is always copied in. Rows almost as wide as the
+    panels, of few channels, then lose least (LeNet-5's first layer: 28 of
+    32 columns, one channel, 6 filters, whose outputs cost more to copy out
+    than to compute). Interleaved frames of several samples stay: a frame
+    of one for each sample of a strided layer of short rows (MNIST-1D's
+    first) costs more in its many small products than the model counts."""
     cdef Py_ssize_t copy_in = COPY_COST * C * H * W
-    cdef Py_ssize_t copy_out = COPY_COST * F * Ho * Wo
-    cdef Py_ssize_t one = F * K * Ho * (round_up(Wo, NR) - Wo) + copy_in
-    cdef Py_ssize_t chosen
-    if stride_1 and in_place_is_cheaper(C, H, W, F, K, Ho, Wo, Wp, NR, G, padded):
-        chosen = (F * K * (round_up(Ho * Wp, NR) - Ho * Wo) + copy_out
-                  + (copy_in if padded else 0))
-        return 1 if one < chosen else 0
-    if G == 1:
-        return 1
-    chosen = F * K * Ho * (round_up(Wo * G, NR) - Wo * G) // G + copy_in + copy_out
-    return 1 if one < chosen else G
+    cdef Py_ssize_t one, in_place
+    if not (stride_1 and in_place_is_cheaper(C, H, W, F, K, Ho, Wo, Wp, NR, G, padded)):
+        return G
+    one = F * K * Ho * (round_up(Wo, NR) - Wo) + copy_in
+    in_place = (F * K * (round_up(Ho * Wp, NR) - Ho * Wo) + COPY_COST * F * Ho * Wo
+                + (copy_in if padded else 0))
+    return 1 if one < in_place else 0
 
 
 ctypedef struct Dims:

@@ -23,7 +23,8 @@
 
 #define FCNN_DEFINE_MAX_POOL_ROW(SUFFIX, T)                                    \
 /* Output row of Wo windows of (kh, kw) whose top-left corners are at       */ \
-/* (r0, j*sw) of a plane of width W: y[j] = max, arg[j] = h*W + w of it.   */ \
+/* (r0, j*sw) of a plane of width W: y[j] = max, arg[j] = h*W + w of it     */ \
+/* (arg NULL: the maxima alone, for inference).                             */ \
 /* A NaN is a window's maximum (the first NaN). With relu, y[j] is then    */ \
 /* FCNN_RELU (elementwise.h) of the maximum: pooling fused with the ReLU  */ \
 /* after it, bit for bit the two passes.                                   */ \
@@ -31,13 +32,27 @@ static inline void fcnn_max_pool_row_##SUFFIX(                                 \
         const T *x, ptrdiff_t W, ptrdiff_t r0, ptrdiff_t Wo, ptrdiff_t kh,     \
         ptrdiff_t kw, ptrdiff_t sw, T *y, int32_t *arg, int relu) {            \
     FCNN_SIMD                                                                  \
-    for (ptrdiff_t j = 0; j < Wo; ++j) {                                       \
+    for (ptrdiff_t j = 0; j < Wo; ++j)                                         \
         y[j] = x[r0 * W + j * sw];                                             \
-        arg[j] = (int32_t)(r0 * W + j * sw);                                   \
+    if (arg) {                                                                 \
+        FCNN_SIMD                                                              \
+        for (ptrdiff_t j = 0; j < Wo; ++j)                                     \
+            arg[j] = (int32_t)(r0 * W + j * sw);                               \
     }                                                                          \
     for (ptrdiff_t a = 0; a < kh; ++a) {                                       \
         for (ptrdiff_t b = (a == 0); b < kw; ++b) {                            \
             const ptrdiff_t offset = (r0 + a) * W + b;                         \
+            if (!arg) {                                                        \
+                FCNN_SIMD                                                      \
+                for (ptrdiff_t j = 0; j < Wo; ++j) {                           \
+                    const T v = x[offset + j * sw];                            \
+                    T best = y[j];                                             \
+                    if (FCNN_TAKES(v, best))                                   \
+                        best = v;                                              \
+                    y[j] = best;                                               \
+                }                                                              \
+                continue;                                                      \
+            }                                                                  \
             FCNN_SIMD                                                          \
             for (ptrdiff_t j = 0; j < Wo; ++j) {                               \
                 const T v = x[offset + j * sw];                                \
@@ -74,7 +89,7 @@ static inline void fcnn_max_pool_row_##SUFFIX(                                 \
  * whose last block would write past plane p1 (another thread's) or read
  * past x's end take the exact row loop. The four values of a window are
  * compared in row-major order without branches: same results as
- * fcnn_max_pool_row. */
+ * fcnn_max_pool_row. arg NULL: the maxima alone. */
 #define FCNN_DEFINE_MAX_POOL_2X2(SUFFIX, T)                                    \
 FCNN_CLONES static void fcnn_max_pool_2x2_##SUFFIX(                            \
         const T *x, ptrdiff_t x_size, ptrdiff_t H, ptrdiff_t W, ptrdiff_t Ho,  \
@@ -92,12 +107,26 @@ FCNN_CLONES static void fcnn_max_pool_2x2_##SUFFIX(                            \
             if (out + row_span > y_end                                         \
                     || (bottom - x) + 2 * row_span > x_size) {                 \
                 fcnn_max_pool_row_##SUFFIX(plane, W, 2 * i, Wo, 2, 2, 2,       \
-                                           y + out, arg + out, relu);          \
+                                           y + out, arg ? arg + out : NULL,    \
+                                           relu);                              \
                 continue;                                                      \
             }                                                                  \
             for (ptrdiff_t j0 = 0; j0 < Wo; j0 += FCNN_POOL_BLOCK) {           \
                 const T *t = top + 2 * j0, *b = bottom + 2 * j0;               \
                 T *yb = y + out + j0;                                          \
+                if (!arg) {                                                    \
+                    FCNN_SIMD                                                  \
+                    for (ptrdiff_t j = 0; j < FCNN_POOL_BLOCK; ++j) {          \
+                        T best = t[2 * j], v = t[2 * j + 1];                   \
+                        if (FCNN_TAKES(v, best)) best = v;                     \
+                        v = b[2 * j];                                          \
+                        if (FCNN_TAKES(v, best)) best = v;                     \
+                        v = b[2 * j + 1];                                      \
+                        if (FCNN_TAKES(v, best)) best = v;                     \
+                        yb[j] = relu ? FCNN_RELU(best, T) : best;              \
+                    }                                                          \
+                    continue;                                                  \
+                }                                                              \
                 int32_t *ab = arg + out + j0;                                  \
                 const int32_t corner = (int32_t)(2 * i * W + 2 * j0);          \
                 FCNN_SIMD                                                      \

@@ -40,7 +40,8 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
                        Py_ssize_t kh, Py_ssize_t kw,
                        Py_ssize_t sh, Py_ssize_t sw, bint relu,
                        int n_threads):
-    """y = the maximum of every window; argmax = its index h*W + w in the plane.
+    """y = the maximum of every window; argmax = its index h*W + w in the
+    plane (argmax None: the maxima alone, as inference needs).
 
     Ties go to the first maximum in row-major order. A NaN in a window is its
     maximum (the first NaN), as NaN should propagate rather than vanish.
@@ -50,6 +51,7 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2]
     cdef Py_ssize_t W = x.shape[3], Ho = y.shape[2], Wo = y.shape[3]
     cdef Py_ssize_t plane, i, t, n_planes = N * C
+    cdef int32_t *arg = NULL if argmax is None else &argmax[0, 0, 0, 0]
     if kh == 2 and kw == 2 and sh == 2 and sw == 2:
         # each thread one run of planes: the kernel's blocks may run past an
         # output row into the next, which must be the same thread's
@@ -60,13 +62,13 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
                         &x[0, 0, 0, 0], n_planes * H * W, H, W, Ho, Wo,
                         n_planes * t // n_threads,
                         n_planes * (t + 1) // n_threads,
-                        &y[0, 0, 0, 0], &argmax[0, 0, 0, 0], relu)
+                        &y[0, 0, 0, 0], arg, relu)
                 else:
                     fcnn_max_pool_2x2_f64(
                         &x[0, 0, 0, 0], n_planes * H * W, H, W, Ho, Wo,
                         n_planes * t // n_threads,
                         n_planes * (t + 1) // n_threads,
-                        &y[0, 0, 0, 0], &argmax[0, 0, 0, 0], relu)
+                        &y[0, 0, 0, 0], arg, relu)
         return
     with nogil:
         for plane in prange(n_planes, num_threads=n_threads, schedule='static'):
@@ -75,12 +77,12 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x,
                     fcnn_max_pool_row_f32(
                         &x[0, 0, 0, 0] + plane * H * W, W, i * sh, Wo, kh, kw,
                         sw, &y[0, 0, 0, 0] + (plane * Ho + i) * Wo,
-                        &argmax[0, 0, 0, 0] + (plane * Ho + i) * Wo, relu)
+                        NULL if arg == NULL else arg + (plane * Ho + i) * Wo, relu)
                 else:
                     fcnn_max_pool_row_f64(
                         &x[0, 0, 0, 0] + plane * H * W, W, i * sh, Wo, kh, kw,
                         sw, &y[0, 0, 0, 0] + (plane * Ho + i) * Wo,
-                        &argmax[0, 0, 0, 0] + (plane * Ho + i) * Wo, relu)
+                        NULL if arg == NULL else arg + (plane * Ho + i) * Wo, relu)
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] grad_y,

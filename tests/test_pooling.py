@@ -152,6 +152,36 @@ def test_max_pool_2x2_blocks_match_the_reference(shape, n_threads, dtype, rng, r
     np.testing.assert_array_equal(argmax, expected_argmax)
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["max", "max-relu"])
+def test_maxima_alone_are_the_maxima_of_the_pooling(pool_case, dtype, relu, rng):
+    """return_argmax=False (inference) returns y alone, the bits of the
+    pooling that also finds the indices, through the 2x2 kernel's blocks
+    and the general row loop alike; out is then y itself."""
+    fns = pool_case.functions
+    x = _relu_values(rng, pool_case.x_shape, dtype)
+    expected, _ = fns.max_pool(x, **pool_case.geometry, relu=relu)
+    for n_threads in (1, 2, 3):
+        y = fns.max_pool(x, **pool_case.geometry, n_threads=n_threads, relu=relu,
+                         return_argmax=False)
+        np.testing.assert_array_equal(_bits(y), _bits(expected))
+    out = np.full_like(expected, np.nan)
+    assert fns.max_pool(x, **pool_case.geometry, relu=relu, out=out,
+                        return_argmax=False) is out
+    np.testing.assert_array_equal(_bits(out), _bits(expected))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4, 4), (2, 3, 9, 26), (2, 2, 7, 19), (1, 1, 2, 2),
+                                   (5, 3, 6, 16)])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_max_pool_2x2_blocks_without_indices(shape, n_threads, dtype, rng, ref):
+    """The 2x2 kernel's blocks and its exact row loop without the indices:
+    ties ({0, 1, 2}) and NaN test the order of the comparisons."""
+    x = rng.integers(0, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.05] = np.nan
+    y = fcf.max_pool2d(x, 2, n_threads=n_threads, return_argmax=False)
+    np.testing.assert_array_equal(y, ref.max_pool(x, (2, 2))[0])
+
+
 # -------------------------------------------------------------------- NaN
 
 def test_first_nan_in_a_window_is_its_maximum(dtype):

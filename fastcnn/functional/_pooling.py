@@ -58,20 +58,27 @@ def _argmax_check(argmax, plane):
 _MAX_PLANE = np.iinfo(np.int32).max - 32
 
 
-def _max_pool_call(x, size, stride, ndim, out, relu):
+def _max_pool_call(x, size, stride, ndim, out, relu, return_argmax):
     _check_plane(np.shape(x)[2:], "x")   # before a copy of such a plane
     x = float_array(x, "x", ndim + 2, SPATIAL[ndim])
     size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
     shape = x.shape[:2] + out_spatial
-    y, argmax = output_pair(out, "(y, argmax)")
-    y = output_array(y, shape, x.dtype, "out[0] (y)")
-    argmax = output_array(argmax, shape, np.int32, "out[1] (argmax)")
-    if out is not None:
-        check_apart([("out[0] (y)", y), ("out[1] (argmax)", argmax)], [("x", x)])
     (kh, kw), (sh, sw) = spatial2d(size, ndim, 1), spatial2d(stride, ndim, 1)
+    if not return_argmax:
+        y = output_array(out, shape, x.dtype)
+        if out is not None:
+            check_apart([("out", y)], [("x", x)])
+        return KernelCall(_kernels.max_pool2d_forward,
+                          (as_4d(x, ndim), as_4d(y, ndim), None,
+                           kh, kw, sh, sw, bool(relu)), y)
+    y, where = output_pair(out, "(y, argmax)")
+    y = output_array(y, shape, x.dtype, "out[0] (y)")
+    where = output_array(where, shape, np.int32, "out[1] (argmax)")
+    if out is not None:
+        check_apart([("out[0] (y)", y), ("out[1] (argmax)", where)], [("x", x)])
     return KernelCall(_kernels.max_pool2d_forward,
-                      (as_4d(x, ndim), as_4d(y, ndim), as_4d(argmax, ndim),
-                       kh, kw, sh, sw, bool(relu)), (y, argmax))
+                      (as_4d(x, ndim), as_4d(y, ndim), as_4d(where, ndim),
+                       kh, kw, sh, sw, bool(relu)), (y, where))
 
 
 def _check_relu_output(relu_output, grad_y, ndim):
@@ -151,7 +158,8 @@ def _avg_pool_backward_call(grad_y, x_shape, size, stride, ndim, out):
 
 
 @preparable
-def max_pool2d(x, size, stride=None, n_threads=None, out=None, relu=False):
+def max_pool2d(x, size, stride=None, n_threads=None, out=None, relu=False,
+               return_argmax=True):
     """Maximum over each (KH, KW) window, and where it was.
 
     Parameters
@@ -164,12 +172,16 @@ def max_pool2d(x, size, stride=None, n_threads=None, out=None, relu=False):
         A stride smaller than the size makes windows overlap.
     n_threads : int or None
     out : tuple of arrays (y, argmax), optional
+        The array y alone when ``return_argmax`` is False.
     relu : bool, default False
         Return ``relu(y)`` (negative maxima become 0, NaN stays NaN), the
         same bits as ``max_pool2d(relu(x))`` with one pass over the data
         instead of two: ReLU keeps order, so it commutes with a maximum.
         The ReLU's gradient is then :func:`max_pool2d_backward`'s
         ``relu_output``.
+    return_argmax : bool, default True
+        Also find where each maximum was, which the gradient needs; False
+        returns y alone, computed without them (inference).
 
     Returns
     -------
@@ -178,10 +190,12 @@ def max_pool2d(x, size, stride=None, n_threads=None, out=None, relu=False):
     argmax : int32 array of shape (N, C, Ho, Wo)
         Index ``h * W + w`` of each maximum within its (H, W) plane. Ties
         go to the first maximum in row-major order; a NaN is a window's
-        maximum (the first NaN).
+        maximum (the first NaN). Only when ``return_argmax`` is True.
     """
     return run_unless_preparing(
-        _max_pool_call(x, size, stride, ndim=2, out=out, relu=relu), n_threads)
+        _max_pool_call(x, size, stride, ndim=2, out=out, relu=relu,
+                       return_argmax=return_argmax),
+        n_threads)
 
 
 @preparable
@@ -251,7 +265,8 @@ def avg_pool2d_backward(grad_y, x_shape, size, stride=None, n_threads=None, out=
 
 
 @preparable
-def max_pool1d(x, size, stride=None, n_threads=None, out=None, relu=False):
+def max_pool1d(x, size, stride=None, n_threads=None, out=None, relu=False,
+               return_argmax=True):
     """Maximum over each window of a signal, and where it was.
 
     Parameters
@@ -261,17 +276,24 @@ def max_pool1d(x, size, stride=None, n_threads=None, out=None, relu=False):
     stride : int, default None (= size)
     n_threads : int or None
     out : tuple of arrays (y, argmax), optional
+        The array y alone when ``return_argmax`` is False.
     relu : bool, default False
         Return ``relu(y)``, as :func:`max_pool2d` does.
+    return_argmax : bool, default True
+        Also find where each maximum was; False returns y alone, as
+        :func:`max_pool2d` does.
 
     Returns
     -------
     y : array of shape (N, C, Lo), ``Lo = (L - size) // stride + 1``
     argmax : int32 array of shape (N, C, Lo)
-        Position of each maximum within its signal; ties to the first.
+        Position of each maximum within its signal; ties to the first. Only
+        when ``return_argmax`` is True.
     """
     return run_unless_preparing(
-        _max_pool_call(x, size, stride, ndim=1, out=out, relu=relu), n_threads)
+        _max_pool_call(x, size, stride, ndim=1, out=out, relu=relu,
+                       return_argmax=return_argmax),
+        n_threads)
 
 
 @preparable
