@@ -1,7 +1,7 @@
 """The losses: softmax cross-entropy (classification) and the squared error
 (regression), each the mean loss over a batch (or its mean weighted by the
 rows' weights) and its gradient with respect to the scores, in one pass
-over each row.
+over each row; and the softmax of rows of scores (class probabilities).
 
 Single-threaded: a batch of scores is small (N x outputs), and the loss is
 summed over rows in row order, in double precision, so its bits are fixed
@@ -17,6 +17,28 @@ from libc.math cimport exp, log
 ctypedef fused class_index:
     int
     Py_ssize_t
+
+
+def softmax_rows(const floating[:, ::1] logits, floating[:, ::1] out):
+    """out[n, k] = exp(logits[n, k] - m) / sum_j exp(logits[n, j] - m), m
+    the row's maximum (no overflow), the sum in double precision. A row
+    holding a NaN, or +inf (inf - inf), is NaN."""
+    cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
+    cdef double top, total, e, scale
+    with nogil:
+        for n in range(N):
+            top = logits[n, 0]
+            for k in range(1, K):
+                if logits[n, k] > top:
+                    top = logits[n, k]
+            total = 0
+            for k in range(K):
+                e = exp(logits[n, k] - top)
+                total += e
+                out[n, k] = <floating> e
+            scale = 1.0 / total
+            for k in range(K):
+                out[n, k] = <floating> (out[n, k] * scale)
 
 
 def softmax_cross_entropy(const floating[:, ::1] logits,

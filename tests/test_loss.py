@@ -84,6 +84,26 @@ def test_softmax_rows_sum_to_one(shape, dtype, rng):
     reference = scipy.special.log_softmax(f64(logits), axis=1)
     np.testing.assert_allclose(log_p, reference, rtol=8 * eps,
                                atol=8 * eps * np.abs(reference).max())
+    # exp(z - max) carries the rounding of z - max, relative to its size
+    expected = scipy.special.softmax(f64(logits), axis=1)
+    spread = 4 + np.abs(f64(logits) - f64(logits).max(axis=1, keepdims=True))
+    assert (np.abs(f64(p) - expected) <= 4 * eps * spread * expected
+            + np.finfo(dtype).tiny).all()
+
+
+def test_softmax_of_rows_with_nan_or_infinities(dtype):
+    """A NaN or +inf in a row makes the whole row NaN; -inf is probability
+    0; other rows are untouched; any leading shape."""
+    logits = np.zeros((2, 3, 4), dtype)
+    logits[0, 0, 2] = np.nan
+    logits[0, 1, 0] = np.inf
+    logits[1, 0, 1] = -np.inf
+    p = fcf.softmax(logits)
+    assert p.shape == logits.shape and p.dtype == dtype
+    assert np.isnan(p[0, 0]).all() and np.isnan(p[0, 1]).all()
+    np.testing.assert_array_equal(p[1, 0], np.array([1, 0, 1, 1], dtype) / 3)
+    np.testing.assert_allclose(p[0, 2], 0.25, rtol=np.finfo(dtype).eps)
+    assert fcf.softmax(np.zeros((0, 4), dtype)).shape == (0, 4)
 
 
 @pytest.mark.parametrize("target", [

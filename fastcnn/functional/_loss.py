@@ -7,22 +7,33 @@ from ._checks import (INDEX_DTYPES, any_shape_float_array, check_apart,
                       float_array, output_array, readable, same_dtype)
 
 
-def log_softmax(logits):
-    """``log(softmax(logits))`` along the last axis, computed stably (the
-    row maximum is subtracted before exponentiating)."""
+def _check_logits(logits):
     logits = any_shape_float_array(logits, "logits")
     if logits.ndim == 0 or logits.shape[-1] == 0:
         raise ValueError(
             f"logits must have at least one class along its last axis, got "
             f"shape {logits.shape}")
+    return logits
+
+
+def log_softmax(logits):
+    """``log(softmax(logits))`` along the last axis, computed stably (the
+    row maximum is subtracted before exponentiating)."""
+    logits = _check_logits(logits)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     return shifted
 
 
 def softmax(logits):
-    """Class probabilities from scores along the last axis, computed stably."""
-    return np.exp(log_softmax(logits))
+    """Class probabilities from scores along the last axis, computed stably
+    (the row maximum is subtracted before exponentiating; each row's sum in
+    double precision)."""
+    logits = _check_logits(logits)
+    rows = logits.reshape(-1, logits.shape[-1])
+    out = np.empty_like(rows)
+    _kernels.softmax_rows(rows, out)
+    return out.reshape(logits.shape)
 
 
 def _batch_weights(sample_weight, n):
