@@ -40,6 +40,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import (_check_sample_weight, check_array,
                                       check_is_fitted, validate_data)
 
+from . import functional as F
 from . import layers as L
 from ._labels import check_y_passed
 from ._network import Network, layer_output_shape
@@ -485,15 +486,10 @@ class BaseCNN(LayerParamsMixin, SummaryMixin, ClassNamePrefixFeaturesOutMixin,
         shape = X.shape[1:]
         if shape != self.input_shape_ and shape != (self.n_features_in_,):
             return None
-        X = X.astype(dtype, copy=False)
-        # A finite sum has finite terms; an infinite or NaN one may only have
-        # overflowed, which the general way then sorts out (without the
-        # sum's warnings).
-        with np.errstate(all="ignore"):
-            total = X.sum()
-        if not math.isfinite(total):
-            return None
-        return np.ascontiguousarray(X.reshape((len(X),) + self.input_shape_))
+        X = np.ascontiguousarray(X.astype(dtype, copy=False).reshape(
+            (len(X),) + self.input_shape_))
+        # NaN or infinity: the general way, with its errors
+        return X if F.all_finite(X) else None
 
     def _resolve_input_shape(self, shape):
         n_features = int(np.prod(shape[1:]))

@@ -1,4 +1,4 @@
-"""take_samples of fastcnn.functional: the batch gathered by index equals NumPy's fancy indexing, for any layout and index dtype; bad indices write nothing.
+"""take_samples of fastcnn.functional: the batch gathered by index equals NumPy's fancy indexing, for any layout and index dtype; bad indices write nothing. all_finite: every NaN and infinity found.
 
 Every value is checked against a plain NumPy (or SciPy) reference written
 here, computed in float64, never against fastcnn itself.
@@ -64,3 +64,23 @@ def test_take_samples_bad_input(x, index, out, error, match):
         fcf.take_samples(x, index, out=out)
 
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+def test_all_finite_finds_every_nan_and_infinity(dtype):
+    """One NaN, +inf or -inf at any position (every lane of the vector loop
+    and its tail) is found; the largest and the subnormal values are
+    finite; any shape and layout; an empty array is all finite."""
+    info = np.finfo(dtype)
+    x = np.linspace(-1, 1, 77).astype(dtype)
+    x[[3, 40]] = info.max, -info.max
+    x[7] = info.smallest_subnormal
+    assert fcf.all_finite(x) and fcf.all_finite(x.reshape(7, 11)[:, ::2])
+    for bad in (np.nan, np.inf, -np.inf):
+        for position in range(len(x)):
+            y = x.copy()
+            y[position] = bad
+            assert not fcf.all_finite(y)
+    assert fcf.all_finite(np.zeros((0, 3), dtype))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fcf.all_finite(np.zeros(3, np.int64))

@@ -35,7 +35,7 @@ each function validates its arguments into, which prepare() keeps.
 from ._activations import (elu, elu_backward, gelu, gelu_backward, leaky_relu,
                            leaky_relu_backward, relu, relu_backward, sigmoid,
                            sigmoid_backward, tanh, tanh_backward)
-from ._batch import take_samples
+from ._batch import all_finite, take_samples
 from ._calls import prepare
 from ._checks import output_size
 from ._correlation import (correlate1d, correlate1d_backward,
@@ -71,7 +71,7 @@ __all__ = [
     "linear", "linear_backward", "linear_backward_input",
     "linear_backward_weight", "relu", "relu_backward", "log_softmax",
     "softmax", "softmax_cross_entropy", "squared_error", "sgd_update", "adam_update",
-    "take_samples", "prepare",
+    "take_samples", "all_finite", "prepare",
     "dropout", "dropout_backward",
     "l2_pool2d", "l2_pool2d_backward", "l2_pool1d", "l2_pool1d_backward",
     "global_avg_pool2d", "global_avg_pool2d_backward", "global_avg_pool1d",

@@ -1,5 +1,5 @@
-"""A training batch copied out of the training set: the function over
-src/batch.pyx."""
+"""A training batch copied out of the training set, and the finiteness of
+a batch of input: the functions over src/batch.pyx."""
 import math
 
 import numpy as np
@@ -60,3 +60,13 @@ def take_samples(x, index, n_threads=None, out=None):
     return batch
 
 
+
+
+def all_finite(x):
+    """Whether no value of ``x`` (a float32 or float64 array of any shape)
+    is NaN or infinite, in one pass without floating-point arithmetic
+    (nothing to overflow, no warnings)."""
+    x = readable(np.asarray(x))
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"x must be a float32 or float64 array, got dtype {x.dtype}")
+    return _kernels.all_finite(x.reshape(-1))
