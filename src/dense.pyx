@@ -8,7 +8,8 @@ Layout (C-contiguous): x (N, D), w (U, D), bias (U,), y and grad_y (N, U).
 
 The products run on the gemm module. Each splits the columns of its output between
 threads, and each thread packs its own share of the packed operand into
-scratch of its own (gemm.pxd's thread_alloc); every
+scratch of its own (gemm.pxd's thread_alloc; a forward of few rows, run
+as y^T = w . x^T, packs x once, the threads sharing it); every
 element is summed by one thread, in the same order for any number of
 threads (the weight gradient over the whole batch): no partial sums are
 combined across threads.
@@ -19,12 +20,12 @@ from cython.parallel cimport parallel, prange
 from libc.stddef cimport ptrdiff_t
 
 from fastcnn._kernels.gemm cimport *
+# the one selection, under the names this module has always offered
+from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
 cdef extern from "elementwise.h" nogil:
     void fcnn_relu_f32(const float *x, float *y, ptrdiff_t n)
     void fcnn_relu_f64(const double *x, double *y, ptrdiff_t n)
-# the one selection, under the names this module has always offered
-from fastcnn._kernels.gemm import gemm_kernel_name, select_gemm_kernel
 
 
 # Below this many multiply-adds a product runs on one thread: waking a
@@ -92,9 +93,9 @@ cdef int transposed_product(Py_ssize_t N, Py_ssize_t U, Py_ssize_t D,
     packed once, the threads sharing its rows (N*D values, where
     times_packed_by_columns packs w's U*D every call), each thread's block
     of units into scratch of its own, then written into y with the bias and
-    the ReLU. N <= NR. Each element's sum over k
-    runs as in times_packed_by_columns, and the bias is added after it, as
-    there: the same bits."""
+    the ReLU. N <= NR. Each element's sum over k runs as in
+    times_packed_by_columns, and the bias is added after it, as there: the
+    same bits."""
     cdef Py_ssize_t MR = panel_rows(x), NR = panel_cols(x)
     cdef Py_ssize_t rows_per_block = round_up((U + n_threads - 1) // n_threads, MR)
     cdef Py_ssize_t n_blocks = (U + rows_per_block - 1) // rows_per_block
