@@ -19,24 +19,32 @@ ctypedef fused class_index:
     Py_ssize_t
 
 
+cdef inline double shifted_exps(const floating *row, Py_ssize_t K,
+                                floating *out, double *top) noexcept nogil:
+    """out[k] = exp(row[k] - m) for the row's maximum m (no overflow), which
+    goes to *top; returns the sum of the exponentials, in double precision."""
+    cdef Py_ssize_t k
+    cdef double m = row[0], total = 0, e
+    for k in range(1, K):
+        if row[k] > m:
+            m = row[k]
+    for k in range(K):
+        e = exp(row[k] - m)
+        total += e
+        out[k] = <floating> e
+    top[0] = m
+    return total
+
+
 def softmax_rows(const floating[:, ::1] logits, floating[:, ::1] out):
     """out[n, k] = exp(logits[n, k] - m) / sum_j exp(logits[n, j] - m), m
     the row's maximum (no overflow), the sum in double precision. A row
     holding a NaN, or +inf (inf - inf), is NaN."""
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k
-    cdef double top, total, e, scale
+    cdef double top, scale
     with nogil:
         for n in range(N):
-            top = logits[n, 0]
-            for k in range(1, K):
-                if logits[n, k] > top:
-                    top = logits[n, k]
-            total = 0
-            for k in range(K):
-                e = exp(logits[n, k] - top)
-                total += e
-                out[n, k] = <floating> e
-            scale = 1.0 / total
+            scale = 1.0 / shifted_exps(&logits[n, 0], K, &out[n, 0], &top)
             for k in range(K):
                 out[n, k] = <floating> (out[n, k] * scale)
 
@@ -56,7 +64,7 @@ def softmax_cross_entropy(const floating[:, ::1] logits,
     gives loss 0 and grad 0). Unit weights give the bits of no weights:
     every factor weight[n] / W is then exactly 1 / N."""
     cdef Py_ssize_t N = logits.shape[0], K = logits.shape[1], n, k, bad = 0
-    cdef double top, total, e, ratio, row_scale, loss = 0, scale = 1.0 / N
+    cdef double top, total, ratio, row_scale, loss = 0, scale = 1.0 / N
     cdef double weight_sum = 0
     cdef bint weighted = weight is not None
     for n in range(N):
@@ -69,17 +77,9 @@ def softmax_cross_entropy(const floating[:, ::1] logits,
     row_scale = scale
     with nogil:
         for n in range(N):
-            top = logits[n, 0]
-            for k in range(1, K):
-                if logits[n, k] > top:
-                    top = logits[n, k]
             # one exponential per score, as they take most of the time:
             # kept in grad, then scaled by 1 / (row total * N)
-            total = 0
-            for k in range(K):
-                e = exp(logits[n, k] - top)
-                total += e
-                grad[n, k] = <floating> e
+            total = shifted_exps(&logits[n, 0], K, &grad[n, 0], &top)
             if weighted:
                 row_scale = weight[n] * scale
                 loss += weight[n] * (log(total) - (logits[n, target[n]] - top))
