@@ -14,7 +14,7 @@ Counting floating-point operations
 ----------------------------------
 Counts are per sample, of the layers as they run: a ReLU right before max
 pooling runs after it, on the pooled values, and a ReLU right after a batch
-norm inside it (the table shows ``MaxPool2D(2)+ReLU``).
+norm or a dense layer inside it (the table shows ``MaxPool2D(2)+ReLU``).
 
 Forward pass, by layer:
 
@@ -26,8 +26,9 @@ Forward pass, by layer:
   comparisons, average ``k`` (``k - 1`` additions and a scaling), L2
   ``2k`` (``k`` squares, ``k - 1`` additions and a square root); global
   pooling alike with the window all of a channel;
-- activations (any function), a ReLU taken on by a pooling or a batch
-  norm, and a residual block's sum of its two paths: 1 per output value;
+- activations (any function), a ReLU taken on by a pooling, a batch norm
+  or a dense layer, and a residual block's sum of its two paths: 1 per
+  output value;
 - batch norm: 2 per value (a scale and a shift: the inference form);
 - local response norm: ``size + 4`` per value (a square, ``size - 1``
   additions, ``k + alpha / size * sum``, a power and a division);
@@ -37,8 +38,10 @@ A training step adds the backward pass, counted as one forward pass for
 each gradient it computes: that of the layer's parameters (layers that
 have any) and that of its input, which every layer computes but the
 network's first (its input is the data); so a convolution or dense layer
-costs three forward passes in training, two as the first layer. The loss,
-the optimizer step and the batch norm's statistics in training are not
+costs three forward passes in training, two as the first layer. A ReLU
+taken on by another layer counts as it would on its own: its forward pass,
+and one more for its gradient where the layer computes any. The loss, the
+optimizer step and the batch norm's statistics in training are not
 counted.
 """
 import html
@@ -122,7 +125,11 @@ class _Row:
     @property
     def training_flops(self):
         gradients = bool(self.layer.parameters) + self.input_gradient
-        return self.forward_flops * (1 + gradients)
+        flops = self.forward_flops * (1 + gradients)
+        if getattr(self.layer, "relu", False) and gradients > 1:
+            # a ReLU taken on has one gradient pass, whatever the layer's
+            flops -= _outputs(self.layer) * (gradients - 1)
+        return flops
 
 
 def _rows(layers, input_gradient=False, depth=0, on_shortcut=False):

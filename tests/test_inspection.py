@@ -74,6 +74,30 @@ def test_flops_of_conv_pool_and_dense_layers_by_hand():
         ("Dense", 60, 180), ("Dense", 30, 90)]
 
 
+def test_a_relu_taken_on_counts_as_a_relu_of_its_own():
+    """A ReLU that a dense layer or a batch norm runs inside itself adds
+    its forward FLOPs and, in training, one pass for its gradient, as the
+    ReLU on its own: the totals do not depend on the fusion."""
+    def totals(specs):
+        counts = _counts(specs, (2, 6, 6))
+        return sum(c[1] for c in counts), sum(c[2] for c in counts)
+    specs = [L.Conv2D(4, 3), L.BatchNorm2D(), L.ReLU(), L.Conv2D(3, 1), L.ReLU(),
+             L.MaxPool2D(2), L.Flatten(), L.Dense(7), L.ReLU(), L.Dense(3)]
+    # BatchNorm2D on (4, 4, 4): 64 values, 2 each, and 64 ReLUs; forward
+    # 192, training 128 * 3 (a scale and a shift: parameters and input
+    # gradients) + 64 * 2 = 512. Dense(7) on 12: 168 + 7 ReLUs; training
+    # 168 * 3 + 7 * 2 = 518.
+    counts = _counts(specs, (2, 6, 6))
+    assert ("BatchNorm2D", 192, 512) in counts and ("Dense", 175, 518) in counts
+    # the same layers with the batch norm's and the dense layer's ReLUs on
+    # their own, after a dropout (the identity, 0 FLOPs) that cannot take
+    # them on
+    unfused = [L.Conv2D(4, 3), L.BatchNorm2D(), L.Dropout(0.0), L.ReLU(), L.Conv2D(3, 1),
+               L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(7), L.Dropout(0.0),
+               L.ReLU(), L.Dense(3)]
+    assert totals(specs) == totals(unfused)
+
+
 def test_flops_of_1d_and_global_pooling_by_hand():
     specs = [L.Conv1D(3, 5, stride=2), L.L2Pool1D(2), L.GlobalMaxPool1D(), L.Dense(2)]
     # input (2, 21). Conv1D(3, 5, stride=2): (21 - 5) // 2 + 1 = 9
