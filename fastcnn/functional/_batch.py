@@ -60,8 +60,6 @@ def take_samples(x, index, n_threads=None, out=None):
     return batch
 
 
-
-
 def all_finite(x):
     """Whether no value of ``x`` (a float32 or float64 array of any shape)
     is NaN or infinite, in one pass without floating-point arithmetic

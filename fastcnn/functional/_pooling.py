@@ -63,22 +63,22 @@ def _max_pool_call(x, size, stride, ndim, out, relu, return_argmax):
     x = float_array(x, "x", ndim + 2, SPATIAL[ndim])
     size, stride, out_spatial = _pool_geometry(x.shape[2:], size, stride, ndim)
     shape = x.shape[:2] + out_spatial
-    (kh, kw), (sh, sw) = spatial2d(size, ndim, 1), spatial2d(stride, ndim, 1)
-    if not return_argmax:
-        y = output_array(out, shape, x.dtype)
-        if out is not None:
-            check_apart([("out", y)], [("x", x)])
-        return KernelCall(_kernels.max_pool2d_forward,
-                          (as_4d(x, ndim), as_4d(y, ndim), None,
-                           kh, kw, sh, sw, bool(relu)), y)
-    y, where = output_pair(out, "(y, argmax)")
-    y = output_array(y, shape, x.dtype, "out[0] (y)")
-    where = output_array(where, shape, np.int32, "out[1] (argmax)")
+    if return_argmax:
+        y, argmax = output_pair(out, "(y, argmax)")
+        y = output_array(y, shape, x.dtype, "out[0] (y)")
+        argmax = output_array(argmax, shape, np.int32, "out[1] (argmax)")
+        outputs = [("out[0] (y)", y), ("out[1] (argmax)", argmax)]
+    else:
+        y, argmax = output_array(out, shape, x.dtype), None
+        outputs = [("out", y)]
     if out is not None:
-        check_apart([("out[0] (y)", y), ("out[1] (argmax)", where)], [("x", x)])
+        check_apart(outputs, [("x", x)])
+    (kh, kw), (sh, sw) = spatial2d(size, ndim, 1), spatial2d(stride, ndim, 1)
     return KernelCall(_kernels.max_pool2d_forward,
-                      (as_4d(x, ndim), as_4d(y, ndim), as_4d(where, ndim),
-                       kh, kw, sh, sw, bool(relu)), (y, where))
+                      (as_4d(x, ndim), as_4d(y, ndim),
+                       None if argmax is None else as_4d(argmax, ndim),
+                       kh, kw, sh, sw, bool(relu)),
+                      (y, argmax) if return_argmax else y)
 
 
 def _check_relu_output(relu_output, grad_y, ndim):
